@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The `tessera` program: CLI and daemons in one binary, dispatched on the
+ * first argument.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "dataplane/common/ts_common.h"
+
+#ifndef TS_VERSION
+#define TS_VERSION "0.1.0"
+#endif
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: tessera <command> [options]\n"
+		   "commands:\n"
+		   "  --version    print the version\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+		printf("tessera %s\n", TS_VERSION);
+		return 0;
+	}
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+		usage(stdout);
+		return 0;
+	}
+	fprintf(stderr, "tessera: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return 2;
+}

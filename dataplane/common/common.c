@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Common helpers: error strings, the allocation wrapper with failure
+ * injection, logfmt logging and small IO helpers.
+ *
+ * The allocation wrapper exists so unit tests can make any allocation fail
+ * and check that every caller returns -ENOMEM and leaks nothing. Its only
+ * state is one atomic countdown; when it is negative injection is off.
+ */
+#include "dataplane/common/ts_common.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+static atomic_long g_alloc_countdown = -1;
+static atomic_int g_log_level = -1;
+
+static const char *const g_ts_err_text[] = {
+	[0] = "tessera error",
+	[1] = "on-disk structure is corrupt",
+	[2] = "disk belongs to another format, cluster or node",
+	[3] = "geometry mismatch",
+	[4] = "device too small",
+	[5] = "stale member",
+	[6] = "not enough members to serve the request",
+	[7] = "no free extents",
+	[8] = "unsupported on-disk format version",
+	[9] = "member IO failed",
+};
+
+const char *ts_strerror(int err)
+{
+	if (err == 0)
+		return "success";
+	if (err <= TS_ERR_BASE && err > TS_ERR_LAST)
+		return g_ts_err_text[TS_ERR_BASE - err];
+	if (err < 0 && err > -4096)
+		return strerror(-err);
+	return "unknown error";
+}
+
+static int alloc_should_fail(void)
+{
+	long v = atomic_load(&g_alloc_countdown);
+	while (v >= 0) {
+		if (v == 0)
+			return 1;
+		if (atomic_compare_exchange_weak(&g_alloc_countdown, &v, v - 1))
+			return 0;
+	}
+	return 0;
+}
+
+void ts_alloc_fail_after(long n)
+{
+	atomic_store(&g_alloc_countdown, n);
+}
+
+void *ts_malloc(size_t size)
+{
+	return alloc_should_fail() ? NULL : malloc(size);
+}
+
+void *ts_calloc(size_t n, size_t size)
+{
+	return alloc_should_fail() ? NULL : calloc(n, size);
+}
+
+void *ts_realloc(void *p, size_t size)
+{
+	return alloc_should_fail() ? NULL : realloc(p, size);
+}
+
+void *ts_aligned_alloc(size_t align, size_t size)
+{
+	void *p = NULL;
+
+	if (alloc_should_fail())
+		return NULL;
+	if (posix_memalign(&p, align, size ? size : align) != 0)
+		return NULL;
+	return p;
+}
+
+char *ts_strdup(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *d = ts_malloc(n);
+
+	if (d)
+		memcpy(d, s, n);
+	return d;
+}
+
+void ts_free(void *p)
+{
+	free(p);
+}
+
+void ts_log_set_level(enum ts_log_level lvl)
+{
+	atomic_store(&g_log_level, (int)lvl);
+}
+
+static int log_level(void)
+{
+	int lvl = atomic_load(&g_log_level);
+	if (lvl >= 0)
+		return lvl;
+	lvl = TS_LOG_INFO;
+	const char *e = getenv("TS_LOG_LEVEL");
+	if (e) {
+		if (!strcasecmp(e, "debug"))
+			lvl = TS_LOG_DEBUG;
+		else if (!strcasecmp(e, "warn"))
+			lvl = TS_LOG_WARN;
+		else if (!strcasecmp(e, "error"))
+			lvl = TS_LOG_ERROR;
+	}
+	atomic_store(&g_log_level, lvl);
+	return lvl;
+}
+
+void ts_log(enum ts_log_level lvl, const char *mod, const char *fmt, ...)
+{
+	static const char *const names[] = { "debug", "info", "warn", "error" };
+	char msg[1024];
+	struct timespec ts;
+	struct tm tm;
+	va_list ap;
+
+	if ((int)lvl < log_level())
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	fprintf(stderr, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s mod=%s msg=\"%s\"\n",
+		tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		ts.tv_nsec / 1000000, names[lvl], mod, msg);
+}
+
+uint64_t ts_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int ts_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+int ts_pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t n = pread(fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+int ts_uuid_generate(uint8_t out[16])
+{
+	size_t got = 0;
+
+	while (got < 16) {
+		ssize_t n = getrandom(out + got, 16 - got, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		got += (size_t)n;
+	}
+	out[6] = (uint8_t)((out[6] & 0x0f) | 0x40); /* version 4 */
+	out[8] = (uint8_t)((out[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+	return 0;
+}
+
+void ts_uuid_format(const uint8_t u[16], char out[37])
+{
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		 u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12],
+		 u[13], u[14], u[15]);
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int ts_uuid_parse(const char *s, uint8_t out[16])
+{
+	int j = 0;
+
+	if (strlen(s) != 36)
+		return -EINVAL;
+	for (int i = 0; i < 36;) {
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (s[i] != '-')
+				return -EINVAL;
+			i++;
+			continue;
+		}
+		int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+		if (hi < 0 || lo < 0)
+			return -EINVAL;
+		out[j++] = (uint8_t)(hi << 4 | lo);
+		i += 2;
+	}
+	return 0;
+}
