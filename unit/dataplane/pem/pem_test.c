@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "dataplane/common/ts_common.h"
@@ -787,4 +789,132 @@ Test(pem, alloc_failure_injection)
 	cr_assert_eq(ts_pem_open(g_paths, 2, &o, &pem), 0);
 	cr_assert_eq(ts_pem_free_extents(pem), 62);
 	ts_pem_close(pem);
+}
+
+/* ---- kill -9 during updates ---- */
+
+/*
+ * The op sequence both the child and the model run: step s allocates one
+ * extent for owner (s % 200 + 1) or frees the oldest live one.
+ */
+struct killmodel {
+	struct ts_pem_extent live[64];
+	struct ts_pem_owner own[64];
+	int head, n;
+};
+
+static int kill_step(struct ts_pem *pem, struct killmodel *m, int s)
+{
+	if (m->n < 20 && (s % 3 != 2 || m->n == 0)) {
+		struct ts_pem_owner o = owner((uint8_t)(s % 200 + 1), (uint32_t)s);
+		struct ts_pem_extent x;
+		int rc = ts_pem_alloc(pem, 1, &o, &x);
+
+		if (rc)
+			return rc;
+		m->live[(m->head + m->n) % 64] = x;
+		m->own[(m->head + m->n) % 64] = o;
+		m->n++;
+		return 0;
+	}
+	int rc = ts_pem_free(pem, 1, &m->live[m->head]);
+	if (rc)
+		return rc;
+	m->head = (m->head + 1) % 64;
+	m->n--;
+	return 0;
+}
+
+static int kill_matches(struct ts_pem *pem, const struct killmodel *m)
+{
+	struct ts_pem_owner got;
+	uint64_t total = ts_pem_disk_extents(pem, 0) + ts_pem_disk_extents(pem, 1);
+
+	if (ts_pem_free_extents(pem) != total - (uint64_t)m->n)
+		return 0;
+	for (int i = 0; i < m->n; i++) {
+		int k = (m->head + i) % 64;
+
+		if (ts_pem_get_owner(pem, m->live[k], &got) ||
+		    memcmp(&got, &m->own[k], sizeof(got)))
+			return 0;
+	}
+	return 1;
+}
+
+Test(pem, sigkill_during_updates)
+{
+	struct ts_pem_opts o = opts_for(2);
+	unsigned seed = 4242;
+
+	mkdisk(g_paths[0], 2 * MIB);
+	mkdisk(g_paths[1], 2 * MIB);
+	for (int round = 0; round < 12; round++) {
+		int fds[2];
+		pid_t pid;
+		int acked = 0, v;
+		struct ts_pem *pem;
+
+		o.flags = TS_PEM_FORMAT_FORCE;
+		cr_assert_eq(ts_pem_format(g_paths, 2, &o), 0);
+		cr_assert_eq(pipe(fds), 0);
+		pid = fork();
+		cr_assert_geq(pid, 0);
+		if (pid == 0) {
+			struct killmodel m = { .n = 0 };
+
+			close(fds[0]);
+			if (ts_pem_open(g_paths, 2, &o, &pem))
+				_exit(2);
+			for (int s = 0; s < 100000; s++) {
+				if (kill_step(pem, &m, s))
+					_exit(3);
+				if (write(fds[1], &s, sizeof(s)) != sizeof(s))
+					_exit(4);
+			}
+			_exit(0);
+		}
+		close(fds[1]);
+		/* let it run for a random number of acknowledged steps, then kill */
+		int target = 1 + (int)(rand_r(&seed) % 120);
+		while (acked < target && read(fds[0], &v, sizeof(v)) == sizeof(v))
+			acked = v + 1;
+		kill(pid, SIGKILL);
+		while (read(fds[0], &v, sizeof(v)) == sizeof(v))
+			acked = v + 1;
+		close(fds[0]);
+		int status;
+		cr_assert_eq(waitpid(pid, &status, 0), pid);
+		cr_assert(WIFSIGNALED(status), "child ended on its own: %d", status);
+		/* on disk: the state after `acked` steps, or after the one in flight */
+		cr_assert_eq(ts_pem_open(g_paths, 2, &o, &pem), 0);
+		struct killmodel m = { .n = 0 };
+		int ok = 0;
+		/* replay the same steps on a scratch set: allocation is deterministic */
+		{
+			char c0[160], c1[160];
+			const char *cp[2] = { c0, c1 };
+			struct ts_pem *sp;
+
+			snprintf(c0, sizeof(c0), "%s/s0", g_dir);
+			snprintf(c1, sizeof(c1), "%s/s1", g_dir);
+			mkdisk(c0, 2 * MIB);
+			mkdisk(c1, 2 * MIB);
+			cr_assert_eq(ts_pem_format(cp, 2, &o), 0);
+			cr_assert_eq(ts_pem_open(cp, 2, &o, &sp), 0);
+			for (int s = 0; s < acked; s++)
+				cr_assert_eq(kill_step(sp, &m, s), 0);
+			ts_pem_close(sp);
+			ok = kill_matches(pem, &m);
+			if (!ok) {
+				cr_assert_eq(ts_pem_open(cp, 2, &o, &sp), 0);
+				cr_assert_eq(kill_step(sp, &m, acked), 0);
+				ts_pem_close(sp);
+				ok = kill_matches(pem, &m);
+			}
+		}
+		cr_assert(ok, "round %d: state after %d acked steps is neither it nor the next",
+			  round, acked);
+		ts_pem_close(pem);
+	}
 }
