@@ -43,6 +43,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -190,6 +191,18 @@ static int disk_size(int fd, int *is_blk, uint64_t *size)
 		return -EINVAL;
 	*size = (uint64_t)st.st_size;
 	return 0;
+}
+
+/* One PEM per disk: an exclusive advisory lock, dropped when the fd closes. */
+static int disk_lock(int fd, const char *path)
+{
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+		return 0;
+	if (errno == EWOULDBLOCK) {
+		ts_log(TS_LOG_ERROR, "pem", "disk is in use by another PEM disk=%s", path);
+		return -EBUSY;
+	}
+	return -errno;
 }
 
 /* ---- reading a superblock ---- */
@@ -416,6 +429,9 @@ int ts_pem_format(const char *const *paths, uint32_t n, const struct ts_pem_opts
 			       ts_strerror(rc));
 			goto fail;
 		}
+		rc = disk_lock(fds[i], paths[i]);
+		if (rc)
+			goto fail;
 		rc = disk_size(fds[i], &is_blk, &sizes[i]);
 		if (rc)
 			goto fail;
@@ -526,6 +542,9 @@ static int open_one(struct ts_pem *pem, const char *path, const struct ts_pem_op
 	d->path = ts_strdup(path);
 	if (!d->path)
 		return -ENOMEM;
+	rc = disk_lock(d->fd, path);
+	if (rc)
+		return rc;
 	rc = disk_size(d->fd, &d->is_blk, &size);
 	if (rc)
 		goto fail;

@@ -27,13 +27,16 @@
  *    disk of the set, so an owner never sees half of its extents.
  *  - Open never writes. Format refuses a disk that already carries a valid
  *    Tessera superblock unless TS_PEM_FORMAT_FORCE is given.
+ *  - One PEM per disk: format and open take an exclusive flock() on every
+ *    disk (-EBUSY if another PEM, in this or another process, holds it).
  *
  * Errors: 0 or -errno, or TS_ERR_CORRUPT (both copies invalid),
  * TS_ERR_FOREIGN (not a Tessera disk, or another cluster / node / disk set),
  * TS_ERR_GEOMETRY (extent sizes differ, bad extent size), TS_ERR_TOO_SMALL
  * (no room for one extent, or the device is shorter than its superblock
  * says), TS_ERR_VERSION, TS_ERR_NO_SPACE, -EEXIST (format without force over
- * a Tessera disk), -ENODEV (a disk of the set is missing). Every refusal
+ * a Tessera disk), -ENODEV (a disk of the set is missing), -EBUSY (a disk
+ * is held by another PEM, or the same disk is given twice). Every refusal
  * logs one ts_log line with disk=<path>.
  *
  * THREAD SAFETY: one mutex per PEM (pem->lock) guards the allocation state
@@ -90,8 +93,10 @@ struct ts_pem_opts {
  * Returns 0; -EINVAL (bad opts, n == 0 or > TS_PEM_MAX_DISKS); TS_ERR_GEOMETRY
  * (extent size not a power of two or below TS_PEM_MIN_EXTENT);
  * TS_ERR_TOO_SMALL (a disk cannot hold one extent); -EEXIST (a disk holds a
- * valid Tessera superblock and no TS_PEM_FORMAT_FORCE); -errno from IO.
- * Every disk is checked before any is written.
+ * valid Tessera superblock and no TS_PEM_FORMAT_FORCE); -EBUSY (a disk is
+ * open in a PEM); -ENOMEM; -errno from IO.
+ * Every disk is checked before any is written; writing is not atomic across
+ * disks, so after a failure part-way re-run with TS_PEM_FORMAT_FORCE.
  */
 int ts_pem_format(const char *const *paths, uint32_t n, const struct ts_pem_opts *opts);
 

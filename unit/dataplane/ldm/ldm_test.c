@@ -346,6 +346,63 @@ Test(ldm, create_cut_at_every_step)
 	cr_assert(saw_absent && saw_whole);
 }
 
+/* Cut every superblock write of a delete, then of a grow: old or new, data intact, no leak. */
+Test(ldm, delete_and_grow_cut_at_every_step)
+{
+	uint8_t u[16], data[BS], back[BS];
+	struct ts_ldm_vdisk *vd;
+	struct ts_ldm_vdisk_info info;
+	uint64_t free0 = ts_pem_free_extents(g_pem);
+	int saw[4] = { 0, 0, 0, 0 };
+
+	uuid_of(7, u);
+	memset(data, 0x77, sizeof(data));
+	for (long cut = 0; cut <= 2 * 4608 + 512; cut += 512) {
+		cr_assert_eq(ts_ldm_create(g_ldm, u, 4 * ES, "d", 0, &vd), 0);
+		cr_assert_eq(ts_ldm_write(vd, 3 * ES, data, BS, TS_LDM_FUA), 0);
+		pem_test_cut_after(cut);
+		int rc = ts_ldm_delete(vd);
+		pem_test_cut_after(-1);
+		cr_assert(rc == 0 || rc == -EIO);
+		reopen();
+		if (ts_ldm_get(g_ldm, u, &vd) == 0) {
+			cr_assert_neq(rc, 0, "acknowledged delete undone");
+			saw[0] = 1;
+			cr_assert_eq(ts_ldm_read(vd, 3 * ES, back, BS), 0);
+			cr_assert_arr_eq(back, data, BS);
+			cr_assert_eq(ts_ldm_delete(vd), 0);
+		} else {
+			saw[1] = 1;
+		}
+		cr_assert_eq(ts_pem_free_extents(g_pem), free0, "leak at cut %ld", cut);
+	}
+	for (long cut = 0; cut <= 3 * 4608 + 512; cut += 512) {
+		cr_assert_eq(ts_ldm_create(g_ldm, u, 2 * ES, "g", 0, &vd), 0);
+		cr_assert_eq(ts_ldm_write(vd, ES, data, BS, TS_LDM_FUA), 0);
+		pem_test_cut_after(cut);
+		int rc = ts_ldm_resize(vd, 5 * ES);
+		pem_test_cut_after(-1);
+		cr_assert(rc == 0 || rc == -EIO);
+		reopen();
+		cr_assert_eq(ts_ldm_get(g_ldm, u, &vd), 0);
+		ts_ldm_vdisk_info(vd, &info);
+		if (info.size == 2 * ES) {
+			cr_assert_neq(rc, 0, "acknowledged grow undone");
+			saw[2] = 1;
+		} else {
+			cr_assert_eq(info.size, 5 * ES);
+			saw[3] = 1;
+			cr_assert_eq(ts_ldm_read(vd, 4 * ES, back, BS), 0);
+			cr_assert_eq(back[0], 0);
+		}
+		cr_assert_eq(ts_pem_free_extents(g_pem), free0 - info.extents, "leak at cut %ld", cut);
+		cr_assert_eq(ts_ldm_read(vd, ES, back, BS), 0);
+		cr_assert_arr_eq(back, data, BS);
+		cr_assert_eq(ts_ldm_delete(vd), 0);
+	}
+	cr_assert(saw[0] && saw[1] && saw[2] && saw[3]);
+}
+
 /* ---- member adapter ---- */
 
 struct waiter {

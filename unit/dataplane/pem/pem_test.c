@@ -918,3 +918,27 @@ Test(pem, sigkill_during_updates)
 		ts_pem_close(pem);
 	}
 }
+
+Test(pem, one_pem_per_disk_and_no_duplicates)
+{
+	struct ts_pem_opts o = opts_for(2);
+	struct ts_pem *pem, *again = NULL;
+	const char *dup[2] = { g_paths[0], g_paths[0] };
+
+	mkdisk(g_paths[0], 2 * MIB);
+	mkdisk(g_paths[1], 2 * MIB);
+	cr_assert_eq(ts_pem_format(g_paths, 1, &o), 0);
+	cr_assert_eq(ts_pem_open(g_paths, 1, &o, &pem), 0);
+	cr_assert_eq(ts_pem_open(g_paths, 1, &o, &again), -EBUSY);
+	cr_assert_null(again);
+	o.flags = TS_PEM_FORMAT_FORCE;
+	cr_assert_eq(ts_pem_format(g_paths, 1, &o), -EBUSY);
+	ts_pem_close(pem);
+	/* the same disk twice (a symlink or a repeated path) */
+	o.flags = TS_PEM_FORMAT_FORCE;
+	cr_assert_eq(ts_pem_format(g_paths, 2, &o), 0);
+	o.flags = 0;
+	cr_assert_eq(ts_pem_open(dup, 2, &o, &again), -EBUSY);
+	cr_assert_eq(ts_pem_open(g_paths, 2, &o, &pem), 0);
+	ts_pem_close(pem);
+}
