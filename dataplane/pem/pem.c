@@ -249,6 +249,12 @@ static int slot_read(int fd, uint64_t dsize, uint64_t off, int probe,
 		rc = TS_ERR_VERSION;
 		goto fail;
 	}
+	/* A copy with seq s is only ever written to slot s % 2; anything else is
+	 * not ours to trust (and the next update would overwrite it). */
+	if ((get64(buf, H_SEQ) & 1) != (off != 0)) {
+		rc = TS_ERR_CORRUPT;
+		goto fail;
+	}
 	*img = buf;
 	*used = u;
 	return 0;

@@ -942,3 +942,21 @@ Test(pem, one_pem_per_disk_and_no_duplicates)
 	cr_assert_eq(ts_pem_open(g_paths, 2, &o, &pem), 0);
 	ts_pem_close(pem);
 }
+
+/* A valid copy in the wrong slot (slot 1 copied over slot 0) is not trusted. */
+Test(pem, copy_in_wrong_slot_is_refused)
+{
+	struct ts_pem_opts o = opts_for(2);
+	uint8_t img[8192];
+	int fd;
+
+	mkdisk(g_paths[0], 2 * MIB);
+	cr_assert_eq(ts_pem_format(g_paths, 1, &o), 0);
+	fd = open(g_paths[0], O_RDWR);
+	cr_assert_eq(ts_pread_full(fd, img, sizeof(img), 8192), 0); /* seq 1 */
+	cr_assert_eq(ts_pwrite_full(fd, img, sizeof(img), 0), 0);
+	memset(img, 0, sizeof(img));
+	cr_assert_eq(ts_pwrite_full(fd, img, sizeof(img), 8192), 0);
+	close(fd);
+	expect_open_fails(g_paths, 1, &o, TS_ERR_CORRUPT, g_paths[0]);
+}
