@@ -146,7 +146,9 @@ int ts_ldm_flush(struct ts_ldm_vdisk *vd);
  * IOs run on TS_LDM_MEMBER_WORKERS threads owned by the member, so several
  * proceed in parallel; callbacks fire on those threads. Destroy it with
  * ts_member_destroy() (joins the workers) before deleting the vdisk or
- * closing the LDM. Returns 0 and *\p out, -ENOMEM, or -errno (threads).
+ * closing the LDM, and never from one of its own completion callbacks (it
+ * joins the workers that run them). Returns 0 and *\p out, -ENOMEM, or
+ * -errno (threads).
  */
 int ts_ldm_vdisk_member(struct ts_ldm_vdisk *vd, struct ts_member **out);
 

@@ -134,11 +134,12 @@ const char *ts_pem_disk_path(const struct ts_pem *pem, uint32_t disk);
  * (spreading an owner over the set). The records are persisted disk by disk,
  * one superblock write each; the disk that holds out[0] is written LAST, so
  * an owner that keeps its descriptor in record 0 sees it only once all its
- * other records are durable. All-or-nothing in memory: on error nothing is
- * allocated in memory; a crash part-way may leave records on some disks
- * (owners clean those up: see ts_ldm_open()).
+ * other records are durable. On -EINVAL, TS_ERR_NO_SPACE or -ENOMEM
+ * nothing changed. On an IO error (or a crash) part-way, the disks written
+ * before keep their new records (owners clean those up: see ts_ldm_open())
+ * and the PEM is failed: every later update returns -EIO; close and reopen.
  * Returns 0; -EINVAL (n == 0, zero owner uuid); TS_ERR_NO_SPACE; -ENOMEM;
- * -errno from IO (the PEM is then failed: every later update returns -EIO).
+ * -EIO (failed PEM); -errno from IO.
  */
 int ts_pem_alloc(struct ts_pem *pem, uint32_t n, const struct ts_pem_owner *owners,
 		 struct ts_pem_extent *out);
@@ -146,8 +147,9 @@ int ts_pem_alloc(struct ts_pem *pem, uint32_t n, const struct ts_pem_owner *owne
 /**
  * Free \p n extents. The disk holding ext[0] is written FIRST (the reverse of
  * ts_pem_alloc), so an owner's record 0 disappears before its other records.
- * Returns 0; -EINVAL (out of range or an extent already free, nothing
- * changed); -ENOMEM; -errno from IO.
+ * Returns 0; -EINVAL (out of range, an extent free or listed twice: nothing
+ * changed); -ENOMEM (nothing changed); -EIO (failed PEM); -errno from IO
+ * (as for ts_pem_alloc(): part may be freed, the PEM is failed).
  */
 int ts_pem_free(struct ts_pem *pem, uint32_t n, const struct ts_pem_extent *ext);
 
