@@ -386,6 +386,57 @@ static void set_name(char dst[TS_LDM_NAME_MAX], const char *name)
 		strncpy(dst, name, TS_LDM_NAME_MAX - 1);
 }
 
+struct leftovers {
+	const struct ts_ldm_vdisk *vd;  /* uuid, and the live map to keep */
+	struct ts_pem_extent *ext;
+	size_t n, cap;
+};
+
+static int leftover_one(void *arg, struct ts_pem_extent ext, const struct ts_pem_owner *owner)
+{
+	struct leftovers *l = arg;
+	const struct ts_ldm_vdisk *vd = l->vd;
+
+	if (memcmp(owner->uuid, vd->uuid, 16))
+		return 0;
+	if (owner->index < vd->count && vd->ext[owner->index].disk == ext.disk &&
+	    vd->ext[owner->index].index == ext.index)
+		return 0;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 16;
+		struct ts_pem_extent *e = ts_realloc(l->ext, cap * sizeof(*e));
+
+		if (!e)
+			return -ENOMEM;
+		l->ext = e;
+		l->cap = cap;
+	}
+	l->ext[l->n++] = ext;
+	return 0;
+}
+
+/*
+ * Free the records of \p vd's uuid that are not in its live map (vd->count
+ * 0: all of them): what a failed create or grow could not clean up. Without
+ * this a retry would put a second record under the same (uuid, index).
+ */
+static int reclaim_leftovers(struct ts_ldm_vdisk *vd)
+{
+	struct leftovers l = { .vd = vd };
+	int rc = ts_pem_foreach(vd->ldm->pem, leftover_one, &l);
+
+	if (rc == 0 && l.n) {
+		char u[37];
+
+		ts_uuid_format(vd->uuid, u);
+		ts_log(TS_LOG_WARN, "ldm", "freeing leftovers of a failed create or grow vdisk=%s extents=%zu",
+		       u, l.n);
+		rc = ts_pem_free(vd->ldm->pem, (uint32_t)l.n, l.ext);
+	}
+	ts_free(l.ext);
+	return rc;
+}
+
 /* Allocate extents [from, to) of \p vd into ext[from..to), zeroed. Record
  * 0, if in range, is allocated with \p rec0 (uncommitted). */
 static int alloc_range(struct ts_ldm_vdisk *vd, uint32_t from, uint32_t to,
@@ -447,6 +498,9 @@ int ts_ldm_create(struct ts_ldm *ldm, const uint8_t uuid[16], uint64_t size, con
 	}
 	vd->tag = tag;
 	set_name(vd->name, name);
+	rc = reclaim_leftovers(vd);
+	if (rc)
+		goto fail;
 	vd_desc(vd, size, (uint32_t)count, 0, &rec0);
 	rc = alloc_range(vd, 0, (uint32_t)count, &rec0, vd->ext);
 	if (rc)
@@ -530,6 +584,9 @@ int ts_ldm_resize(struct ts_ldm_vdisk *vd, uint64_t new_size)
 		goto out;
 	}
 	if (new_size == vd->size)
+		goto out;
+	rc = reclaim_leftovers(vd);
+	if (rc)
 		goto out;
 	ext = ts_calloc(count, sizeof(*ext));
 	if (!ext) {

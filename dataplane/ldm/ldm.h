@@ -20,7 +20,9 @@
  * first. ts_ldm_open() reclaims (frees) what a crash left behind: extents of
  * a uuid with no committed record 0, and extents beyond a committed
  * descriptor's count. The PEM only opens a complete disk set, so a record 0
- * is never merely "on a missing disk".
+ * is never merely "on a missing disk". A create or grow that fails part-way
+ * (-ENOMEM, IO error) may leave such records too; the next create or grow of
+ * the same uuid frees them first, so a retry never doubles a (uuid, index).
  *
  * The first 1 MiB of a vdisk is the array group's (it keeps its member
  * superblock there); the LDM never reads or writes vdisk data on its own.
