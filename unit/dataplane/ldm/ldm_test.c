@@ -403,6 +403,50 @@ Test(ldm, delete_and_grow_cut_at_every_step)
 	cr_assert(saw[0] && saw[1] && saw[2] && saw[3]);
 }
 
+/* IO from two threads while the vdisk grows under them: every read matches. */
+struct io_thread {
+	struct ts_ldm_vdisk *vd;
+	uint64_t base;
+	int failures;
+};
+
+static void *io_loop(void *arg)
+{
+	struct io_thread *t = arg;
+	uint8_t buf[BS], back[BS];
+
+	for (int i = 0; i < 200; i++) {
+		uint64_t off = t->base + (uint64_t)(i % 8) * BS;
+
+		memset(buf, (int)(i + t->base / BS), sizeof(buf));
+		if (ts_ldm_write(t->vd, off, buf, BS, 0) || ts_ldm_read(t->vd, off, back, BS) ||
+		    memcmp(buf, back, BS))
+			t->failures++;
+	}
+	return NULL;
+}
+
+Test(ldm, io_while_growing)
+{
+	uint8_t u[16];
+	struct ts_ldm_vdisk *vd;
+	struct io_thread t[2];
+	pthread_t th[2];
+
+	uuid_of(9, u);
+	cr_assert_eq(ts_ldm_create(g_ldm, u, 2 * ES, NULL, 0, &vd), 0);
+	for (int i = 0; i < 2; i++) {
+		t[i] = (struct io_thread){ .vd = vd, .base = (uint64_t)i * ES };
+		cr_assert_eq(pthread_create(&th[i], NULL, io_loop, &t[i]), 0);
+	}
+	for (uint64_t n = 3; n <= 12; n++)
+		cr_assert_eq(ts_ldm_resize(vd, n * ES), 0);
+	for (int i = 0; i < 2; i++) {
+		pthread_join(th[i], NULL);
+		cr_assert_eq(t[i].failures, 0);
+	}
+}
+
 /* ---- member adapter ---- */
 
 struct waiter {
