@@ -267,6 +267,13 @@ static int rebuild_one(struct ts_ldm *ldm, struct rec *r, size_t n, struct ts_pe
 
 	*out = NULL;
 	ts_uuid_format(r[0].owner.uuid, u);
+	for (i = 1; i < n; i++)
+		if (r[i].owner.index == r[i - 1].owner.index) {
+			/* never produced by create/grow/delete: damage; touch nothing */
+			ts_log(TS_LOG_ERROR, "ldm", "vdisk has two extents with one index, leaving it out vdisk=%s index=%u disk=%s",
+			       u, r[i].owner.index, ts_pem_disk_path(ldm->pem, r[i].ext.disk));
+			return 0;
+		}
 	if (r[0].owner.index != 0 || desc_decode(r[0].owner.data, &d)) {
 		ts_log(TS_LOG_WARN, "ldm", "freeing extents of an unfinished vdisk vdisk=%s extents=%zu",
 		       u, n);

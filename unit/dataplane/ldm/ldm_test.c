@@ -313,6 +313,17 @@ Test(ldm, inconsistent_vdisk_left_alone)
 	cr_assert_eq(ts_ldm_list(g_ldm, NULL, 0), 0);
 	/* its remaining two extents are not reclaimed */
 	cr_assert_eq(ts_pem_free_extents(g_pem), free0 - 2);
+
+	/* a second vdisk with index 0 twice (one uncommitted): left alone too */
+	uint8_t v[16];
+	struct ts_pem_owner dup = rec(8, 0);
+
+	uuid_of(8, v);
+	cr_assert_eq(ts_ldm_create(g_ldm, v, ES, "twin", 0, NULL), 0);
+	cr_assert_eq(ts_pem_alloc(g_pem, 1, &dup, &x), 0);
+	reopen();
+	cr_assert_eq(ts_ldm_list(g_ldm, NULL, 0), 0);
+	cr_assert_eq(ts_pem_free_extents(g_pem), free0 - 4);
 }
 
 /* Cut every superblock write of a create; after reopen the vdisk is whole or absent. */
