@@ -90,6 +90,22 @@ int ts_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 /** Read all of \p len bytes at \p off; reading past EOF returns -EIO. 0 or -errno. */
 int ts_pread_full(int fd, void *buf, size_t len, uint64_t off);
 
+/**
+ * Replace the file at \p path with \p len bytes atomically and durably:
+ * write a temporary file beside it, fsync, rename over \p path, fsync the
+ * directory. A crash leaves either the old or the new content. 0 or -errno.
+ */
+int ts_file_write_atomic(const char *path, const void *buf, size_t len);
+
+/**
+ * Read a whole (small) file into a NUL-terminated buffer the caller frees
+ * with ts_free(). \p max bounds the size (-EFBIG beyond). 0 or -errno.
+ */
+int ts_file_read_all(const char *path, size_t max, char **out, size_t *len);
+
+/** mkdir -p with mode 0700 for created components. 0 or -errno. */
+int ts_mkdir_p(const char *path);
+
 /** Fill \p out with 16 random bytes (getrandom). 0 or -errno. */
 int ts_uuid_generate(uint8_t out[16]);
 /** Format a uuid as 36 chars + NUL into \p out (37 bytes). */

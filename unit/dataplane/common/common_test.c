@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -60,4 +61,29 @@ Test(common, full_pread_pwrite_and_eof)
 	cr_assert_arr_eq(buf, back, sizeof(buf));
 	cr_assert_eq(ts_pread_full(fd, back, sizeof(back), 12288), -EIO);
 	close(fd);
+}
+
+Test(common, atomic_file_write_replaces_and_reads_back)
+{
+	char dir[] = "/tmp/ts_atomic_XXXXXX", path[512], sub[256];
+	char *got = NULL;
+	size_t len = 0;
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(sub, sizeof(sub), "%s/a/b/c", dir);
+	cr_assert_eq(ts_mkdir_p(sub), 0);
+	snprintf(path, sizeof(path), "%s/state.json", sub);
+	cr_assert_eq(ts_file_read_all(path, 1024, &got, &len), -ENOENT);
+	cr_assert_eq(ts_file_write_atomic(path, "{\"v\":1}", 7), 0);
+	cr_assert_eq(ts_file_write_atomic(path, "{\"v\":22}", 8), 0);
+	cr_assert_eq(ts_file_read_all(path, 1024, &got, &len), 0);
+	cr_assert_eq(len, 8);
+	cr_assert_str_eq(got, "{\"v\":22}");
+	ts_free(got);
+	cr_assert_eq(ts_file_read_all(path, 4, &got, &len), -EFBIG);
+	unlink(path);
+	rmdir(sub);
+	snprintf(sub, sizeof(sub), "%s/a/b", dir); rmdir(sub);
+	snprintf(sub, sizeof(sub), "%s/a", dir); rmdir(sub);
+	rmdir(dir);
 }
