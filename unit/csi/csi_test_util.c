@@ -12,6 +12,7 @@
 #include "dataplane/common/ts_common.h"
 
 static char g_msg[512];
+const char *g_tenv_base = "/tmp";
 static void *g_keep[4096];
 static size_t g_nkeep;
 
@@ -36,7 +37,7 @@ void tenv_init(struct tenv *e, const struct ts_csi_backend_ops *be, void *be_ctx
 				     .default_volume_bytes = 8 << 20 };
 
 	memset(e, 0, sizeof(*e));
-	snprintf(e->dir, sizeof(e->dir), "/tmp/ts-csi-test-XXXXXX");
+	snprintf(e->dir, sizeof(e->dir), "%s/ts-csi-test-XXXXXX", g_tenv_base);
 	cr_assert_not_null(mkdtemp(e->dir));
 	cfg.state_dir = e->dir;
 	cfg.path_prefix = e->dir;

@@ -22,6 +22,9 @@ struct tenv {
 	struct ts_csi_driver *d;
 };
 
+/* Where tenv_init makes its scratch dir (default /tmp). */
+extern const char *g_tenv_base;
+
 /*
  * Make a scratch dir and a driver (controller + node, node id "n1", path
  * prefix = the scratch dir). \p be NULL: the file backend with \p cap bytes.
