@@ -9,12 +9,8 @@
  * digits), so create is idempotent across a crash between the backend and
  * the metadata store. The attach context is "file://<path>".
  *
- * Attach allocates a loop device the way losetup does, with ioctls:
- * LOOP_CTL_GET_FREE on /dev/loop-control, then LOOP_CONFIGURE (falling back
- * to LOOP_SET_FD + LOOP_SET_STATUS64 on old kernels) on /dev/loopN, creating
- * the device node with mknod when a container's /dev lacks it. Another
- * process may grab the same free device between the two calls; that shows
- * as EBUSY and is retried a bounded number of times. Detach is LOOP_CLR_FD;
+ * Attach puts the image on a loop device (csi/loop.h: ioctls on
+ * /dev/loop-control and /dev/loopN, no losetup); detach is LOOP_CLR_FD;
  * refresh is LOOP_SET_CAPACITY after a grow.
  *
  * Capacity is the configured limit minus the sum of volume sizes, or the
@@ -26,30 +22,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <linux/fs.h>
-#include <linux/loop.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "csi/backend.h"
+#include "csi/loop.h"
 #include "dataplane/common/ts_common.h"
-
-#ifndef LOOP_CONFIGURE
-#define LOOP_CONFIGURE 0x4C0A
-struct loop_config {
-	uint32_t fd;
-	uint32_t block_size;
-	struct loop_info64 info;
-	uint64_t __reserved[8];
-};
-#endif
 
 struct file_be {
 	char *dir;
@@ -231,121 +214,31 @@ out:
 	return rc;
 }
 
-/* The informational backing-file name of a loop device (truncated, as losetup does). */
-static void set_name(uint8_t name[LO_NAME_SIZE], const char *path)
-{
-	size_t n = TS_MIN(strlen(path), (size_t)LO_NAME_SIZE - 1);
-
-	memcpy(name, path, n);
-	name[n] = '\0';
-}
-
-/* Open /dev/loopN, creating the node if this /dev lacks it. */
-static int open_loop(int n)
-{
-	char dev[32];
-	int fd;
-
-	snprintf(dev, sizeof(dev), "/dev/loop%d", n);
-	fd = open(dev, O_RDWR | O_CLOEXEC);
-	if (fd < 0 && errno == ENOENT) {
-		if (mknod(dev, S_IFBLK | 0660, makedev(7, (unsigned)n)) && errno != EEXIST)
-			return -errno;
-		fd = open(dev, O_RDWR | O_CLOEXEC);
-	}
-	return fd < 0 ? -errno : fd;
-}
-
 static int file_attach(void *ctx, const char *id, const char *attach, char *dev, size_t dev_len)
 {
 	struct file_be *b = ctx;
 	char path[4200];
-	int ffd, ctl, rc;
+	int rc;
 
 	(void)attach; /* the id names the file; the context is for other initiators */
 	rc = vol_path(b, id, path, sizeof(path));
 	if (rc)
 		return rc;
-	ffd = open(path, O_RDWR | O_CLOEXEC);
-	if (ffd < 0)
-		return -errno;
-	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
-	if (ctl < 0) {
-		rc = -errno;
-		close(ffd);
-		return rc;
-	}
-	rc = -EBUSY;
-	for (int tries = 0; tries < 16 && rc == -EBUSY; tries++) {
-		int n = ioctl(ctl, LOOP_CTL_GET_FREE);
-		struct loop_config cfg;
-		int lfd;
-
-		if (n < 0) {
-			rc = -errno;
-			break;
-		}
-		lfd = open_loop(n);
-		if (lfd < 0) {
-			rc = lfd;
-			break;
-		}
-		memset(&cfg, 0, sizeof(cfg));
-		cfg.fd = (uint32_t)ffd;
-		set_name(cfg.info.lo_file_name, path);
-		if (ioctl(lfd, LOOP_CONFIGURE, &cfg) == 0) {
-			rc = 0;
-		} else if (errno == EINVAL || errno == ENOTTY) {
-			struct loop_info64 info;
-
-			memset(&info, 0, sizeof(info));
-			set_name(info.lo_file_name, path);
-			if (ioctl(lfd, LOOP_SET_FD, ffd))
-				rc = -errno;
-			else if (ioctl(lfd, LOOP_SET_STATUS64, &info))
-				rc = -errno, ioctl(lfd, LOOP_CLR_FD, 0);
-			else
-				rc = 0;
-		} else {
-			rc = -errno;
-		}
-		if (rc == 0)
-			snprintf(dev, dev_len, "/dev/loop%d", n);
-		close(lfd);
-	}
-	close(ctl);
-	close(ffd);
-	return rc;
+	return ts_csi_loop_attach(path, false, path, dev, dev_len);
 }
 
 static int file_detach(void *ctx, const char *id, const char *dev)
 {
-	int fd, rc = 0;
-
 	(void)ctx;
 	(void)id;
-	fd = open(dev, O_RDWR | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
-	if (ioctl(fd, LOOP_CLR_FD, 0) && errno != ENXIO)
-		rc = -errno;
-	close(fd);
-	return rc;
+	return ts_csi_loop_detach(dev);
 }
 
 static int file_refresh(void *ctx, const char *id, const char *dev, uint64_t *out)
 {
-	int fd, rc = 0;
-
 	(void)ctx;
 	(void)id;
-	fd = open(dev, O_RDWR | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (ioctl(fd, LOOP_SET_CAPACITY, 0) || ioctl(fd, BLKGETSIZE64, out))
-		rc = -errno;
-	close(fd);
-	return rc;
+	return ts_csi_loop_refresh(dev, out);
 }
 
 static void file_destroy(void *ctx)

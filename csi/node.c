@@ -9,7 +9,10 @@
  * no ext4/xfs superblock, detected by magic number, so data survives
  * unstage/stage) and mounts it at the staging path. Publish bind-mounts the
  * staging mount (Filesystem) or the device node (Block, onto a file the
- * driver creates) at the target path, remounting read-only when asked.
+ * driver creates) at the target path, remounting read-only when asked; a
+ * read-only Block publish binds a read-only loop device stacked on the staged
+ * device instead, because a read-only mount does not make a device node
+ * read-only (unpublish finds it by its tag and detaches it).
  * Unpublish and unstage undo this and are idempotent: a missing target or an
  * unknown volume is success.
  *
@@ -44,7 +47,11 @@
 #include <jansson.h>
 
 #include "csi/csi_priv.h"
+#include "csi/loop.h"
 #include "dataplane/common/ts_common.h"
+
+/* Tag of the read-only loop devices a read-only Block publish creates. */
+#define RO_TAG "tessera-ro:"
 
 /* ---- small system helpers ---- */
 
@@ -130,24 +137,47 @@ static int umount_all(const char *path)
 	return -EBUSY;
 }
 
-/* "ext4", "xfs" or "" for what the device holds; -errno on read failure. */
-static int detect_fs(const char *dev, char *out, size_t len)
+static uint64_t le32(const uint8_t *p)
+{
+	return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24;
+}
+
+static uint64_t be32(const uint8_t *p)
+{
+	return (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 | (uint64_t)p[2] << 8 | (uint64_t)p[3];
+}
+
+/*
+ * "ext4", "xfs" or "" for what the device holds, and the filesystem's size
+ * in bytes from its superblock (ext4: s_blocks_count lo/hi and
+ * s_log_block_size; xfs: sb_blocksize and sb_dblocks). -errno on read
+ * failure.
+ */
+static int detect_fs(const char *dev, char *out, size_t len, uint64_t *fs_bytes)
 {
 	uint8_t buf[2048];
 	int fd = open(dev, O_RDONLY | O_CLOEXEC);
 	int rc;
 
 	out[0] = '\0';
+	*fs_bytes = 0;
 	if (fd < 0)
 		return -errno;
 	rc = ts_pread_full(fd, buf, sizeof(buf), 0);
 	close(fd);
 	if (rc)
 		return rc;
-	if (!memcmp(buf, "XFSB", 4))
+	if (!memcmp(buf, "XFSB", 4)) {
 		snprintf(out, len, "xfs");
-	else if (buf[1080] == 0x53 && buf[1081] == 0xEF)
+		*fs_bytes = be32(buf + 4) * (be32(buf + 8) << 32 | be32(buf + 12));
+	} else if (buf[1080] == 0x53 && buf[1081] == 0xEF) {
+		const uint8_t *sb = buf + 1024;
+		bool is64 = le32(sb + 0x60) & 0x80; /* INCOMPAT_64BIT */
+		uint64_t blocks = le32(sb + 0x4) | (is64 ? le32(sb + 0x150) << 32 : 0);
+
 		snprintf(out, len, "ext4");
+		*fs_bytes = blocks * (1024ull << TS_MIN(le32(sb + 0x18), 16));
+	}
 	return 0;
 }
 
@@ -159,6 +189,33 @@ static int dev_size(const char *path, uint64_t *out)
 	if (fd < 0)
 		return -errno;
 	if (ioctl(fd, BLKGETSIZE64, out))
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+#ifndef EXT4_IOC_RESIZE_FS
+#define EXT4_IOC_RESIZE_FS _IOW('f', 16, uint64_t)
+#endif
+
+/*
+ * Online-grow the ext4 filesystem mounted at \p mnt to fill \p bytes, with the
+ * ioctl resize2fs uses, on the read-write staging mount (resize2fs itself
+ * may pick a read-only bind of the same device and give up).
+ */
+static int grow_ext4(const char *mnt, uint64_t bytes)
+{
+	struct statvfs s;
+	uint64_t blocks;
+	int fd, rc = 0;
+
+	if (statvfs(mnt, &s))
+		return -errno;
+	blocks = bytes / s.f_frsize;
+	fd = open(mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, EXT4_IOC_RESIZE_FS, &blocks))
 		rc = -errno;
 	close(fd);
 	return rc;
@@ -373,7 +430,11 @@ static int node_stage(struct ts_csi_driver *d, struct csi_call *c, const void *r
 	}
 	attached = true;
 	if (!v->block) {
-		rc = detect_fs(v->dev, fs, sizeof(fs));
+		uint64_t fs_bytes = 0, dev_bytes = 0;
+
+		rc = detect_fs(v->dev, fs, sizeof(fs), &fs_bytes);
+		if (!rc)
+			rc = dev_size(v->dev, &dev_bytes);
 		if (rc) {
 			rc = csi_fail_err(c, rc, "reading the device");
 			goto out;
@@ -398,10 +459,30 @@ static int node_stage(struct ts_csi_driver *d, struct csi_call *c, const void *r
 				goto out;
 			}
 		}
+		if (!strcmp(fs, "ext4") && dev_bytes >= fs_bytes + (1 << 20)) {
+			/* Expanded while unstaged (or online growth was refused): grow offline. */
+			char *fsck[] = { "e2fsck", "-f", "-p", v->dev, NULL };
+			char *grow[] = { "resize2fs", v->dev, NULL };
+
+			if (run(fsck) || run(grow)) {
+				rc = csi_fail(c, CSI_INTERNAL, "offline grow of ext4 on %s failed",
+					      v->dev);
+				goto out;
+			}
+		}
 		snprintf(v->fs_type, sizeof(v->fs_type), "%s", fs_req);
 		if (mount(v->dev, v->staging, v->fs_type, flags, NULL)) {
 			rc = csi_fail_err(c, -errno, "mounting the staging path");
 			goto out;
+		}
+		if (!strcmp(fs, "xfs") && dev_bytes >= fs_bytes + (1 << 20)) {
+			char *grow[] = { "xfs_growfs", v->staging, NULL };
+
+			if (run(grow)) {
+				umount2(v->staging, 0);
+				rc = csi_fail(c, CSI_INTERNAL, "growing xfs on %s failed", v->dev);
+				goto out;
+			}
 		}
 	}
 	rc = save_vol(d, v);
@@ -473,6 +554,7 @@ static int node_publish(struct ts_csi_driver *d, struct csi_call *c, const void 
 	struct node_vol *v;
 	unsigned long flags;
 	bool created = false;
+	char rodev[TS_CSI_DEV_MAX] = "";
 	int rc, m;
 
 	(void)respp;
@@ -522,7 +604,21 @@ static int node_publish(struct ts_csi_driver *d, struct csi_call *c, const void 
 		rc = csi_fail_err(c, -errno, "creating the target directory");
 		goto out;
 	}
-	if (mount(v->block ? v->dev : v->staging, tp, NULL, MS_BIND, NULL)) {
+	if (v->block && (flags & MS_RDONLY)) {
+		/*
+		 * A read-only bind mount does not stop writes to a device node:
+		 * publish a read-only loop device over the staged one instead.
+		 */
+		char tag[TS_CSI_ID_MAX + 16];
+
+		snprintf(tag, sizeof(tag), RO_TAG "%s", v->id);
+		rc = ts_csi_loop_attach(v->dev, true, tag, rodev, sizeof(rodev));
+		if (rc) {
+			rc = csi_fail_err(c, rc, "attaching a read-only loop device");
+			goto undo;
+		}
+	}
+	if (mount(rodev[0] ? rodev : v->block ? v->dev : v->staging, tp, NULL, MS_BIND, NULL)) {
 		rc = csi_fail_err(c, -errno, "bind-mounting the target");
 		goto undo;
 	}
@@ -536,6 +632,8 @@ static int node_publish(struct ts_csi_driver *d, struct csi_call *c, const void 
 	rc = 0;
 	goto out;
 undo:
+	if (rodev[0])
+		ts_csi_loop_detach(rodev);
 	if (v->block)
 		unlink(tp);
 	else if (created)
@@ -549,6 +647,7 @@ static int node_unpublish(struct ts_csi_driver *d, struct csi_call *c, const voi
 			  void *respp)
 {
 	const Csi__V1__NodeUnpublishVolumeRequest *req = reqp;
+	char rodev[TS_CSI_DEV_MAX] = "";
 	struct stat sb;
 	int rc = 0;
 
@@ -568,10 +667,25 @@ static int node_unpublish(struct ts_csi_driver *d, struct csi_call *c, const voi
 			      req->volume_id, req->target_path);
 		goto out;
 	}
+	/* A read-only Block publish put its own loop device there (see publish). */
+	if (S_ISREG(sb.st_mode) || S_ISBLK(sb.st_mode)) {
+		char tag[80];
+
+		if (ts_csi_loop_tag(req->target_path, tag, sizeof(tag), rodev, sizeof(rodev)) ||
+		    strncmp(tag, RO_TAG, strlen(RO_TAG)))
+			rodev[0] = '\0';
+	}
 	rc = umount_all(req->target_path);
 	if (rc) {
 		rc = csi_fail_err(c, rc, "unmounting the target");
 		goto out;
+	}
+	if (rodev[0]) {
+		rc = ts_csi_loop_detach(rodev);
+		if (rc) {
+			rc = csi_fail_err(c, rc, "detaching the read-only loop device");
+			goto out;
+		}
 	}
 	if ((S_ISDIR(sb.st_mode) ? rmdir(req->target_path) : unlink(req->target_path)) &&
 	    errno != ENOENT) {
@@ -722,16 +836,31 @@ static int node_expand(struct ts_csi_driver *d, struct csi_call *c, const void *
 		goto out;
 	}
 	if (!v.block) {
-		char *ext4[] = { "resize2fs", v.dev, NULL };
 		char *xfs[] = { "xfs_growfs", v.staging, NULL };
+		uint64_t fs_bytes = 0;
+		char fs[8];
 
-		rc = run(strcmp(v.fs_type, "xfs") ? ext4 : xfs);
+		rc = detect_fs(v.dev, fs, sizeof(fs), &fs_bytes);
 		if (rc) {
-			rc = csi_fail(c, CSI_INTERNAL, "growing the %s filesystem on %s failed",
-				      v.fs_type, v.dev);
+			rc = csi_fail_err(c, rc, "reading the filesystem superblock");
+			goto out;
+		}
+		if (size < fs_bytes + (1 << 20))
+			goto done; /* already spans the device */
+		rc = strcmp(v.fs_type, "xfs") ? grow_ext4(v.staging, size) : run(xfs);
+		if (rc == -EPERM) {
+			rc = csi_fail(c, CSI_FAILED_PRECONDITION,
+				      "online ext4 grow needs CAP_SYS_RESOURCE, which this node lacks; "
+				      "the filesystem grows when the volume is staged next");
+			goto out;
+		}
+		if (rc) {
+			rc = csi_fail(c, CSI_INTERNAL, "growing the %s filesystem on %s failed: %s",
+				      v.fs_type, v.dev, ts_strerror(rc));
 			goto out;
 		}
 	}
+done:
 	resp->capacity_bytes = (int64_t)size;
 	rc = 0;
 out:

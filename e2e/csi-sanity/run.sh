@@ -42,7 +42,10 @@ cleanup() {
     while read -r m; do umount -l "$m" || true; done
   for f in "$WORK"/state/volumes/*.img; do
     [ -e "$f" ] || continue
-    for l in $(losetup -nO NAME -j "$f" 2>/dev/null || true); do losetup -d "$l" || true; done
+    for l in $(losetup -nO NAME -j "$f" 2>/dev/null || true); do
+      for r in $(losetup -nO NAME -j "$l" 2>/dev/null || true); do losetup -d "$r" || true; done
+      losetup -d "$l" || true
+    done
   done
 }
 trap cleanup EXIT

@@ -64,7 +64,9 @@ void tenv_fini(struct tenv *e)
 	/* Leftovers of a failed test: unmount, detach, remove. */
 	snprintf(cmd, sizeof(cmd),
 		 "grep -o ' %s/[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l;"
-		 "for f in %s/volumes/*.img; do [ -e \"$f\" ] && losetup -j \"$f\" -nO NAME | xargs -r -n1 losetup -d; done;"
+		 "for f in %s/volumes/*.img; do [ -e \"$f\" ] || continue;"
+		 " for l in $(losetup -j \"$f\" -nO NAME); do"
+		 "  losetup -j \"$l\" -nO NAME | xargs -r -n1 losetup -d; losetup -d \"$l\"; done; done;"
 		 "rm -rf %s",
 		 e->dir, e->dir, e->dir);
 	if (system(cmd) != 0)
