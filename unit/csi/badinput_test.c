@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "csi/csi_priv.h"
 #include "dataplane/common/ts_common.h"
 #include "unit/csi/csi_test_util.h"
 
@@ -613,4 +614,63 @@ Test(csi_badinput, malformed_bytes)
 		cr_expect_eq(ts_csi_handle(e.d, "/csi.v1.Controller/CreateSnapshot", bad, 0, &out,
 					   &out_len, &code, NULL, 0), -ENOENT);
 	}
+}
+
+/* ---- deadlines, cancellation, error mapping (internal API) ---- */
+
+Test(csi_badinput, deadline_and_cancel_stop_before_handler)
+{
+	const struct csi_method *m = csi_method_find("/csi.v1.Controller/CreateVolume");
+	Csi__V1__VolumeCapability *caps[1] = { tcap_mount(NULL) };
+	Csi__V1__CreateVolumeRequest r = cv_req("late", caps, 1);
+	Csi__V1__ListVolumesRequest lv = CSI__V1__LIST_VOLUMES_REQUEST__INIT;
+	Csi__V1__ListVolumesResponse *lr;
+	uint8_t buf[256], *out;
+	size_t n = protobuf_c_message_pack(&r.base, buf), out_len;
+	atomic_bool cancelled = true;
+	struct csi_call c;
+
+	cr_assert_not_null(m);
+	csi_call_init(&c);
+	c.deadline_ns = 1; /* long past */
+	cr_expect_eq(csi_dispatch(e.d, m, &c, buf, n, &out, &out_len), -1);
+	cr_expect_eq(c.code, CSI_DEADLINE_EXCEEDED);
+	csi_call_fini(&c);
+	csi_call_init(&c);
+	c.cancelled = &cancelled;
+	cr_expect_eq(csi_dispatch(e.d, m, &c, buf, n, &out, &out_len), -1);
+	cr_expect_eq(c.code, CSI_CANCELLED);
+	csi_call_fini(&c);
+	/* Neither call created anything. */
+	cr_assert_eq(tcall(e.d, "/csi.v1.Controller/ListVolumes", &lv,
+			   &csi__v1__list_volumes_response__descriptor, (void **)&lr), 0);
+	cr_expect_eq(lr->n_entries, 0);
+	protobuf_c_message_free_unpacked(&lr->base, NULL);
+	/* A live call with a future deadline runs. */
+	csi_call_init(&c);
+	c.deadline_ns = ts_now_ns() + 60ull * 1000000000ull;
+	cancelled = false;
+	c.cancelled = &cancelled;
+	cr_expect_eq(csi_dispatch(e.d, m, &c, buf, n, &out, &out_len), 0, "%s", c.msg);
+	ts_free(out);
+	csi_call_fini(&c);
+}
+
+Test(csi_badinput, error_mapping)
+{
+	cr_expect_eq(csi_code_from_err(0), CSI_OK);
+	cr_expect_eq(csi_code_from_err(-ENOENT), CSI_NOT_FOUND);
+	cr_expect_eq(csi_code_from_err(-EEXIST), CSI_ALREADY_EXISTS);
+	cr_expect_eq(csi_code_from_err(-EINVAL), CSI_INVALID_ARGUMENT);
+	cr_expect_eq(csi_code_from_err(-ERANGE), CSI_OUT_OF_RANGE);
+	cr_expect_eq(csi_code_from_err(-ENOSPC), CSI_RESOURCE_EXHAUSTED);
+	cr_expect_eq(csi_code_from_err(TS_ERR_NO_SPACE), CSI_RESOURCE_EXHAUSTED);
+	cr_expect_eq(csi_code_from_err(-ENOMEM), CSI_RESOURCE_EXHAUSTED);
+	cr_expect_eq(csi_code_from_err(TS_ERR_DEGRADED), CSI_UNAVAILABLE);
+	cr_expect_eq(csi_code_from_err(-EAGAIN), CSI_UNAVAILABLE);
+	cr_expect_eq(csi_code_from_err(-EBUSY), CSI_FAILED_PRECONDITION);
+	cr_expect_eq(csi_code_from_err(-ETIMEDOUT), CSI_DEADLINE_EXCEEDED);
+	cr_expect_eq(csi_code_from_err(-ECANCELED), CSI_CANCELLED);
+	cr_expect_eq(csi_code_from_err(-EIO), CSI_INTERNAL);
+	cr_expect_eq(csi_code_from_err(TS_ERR_CORRUPT), CSI_INTERNAL);
 }
