@@ -114,6 +114,10 @@ int ts_csi_main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (strncmp(endpoint, "unix:///", 8)) {
+		fprintf(stderr, "tessera csi: --endpoint must be unix:///absolute/path.sock\n");
+		return 2;
+	}
 	cfg.state_dir = state;
 	if (mkdir(state, 0700) && errno != EEXIST) {
 		fprintf(stderr, "tessera csi: cannot create %s: %s\n", state, strerror(errno));

@@ -15,6 +15,7 @@
  * Needs root (loop devices, mounts); skipped otherwise.
  */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -461,4 +462,50 @@ Test(csi_mount, grpc_unimplemented_and_shutdown)
 			     sizeof(g_msg)), 14);
 	gc_close(g_ch);
 	start(); /* for teardown */
+}
+
+/* Concurrent CreateVolume calls for one name through the worker pool: one volume. */
+static void *create_same(void *arg)
+{
+	Csi__V1__CreateVolumeRequest r = CSI__V1__CREATE_VOLUME_REQUEST__INIT;
+	Csi__V1__VolumeCapability *caps[1] = { arg };
+	Csi__V1__CreateVolumeResponse *resp;
+	char msg[256], *id = NULL;
+
+	r.name = "shared-name";
+	r.volume_capabilities = caps;
+	r.n_volume_capabilities = 1;
+	if (gc_call(g_ch, "/csi.v1.Controller/CreateVolume", &r,
+		    &csi__v1__create_volume_response__descriptor, (void **)&resp, 30000, msg,
+		    sizeof(msg)) == 0) {
+		id = strdup(resp->volume->volume_id);
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
+	}
+	return id;
+}
+
+Test(csi_mount, concurrent_creates_are_idempotent)
+{
+	Csi__V1__ListVolumesRequest lv = CSI__V1__LIST_VOLUMES_REQUEST__INIT;
+	Csi__V1__ListVolumesResponse *lr;
+	Csi__V1__VolumeCapability *cap = tcap_mount(NULL);
+	pthread_t t[8];
+	char *ids[8];
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root");
+	for (int i = 0; i < 8; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, create_same, cap), 0);
+	for (int i = 0; i < 8; i++)
+		pthread_join(t[i], (void **)&ids[i]);
+	for (int i = 0; i < 8; i++) {
+		cr_assert_not_null(ids[i], "call %d failed", i);
+		cr_expect_str_eq(ids[i], ids[0]);
+	}
+	for (int i = 0; i < 8; i++)
+		free(ids[i]);
+	cr_assert_eq(RPC("Controller/ListVolumes", &lv, &csi__v1__list_volumes_response__descriptor,
+			 &lr), 0);
+	cr_expect_eq(lr->n_entries, 1);
+	protobuf_c_message_free_unpacked(&lr->base, NULL);
 }
