@@ -94,7 +94,7 @@ Test(csi_store, put_get_del_reopen)
 	cr_expect_neq(access(path, F_OK), 0);
 	cr_assert_eq(ops->count(ctx), 9);
 	for (int i = 0; i < 10; i++) {
-		char id[16];
+		char id[32];
 		struct ts_csi_volume want = mkvol(i);
 
 		snprintf(id, sizeof(id), "id-%04d", i);
@@ -129,7 +129,7 @@ Test(csi_store, list_pages_in_id_order)
 	while (more) {
 		cr_assert_eq(ops->list(ctx, after, page, 3, &n, &more), 0);
 		for (size_t i = 0; i < n; i++) {
-			char want[16];
+			char want[32];
 
 			snprintf(want, sizeof(want), "id-%04zu", total + i);
 			cr_assert_str_eq(page[i].id, want);
