@@ -87,6 +87,7 @@ struct ts_csi_server {
 	pthread_t *threads;
 	unsigned nthreads;
 	char *sock_path;
+	bool bound; /* the socket file is ours to remove */
 	struct tag shutdown_tag;
 	atomic_bool stopping;
 	pthread_mutex_t lock;
@@ -316,7 +317,7 @@ static void server_free(struct ts_csi_server *s)
 		grpc_server_destroy(s->server);
 	if (s->cq)
 		grpc_completion_queue_destroy(s->cq);
-	if (s->sock_path)
+	if (s->bound)
 		unlink(s->sock_path);
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);
@@ -387,16 +388,19 @@ int ts_csi_server_start(struct ts_csi_driver *d, const char *endpoint, unsigned 
 		ts_log(TS_LOG_ERROR, "csi", "cannot listen endpoint=%s", endpoint);
 		/* grpc_server_destroy needs a completed shutdown. */
 		grpc_server_shutdown_and_notify(s->server, s->cq, &s->shutdown_tag);
-		grpc_completion_queue_pluck(s->cq, &s->shutdown_tag, gpr_inf_future(GPR_CLOCK_REALTIME),
-					    NULL);
+		for (bool done = false; !done;) {
+			grpc_event ev = grpc_completion_queue_next(
+				s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+
+			done = ev.type != GRPC_OP_COMPLETE || ev.tag == &s->shutdown_tag;
+		}
 		grpc_completion_queue_shutdown(s->cq);
 		while (grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
 		       GRPC_QUEUE_SHUTDOWN)
 			;
-		ts_free(s->sock_path);
-		s->sock_path = NULL; /* not ours to unlink */
 		goto fail;
 	}
+	s->bound = true;
 	grpc_server_start(s->server);
 	for (size_t k = 0; k < s->nmethods; k++)
 		for (int j = 0; j < ARMED_PER_METHOD; j++)

@@ -509,3 +509,25 @@ Test(csi_mount, concurrent_creates_are_idempotent)
 	cr_expect_eq(lr->n_entries, 1);
 	protobuf_c_message_free_unpacked(&lr->base, NULL);
 }
+
+Test(csi_mount, bad_endpoints)
+{
+	struct ts_csi_server *srv = NULL;
+	char ep[400], file[300];
+	FILE *f;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root");
+	cr_expect_eq(ts_csi_server_start(e.d, "tcp://127.0.0.1:1", 1, &srv), -EINVAL);
+	cr_expect_eq(ts_csi_server_start(e.d, "unix://relative.sock", 1, &srv), -EINVAL);
+	snprintf(ep, sizeof(ep), "unix://%s/no/such/dir/x.sock", e.dir);
+	cr_expect_eq(ts_csi_server_start(e.d, ep, 1, &srv), -EIO);
+	/* A regular file where the socket should go is not ours to replace. */
+	snprintf(file, sizeof(file), "%s/not-a-socket", e.dir);
+	f = fopen(file, "w");
+	fclose(f);
+	snprintf(ep, sizeof(ep), "unix://%s", file);
+	cr_expect_eq(ts_csi_server_start(e.d, ep, 1, &srv), -EADDRINUSE);
+	cr_expect_eq(access(file, F_OK), 0, "the file is still there");
+	cr_expect_null(srv);
+}
