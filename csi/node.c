@@ -101,13 +101,20 @@ static void unescape(char *s)
 /* 1 if \p path is a mount point, 0 if not, -errno on failure. */
 static int is_mounted(const char *path)
 {
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	char *line = NULL;
+	FILE *f;
+	char *line = NULL, *real;
 	size_t cap = 0;
 	int found = 0;
 
-	if (!f)
+	/* mountinfo has canonical paths: resolve symlinks and "//" first. */
+	real = realpath(path, NULL);
+	if (real)
+		path = real;
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f) {
+		free(real);
 		return -errno;
+	}
 	while (!found && getline(&line, &cap, f) > 0) {
 		char *save, *tok = strtok_r(line, " ", &save);
 
@@ -119,6 +126,7 @@ static int is_mounted(const char *path)
 		}
 	}
 	free(line);
+	free(real);
 	fclose(f);
 	return found;
 }
@@ -774,7 +782,7 @@ static int node_get_volume_stats(struct ts_csi_driver *d, struct csi_call *c, co
 	}
 	if (v.block) {
 		uint64_t size = 0;
-		int rc = dev_size(req->volume_path, &size);
+		int rc = dev_size(v.dev, &size);
 
 		if (rc)
 			return csi_fail_err(c, rc, "reading the device size");
