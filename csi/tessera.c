@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "csi/csi.h"
 #include "dataplane/common/ts_common.h"
 
 #ifndef TS_VERSION
@@ -16,6 +17,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: tessera <command> [options]\n"
 		   "commands:\n"
+		   "  csi          serve the CSI driver (file backend) on a unix socket\n"
 		   "  --version    print the version\n");
 }
 
@@ -33,6 +35,8 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
+	if (!strcmp(argv[1], "csi"))
+		return ts_csi_main(argc - 1, argv + 1);
 	fprintf(stderr, "tessera: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return 2;

@@ -1,0 +1,626 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * CSI Controller service: volume lifecycle on the backend, promises kept in
+ * the metadata store.
+ *
+ * The store is the controller's memory: CreateVolume looks the name up first
+ * and answers the existing volume when size, EC scheme, fs type and access
+ * type are compatible with the request, ALREADY_EXISTS when they are not.
+ * Only when the name is new does it ask the backend (whose create is itself
+ * idempotent by name, so a crash between backend create and store put is
+ * repaired by the CO's retry) and then write the record. DeleteVolume is the
+ * mirror image and answers OK for ids it does not know. Every
+ * read-modify-write sequence holds d->ctl_lock.
+ *
+ * Capacity ranges follow the spec: required/limit non-negative, required <=
+ * limit; an empty range gets the configured default (clamped to the limit);
+ * sizes are provisioned in whole MiB, rounded up unless that would pass the
+ * limit; beyond max_volume_bytes (or a limit below 1 MiB) is OUT_OF_RANGE.
+ *
+ * StorageClass parameters: `ec` = "k+m" (1 <= k <= 32, 0 <= m <= 16),
+ * `fsType` = ext4 | xfs; keys under "csi.storage.k8s.io/" (set by the
+ * external-provisioner) are accepted and ignored; any other key is
+ * INVALID_ARGUMENT.
+ *
+ * ListVolumes tokens are "v1:<last id>": listing continues after that id in
+ * id order, so deleting or adding volumes between pages neither repeats nor
+ * skips the volumes that stay. A token in any other form is ABORTED, as the
+ * spec prescribes.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "csi/csi_priv.h"
+#include "dataplane/common/ts_common.h"
+
+#define MIB (1ull << 20)
+#define TOKEN_PREFIX "v1:"
+
+struct vol_params {
+	uint32_t ec_k, ec_m;
+	char fs_type[8];
+};
+
+static int need_controller(struct ts_csi_driver *d, struct csi_call *c)
+{
+	if (!d->controller)
+		return csi_fail(c, CSI_UNIMPLEMENTED, "this instance does not run the controller");
+	return 0;
+}
+
+static int parse_ec(const char *s, uint32_t *k, uint32_t *m)
+{
+	char *end;
+	unsigned long a, b;
+
+	if (!s[0] || s[0] < '0' || s[0] > '9')
+		return -EINVAL;
+	a = strtoul(s, &end, 10);
+	if (*end != '+' || end[1] < '0' || end[1] > '9')
+		return -EINVAL;
+	b = strtoul(end + 1, &end, 10);
+	if (*end || a < 1 || a > 32 || b > 16)
+		return -EINVAL;
+	*k = (uint32_t)a;
+	*m = (uint32_t)b;
+	return 0;
+}
+
+static int parse_params(struct csi_call *c, void *const *params, size_t n, struct vol_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	for (size_t i = 0; i < n; i++) {
+		const struct csi_kv *kv = params[i];
+		const char *k = kv->key ? kv->key : "", *v = kv->value ? kv->value : "";
+
+		if (!strcmp(k, "ec")) {
+			if (parse_ec(v, &p->ec_k, &p->ec_m))
+				return csi_fail(c, CSI_INVALID_ARGUMENT,
+						"parameter ec='%.32s' is not \"k+m\" with 1<=k<=32, 0<=m<=16",
+						v);
+		} else if (!strcmp(k, "fsType")) {
+			if (strcmp(v, "ext4") && strcmp(v, "xfs"))
+				return csi_fail(c, CSI_INVALID_ARGUMENT,
+						"parameter fsType='%.32s' must be ext4 or xfs", v);
+			snprintf(p->fs_type, sizeof(p->fs_type), "%s", v);
+		} else if (strncmp(k, "csi.storage.k8s.io/", 19)) {
+			return csi_fail(c, CSI_INVALID_ARGUMENT,
+					"unknown parameter '%.64s' (known: ec, fsType)", k);
+		}
+	}
+	return 0;
+}
+
+/* The size to provision for \p r (see the capacity rules above). */
+static int pick_size(struct ts_csi_driver *d, struct csi_call *c, const Csi__V1__CapacityRange *r,
+		     uint64_t *out)
+{
+	int64_t req = r ? r->required_bytes : 0, lim = r ? r->limit_bytes : 0;
+	uint64_t size;
+
+	if (req < 0 || lim < 0)
+		return csi_fail(c, CSI_INVALID_ARGUMENT,
+				"capacity_range: required_bytes and limit_bytes must not be negative");
+	if (lim && req > lim)
+		return csi_fail(c, CSI_INVALID_ARGUMENT,
+				"capacity_range: required_bytes %" PRId64 " exceeds limit_bytes %" PRId64,
+				req, lim);
+	if ((uint64_t)req > d->max_volume_bytes)
+		return csi_fail(c, CSI_OUT_OF_RANGE,
+				"capacity_range: required_bytes %" PRId64 " exceeds the maximum %" PRIu64,
+				req, d->max_volume_bytes);
+	if (req)
+		size = (uint64_t)req;
+	else if (lim)
+		size = TS_MIN(d->default_volume_bytes, (uint64_t)lim);
+	else
+		size = d->default_volume_bytes;
+	size = TS_MAX(TS_ALIGN_UP(size, MIB), MIB);
+	if (lim && size > (uint64_t)lim) {
+		size = (uint64_t)lim / MIB * MIB;
+		if (!size || size < (uint64_t)req)
+			return csi_fail(c, CSI_OUT_OF_RANGE,
+					"capacity_range: no whole-MiB size between %" PRId64 " and %" PRId64,
+					req, lim);
+	}
+	if (size > d->max_volume_bytes)
+		return csi_fail(c, CSI_OUT_OF_RANGE, "capacity %" PRIu64 " exceeds the maximum %" PRIu64,
+				size, d->max_volume_bytes);
+	*out = size;
+	return 0;
+}
+
+static bool mode_supported(const Csi__V1__VolumeCapability *cap)
+{
+	/* Multi-node writers need RWX arbitration, which the data plane adds later. */
+	switch (cap->access_mode->mode) {
+	case CSI__V1__VOLUME_CAPABILITY__ACCESS_MODE__MODE__MULTI_NODE_SINGLE_WRITER:
+	case CSI__V1__VOLUME_CAPABILITY__ACCESS_MODE__MODE__MULTI_NODE_MULTI_WRITER:
+		return false;
+	default:
+		return true;
+	}
+}
+
+static bool topo_is_ours(struct ts_csi_driver *d, const Csi__V1__Topology *t)
+{
+	const char *v = csi_kv_get((void *const *)t->segments, t->n_segments, TS_CSI_TOPOLOGY_KEY);
+
+	return v && !strcmp(v, d->node_id);
+}
+
+/* Build the csi.v1.Volume for a record. */
+static Csi__V1__Volume *vol_msg(struct ts_csi_driver *d, struct csi_call *c,
+				const struct ts_csi_volume *v)
+{
+	Csi__V1__Volume *m = csi_alloc(c, sizeof(*m));
+	void **ctx = csi_alloc(c, 3 * sizeof(void *));
+	char ec[24];
+	size_t n = 0;
+
+	if (!m || !ctx)
+		return NULL;
+	csi__v1__volume__init(m);
+	m->volume_id = csi_strdup(c, v->id);
+	m->capacity_bytes = (int64_t)v->capacity_bytes;
+	ctx[n++] = csi_kv_new(c, &csi__v1__volume__volume_context_entry__descriptor, CSI_CTX_ATTACH,
+			      v->attach);
+	if (v->fs_type[0])
+		ctx[n++] = csi_kv_new(c, &csi__v1__volume__volume_context_entry__descriptor,
+				      CSI_CTX_FSTYPE, v->fs_type);
+	if (v->ec_k) {
+		snprintf(ec, sizeof(ec), "%u+%u", v->ec_k, v->ec_m);
+		ctx[n++] = csi_kv_new(c, &csi__v1__volume__volume_context_entry__descriptor, CSI_CTX_EC,
+				      ec);
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!ctx[i])
+			return NULL;
+	m->volume_context = (Csi__V1__Volume__VolumeContextEntry **)ctx;
+	m->n_volume_context = n;
+	if (d->node_id[0]) {
+		Csi__V1__Topology **tp = csi_alloc(c, sizeof(*tp));
+		Csi__V1__Topology *t = csi_alloc(c, sizeof(*t));
+		void **seg = csi_alloc(c, sizeof(void *));
+
+		if (!tp || !t || !seg)
+			return NULL;
+		csi__v1__topology__init(t);
+		seg[0] = csi_kv_new(c, &csi__v1__topology__segments_entry__descriptor,
+				    TS_CSI_TOPOLOGY_KEY, d->node_id);
+		if (!seg[0])
+			return NULL;
+		t->segments = (Csi__V1__Topology__SegmentsEntry **)seg;
+		t->n_segments = 1;
+		tp[0] = t;
+		m->accessible_topology = tp;
+		m->n_accessible_topology = 1;
+	}
+	return m->volume_id ? m : NULL;
+}
+
+static int create_volume(struct ts_csi_driver *d, struct csi_call *c, const void *reqp,
+			 void *respp)
+{
+	const Csi__V1__CreateVolumeRequest *req = reqp;
+	Csi__V1__CreateVolumeResponse *resp = respp;
+	struct ts_csi_volume v = { 0 }, old;
+	struct ts_csi_vol_spec spec;
+	struct ts_csi_backend_vol bv;
+	struct vol_params p;
+	uint64_t size;
+	bool block = false, mount = false;
+	int rc;
+
+	if (need_controller(d, c) || csi_check_name(c, "name", req->name))
+		return -1;
+	if (!req->n_volume_capabilities)
+		return csi_fail(c, CSI_INVALID_ARGUMENT, "volume_capabilities is required");
+	if (parse_params(c, (void *const *)req->parameters, req->n_parameters, &p))
+		return -1;
+	for (size_t i = 0; i < req->n_volume_capabilities; i++) {
+		const Csi__V1__VolumeCapability *cap = req->volume_capabilities[i];
+		const char *fs;
+
+		if (csi_check_cap(c, cap))
+			return -1;
+		if (!mode_supported(cap))
+			return csi_fail(c, CSI_INVALID_ARGUMENT,
+					"volume_capabilities[%zu]: multi-node write access is not supported",
+					i);
+		if (cap->access_type_case == CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_BLOCK) {
+			block = true;
+			continue;
+		}
+		mount = true;
+		fs = cap->mount->fs_type;
+		if (fs && fs[0]) {
+			if (p.fs_type[0] && strcmp(p.fs_type, fs))
+				return csi_fail(c, CSI_INVALID_ARGUMENT,
+						"fsType parameter %s conflicts with capability fs_type %s",
+						p.fs_type, fs);
+			snprintf(p.fs_type, sizeof(p.fs_type), "%s", fs);
+		}
+	}
+	if (block && mount)
+		return csi_fail(c, CSI_INVALID_ARGUMENT,
+				"volume_capabilities mix block and mount access types");
+	if (req->volume_content_source)
+		return csi_fail(c, CSI_INVALID_ARGUMENT,
+				"volume_content_source: cloning and restoring are not supported yet");
+	if (req->n_mutable_parameters)
+		return csi_fail(c, CSI_INVALID_ARGUMENT,
+				"mutable_parameters: MODIFY_VOLUME is not supported");
+	if (pick_size(d, c, req->capacity_range, &size))
+		return -1;
+	if (req->accessibility_requirements && req->accessibility_requirements->n_requisite) {
+		const Csi__V1__TopologyRequirement *tr = req->accessibility_requirements;
+		bool ok = false;
+
+		for (size_t i = 0; i < tr->n_requisite && !ok; i++)
+			ok = topo_is_ours(d, tr->requisite[i]);
+		if (!ok)
+			return csi_fail(c, CSI_RESOURCE_EXHAUSTED,
+					"accessibility_requirements: no requisite topology has %s=%s",
+					TS_CSI_TOPOLOGY_KEY, d->node_id);
+	}
+
+	pthread_mutex_lock(&d->ctl_lock);
+	rc = d->st->get_by_name(d->st_ctx, req->name, &old);
+	if (rc == 0) {
+		const Csi__V1__CapacityRange *r = req->capacity_range;
+		bool fits = !r || ((uint64_t)r->required_bytes <= old.capacity_bytes &&
+				   (!r->limit_bytes || old.capacity_bytes <= (uint64_t)r->limit_bytes));
+
+		if (!fits || old.ec_k != p.ec_k || old.ec_m != p.ec_m ||
+		    strcmp(old.fs_type, p.fs_type) || old.block != block) {
+			rc = csi_fail(c, CSI_ALREADY_EXISTS,
+				      "volume '%s' exists as %s with %" PRIu64
+				      " bytes, ec %u+%u, fsType '%s'; the request differs",
+				      req->name, old.id, old.capacity_bytes, old.ec_k, old.ec_m,
+				      old.fs_type);
+			goto out;
+		}
+		v = old;
+		goto reply;
+	}
+	if (rc != -ENOENT) {
+		rc = csi_fail_err(c, rc, "metadata store lookup");
+		goto out;
+	}
+	rc = csi_check_live(c);
+	if (rc)
+		goto out;
+	spec = (struct ts_csi_vol_spec){ .name = req->name, .capacity_bytes = size,
+					 .ec_k = p.ec_k, .ec_m = p.ec_m };
+	memset(&bv, 0, sizeof(bv));
+	rc = d->be->create(d->be_ctx, &spec, &bv);
+	if (rc) {
+		rc = csi_fail_err(c, rc, "backend create");
+		goto out;
+	}
+	snprintf(v.id, sizeof(v.id), "%s", bv.id);
+	snprintf(v.name, sizeof(v.name), "%s", req->name);
+	snprintf(v.attach, sizeof(v.attach), "%s", bv.attach);
+	snprintf(v.fs_type, sizeof(v.fs_type), "%s", p.fs_type);
+	v.capacity_bytes = bv.capacity_bytes;
+	v.ec_k = p.ec_k;
+	v.ec_m = p.ec_m;
+	v.block = block;
+	rc = d->st->put(d->st_ctx, &v);
+	if (rc) {
+		d->be->remove(d->be_ctx, v.id);
+		rc = csi_fail_err(c, rc, "metadata store write");
+		goto out;
+	}
+	ts_log(TS_LOG_INFO, "csi", "volume created id=%s name=%s bytes=%" PRIu64, v.id, v.name,
+	       v.capacity_bytes);
+reply:
+	resp->volume = vol_msg(d, c, &v);
+	rc = resp->volume ? 0 : csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
+out:
+	pthread_mutex_unlock(&d->ctl_lock);
+	return rc;
+}
+
+static int delete_volume(struct ts_csi_driver *d, struct csi_call *c, const void *reqp,
+			 void *respp)
+{
+	const Csi__V1__DeleteVolumeRequest *req = reqp;
+	struct ts_csi_volume v;
+	int rc;
+
+	(void)respp;
+	if (need_controller(d, c) || csi_check_id(c, "volume_id", req->volume_id))
+		return -1;
+	pthread_mutex_lock(&d->ctl_lock);
+	rc = d->st->get(d->st_ctx, req->volume_id, &v);
+	if (rc == -ENOENT) {
+		rc = 0; /* already gone: DeleteVolume is idempotent */
+		goto out;
+	}
+	if (rc) {
+		rc = csi_fail_err(c, rc, "metadata store lookup");
+		goto out;
+	}
+	rc = d->be->remove(d->be_ctx, v.id);
+	if (rc) {
+		rc = csi_fail_err(c, rc, "backend remove");
+		goto out;
+	}
+	rc = d->st->del(d->st_ctx, v.id);
+	if (rc && rc != -ENOENT) {
+		rc = csi_fail_err(c, rc, "metadata store delete");
+		goto out;
+	}
+	rc = 0;
+	ts_log(TS_LOG_INFO, "csi", "volume deleted id=%s name=%s", v.id, v.name);
+out:
+	pthread_mutex_unlock(&d->ctl_lock);
+	return rc;
+}
+
+static int validate_volume_capabilities(struct ts_csi_driver *d, struct csi_call *c,
+					const void *reqp, void *respp)
+{
+	const Csi__V1__ValidateVolumeCapabilitiesRequest *req = reqp;
+	Csi__V1__ValidateVolumeCapabilitiesResponse *resp = respp;
+	Csi__V1__ValidateVolumeCapabilitiesResponse__Confirmed *conf;
+	struct ts_csi_volume v;
+	struct vol_params p;
+	int rc;
+
+	if (need_controller(d, c) || csi_check_id(c, "volume_id", req->volume_id))
+		return -1;
+	if (!req->n_volume_capabilities)
+		return csi_fail(c, CSI_INVALID_ARGUMENT, "volume_capabilities is required");
+	for (size_t i = 0; i < req->n_volume_capabilities; i++)
+		if (csi_check_cap(c, req->volume_capabilities[i]))
+			return -1;
+	if (parse_params(c, (void *const *)req->parameters, req->n_parameters, &p))
+		return -1;
+	rc = d->st->get(d->st_ctx, req->volume_id, &v);
+	if (rc == -ENOENT)
+		return csi_fail(c, CSI_NOT_FOUND, "volume %s does not exist", req->volume_id);
+	if (rc)
+		return csi_fail_err(c, rc, "metadata store lookup");
+	for (size_t i = 0; i < req->n_volume_capabilities; i++) {
+		const Csi__V1__VolumeCapability *cap = req->volume_capabilities[i];
+		bool is_block = cap->access_type_case == CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_BLOCK;
+		const char *fs = is_block ? NULL : cap->mount->fs_type;
+
+		if (!mode_supported(cap)) {
+			resp->message = csi_strdup(c, "multi-node write access is not supported");
+			return 0;
+		}
+		if (fs && fs[0] && v.fs_type[0] && strcmp(fs, v.fs_type)) {
+			resp->message = csi_strdup(c, "fs_type differs from the volume's fsType");
+			return 0;
+		}
+	}
+	if ((req->n_parameters && (p.ec_k != v.ec_k || p.ec_m != v.ec_m ||
+				   (p.fs_type[0] && strcmp(p.fs_type, v.fs_type))))) {
+		resp->message = csi_strdup(c, "parameters differ from the volume's");
+		return 0;
+	}
+	conf = csi_alloc(c, sizeof(*conf));
+	if (!conf)
+		return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
+	csi__v1__validate_volume_capabilities_response__confirmed__init(conf);
+	/* The request owns these; the response is packed before the request is freed. */
+	conf->volume_capabilities = req->volume_capabilities;
+	conf->n_volume_capabilities = req->n_volume_capabilities;
+	conf->volume_context = (void *)req->volume_context;
+	conf->n_volume_context = req->n_volume_context;
+	conf->parameters = (void *)req->parameters;
+	conf->n_parameters = req->n_parameters;
+	resp->confirmed = conf;
+	return 0;
+}
+
+static int list_volumes(struct ts_csi_driver *d, struct csi_call *c, const void *reqp, void *respp)
+{
+	const Csi__V1__ListVolumesRequest *req = reqp;
+	Csi__V1__ListVolumesResponse *resp = respp;
+	const char *after = NULL;
+	struct ts_csi_volume *vols;
+	size_t max, n = 0;
+	bool more = false;
+	int rc;
+
+	if (need_controller(d, c))
+		return -1;
+	if (req->max_entries < 0)
+		return csi_fail(c, CSI_INVALID_ARGUMENT, "max_entries must not be negative");
+	if (req->starting_token && req->starting_token[0]) {
+		after = req->starting_token + strlen(TOKEN_PREFIX);
+		if (strncmp(req->starting_token, TOKEN_PREFIX, strlen(TOKEN_PREFIX)) ||
+		    csi_check_id(c, "starting_token", after))
+			return csi_fail(c, CSI_ABORTED, "starting_token '%.80s' is not a token of ours",
+					req->starting_token);
+	}
+	max = req->max_entries ? (size_t)req->max_entries : 1024;
+	max = TS_MIN(max, 1024);
+	vols = csi_alloc(c, max * sizeof(*vols));
+	resp->entries = csi_alloc(c, max * sizeof(*resp->entries));
+	if (!vols || !resp->entries)
+		return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
+	rc = d->st->list(d->st_ctx, after, vols, max, &n, &more);
+	if (rc)
+		return csi_fail_err(c, rc, "metadata store list");
+	for (size_t i = 0; i < n; i++) {
+		Csi__V1__ListVolumesResponse__Entry *e = csi_alloc(c, sizeof(*e));
+
+		if (!e)
+			return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
+		csi__v1__list_volumes_response__entry__init(e);
+		e->volume = vol_msg(d, c, &vols[i]);
+		if (!e->volume)
+			return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
+		resp->entries[i] = e;
+	}
+	resp->n_entries = n;
+	if (more && n) {
+		char tok[sizeof(TOKEN_PREFIX) + TS_CSI_ID_MAX];
+
+		snprintf(tok, sizeof(tok), TOKEN_PREFIX "%s", vols[n - 1].id);
+		resp->next_token = csi_strdup(c, tok);
+		if (!resp->next_token)
+			return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
+	}
+	return 0;
+}
+
+static Google__Protobuf__Int64Value *i64(struct csi_call *c, int64_t v)
+{
+	Google__Protobuf__Int64Value *m = csi_alloc(c, sizeof(*m));
+
+	if (m) {
+		google__protobuf__int64_value__init(m);
+		m->value = v;
+	}
+	return m;
+}
+
+static int get_capacity(struct ts_csi_driver *d, struct csi_call *c, const void *reqp, void *respp)
+{
+	const Csi__V1__GetCapacityRequest *req = reqp;
+	Csi__V1__GetCapacityResponse *resp = respp;
+	struct vol_params p;
+	uint64_t avail = 0;
+	int rc;
+
+	if (need_controller(d, c))
+		return -1;
+	for (size_t i = 0; i < req->n_volume_capabilities; i++)
+		if (csi_check_cap(c, req->volume_capabilities[i]))
+			return -1;
+	if (parse_params(c, (void *const *)req->parameters, req->n_parameters, &p))
+		return -1;
+	if (req->accessible_topology && req->accessible_topology->n_segments &&
+	    !topo_is_ours(d, req->accessible_topology))
+		return 0; /* nothing of ours there: capacity 0 */
+	rc = d->be->capacity(d->be_ctx, &avail);
+	if (rc)
+		return csi_fail_err(c, rc, "backend capacity");
+	avail = TS_MIN(avail, (uint64_t)INT64_MAX);
+	resp->available_capacity = (int64_t)avail;
+	resp->maximum_volume_size = i64(c, (int64_t)TS_MIN(avail, d->max_volume_bytes));
+	resp->minimum_volume_size = i64(c, (int64_t)MIB);
+	if (!resp->maximum_volume_size || !resp->minimum_volume_size)
+		return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
+	return 0;
+}
+
+static int controller_expand_volume(struct ts_csi_driver *d, struct csi_call *c,
+				    const void *reqp, void *respp)
+{
+	const Csi__V1__ControllerExpandVolumeRequest *req = reqp;
+	Csi__V1__ControllerExpandVolumeResponse *resp = respp;
+	struct ts_csi_volume v;
+	uint64_t size, got;
+	int rc;
+
+	if (need_controller(d, c) || csi_check_id(c, "volume_id", req->volume_id))
+		return -1;
+	if (!req->capacity_range)
+		return csi_fail(c, CSI_INVALID_ARGUMENT, "capacity_range is required");
+	if (req->volume_capability && csi_check_cap(c, req->volume_capability))
+		return -1;
+	if (!req->capacity_range->required_bytes && !req->capacity_range->limit_bytes)
+		return csi_fail(c, CSI_INVALID_ARGUMENT,
+				"capacity_range needs required_bytes or limit_bytes");
+	if (pick_size(d, c, req->capacity_range, &size))
+		return -1;
+	pthread_mutex_lock(&d->ctl_lock);
+	rc = d->st->get(d->st_ctx, req->volume_id, &v);
+	if (rc) {
+		rc = rc == -ENOENT ? csi_fail(c, CSI_NOT_FOUND, "volume %s does not exist",
+					      req->volume_id)
+				   : csi_fail_err(c, rc, "metadata store lookup");
+		goto out;
+	}
+	if (req->capacity_range->limit_bytes &&
+	    v.capacity_bytes > (uint64_t)req->capacity_range->limit_bytes) {
+		rc = csi_fail(c, CSI_OUT_OF_RANGE,
+			      "volume is already %" PRIu64 " bytes, above limit_bytes; shrinking is not supported",
+			      v.capacity_bytes);
+		goto out;
+	}
+	if (size > v.capacity_bytes) {
+		rc = d->be->expand(d->be_ctx, v.id, size, &got);
+		if (rc) {
+			rc = csi_fail_err(c, rc, "backend expand");
+			goto out;
+		}
+		v.capacity_bytes = got;
+		rc = d->st->put(d->st_ctx, &v);
+		if (rc) {
+			rc = csi_fail_err(c, rc, "metadata store write");
+			goto out;
+		}
+	}
+	resp->capacity_bytes = (int64_t)v.capacity_bytes;
+	resp->node_expansion_required =
+		req->volume_capability
+			? req->volume_capability->access_type_case ==
+				  CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_MOUNT
+			: !v.block;
+	rc = 0;
+out:
+	pthread_mutex_unlock(&d->ctl_lock);
+	return rc;
+}
+
+static int controller_get_capabilities(struct ts_csi_driver *d, struct csi_call *c,
+				       const void *reqp, void *respp)
+{
+	static const Csi__V1__ControllerServiceCapability__RPC__Type types[] = {
+		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__CREATE_DELETE_VOLUME,
+		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__LIST_VOLUMES,
+		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__GET_CAPACITY,
+		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__EXPAND_VOLUME,
+	};
+	Csi__V1__ControllerGetCapabilitiesResponse *resp = respp;
+
+	(void)reqp;
+	if (need_controller(d, c))
+		return -1;
+	resp->capabilities = csi_alloc(c, TS_ARRAY_SIZE(types) * sizeof(*resp->capabilities));
+	if (!resp->capabilities)
+		return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
+	for (size_t i = 0; i < TS_ARRAY_SIZE(types); i++) {
+		Csi__V1__ControllerServiceCapability *cap = csi_alloc(c, sizeof(*cap));
+		Csi__V1__ControllerServiceCapability__RPC *rpc = csi_alloc(c, sizeof(*rpc));
+
+		if (!cap || !rpc)
+			return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
+		csi__v1__controller_service_capability__init(cap);
+		csi__v1__controller_service_capability__rpc__init(rpc);
+		rpc->type = types[i];
+		cap->type_case = CSI__V1__CONTROLLER_SERVICE_CAPABILITY__TYPE_RPC;
+		cap->rpc = rpc;
+		resp->capabilities[i] = cap;
+	}
+	resp->n_capabilities = TS_ARRAY_SIZE(types);
+	return 0;
+}
+
+#define M(name, lname, fn)                                                            \
+	{ "/csi.v1.Controller/" name, &csi__v1__##lname##_request__descriptor,          \
+	  &csi__v1__##lname##_response__descriptor, fn }
+
+const struct csi_method csi_controller_methods[] = {
+	M("CreateVolume", create_volume, create_volume),
+	M("DeleteVolume", delete_volume, delete_volume),
+	M("ValidateVolumeCapabilities", validate_volume_capabilities,
+	  validate_volume_capabilities),
+	M("ListVolumes", list_volumes, list_volumes),
+	M("GetCapacity", get_capacity, get_capacity),
+	M("ControllerExpandVolume", controller_expand_volume, controller_expand_volume),
+	M("ControllerGetCapabilities", controller_get_capabilities, controller_get_capabilities),
+};
+const size_t csi_controller_method_count = TS_ARRAY_SIZE(csi_controller_methods);
