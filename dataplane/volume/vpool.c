@@ -58,6 +58,7 @@
 #define LOG_HDR 40u
 #define LOG_PAYLOAD (BS - LOG_HDR)
 #define RUN_MAX 1024u
+#define LOG_CHUNK 64u
 
 struct sb {
 	char magic[8];
@@ -769,12 +770,16 @@ out:
 	return rc;
 }
 
-/* Commit: log the records since the last commit, or checkpoint. */
+/*
+ * Commit: log the records since the last commit, or checkpoint. The log path
+ * never allocates: it streams the records through the pool's fixed log buffer
+ * (LOG_CHUNK blocks per member write); only the last block of the
+ * transaction carries LOG_END, so a torn multi-write commit is dropped whole.
+ */
 int vp_commit(struct ts_vpool *p)
 {
-	uint8_t *io = NULL;
-	size_t len, nfree, nblk, i;
-	int rc;
+	size_t len, nfree, nblk, done;
+	int rc = 0;
 
 	pthread_mutex_lock(&p->commit_mu);
 	pthread_mutex_lock(&p->mu);
@@ -786,48 +791,50 @@ int vp_commit(struct ts_vpool *p)
 		rc = checkpoint(p);
 		goto out;
 	}
-	if (len) {
-		io = ts_aligned_alloc(BS, nblk * BS);
-		if (!io) {
-			pthread_mutex_unlock(&p->mu);
-			rc = -ENOMEM;
-			goto out;
-		}
-		memset(io, 0, nblk * BS);
-		for (i = 0; i < nblk; i++) {
+	if (len)
+		p->need_ckpt = 1; /* until the log write is durable */
+	pthread_mutex_unlock(&p->mu);
+	rc = mflush(p); /* the data the captured records point at */
+	for (done = 0; rc == 0 && done < nblk;) {
+		size_t n = TS_MIN(LOG_CHUNK, nblk - done), i;
+
+		memset(p->logbuf, 0, n * BS);
+		pthread_mutex_lock(&p->mu); /* p->rec may move while we are outside */
+		for (i = 0; i < n; i++) {
+			uint64_t blk = done + i;
 			struct logh h = { .magic = LOG_MAGIC, .uuid_lo = p->uuid_lo, .gen = p->gen,
-					  .seq = p->log_pos + i };
-			size_t chunk = TS_MIN(LOG_PAYLOAD, len - i * LOG_PAYLOAD);
-			uint8_t *b = io + i * BS;
+					  .seq = p->log_pos + blk };
+			size_t chunk = TS_MIN(LOG_PAYLOAD, len - blk * LOG_PAYLOAD);
+			uint8_t *b = p->logbuf + i * BS;
 			h.used = (uint32_t)chunk;
-			h.flags = i + 1 == nblk ? LOG_END : 0;
-			memcpy(b + LOG_HDR, p->rec + i * LOG_PAYLOAD, chunk);
+			h.flags = blk + 1 == nblk ? LOG_END : 0;
+			memcpy(b + LOG_HDR, p->rec + blk * LOG_PAYLOAD, chunk);
 			memcpy(b, &h, sizeof(h));
 			h.crc = crc(b, BS);
 			memcpy(b, &h, sizeof(h));
 		}
-		p->rlen = 0;
-		/* until the log write is durable a failure must be covered by a checkpoint */
-		p->need_ckpt = 1;
+		pthread_mutex_unlock(&p->mu);
+		rc = mio(p, TS_MEMBER_WRITE, TS_MEMBER_FUA, p->log_start + p->log_pos + done, n,
+			 p->logbuf);
+		done += n;
 	}
-	pthread_mutex_unlock(&p->mu);
-	rc = mflush(p);
-	if (rc == 0 && len) {
-		rc = mio(p, TS_MEMBER_WRITE, TS_MEMBER_FUA, p->log_start + p->log_pos, nblk, io);
-		if (rc == 0)
-			rc = mflush(p);
-	}
-	if (rc)
-		goto out;
+	if (rc == 0 && len)
+		rc = mflush(p);
 	pthread_mutex_lock(&p->mu);
-	p->log_pos += nblk;
+	/* the captured records leave the buffer either way: on failure the
+	 * forced checkpoint covers them */
 	if (len)
-		p->need_ckpt = 0;
-	release_pending(p, nfree);
+		memmove(p->rec, p->rec + len, p->rlen - len);
+	p->rlen -= len;
+	if (rc == 0) {
+		p->log_pos += nblk;
+		if (len)
+			p->need_ckpt = 0;
+		release_pending(p, nfree);
+	}
 	pthread_mutex_unlock(&p->mu);
 out:
 	pthread_mutex_unlock(&p->commit_mu);
-	ts_free(io);
 	return rc;
 }
 
@@ -856,6 +863,11 @@ static struct ts_vpool *pool_new(struct ts_member *m)
 		return NULL;
 	p->m = m;
 	p->next_id = 1;
+	p->logbuf = ts_aligned_alloc(BS, LOG_CHUNK * BS);
+	if (!p->logbuf) {
+		ts_free(p);
+		return NULL;
+	}
 	pthread_rwlock_init(&p->tree, NULL);
 	pthread_mutex_init(&p->commit_mu, NULL);
 	pthread_mutex_init(&p->mu, NULL);
@@ -878,6 +890,7 @@ static void pool_free(struct ts_vpool *p)
 	ts_free(p->bitmap);
 	ts_free(p->pending);
 	ts_free(p->rec);
+	ts_free(p->logbuf);
 	pthread_rwlock_destroy(&p->tree);
 	pthread_mutex_destroy(&p->commit_mu);
 	pthread_mutex_destroy(&p->mu);

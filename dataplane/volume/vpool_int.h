@@ -73,6 +73,7 @@ struct ts_vpool {
 	/* records since the last commit; rres bytes are promised to in-flight writes */
 	uint8_t *rec;
 	size_t rlen, rcap, rres;
+	uint8_t *logbuf; /* LOG_CHUNK blocks, used by commits only (commit_mu) */
 };
 
 /* record types */
