@@ -7,7 +7,7 @@
  * volume. The member is the RAM test member, so the figure isolates the
  * volume layer's lookup cost. Last line: key=value.
  *
- * Usage: volume_bench [reads_per_round (default 200000)] [rounds (default 5)]
+ * Usage: volume_bench [reads_per_round (default 200000)] [rounds (default 9)]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,7 +105,7 @@ static double read_rate(struct ts_vpool *p, uint64_t id, long n)
 int main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 200000;
-	int rounds = argc > 2 ? atoi(argv[2]) : 5, r, k;
+	int rounds = argc > 2 ? atoi(argv[2]) : 9, r, k;
 	const int snaps[3] = { 0, 10, 100 };
 	double best[3] = { 0, 0, 0 };
 	uint64_t ids[3];
