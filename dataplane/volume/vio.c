@@ -141,8 +141,15 @@ static void child_done(struct ts_member_io *io, int status)
 		atomic_compare_exchange_strong(&r->status, &zero, status);
 	if (atomic_fetch_sub(&r->remaining, 1) != 1)
 		return;
-	if (r->write)
+	if (r->write) {
 		write_finish(r);
+	} else {
+		struct ts_vpool *p = r->v->pool;
+		pthread_mutex_lock(&p->mu);
+		if (--r->v->vol->inflight == 0 && r->v->vol->quiesce)
+			pthread_cond_broadcast(&p->cond);
+		pthread_mutex_unlock(&p->mu);
+	}
 	r->cb(r->arg, atomic_load(&r->status));
 	req_free(r);
 }
@@ -174,6 +181,8 @@ int ts_volume_read(struct ts_volume *h, uint64_t off, uint64_t len, void *buf, t
 		return -EINVAL;
 	p = h->pool;
 	pthread_mutex_lock(&p->mu);
+	while (h->vol->quiesce)
+		pthread_cond_wait(&p->cond, &p->mu);
 	if (!range_ok(h->vol, off, len)) {
 		pthread_mutex_unlock(&p->mu);
 		return -EINVAL;
@@ -187,11 +196,15 @@ int ts_volume_read(struct ts_volume *h, uint64_t off, uint64_t len, void *buf, t
 		r->g[i].grain = off / BS + i;
 		r->g[i].pba = rmap_get(&h->vol->index, r->g[i].grain);
 	}
+	build_children(r, TS_MEMBER_READ, buf);
+	/* in flight until the member reads complete: a restore or snapshot
+	 * waits, so blocks it frees are not reused under a running read */
+	if (r->nc)
+		h->vol->inflight++;
 	pthread_mutex_unlock(&p->mu);
 	for (i = 0; i < r->ng; i++)
 		if (!r->g[i].pba)
 			memset((uint8_t *)buf + i * BS, 0, BS);
-	build_children(r, TS_MEMBER_READ, buf);
 	if (!r->nc) {
 		req_free(r);
 		cb(arg, 0);

@@ -28,8 +28,8 @@ struct vol {
 	char name[TS_VOLUME_NAME_MAX];
 	struct layer *head;
 	struct rmap index; /* grain -> pba: what the volume reads (merged) */
-	uint32_t inflight; /* writes between submit and completion */
-	uint32_t quiesce;  /* a snapshot/rebase waits: new writes wait too */
+	uint32_t inflight; /* IOs between submit and completion (member IO issued) */
+	uint32_t quiesce;  /* a snapshot/rebase waits for inflight: new IOs wait too */
 	uint32_t refs;     /* open handles */
 };
 

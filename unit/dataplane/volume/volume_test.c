@@ -329,6 +329,13 @@ Test(volume, crash_at_random_points)
 		ts_volume_close(v);
 		ts_vpool_close(p); /* its commit may fail: the device is "dead" */
 		tm_ram_crash(r, (unsigned)(rnd() % 101), (unsigned)rnd());
+		if (rnd() % 2) {
+			/* die again inside open (replay, then its checkpoint) */
+			tm_ram_fail_after(r, (long)(rnd() % 8));
+			if (ts_vpool_open(m, &p) == 0)
+				ts_vpool_close(p);
+			tm_ram_crash(r, (unsigned)(rnd() % 101), (unsigned)rnd());
+		}
 		cr_assert_eq(ts_vpool_open(m, &p), 0, "round %d", round);
 		read_tokens(p, vol, cur);
 		for (g = 0; g < CG; g++)
