@@ -188,6 +188,46 @@ int ts_chain_snapshot_list(struct ts_vpool *p, uint64_t vol_id, uint64_t start,
 	return (int)n;
 }
 
+int ts_chain_snapshot_find(struct ts_vpool *p, const char *name, struct ts_chain_snapshot_info *out)
+{
+	struct ts_chain_snapshot_info si[32];
+	uint64_t start = 0;
+	int n, i;
+
+	if (!p || !name || !out)
+		return -EINVAL;
+	while ((n = ts_chain_snapshot_list(p, 0, start, si, TS_ARRAY_SIZE(si))) > 0) {
+		for (i = 0; i < n; i++)
+			if (strncmp(si[i].name, name, TS_VOLUME_NAME_MAX) == 0) {
+				*out = si[i];
+				return 0;
+			}
+		start = si[n - 1].id + 1;
+	}
+	return -ENOENT;
+}
+
+int ts_chain_volume_find(struct ts_vpool *p, const char *name, uint64_t *vol_id)
+{
+	uint64_t ids[32], start = 0;
+	int n, i;
+
+	if (!p || !name || !vol_id)
+		return -EINVAL;
+	while ((n = ts_vpool_volume_list(p, start, ids, TS_ARRAY_SIZE(ids))) > 0) {
+		for (i = 0; i < n; i++) {
+			struct ts_vpool_volume_info vi;
+			if (ts_vpool_volume_info(p, ids[i], &vi) == 0 &&
+			    strncmp(vi.name, name, TS_VOLUME_NAME_MAX) == 0) {
+				*vol_id = ids[i];
+				return 0;
+			}
+		}
+		start = ids[n - 1] + 1;
+	}
+	return -ENOENT;
+}
+
 /* ----------------------------------------------------------- deltas */
 
 struct path {

@@ -90,6 +90,15 @@ int ts_chain_snapshot_list(struct ts_vpool *p, uint64_t vol_id, uint64_t start,
 			   struct ts_chain_snapshot_info *out, size_t max);
 
 /**
+ * Find a visible snapshot by exact name (the first, by id, if several share
+ * it): 0 and *\p out, or -ENOENT. For CSI's idempotent CreateSnapshot.
+ */
+int ts_chain_snapshot_find(struct ts_vpool *p, const char *name, struct ts_chain_snapshot_info *out);
+
+/** Find a volume by exact name (lowest id first): 0 and *\p vol_id, or -ENOENT. */
+int ts_chain_volume_find(struct ts_vpool *p, const char *name, uint64_t *vol_id);
+
+/**
  * Ranges (ascending, coalesced) that differ between snapshot \p base (0: the
  * empty volume) and snapshot \p target, within target's size, from byte
  * \p start (a multiple of TS_VOLUME_BLOCK). Writes at most \p max ranges,

@@ -689,3 +689,41 @@ Test(chain, crash_during_tree_operations)
 	drain(&e);
 	env_fini(&e);
 }
+
+Test(chain, find_by_name_and_info)
+{
+	struct env e;
+	struct ts_chain_snapshot_info si;
+	uint64_t s1, s2, id, c;
+	int i;
+
+	env_init(&e, 17);
+	start_model(&e, 64);
+	cr_assert_eq(ts_chain_snapshot(e.p, e.md.vol[0].id, "snap-one", &s1), 0);
+	cr_assert_eq(ts_vpool_volume_expand(e.p, e.md.vol[0].id, 128 * BS), 0);
+	cr_assert_eq(ts_chain_snapshot(e.p, e.md.vol[0].id, "snap-two", &s2), 0);
+	cr_assert_eq(ts_chain_clone(e.p, TS_CHAIN_FROM_VOLUME, e.md.vol[0].id, "pvc-clone", 0, &c), 0);
+	for (i = 0; i < 40; i++) /* more than one page of the lists */
+		cr_assert_eq(ts_chain_snapshot(e.p, c, "filler", &id), 0);
+	cr_assert_eq(ts_chain_snapshot_find(e.p, "snap-two", &si), 0);
+	cr_assert_eq(si.id, s2);
+	cr_assert_eq(si.volume, e.md.vol[0].id);
+	cr_assert_eq(si.size, 128 * BS);
+	cr_assert_gt(si.ctime, 0);
+	cr_assert_eq(ts_chain_snapshot_info(e.p, s1, &si), 0);
+	cr_assert_eq(si.size, 64 * BS);
+	cr_assert_str_eq(si.name, "snap-one");
+	cr_assert_eq(ts_chain_snapshot_find(e.p, "nope", &si), -ENOENT);
+	cr_assert_eq(ts_chain_volume_find(e.p, "pvc-clone", &id), 0);
+	cr_assert_eq(id, c);
+	cr_assert_eq(ts_chain_volume_find(e.p, "v0", &id), 0);
+	cr_assert_eq(id, e.md.vol[0].id);
+	cr_assert_eq(ts_chain_volume_find(e.p, "nope", &id), -ENOENT);
+	cr_assert_eq(ts_chain_snapshot_list(e.p, c, 0, (struct ts_chain_snapshot_info[64]){ 0 }, 64), 40);
+	/* the clone's hidden base is not a snapshot */
+	cr_assert_eq(ts_chain_snapshot_list(e.p, e.md.vol[0].id, 0, (struct ts_chain_snapshot_info[64]){ 0 }, 64), 2);
+	reopen(&e);
+	cr_assert_eq(ts_chain_snapshot_find(e.p, "snap-one", &si), 0);
+	cr_assert_eq(si.id, s1);
+	env_fini(&e);
+}
