@@ -72,6 +72,43 @@ static struct vreq *req_new(struct ts_volume *v, size_t ng, ts_volume_cb cb, voi
 	return r;
 }
 
+/* Queue an IO on a quiesced volume (p->mu held). */
+static int defer_io(struct ts_volume *h, int write, uint64_t off, uint64_t len, const void *buf,
+		    ts_volume_cb cb, void *arg)
+{
+	struct vdefer *d = ts_calloc(1, sizeof(*d));
+	struct vol *v = h->vol;
+
+	if (!d)
+		return -ENOMEM;
+	d->h = h;
+	d->write = write;
+	d->off = off;
+	d->len = len;
+	d->buf = (void *)(uintptr_t)buf;
+	d->cb = cb;
+	d->arg = arg;
+	if (v->defer_last)
+		v->defer_last->next = d;
+	else
+		v->defer = d;
+	v->defer_last = d;
+	return 0;
+}
+
+void vio_resubmit(struct vdefer *d)
+{
+	while (d) {
+		struct vdefer *next = d->next;
+		int rc = d->write ? ts_volume_write(d->h, d->off, d->len, d->buf, d->cb, d->arg)
+				  : ts_volume_read(d->h, d->off, d->len, d->buf, d->cb, d->arg);
+		if (rc)
+			d->cb(d->arg, rc); /* we returned 0 for it: the callback must fire */
+		ts_free(d);
+		d = next;
+	}
+}
+
 static int range_ok(struct vol *v, uint64_t off, uint64_t len)
 {
 	return len && off % BS == 0 && len % BS == 0 && off <= v->size && len <= v->size - off;
@@ -181,11 +218,11 @@ int ts_volume_read(struct ts_volume *h, uint64_t off, uint64_t len, void *buf, t
 		return -EINVAL;
 	p = h->pool;
 	pthread_mutex_lock(&p->mu);
-	while (h->vol->quiesce)
-		pthread_cond_wait(&p->cond, &p->mu);
-	if (!range_ok(h->vol, off, len)) {
+	if (!range_ok(h->vol, off, len) || h->vol->quiesce) {
+		/* a snapshot or restore is waiting for in-flight IO: queue */
+		int rc = range_ok(h->vol, off, len) ? defer_io(h, 0, off, len, buf, cb, arg) : -EINVAL;
 		pthread_mutex_unlock(&p->mu);
-		return -EINVAL;
+		return rc;
 	}
 	r = req_new(h, len / BS, cb, arg);
 	if (!r) {
@@ -228,10 +265,12 @@ int ts_volume_write(struct ts_volume *h, uint64_t off, uint64_t len, const void 
 	p = h->pool;
 	v = h->vol;
 	pthread_mutex_lock(&p->mu);
-	while (v->quiesce)
-		pthread_cond_wait(&p->cond, &p->mu);
 	if (!range_ok(v, off, len)) {
 		rc = -EINVAL;
+		goto unlock;
+	}
+	if (v->quiesce) {
+		rc = defer_io(h, 1, off, len, buf, cb, arg);
 		goto unlock;
 	}
 	r = req_new(h, len / BS, cb, arg);

@@ -238,6 +238,9 @@ uint64_t ts_volume_size(struct ts_volume *v);
  * Returns 0 and \p cb fires exactly once (maybe before the call returns, on
  * any thread), or a negative error and \p cb never fires: -EINVAL, -ENOMEM,
  * TS_ERR_NO_SPACE (write: pool full). A callback status may be a member error.
+ * While a snapshot or restore of the volume waits for in-flight IO, new reads
+ * and writes are queued and submitted when it is done (never blocked), so
+ * they may be submitted from a completion callback.
  * Unmap makes the range read as zeroes and frees what the head owned.
  * Flush commits the pool (synchronously, in the caller's thread) then fires
  * \p cb with the result.

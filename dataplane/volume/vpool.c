@@ -1193,7 +1193,11 @@ void ts_vpool_stats(struct ts_vpool *p, struct ts_vpool_stats *o)
 
 /* ------------------------------------------------ metadata operations */
 
-/* Wait until no write is in flight on v and hold new ones off (p->mu held). */
+/*
+ * Wait until no IO is in flight on v (p->mu held). IOs submitted meanwhile
+ * are queued, not blocked (a submitter may be a completion callback whose
+ * thread other completions need), and resubmitted after the operation.
+ */
 static void quiesce(struct ts_vpool *p, struct vol *v)
 {
 	v->quiesce++;
@@ -1201,10 +1205,13 @@ static void quiesce(struct ts_vpool *p, struct vol *v)
 		pthread_cond_wait(&p->cond, &p->mu);
 }
 
-static void unquiesce(struct ts_vpool *p, struct vol *v)
+static struct vdefer *unquiesce(struct vol *v)
 {
+	struct vdefer *d = v->defer;
+
 	v->quiesce--;
-	pthread_cond_broadcast(&p->cond);
+	v->defer = v->defer_last = NULL;
+	return d;
 }
 
 /* Finish a metadata operation: commit (which writes its records). */
@@ -1465,6 +1472,7 @@ fail:
 int ts_vpool_snapshot(struct ts_vpool *p, uint64_t vol_id, const char *name, uint32_t flags,
 		      uint64_t *layer_id)
 {
+	struct vdefer *held = NULL;
 	struct vol *v;
 	int rc;
 
@@ -1478,13 +1486,16 @@ int ts_vpool_snapshot(struct ts_vpool *p, uint64_t vol_id, const char *name, uin
 	}
 	quiesce(p, v);
 	rc = new_head(p, v, v->head, name ? name : "", flags, layer_id);
-	unquiesce(p, v);
+	held = unquiesce(v);
 out:
-	return meta_done(p, rc);
+	rc = meta_done(p, rc);
+	vio_resubmit(held);
+	return rc;
 }
 
 int ts_vpool_volume_rebase(struct ts_vpool *p, uint64_t vol_id, uint64_t layer_id)
 {
+	struct vdefer *held = NULL;
 	struct layer *l;
 	struct vol *v;
 	int rc;
@@ -1504,9 +1515,11 @@ int ts_vpool_volume_rebase(struct ts_vpool *p, uint64_t vol_id, uint64_t layer_i
 	}
 	quiesce(p, v);
 	rc = new_head(p, v, l, NULL, 0, NULL);
-	unquiesce(p, v);
+	held = unquiesce(v);
 out:
-	return meta_done(p, rc);
+	rc = meta_done(p, rc);
+	vio_resubmit(held);
+	return rc;
 }
 
 int ts_vpool_layer_info(struct ts_vpool *p, uint64_t id, struct ts_vpool_layer_info *o)

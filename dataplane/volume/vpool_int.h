@@ -23,6 +23,17 @@ struct layer {
 	struct rmap map; /* grain -> pba or VP_TOMB */
 };
 
+/* An IO that arrived while its volume was quiesced, submitted afterwards. */
+struct vdefer {
+	struct vdefer *next;
+	struct ts_volume *h;
+	int write;
+	uint64_t off, len;
+	void *buf;
+	ts_volume_cb cb;
+	void *arg;
+};
+
 struct vol {
 	uint64_t id, size, ctime;
 	char name[TS_VOLUME_NAME_MAX];
@@ -31,6 +42,7 @@ struct vol {
 	uint32_t inflight; /* IOs between submit and completion (member IO issued) */
 	uint32_t quiesce;  /* a snapshot/rebase waits for inflight: new IOs wait too */
 	uint32_t refs;     /* open handles */
+	struct vdefer *defer, *defer_last; /* IOs held while quiesced, in order */
 };
 
 struct ts_volume {
@@ -106,5 +118,8 @@ int vp_pending_reserve(struct ts_vpool *p, size_t n);
 void vp_free_later(struct ts_vpool *p, uint64_t pba);
 uint64_t vp_resolve(const struct layer *l, uint64_t grain);
 int vp_commit(struct ts_vpool *p);
+
+/* vio.c: submit IOs held during a quiesce (no lock held) */
+void vio_resubmit(struct vdefer *list);
 
 #endif
