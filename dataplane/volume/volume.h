@@ -83,6 +83,10 @@ void ts_vpool_close(struct ts_vpool *p);
 /**
  * Make every write completed before the call durable, with the metadata
  * that maps it. 0 or a member error / TS_ERR_NO_SPACE (metadata area full).
+ * Nothing commits on its own: metadata of unflushed writes accumulates in RAM
+ * (stats.dirty_bytes, ~28 bytes per newly allocated grain) until a flush, a
+ * metadata operation or this call; callers that never flush should commit
+ * periodically.
  */
 int ts_vpool_commit(struct ts_vpool *p);
 
@@ -97,6 +101,7 @@ struct ts_vpool_stats {
 	uint64_t meta_last_bytes; /**< size of the last checkpoint */
 	uint64_t log_blocks;     /**< log capacity */
 	uint64_t log_used;       /**< log blocks used since the last checkpoint */
+	uint64_t dirty_bytes;    /**< metadata records waiting for the next commit */
 };
 void ts_vpool_stats(struct ts_vpool *p, struct ts_vpool_stats *out);
 

@@ -1188,6 +1188,7 @@ void ts_vpool_stats(struct ts_vpool *p, struct ts_vpool_stats *o)
 	o->meta_last_bytes = p->last_ckpt_bytes;
 	o->log_blocks = p->log_blocks;
 	o->log_used = p->log_pos;
+	o->dirty_bytes = p->rlen;
 	pthread_mutex_unlock(&p->mu);
 }
 

@@ -151,7 +151,15 @@ static void roundtrip(struct ts_member *m)
 	cr_assert_eq(token_of(back, 100), 0);
 	stamp(buf, 7777, 120);
 	cr_assert_eq(ts_volume_write_sync(v, 120 * BS, BS, buf), 0);
-	cr_assert_eq(ts_volume_flush_sync(v), 0);
+	{
+		struct ts_vpool_stats st;
+		ts_vpool_stats(p, &st);
+		cr_assert_gt(st.dirty_bytes, 0);
+		cr_assert_eq(ts_volume_flush_sync(v), 0);
+		ts_vpool_stats(p, &st);
+		cr_assert_eq(st.dirty_bytes, 0);
+		cr_assert_gt(st.log_used, 0);
+	}
 	cr_assert_eq(ts_vpool_volume_delete(p, id), -EBUSY);
 	ts_volume_close(v);
 	ts_vpool_close(p);
