@@ -1,0 +1,488 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Volume IO: the hot path.
+ *
+ * A read looks every grain up in the volume's merged index (one radix lookup,
+ * independent of how many layers lie below), zero-fills holes and reads the
+ * rest from the member, one member IO per run of physically contiguous
+ * blocks. A write goes in place where the head owns the block; elsewhere it
+ * allocates a fresh block, writes it, and only when the data write has
+ * completed installs the mapping (head map + index) and appends an R_MAP
+ * record, so readers never see a block before its data and the log never
+ * names a block before its data (see vpool.c). Everything a completion needs
+ * (record bytes, radix paths, a pending-list slot) is reserved at submit, so a
+ * completion cannot fail. The pool mutex is held only to look up, allocate and
+ * install, never across ts_member_submit().
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "dataplane/common/ts_common.h"
+#include "dataplane/volume/vpool_int.h"
+
+#define BS TS_VOLUME_BLOCK
+
+struct vgrain {
+	uint64_t grain, pba;
+	int fresh;
+};
+
+struct vchild {
+	struct ts_member_io io;
+	struct vreq *req;
+};
+
+struct vreq {
+	struct ts_volume *v;
+	struct layer *head; /* writes: the head at submit (stable while inflight) */
+	ts_volume_cb cb;
+	void *arg;
+	atomic_int remaining;
+	atomic_int status;
+	int write;
+	size_t ng, nc;
+	struct vgrain *g;
+	struct vchild *c;
+};
+
+static void req_free(struct vreq *r)
+{
+	ts_free(r->g);
+	ts_free(r->c);
+	ts_free(r);
+}
+
+static struct vreq *req_new(struct ts_volume *v, size_t ng, ts_volume_cb cb, void *arg)
+{
+	struct vreq *r = ts_calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->g = ts_calloc(ng, sizeof(*r->g));
+	r->c = ts_calloc(ng, sizeof(*r->c));
+	if (!r->g || !r->c) {
+		req_free(r);
+		return NULL;
+	}
+	r->v = v;
+	r->cb = cb;
+	r->arg = arg;
+	r->ng = ng;
+	return r;
+}
+
+/* Queue an IO on a quiesced volume (p->mu held). */
+static int defer_io(struct ts_volume *h, int write, uint64_t off, uint64_t len, const void *buf,
+		    ts_volume_cb cb, void *arg)
+{
+	struct vdefer *d = ts_calloc(1, sizeof(*d));
+	struct vol *v = h->vol;
+
+	if (!d)
+		return -ENOMEM;
+	d->h = h;
+	d->write = write;
+	d->off = off;
+	d->len = len;
+	d->buf = (void *)(uintptr_t)buf;
+	d->cb = cb;
+	d->arg = arg;
+	if (v->defer_last)
+		v->defer_last->next = d;
+	else
+		v->defer = d;
+	v->defer_last = d;
+	return 0;
+}
+
+void vio_resubmit(struct vdefer *d)
+{
+	while (d) {
+		struct vdefer *next = d->next;
+		int rc = d->write ? ts_volume_write(d->h, d->off, d->len, d->buf, d->cb, d->arg)
+				  : ts_volume_read(d->h, d->off, d->len, d->buf, d->cb, d->arg);
+		if (rc)
+			d->cb(d->arg, rc); /* we returned 0 for it: the callback must fire */
+		ts_free(d);
+		d = next;
+	}
+}
+
+static int range_ok(struct vol *v, uint64_t off, uint64_t len)
+{
+	return len && off % BS == 0 && len % BS == 0 && off <= v->size && len <= v->size - off;
+}
+
+/* Build children: one member IO per run of contiguous grains on contiguous blocks. */
+static void build_children(struct vreq *r, enum ts_member_op op, uint8_t *buf)
+{
+	size_t i;
+	struct vchild *c = NULL;
+
+	for (i = 0; i < r->ng; i++) {
+		struct vgrain *g = &r->g[i];
+		if (!g->pba)
+			continue;
+		if (c && i > 0 && r->g[i - 1].pba && r->g[i - 1].pba + 1 == g->pba &&
+		    c->io.len < (1u << 20)) {
+			c->io.len += BS;
+			continue;
+		}
+		c = &r->c[r->nc++];
+		c->req = r;
+		c->io.op = op;
+		c->io.offset = g->pba * BS;
+		c->io.len = BS;
+		c->io.buf = buf + i * BS;
+	}
+}
+
+static void write_finish(struct vreq *r)
+{
+	struct ts_vpool *p = r->v->pool;
+	struct vol *v = r->v->vol;
+	int st = atomic_load(&r->status);
+	size_t i;
+
+	pthread_mutex_lock(&p->mu);
+	for (i = 0; i < r->ng; i++) {
+		struct vgrain *g = &r->g[i];
+		if (!g->fresh)
+			continue;
+		if (st == 0) {
+			struct r_map m = { r->head->id, g->grain, g->pba };
+			uint64_t old = rmap_set(&r->head->map, g->grain, g->pba);
+			/* a racing write to the same grain installed its own block */
+			if (old && old != VP_TOMB && old != g->pba)
+				vp_free_later(p, old);
+			rmap_set(&v->index, g->grain, g->pba);
+			vp_rec_put_reserved(p, R_MAP, &m, sizeof(m));
+		} else {
+			vp_free_now(p, g->pba);
+			vp_rec_unreserve(p, R_MAP_SIZE);
+		}
+	}
+	if (--v->inflight == 0 && v->quiesce)
+		pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->mu);
+}
+
+static void child_done(struct ts_member_io *io, int status)
+{
+	struct vchild *c = io->cb_arg;
+	struct vreq *r = c->req;
+	int zero = 0;
+
+	if (status)
+		atomic_compare_exchange_strong(&r->status, &zero, status);
+	if (atomic_fetch_sub(&r->remaining, 1) != 1)
+		return;
+	if (r->write) {
+		write_finish(r);
+	} else {
+		struct ts_vpool *p = r->v->pool;
+		pthread_mutex_lock(&p->mu);
+		if (--r->v->vol->inflight == 0 && r->v->vol->quiesce)
+			pthread_cond_broadcast(&p->cond);
+		pthread_mutex_unlock(&p->mu);
+	}
+	r->cb(r->arg, atomic_load(&r->status));
+	req_free(r);
+}
+
+static void submit_children(struct vreq *r)
+{
+	size_t i, n = r->nc;
+
+	atomic_store(&r->remaining, (int)n);
+	for (i = 0; i < n; i++) {
+		struct vchild *c = &r->c[i];
+		int rc;
+		c->io.cb = child_done;
+		c->io.cb_arg = c;
+		rc = ts_member_submit(r->v->pool->m, &c->io);
+		if (rc)
+			child_done(&c->io, rc);
+	}
+}
+
+int ts_volume_read(struct ts_volume *h, uint64_t off, uint64_t len, void *buf, ts_volume_cb cb,
+		   void *arg)
+{
+	struct ts_vpool *p;
+	struct vreq *r;
+	size_t i;
+
+	if (!h || !buf || !cb)
+		return -EINVAL;
+	p = h->pool;
+	pthread_mutex_lock(&p->mu);
+	if (!range_ok(h->vol, off, len) || h->vol->quiesce) {
+		/* a snapshot or restore is waiting for in-flight IO: queue */
+		int rc = range_ok(h->vol, off, len) ? defer_io(h, 0, off, len, buf, cb, arg) : -EINVAL;
+		pthread_mutex_unlock(&p->mu);
+		return rc;
+	}
+	r = req_new(h, len / BS, cb, arg);
+	if (!r) {
+		pthread_mutex_unlock(&p->mu);
+		return -ENOMEM;
+	}
+	for (i = 0; i < r->ng; i++) {
+		r->g[i].grain = off / BS + i;
+		r->g[i].pba = rmap_get(&h->vol->index, r->g[i].grain);
+	}
+	build_children(r, TS_MEMBER_READ, buf);
+	/* in flight until the member reads complete: a restore or snapshot
+	 * waits, so blocks it frees are not reused under a running read */
+	if (r->nc)
+		h->vol->inflight++;
+	pthread_mutex_unlock(&p->mu);
+	for (i = 0; i < r->ng; i++)
+		if (!r->g[i].pba)
+			memset((uint8_t *)buf + i * BS, 0, BS);
+	if (!r->nc) {
+		req_free(r);
+		cb(arg, 0);
+		return 0;
+	}
+	submit_children(r);
+	return 0;
+}
+
+int ts_volume_write(struct ts_volume *h, uint64_t off, uint64_t len, const void *buf,
+		    ts_volume_cb cb, void *arg)
+{
+	struct ts_vpool *p;
+	struct vol *v;
+	struct vreq *r;
+	size_t i, nfresh = 0;
+	int rc = 0;
+
+	if (!h || !buf || !cb)
+		return -EINVAL;
+	p = h->pool;
+	v = h->vol;
+	pthread_mutex_lock(&p->mu);
+	if (!range_ok(v, off, len)) {
+		rc = -EINVAL;
+		goto unlock;
+	}
+	if (v->quiesce) {
+		rc = defer_io(h, 1, off, len, buf, cb, arg);
+		goto unlock;
+	}
+	r = req_new(h, len / BS, cb, arg);
+	if (!r) {
+		rc = -ENOMEM;
+		goto unlock;
+	}
+	r->write = 1;
+	r->head = v->head;
+	for (i = 0; i < r->ng && rc == 0; i++) {
+		struct vgrain *g = &r->g[i];
+		uint64_t cur;
+		g->grain = off / BS + i;
+		cur = rmap_get(&v->index, g->grain);
+		if (cur && rmap_get(&v->head->map, g->grain) == cur) {
+			g->pba = cur; /* the head owns it: in place */
+			continue;
+		}
+		if (rmap_reserve(&v->head->map, g->grain) || rmap_reserve(&v->index, g->grain) ||
+		    vp_pending_reserve(p, nfresh + 1) || vp_rec_reserve(p, R_MAP_SIZE)) {
+			rc = -ENOMEM;
+			break;
+		}
+		g->pba = vp_alloc_block(p);
+		if (!g->pba) {
+			vp_rec_unreserve(p, R_MAP_SIZE);
+			rc = TS_ERR_NO_SPACE;
+			break;
+		}
+		g->fresh = 1;
+		nfresh++;
+	}
+	if (rc) {
+		for (i = 0; i < r->ng; i++)
+			if (r->g[i].fresh) {
+				vp_free_now(p, r->g[i].pba);
+				vp_rec_unreserve(p, R_MAP_SIZE);
+			}
+		req_free(r);
+		goto unlock;
+	}
+	v->inflight++;
+	pthread_mutex_unlock(&p->mu);
+	build_children(r, TS_MEMBER_WRITE, (uint8_t *)(uintptr_t)buf);
+	submit_children(r);
+	return 0;
+unlock:
+	pthread_mutex_unlock(&p->mu);
+	return rc;
+}
+
+int ts_volume_unmap(struct ts_volume *h, uint64_t off, uint64_t len, ts_volume_cb cb, void *arg)
+{
+	struct ts_vpool *p;
+	struct vol *v;
+	uint64_t g;
+	int rc = 0;
+
+	if (!h || !cb)
+		return -EINVAL;
+	p = h->pool;
+	v = h->vol;
+	pthread_mutex_lock(&p->mu);
+	if (!range_ok(v, off, len)) {
+		pthread_mutex_unlock(&p->mu);
+		return -EINVAL;
+	}
+	/* grain by grain: an -ENOMEM part way leaves the grains before it discarded */
+	for (g = off / BS; g < (off + len) / BS && rc == 0; g++) {
+		uint64_t cur = rmap_get(&v->index, g);
+		struct r_map m = { v->head->id, g, 0 };
+		if (!cur)
+			continue;
+		if (rmap_reserve(&v->head->map, g) || vp_pending_reserve(p, 1) ||
+		    vp_rec_reserve(p, R_MAP_SIZE)) {
+			rc = -ENOMEM;
+			break;
+		}
+		if (rmap_get(&v->head->map, g) == cur)
+			vp_free_later(p, cur);
+		if (v->head->parent && vp_resolve(v->head->parent, g)) {
+			m.val = VP_TOMB;
+			rmap_set(&v->head->map, g, VP_TOMB);
+		} else {
+			rmap_del(&v->head->map, g);
+		}
+		rmap_del(&v->index, g);
+		vp_rec_put_reserved(p, R_MAP, &m, sizeof(m));
+	}
+	pthread_mutex_unlock(&p->mu);
+	if (rc)
+		return rc;
+	cb(arg, 0);
+	return 0;
+}
+
+int ts_volume_flush(struct ts_volume *h, ts_volume_cb cb, void *arg)
+{
+	if (!h || !cb)
+		return -EINVAL;
+	cb(arg, vp_commit(h->pool));
+	return 0;
+}
+
+int ts_volume_open(struct ts_vpool *p, uint64_t vol_id, struct ts_volume **out)
+{
+	struct ts_volume *h;
+	size_t i;
+	int rc = -ENOENT;
+
+	if (!p || !out)
+		return -EINVAL;
+	h = ts_calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	pthread_mutex_lock(&p->mu);
+	for (i = 0; i < p->nvols; i++)
+		if (p->vols[i]->id == vol_id) {
+			h->pool = p;
+			h->vol = p->vols[i];
+			h->vol->refs++;
+			rc = 0;
+			break;
+		}
+	pthread_mutex_unlock(&p->mu);
+	if (rc) {
+		ts_free(h);
+		return rc;
+	}
+	*out = h;
+	return 0;
+}
+
+void ts_volume_close(struct ts_volume *h)
+{
+	if (!h)
+		return;
+	pthread_mutex_lock(&h->pool->mu);
+	h->vol->refs--;
+	pthread_mutex_unlock(&h->pool->mu);
+	ts_free(h);
+}
+
+uint64_t ts_volume_size(struct ts_volume *h)
+{
+	uint64_t s;
+
+	pthread_mutex_lock(&h->pool->mu);
+	s = h->vol->size;
+	pthread_mutex_unlock(&h->pool->mu);
+	return s;
+}
+
+/* ------------------------------------------------------------- sync */
+
+struct waiter {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int done, status;
+};
+
+static void wake(void *arg, int status)
+{
+	struct waiter *w = arg;
+
+	pthread_mutex_lock(&w->lock);
+	w->status = status;
+	w->done = 1;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+static int wait_for(struct waiter *w, int rc)
+{
+	if (rc == 0) {
+		pthread_mutex_lock(&w->lock);
+		while (!w->done)
+			pthread_cond_wait(&w->cond, &w->lock);
+		pthread_mutex_unlock(&w->lock);
+		rc = w->status;
+	}
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->cond);
+	return rc;
+}
+
+#define WAITER { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 }
+
+int ts_volume_read_sync(struct ts_volume *h, uint64_t off, uint64_t len, void *buf)
+{
+	struct waiter w = WAITER;
+
+	return wait_for(&w, ts_volume_read(h, off, len, buf, wake, &w));
+}
+
+int ts_volume_write_sync(struct ts_volume *h, uint64_t off, uint64_t len, const void *buf)
+{
+	struct waiter w = WAITER;
+
+	return wait_for(&w, ts_volume_write(h, off, len, buf, wake, &w));
+}
+
+int ts_volume_unmap_sync(struct ts_volume *h, uint64_t off, uint64_t len)
+{
+	struct waiter w = WAITER;
+
+	return wait_for(&w, ts_volume_unmap(h, off, len, wake, &w));
+}
+
+int ts_volume_flush_sync(struct ts_volume *h)
+{
+	struct waiter w = WAITER;
+
+	return wait_for(&w, ts_volume_flush(h, wake, &w));
+}

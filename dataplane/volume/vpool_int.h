@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Private to dataplane/volume: the pool's in-memory state, shared by the
+ * metadata code (vpool.c) and the IO path (vio.c). */
+#ifndef TS_VOLUME_VPOOL_INT_H
+#define TS_VOLUME_VPOOL_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "dataplane/volume/rmap.h"
+#include "dataplane/volume/volume.h"
+
+/** Layer-map value meaning "discarded here: reads zero, hides older layers". */
+#define VP_TOMB UINT64_MAX
+
+struct layer {
+	uint64_t id, parent_id, vol_id, size, ctime;
+	uint32_t flags;
+	char name[TS_VOLUME_NAME_MAX];
+	struct layer *parent;
+	struct layer **kids;
+	uint32_t nkids, kcap;
+	struct rmap map; /* grain -> pba or VP_TOMB */
+};
+
+/* An IO that arrived while its volume was quiesced, submitted afterwards. */
+struct vdefer {
+	struct vdefer *next;
+	struct ts_volume *h;
+	int write;
+	uint64_t off, len;
+	void *buf;
+	ts_volume_cb cb;
+	void *arg;
+};
+
+struct vol {
+	uint64_t id, size, ctime;
+	char name[TS_VOLUME_NAME_MAX];
+	struct layer *head;
+	struct rmap index; /* grain -> pba: what the volume reads (merged) */
+	uint32_t inflight; /* IOs between submit and completion (member IO issued) */
+	uint32_t quiesce;  /* a snapshot/rebase waits for inflight: new IOs wait too */
+	uint32_t refs;     /* open handles */
+	struct vdefer *defer, *defer_last; /* IOs held while quiesced, in order */
+};
+
+struct ts_volume {
+	struct ts_vpool *pool;
+	struct vol *vol;
+};
+
+struct ts_vpool {
+	struct ts_member *m;
+	pthread_rwlock_t tree;
+	pthread_mutex_t commit_mu;
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+
+	/* geometry, in TS_VOLUME_BLOCK blocks from the start of the member */
+	uint64_t total_blocks, slot_blocks, log_blocks, log_start, data_start, data_blocks;
+	uint64_t uuid_lo;
+	uint8_t uuid[16];
+
+	/* durable state */
+	uint64_t gen;       /* superblock generation; checkpoint slot = gen % 2 */
+	uint64_t log_pos;   /* next log block to write */
+	uint64_t last_ckpt_bytes;
+	int need_ckpt;      /* a log write failed: next commit writes a checkpoint */
+	int replaying;
+
+	/* allocator: bit set = in use */
+	uint64_t *bitmap;
+	uint64_t nfree, cursor;
+	uint64_t *pending;  /* freed since the last commit */
+	size_t npending, pcap;
+
+	/* tables, sorted by id (ids only grow, so appends keep them sorted) */
+	struct layer **layers;
+	size_t nlayers, lcap;
+	struct vol **vols;
+	size_t nvols, vcap;
+	uint64_t next_id;
+
+	/* records since the last commit; rres bytes are promised to in-flight writes */
+	uint8_t *rec;
+	size_t rlen, rcap, rres;
+	uint8_t *logbuf; /* LOG_CHUNK blocks, used by commits only (commit_mu) */
+};
+
+/* record types */
+enum {
+	R_IDS = 1,
+	R_LAYER_NEW,
+	R_LAYER_SET,
+	R_LAYER_REMOVE,
+	R_VOL_NEW,
+	R_VOL_SET,
+	R_VOL_DEL,
+	R_MAP,
+	R_MAP_RUN,
+};
+
+struct r_map {
+	uint64_t layer, grain, val; /* val 0: remove the entry */
+};
+
+#define R_HDR 4u
+#define R_MAP_SIZE (R_HDR + sizeof(struct r_map))
+
+/* vpool.c, all called with p->mu held */
+int vp_rec_reserve(struct ts_vpool *p, size_t bytes);
+void vp_rec_put_reserved(struct ts_vpool *p, unsigned type, const void *payload, size_t len);
+void vp_rec_unreserve(struct ts_vpool *p, size_t bytes);
+uint64_t vp_alloc_block(struct ts_vpool *p);
+void vp_free_now(struct ts_vpool *p, uint64_t pba);
+int vp_pending_reserve(struct ts_vpool *p, size_t n);
+void vp_free_later(struct ts_vpool *p, uint64_t pba);
+uint64_t vp_resolve(const struct layer *l, uint64_t grain);
+int vp_commit(struct ts_vpool *p);
+
+/* vio.c: submit IOs held during a quiesce (no lock held) */
+void vio_resubmit(struct vdefer *list);
+
+#endif

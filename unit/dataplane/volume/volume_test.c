@@ -1,0 +1,665 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * dataplane/volume: the radix map against a reference array; volume IO
+ * round trips, bounds, expansion and reload (RAM and file members); crashes
+ * at random points (device stops, unflushed writes partly lost) with every
+ * flushed write and every snapshot checked after reopening; allocation
+ * failure injection on every metadata and IO path (-ENOMEM, state unchanged,
+ * nothing leaked); a full pool; concurrent writers racing snapshots.
+ */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dataplane/common/ts_common.h"
+#include "dataplane/volume/rmap.h"
+#include "dataplane/volume/volume.h"
+#include "unit/dataplane/volume/testmember.h"
+
+#define BS TS_VOLUME_BLOCK
+
+static uint64_t g_seed = 88172645463325252ull;
+
+static uint64_t rnd(void)
+{
+	g_seed ^= g_seed << 13;
+	g_seed ^= g_seed >> 7;
+	g_seed ^= g_seed << 17;
+	return g_seed;
+}
+
+static void stamp(uint8_t *b, uint64_t tok, uint64_t g)
+{
+	uint64_t i;
+
+	for (i = 0; i < BS / 16; i++) {
+		memcpy(b + 16 * i, &tok, 8);
+		memcpy(b + 16 * i + 8, &g, 8);
+	}
+}
+
+/* Token in a block read back: 0 for zeroes, UINT64_MAX for garbage. */
+static uint64_t token_of(const uint8_t *b, uint64_t g)
+{
+	uint64_t tok, gg, i;
+
+	memcpy(&tok, b, 8);
+	memcpy(&gg, b + 8, 8);
+	for (i = 0; i < BS / 16; i++)
+		if (memcmp(b + 16 * i, &tok, 8) || memcmp(b + 16 * i + 8, &gg, 8))
+			return UINT64_MAX;
+	if (tok == 0 && gg == 0)
+		return 0;
+	return gg == g ? tok : UINT64_MAX;
+}
+
+/* ------------------------------------------------------------- rmap */
+
+Test(volume, rmap_matches_reference)
+{
+	enum { NK = 3000 };
+	static uint64_t keys[NK], ref[NK];
+	struct rmap m = { 0 };
+	uint64_t i, step, count = 0;
+
+	for (i = 0; i < NK; i++) {
+		/* clusters and far-apart keys, all levels of the tree */
+		keys[i] = i < NK / 2 ? 1000 + i : rnd() % RMAP_KEY_LIMIT;
+		ref[i] = 0;
+	}
+	for (step = 0; step < 60000; step++) {
+		uint64_t k = rnd() % NK, op = rnd() % 10;
+		int dup = 0;
+		for (i = 0; i < k; i++)
+			if (keys[i] == keys[k])
+				dup = 1;
+		if (dup)
+			continue;
+		if (op < 6) {
+			uint64_t v = 1 + rnd() % 1000000, old = rmap_set(&m, keys[k], v);
+			cr_assert_eq(old, ref[k]);
+			count += !ref[k];
+			ref[k] = v;
+		} else if (op < 9) {
+			cr_assert_eq(rmap_del(&m, keys[k]), ref[k]);
+			count -= !!ref[k];
+			ref[k] = 0;
+		} else {
+			/* next() from a random point equals the smallest mapped key >= it */
+			uint64_t from = rnd() % 2 ? keys[k] : rnd() % RMAP_KEY_LIMIT, best = UINT64_MAX,
+				 bv = 0, gk, gv;
+			for (i = 0; i < NK; i++)
+				if (ref[i] && keys[i] >= from && keys[i] < best) {
+					best = keys[i];
+					bv = ref[i];
+				}
+			if (best == UINT64_MAX) {
+				cr_assert_eq(rmap_next(&m, from, &gk, &gv), 0);
+			} else {
+				cr_assert_eq(rmap_next(&m, from, &gk, &gv), 1);
+				cr_assert_eq(gk, best);
+				cr_assert_eq(gv, bv);
+			}
+		}
+		cr_assert_eq(rmap_get(&m, keys[k]), ref[k]);
+		cr_assert_eq(m.count, count);
+	}
+	for (i = 0; i < NK; i++)
+		rmap_del(&m, keys[i]);
+	cr_assert_null(m.root); /* every node freed as it emptied */
+	rmap_set(&m, 5, 5);
+	rmap_clear(&m);
+	cr_assert_null(m.root);
+}
+
+/* ---------------------------------------------------- basic IO, reload */
+
+static void roundtrip(struct ts_member *m)
+{
+	struct ts_vpool *p;
+	struct ts_volume *v;
+	uint64_t id, g, tok;
+	uint8_t *buf = malloc(64 * BS), *back = malloc(64 * BS);
+
+	cr_assert_eq(ts_vpool_format(m), 0);
+	cr_assert_eq(ts_vpool_open(m, &p), 0);
+	cr_assert_eq(ts_vpool_volume_create(p, "v", 1000, 0, &id), -EINVAL);
+	cr_assert_eq(ts_vpool_volume_create(p, "v", 64 * BS, 0, &id), 0);
+	cr_assert_eq(ts_volume_open(p, id, &v), 0);
+	for (g = 0; g < 64; g++)
+		stamp(buf + g * BS, 100 + g, g);
+	cr_assert_eq(ts_volume_write_sync(v, 0, 64 * BS, buf), 0);
+	cr_assert_eq(ts_volume_read_sync(v, 0, 64 * BS, back), 0);
+	cr_assert_arr_eq(buf, back, 64 * BS);
+	/* bounds and alignment */
+	cr_assert_eq(ts_volume_read_sync(v, 512, BS, back), -EINVAL);
+	cr_assert_eq(ts_volume_read_sync(v, 63 * BS, 2 * BS, back), -EINVAL);
+	cr_assert_eq(ts_volume_write_sync(v, 64 * BS, BS, buf), -EINVAL);
+	cr_assert_eq(ts_volume_read_sync(v, 0, 0, back), -EINVAL);
+	/* discard reads zeroes */
+	cr_assert_eq(ts_volume_unmap_sync(v, 8 * BS, 4 * BS), 0);
+	cr_assert_eq(ts_volume_read_sync(v, 8 * BS, 4 * BS, back), 0);
+	for (g = 0; g < 4 * BS; g++)
+		cr_assert_eq(back[g], 0);
+	/* online expansion */
+	cr_assert_eq(ts_vpool_volume_expand(p, id, 32 * BS), -EINVAL);
+	cr_assert_eq(ts_vpool_volume_expand(p, id, 128 * BS), 0);
+	cr_assert_eq(ts_volume_size(v), 128 * BS);
+	cr_assert_eq(ts_volume_read_sync(v, 100 * BS, BS, back), 0);
+	cr_assert_eq(token_of(back, 100), 0);
+	stamp(buf, 7777, 120);
+	cr_assert_eq(ts_volume_write_sync(v, 120 * BS, BS, buf), 0);
+	{
+		struct ts_vpool_stats st;
+		ts_vpool_stats(p, &st);
+		cr_assert_gt(st.dirty_bytes, 0);
+		cr_assert_eq(ts_volume_flush_sync(v), 0);
+		ts_vpool_stats(p, &st);
+		cr_assert_eq(st.dirty_bytes, 0);
+		cr_assert_gt(st.log_used, 0);
+	}
+	cr_assert_eq(ts_vpool_volume_delete(p, id), -EBUSY);
+	ts_volume_close(v);
+	ts_vpool_close(p);
+
+	cr_assert_eq(ts_vpool_open(m, &p), 0);
+	cr_assert_eq(ts_volume_open(p, id, &v), 0);
+	cr_assert_eq(ts_volume_size(v), 128 * BS);
+	cr_assert_eq(ts_volume_read_sync(v, 0, 64 * BS, back), 0);
+	for (g = 0; g < 64; g++) {
+		tok = token_of(back + g * BS, g);
+		cr_assert_eq(tok, g >= 8 && g < 12 ? 0 : 100 + g);
+	}
+	cr_assert_eq(ts_volume_read_sync(v, 120 * BS, BS, back), 0);
+	cr_assert_eq(token_of(back, 120), 7777);
+	ts_volume_close(v);
+	cr_assert_eq(ts_vpool_volume_delete(p, id), 0);
+	ts_vpool_close(p);
+	free(buf);
+	free(back);
+}
+
+Test(volume, roundtrip_ram_512_and_reload)
+{
+	struct ts_member *m;
+	struct tm_ram *r;
+
+	cr_assert_eq(tm_ram_create(32ull << 20, 512, 0, &m, &r), 0);
+	roundtrip(m);
+	ts_member_destroy(m);
+}
+
+Test(volume, roundtrip_async_member)
+{
+	struct ts_member *m;
+	struct tm_ram *r;
+
+	cr_assert_eq(tm_ram_create(32ull << 20, 4096, 1, &m, &r), 0);
+	roundtrip(m);
+	ts_member_destroy(m);
+}
+
+Test(volume, roundtrip_file_and_reload)
+{
+	char path[] = "/tmp/ts_volume_testXXXXXX";
+	int fd = mkstemp(path);
+	struct ts_member *m;
+
+	cr_assert_geq(fd, 0);
+	close(fd);
+	cr_assert_eq(tm_file_create(path, 32ull << 20, &m), 0);
+	roundtrip(m);
+	ts_member_destroy(m);
+	unlink(path);
+}
+
+Test(volume, open_rejects_foreign_and_small)
+{
+	struct ts_member *m;
+	struct tm_ram *r;
+	struct ts_vpool *p;
+
+	cr_assert_eq(tm_ram_create(1ull << 20, 4096, 0, &m, &r), 0);
+	cr_assert_eq(ts_vpool_format(m), TS_ERR_TOO_SMALL);
+	ts_member_destroy(m);
+	cr_assert_eq(tm_ram_create(8ull << 20, 4096, 0, &m, &r), 0);
+	cr_assert_eq(ts_vpool_open(m, &p), TS_ERR_FOREIGN);
+	ts_member_destroy(m);
+}
+
+/* ------------------------------------------------------------ crashes */
+
+#define CG 128 /* grains in the crash test's volume */
+
+struct crash_model {
+	uint64_t fv[CG];  /* token durable as of the last completed flush */
+	uint64_t mv[CG];  /* first token written since (0: none) */
+	int zap[CG];      /* discarded since the last flush */
+	uint64_t snap_id[64];
+	uint64_t snap_tok[64][CG];
+	int nsnap;
+};
+
+static int token_allowed(const struct crash_model *cm, uint64_t g, uint64_t t)
+{
+	return t == cm->fv[g] || (cm->mv[g] && t != UINT64_MAX && t >= cm->mv[g]) ||
+	       (cm->zap[g] && t == 0);
+}
+
+static void crash_settle(struct crash_model *cm, const uint64_t cur[CG])
+{
+	memcpy(cm->fv, cur, sizeof(cm->fv));
+	memset(cm->mv, 0, sizeof(cm->mv));
+	memset(cm->zap, 0, sizeof(cm->zap));
+}
+
+static void read_tokens(struct ts_vpool *p, uint64_t vol, uint64_t out[CG])
+{
+	struct ts_volume *v;
+	uint8_t *buf = malloc(CG * BS);
+	uint64_t g;
+
+	cr_assert_eq(ts_volume_open(p, vol, &v), 0);
+	cr_assert_eq(ts_volume_read_sync(v, 0, CG * BS, buf), 0);
+	for (g = 0; g < CG; g++)
+		out[g] = token_of(buf + g * BS, g);
+	ts_volume_close(v);
+	free(buf);
+}
+
+Test(volume, crash_at_random_points)
+{
+	struct ts_member *m;
+	struct tm_ram *r;
+	struct ts_vpool *p;
+	struct crash_model cm;
+	uint64_t vol, tok = 0, cur[CG], g;
+	uint8_t *buf = malloc(4 * BS);
+	int round, i;
+
+	memset(&cm, 0, sizeof(cm));
+	cr_assert_eq(tm_ram_create(64ull << 20, 4096, 0, &m, &r), 0);
+	cr_assert_eq(ts_vpool_format(m), 0);
+	cr_assert_eq(ts_vpool_open(m, &p), 0);
+	cr_assert_eq(ts_vpool_volume_create(p, "c", CG * BS, 0, &vol), 0);
+	cr_assert_eq(ts_vpool_commit(p), 0);
+	for (round = 0; round < 40; round++) {
+		struct ts_volume *v;
+		int dead = 0;
+		long arm = (long)(rnd() % 120);
+
+		memcpy(cur, cm.fv, sizeof(cur));
+		cr_assert_eq(ts_volume_open(p, vol, &v), 0);
+		tm_ram_fail_after(r, arm);
+		for (i = 0; i < 60 && !dead; i++) {
+			unsigned op = (unsigned)(rnd() % 100);
+			uint64_t n = 1 + rnd() % 4, g0 = rnd() % (CG - n + 1);
+			int rc;
+			if (op < 60) {
+				for (g = 0; g < n; g++) {
+					stamp(buf + g * BS, ++tok, g0 + g);
+					if (!cm.mv[g0 + g])
+						cm.mv[g0 + g] = tok;
+				}
+				rc = ts_volume_write_sync(v, g0 * BS, n * BS, buf);
+				if (rc == 0)
+					for (g = 0; g < n; g++)
+						cur[g0 + g] = tok - n + 1 + g;
+			} else if (op < 68) {
+				for (g = 0; g < n; g++)
+					cm.zap[g0 + g] = 1;
+				rc = ts_volume_unmap_sync(v, g0 * BS, n * BS);
+				if (rc == 0)
+					for (g = 0; g < n; g++)
+						cur[g0 + g] = 0;
+			} else if (op < 88) {
+				rc = ts_volume_flush_sync(v);
+				if (rc == 0)
+					crash_settle(&cm, cur);
+			} else {
+				uint64_t sid;
+				if (cm.nsnap == 64)
+					continue;
+				/* a snapshot flushes: on success it holds cur and cur is durable */
+				ts_volume_close(v);
+				rc = ts_vpool_snapshot(p, vol, "s", 0, &sid);
+				cr_assert_eq(ts_volume_open(p, vol, &v), 0);
+				if (rc == 0) {
+					cm.snap_id[cm.nsnap] = sid;
+					memcpy(cm.snap_tok[cm.nsnap++], cur, sizeof(cur));
+					crash_settle(&cm, cur);
+				}
+			}
+			dead = rc != 0;
+		}
+		ts_volume_close(v);
+		ts_vpool_close(p); /* its commit may fail: the device is "dead" */
+		tm_ram_crash(r, (unsigned)(rnd() % 101), (unsigned)rnd());
+		if (rnd() % 2) {
+			/* die again inside open (replay, then its checkpoint) */
+			tm_ram_fail_after(r, (long)(rnd() % 8));
+			if (ts_vpool_open(m, &p) == 0)
+				ts_vpool_close(p);
+			tm_ram_crash(r, (unsigned)(rnd() % 101), (unsigned)rnd());
+		}
+		cr_assert_eq(ts_vpool_open(m, &p), 0, "round %d", round);
+		read_tokens(p, vol, cur);
+		for (g = 0; g < CG; g++)
+			cr_assert(token_allowed(&cm, g, cur[g]),
+				  "round %d grain %llu: read %llu, flushed %llu, since %llu", round,
+				  (unsigned long long)g, (unsigned long long)cur[g],
+				  (unsigned long long)cm.fv[g], (unsigned long long)cm.mv[g]);
+		crash_settle(&cm, cur);
+		/* every snapshot that reported success is intact (and maybe one more) */
+		for (i = 0; i < cm.nsnap; i++) {
+			uint64_t cl, st[CG];
+			struct ts_vpool_layer_info li;
+			cr_assert_eq(ts_vpool_layer_info(p, cm.snap_id[i], &li), 0);
+			cr_assert_eq(ts_vpool_volume_create(p, "probe", CG * BS, cm.snap_id[i], &cl), 0);
+			read_tokens(p, cl, st);
+			cr_assert_arr_eq(st, cm.snap_tok[i], sizeof(st));
+			cr_assert_eq(ts_vpool_volume_delete(p, cl), 0);
+		}
+	}
+	ts_vpool_close(p);
+	ts_member_destroy(m);
+	free(buf);
+}
+
+/* -------------------------------------------------- allocation failure */
+
+struct afenv {
+	struct ts_member *m;
+	struct tm_ram *r;
+	struct ts_vpool *p;
+	uint64_t vol, snap, clone;
+};
+
+static void af_setup(struct afenv *e)
+{
+	uint8_t buf[BS];
+	struct ts_volume *v;
+	uint64_t g;
+
+	cr_assert_eq(tm_ram_create(32ull << 20, 4096, 0, &e->m, &e->r), 0);
+	cr_assert_eq(ts_vpool_format(e->m), 0);
+	cr_assert_eq(ts_vpool_open(e->m, &e->p), 0);
+	cr_assert_eq(ts_vpool_volume_create(e->p, "a", 2048 * BS, 0, &e->vol), 0);
+	cr_assert_eq(ts_volume_open(e->p, e->vol, &v), 0);
+	for (g = 0; g < 2048; g += 3) {
+		stamp(buf, g + 1, g);
+		cr_assert_eq(ts_volume_write_sync(v, g * BS, BS, buf), 0);
+	}
+	ts_volume_close(v);
+	cr_assert_eq(ts_vpool_snapshot(e->p, e->vol, "s", 0, &e->snap), 0);
+	cr_assert_eq(ts_vpool_volume_create(e->p, "cl", 2048 * BS, e->snap, &e->clone), 0);
+	cr_assert_eq(ts_vpool_commit(e->p), 0);
+}
+
+static void af_check(struct afenv *e, uint64_t vol, int wrote)
+{
+	struct ts_volume *v;
+	uint8_t *buf = malloc(2048 * BS);
+	uint64_t g;
+
+	cr_assert_eq(ts_volume_open(e->p, vol, &v), 0);
+	cr_assert_eq(ts_volume_read_sync(v, 0, 2048 * BS, buf), 0);
+	for (g = 0; g < 2048; g += 3)
+		cr_assert_eq(token_of(buf + g * BS, g), g == 0 && wrote ? 999 : g + 1);
+	ts_volume_close(v);
+	free(buf);
+}
+
+static int af_op(struct afenv *e, int which)
+{
+	uint64_t id;
+	uint8_t buf[BS * 2];
+	struct ts_volume *v = NULL;
+	int rc;
+
+	switch (which) {
+	case 0:
+		return ts_vpool_snapshot(e->p, e->vol, "x", 0, &id);
+	case 1:
+		return ts_vpool_volume_create(e->p, "y", 2048 * BS, e->snap, &id);
+	case 2:
+		return ts_vpool_volume_rebase(e->p, e->clone, e->snap);
+	case 3:
+		return ts_vpool_layer_remove(e->p, e->snap) == -EBUSY ? 0 : -1;
+	case 4:
+		return ts_vpool_volume_delete(e->p, e->clone);
+	case 5:
+		rc = ts_volume_open(e->p, e->vol, &v);
+		if (rc)
+			return rc;
+		stamp(buf, 999, 0);
+		stamp(buf + BS, 999, 3);
+		rc = ts_volume_write_sync(v, 0, BS, buf);
+		ts_volume_close(v);
+		return rc;
+	case 6:
+		return ts_vpool_commit(e->p);
+	default:
+		return ts_vpool_volume_expand(e->p, e->vol, 4096 * BS);
+	}
+}
+
+Test(volume, allocation_failures_leave_state_and_leak_nothing)
+{
+	int which;
+
+	for (which = 0; which < 8; which++) {
+		struct afenv e;
+		struct ts_vpool_stats s0, s1;
+		long k;
+		int rc = -ENOMEM;
+
+		af_setup(&e);
+		ts_vpool_stats(e.p, &s0);
+		for (k = 0; rc == -ENOMEM && k < 100000; k++) {
+			ts_alloc_fail_after(k);
+			rc = af_op(&e, which);
+			ts_alloc_fail_after(-1);
+			if (rc == -ENOMEM) {
+				ts_vpool_stats(e.p, &s1);
+				cr_assert_eq(s1.layers, s0.layers, "op %d k %ld", which, k);
+				cr_assert_eq(s1.volumes, s0.volumes);
+				cr_assert_eq(s1.free_blocks + s1.pending_free,
+					     s0.free_blocks + s0.pending_free, "op %d k %ld", which, k);
+				af_check(&e, e.vol, 0);
+			}
+		}
+		cr_assert_eq(rc, 0, "op %d: rc %d after %ld tries", which, rc, k);
+		cr_assert_eq(ts_vpool_commit(e.p), 0);
+		ts_vpool_close(e.p);
+		cr_assert_eq(ts_vpool_open(e.m, &e.p), 0);
+		af_check(&e, e.vol, which == 5);
+		ts_vpool_close(e.p);
+		ts_member_destroy(e.m);
+	}
+}
+
+Test(volume, full_pool_returns_no_space_and_recovers)
+{
+	struct ts_member *m;
+	struct tm_ram *r;
+	struct ts_vpool *p;
+	struct ts_volume *v;
+	struct ts_vpool_stats st;
+	uint64_t id, g, written = 0;
+	uint8_t buf[BS];
+	int rc = 0;
+
+	cr_assert_eq(tm_ram_create(8ull << 20, 4096, 0, &m, &r), 0);
+	cr_assert_eq(ts_vpool_format(m), 0);
+	cr_assert_eq(ts_vpool_open(m, &p), 0);
+	cr_assert_eq(ts_vpool_volume_create(p, "big", 1ull << 30, 0, &id), 0);
+	cr_assert_eq(ts_volume_open(p, id, &v), 0);
+	memset(buf, 1, sizeof(buf));
+	for (g = 0; g < 4096 && rc == 0; g++) {
+		rc = ts_volume_write_sync(v, g * 7 * BS, BS, buf);
+		written += rc == 0;
+	}
+	cr_assert_eq(rc, TS_ERR_NO_SPACE);
+	ts_vpool_stats(p, &st);
+	cr_assert_eq(st.free_blocks, 0);
+	cr_assert_eq(written, st.data_blocks);
+	ts_volume_close(v);
+	cr_assert_eq(ts_vpool_volume_delete(p, id), 0);
+	cr_assert_eq(ts_vpool_commit(p), 0);
+	ts_vpool_stats(p, &st);
+	cr_assert_eq(st.free_blocks, st.data_blocks);
+	ts_vpool_close(p);
+	ts_member_destroy(m);
+}
+
+/* ---------------------------------------------------------- threads */
+
+struct writer {
+	struct ts_vpool *p;
+	uint64_t vol, first, n, last_tok[64];
+	int id;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	struct ts_volume *v;
+	uint8_t buf[BS];
+	uint64_t i;
+
+	cr_assert_eq(ts_volume_open(w->p, w->vol, &v), 0);
+	for (i = 0; i < 400; i++) {
+		uint64_t g = w->first + (i * 7) % w->n, tok = ((uint64_t)w->id << 32) | (i + 1);
+		stamp(buf, tok, g);
+		cr_assert_eq(ts_volume_write_sync(v, g * BS, BS, buf), 0);
+		w->last_tok[g - w->first] = tok;
+		if (i % 50 == 0)
+			cr_assert_eq(ts_volume_flush_sync(v), 0);
+	}
+	ts_volume_close(v);
+	return NULL;
+}
+
+Test(volume, concurrent_writers_and_snapshots)
+{
+	struct ts_member *m;
+	struct tm_ram *r;
+	struct ts_vpool *p;
+	struct writer w[3];
+	pthread_t t[3];
+	uint64_t vol, sid, cur[CG], g;
+	int i, snaps = 0;
+
+	cr_assert_eq(tm_ram_create(64ull << 20, 4096, 1, &m, &r), 0);
+	cr_assert_eq(ts_vpool_format(m), 0);
+	cr_assert_eq(ts_vpool_open(m, &p), 0);
+	cr_assert_eq(ts_vpool_volume_create(p, "t", CG * BS, 0, &vol), 0);
+	for (i = 0; i < 3; i++) {
+		memset(&w[i], 0, sizeof(w[i]));
+		w[i].p = p;
+		w[i].vol = vol;
+		w[i].first = (uint64_t)i * 40;
+		w[i].n = 40;
+		w[i].id = i + 1;
+		cr_assert_eq(pthread_create(&t[i], NULL, writer_main, &w[i]), 0);
+	}
+	for (i = 0; i < 20; i++) {
+		cr_assert_eq(ts_vpool_snapshot(p, vol, "live", 0, &sid), 0);
+		snaps++;
+	}
+	for (i = 0; i < 3; i++)
+		pthread_join(t[i], NULL);
+	read_tokens(p, vol, cur);
+	for (i = 0; i < 3; i++)
+		for (g = 0; g < 40; g++)
+			cr_assert_eq(cur[w[i].first + g], w[i].last_tok[g]);
+	ts_vpool_close(p);
+	cr_assert_eq(ts_vpool_open(m, &p), 0);
+	read_tokens(p, vol, cur);
+	for (i = 0; i < 3; i++)
+		for (g = 0; g < 40; g++)
+			cr_assert_eq(cur[w[i].first + g], w[i].last_tok[g]);
+	cr_assert_eq(snaps, 20);
+	ts_vpool_close(p);
+	ts_member_destroy(m);
+}
+
+/* IOs submitted from completion callbacks (on the member's single completion
+ * thread) while snapshots run: the quiesce must queue them, not block the
+ * thread the in-flight IOs need to complete. */
+struct chainer {
+	struct ts_volume *v;
+	uint8_t buf[BS];
+	uint64_t i, n;
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	int done, err;
+};
+
+static void chain_next(void *arg, int status)
+{
+	struct chainer *c = arg;
+	int rc;
+
+	if (status)
+		c->err = status;
+	if (status || ++c->i == c->n) {
+		pthread_mutex_lock(&c->mu);
+		c->done = 1;
+		pthread_cond_signal(&c->cond);
+		pthread_mutex_unlock(&c->mu);
+		return;
+	}
+	stamp(c->buf, c->i + 1, c->i % CG);
+	rc = ts_volume_write(c->v, (c->i % CG) * BS, BS, c->buf, chain_next, c);
+	if (rc)
+		chain_next(c, rc);
+}
+
+Test(volume, io_from_callbacks_during_snapshots)
+{
+	struct ts_member *m;
+	struct tm_ram *r;
+	struct ts_vpool *p;
+	struct chainer c;
+	uint64_t vol, sid, cur[CG], g;
+	int snaps = 0;
+
+	cr_assert_eq(tm_ram_create(64ull << 20, 4096, 1, &m, &r), 0);
+	cr_assert_eq(ts_vpool_format(m), 0);
+	cr_assert_eq(ts_vpool_open(m, &p), 0);
+	cr_assert_eq(ts_vpool_volume_create(p, "cb", CG * BS, 0, &vol), 0);
+	memset(&c, 0, sizeof(c));
+	pthread_mutex_init(&c.mu, NULL);
+	pthread_cond_init(&c.cond, NULL);
+	c.n = 3000;
+	cr_assert_eq(ts_volume_open(p, vol, &c.v), 0);
+	stamp(c.buf, 1, 0);
+	cr_assert_eq(ts_volume_write(c.v, 0, BS, c.buf, chain_next, &c), 0);
+	for (;;) {
+		int done;
+		pthread_mutex_lock(&c.mu);
+		done = c.done;
+		pthread_mutex_unlock(&c.mu);
+		if (done)
+			break;
+		cr_assert_eq(ts_vpool_snapshot(p, vol, "cb", 0, &sid), 0);
+		snaps++;
+	}
+	cr_assert_eq(c.err, 0);
+	cr_assert_gt(snaps, 0);
+	ts_volume_close(c.v);
+	read_tokens(p, vol, cur);
+	for (g = 0; g < CG; g++) {
+		/* the last write to grain g was number i with i % CG == g */
+		uint64_t last = ((c.n - 1 - g) / CG) * CG + g;
+		cr_assert_eq(cur[g], last + 1, "grain %llu", (unsigned long long)g);
+	}
+	ts_vpool_close(p);
+	ts_member_destroy(m);
+	pthread_mutex_destroy(&c.mu);
+	pthread_cond_destroy(&c.cond);
+}
