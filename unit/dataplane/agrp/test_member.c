@@ -23,6 +23,7 @@ struct tmem {
 	int sync;
 	uint64_t size;
 	_Atomic int mode;
+	_Atomic unsigned delay_us;
 	pthread_mutex_t lock; /* write log */
 	uint64_t *log_off;
 	size_t nlog, cap;
@@ -49,6 +50,8 @@ static int tm_submit(void *ctx, struct ts_member_io *io)
 			rc = ts_pread_full(t->fd, io->buf, io->len, io->offset);
 		break;
 	case TS_MEMBER_WRITE:
+		if (atomic_load(&t->delay_us))
+			usleep(atomic_load(&t->delay_us));
 		pthread_mutex_lock(&t->lock);
 		if (t->nlog == t->cap) {
 			t->cap = t->cap ? 2 * t->cap : 64;
@@ -149,6 +152,11 @@ struct ts_member *tm_file(const char *path, uint64_t size, uint32_t node, uint32
 void tm_set_mode(struct tmem *t, enum tm_mode mode)
 {
 	atomic_store(&t->mode, (int)mode);
+}
+
+void tm_set_write_delay(struct tmem *t, unsigned usec)
+{
+	atomic_store(&t->delay_us, usec);
 }
 
 uint64_t tm_written(struct tmem *t, uint64_t from)
