@@ -1239,7 +1239,6 @@ static int rebuild_region(struct ts_agrp *g, struct scratch *sc, unsigned sl, ui
 static int resync_slot(struct ts_agrp *g, unsigned sl)
 {
 	struct scratch sc = { 0 };
-	uint8_t *tmp = NULL;
 	struct range rg;
 	int rc, any_untrusted = 0;
 
@@ -1267,8 +1266,11 @@ static int resync_slot(struct ts_agrp *g, unsigned sl)
 		if (!rc)
 			bm_clear_bit(g, 1 + sl, r);
 	}
-	if (!rc) /* the returning member gets the current bitmaps */
+	if (!rc) { /* the returning member gets the current bitmaps */
+		pthread_mutex_lock(&g->bm_lock);
 		rc = bm_io_member(g, g->slot[sl].m, TS_MEMBER_WRITE, NULL);
+		pthread_mutex_unlock(&g->bm_lock);
+	}
 	if (!rc) {
 		pthread_mutex_lock(&g->state_lock);
 		g->slot[sl].live = 1;
@@ -1295,7 +1297,6 @@ static int resync_slot(struct ts_agrp *g, unsigned sl)
 	}
 	range_release(g, &rg);
 out:
-	ts_free(tmp);
 	scratch_free(&sc);
 	return rc;
 }
