@@ -1275,8 +1275,11 @@ static int resync_slot(struct ts_agrp *g, unsigned sl)
 		pthread_mutex_lock(&g->state_lock);
 		g->slot[sl].live = 1;
 		g->generation++;
-		sb_write_locked(g, 0, 0);
-		rc = g->slot[sl].live ? 0 : TS_ERR_MEMBER_FAILED;
+		rc = sb_write_locked(g, 0, 0);
+		if (!rc && !g->slot[sl].live)
+			rc = TS_ERR_MEMBER_FAILED;
+		if (rc)
+			g->slot[sl].live = 0;
 		ts_log(TS_LOG_INFO, "agrp", "member rejoined slot=%u generation=%llu rc=%d", sl,
 		       (unsigned long long)g->generation, rc);
 		pthread_mutex_unlock(&g->state_lock);
@@ -1447,10 +1450,12 @@ int ts_agrp_create(struct ts_member *const *members, unsigned n, unsigned k, uns
 	if (rc)
 		goto fail;
 	pthread_mutex_lock(&g->state_lock);
-	sb_write_locked(g, 0, 0);
-	sb_write_locked(g, 0, 0); /* both copies, so no older group's copy survives */
+	rc = sb_write_locked(g, 0, 0);
+	if (!rc) /* both copies, so no older group's copy survives */
+		rc = sb_write_locked(g, 0, 0);
 	pthread_mutex_unlock(&g->state_lock);
-	rc = live_mask(g) == (1ull << n) - 1 ? 0 : TS_ERR_MEMBER_FAILED;
+	if (!rc && live_mask(g) != (1ull << n) - 1)
+		rc = TS_ERR_MEMBER_FAILED;
 	if (!rc)
 		rc = workers_start(g);
 	if (rc)
@@ -1561,8 +1566,10 @@ int ts_agrp_assemble(struct ts_member *const *members, unsigned n, const struct 
 		memcpy(g->untrusted, g->bm[0], g->bitmap_bytes);
 		pthread_mutex_lock(&g->state_lock);
 		g->generation++;
-		sb_write_locked(g, 0, 0);
+		rc = sb_write_locked(g, 0, 0);
 		pthread_mutex_unlock(&g->state_lock);
+		if (rc)
+			goto fail;
 		ts_log(TS_LOG_WARN, "agrp", "assembled degraded members=%u of %u generation=%llu",
 		       ncur, g->n, (unsigned long long)g->generation);
 	} else {

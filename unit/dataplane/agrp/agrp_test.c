@@ -543,3 +543,45 @@ Test(agrp, concurrent_submitters)
 		pthread_join(th[i], NULL);
 	fx_destroy(&f);
 }
+
+/* Allocation failures anywhere in create, assemble and IO: clean errors, no leaks. */
+Test(agrp, allocation_failures)
+{
+	struct ts_member *mem[6];
+	struct tmem *tm[6];
+	struct ts_agrp *g = NULL;
+	struct ts_agrp_opts o = { .chunk_size = 16384, .nthreads = 2 };
+	uint8_t *buf = malloc(64 * 1024);
+	unsigned ok = 0;
+
+	memset(buf, 0x5a, 64 * 1024);
+	for (unsigned i = 0; i < 6; i++)
+		mem[i] = tm_ram(MSIZE, i % 3, i, &tm[i]);
+	for (long n = 0; n < 80; n++) {
+		int rc;
+
+		ts_alloc_fail_after(n);
+		rc = ts_agrp_create(mem, 6, 4, 2, &o, &g);
+		ts_alloc_fail_after(-1);
+		cr_assert(rc == 0 || rc == -ENOMEM, "create n=%ld rc=%d", n, rc);
+		if (rc)
+			continue;
+		ts_alloc_fail_after(n / 4);
+		rc = ts_agrp_write_sync(g, 4096, 8192, buf);
+		ts_alloc_fail_after(-1);
+		cr_assert(rc == 0 || rc == -ENOMEM, "write n=%ld rc=%d", n, rc);
+		ts_agrp_close(g);
+		ts_alloc_fail_after(n / 2);
+		rc = ts_agrp_assemble(mem, 6, &o, &g);
+		ts_alloc_fail_after(-1);
+		cr_assert(rc == 0 || rc == -ENOMEM, "assemble n=%ld rc=%d", n, rc);
+		if (!rc) {
+			ok++;
+			ts_agrp_close(g);
+		}
+	}
+	cr_assert_gt(ok, 0);
+	for (unsigned i = 0; i < 6; i++)
+		ts_member_destroy(mem[i]);
+	free(buf);
+}
