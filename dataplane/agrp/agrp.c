@@ -422,7 +422,7 @@ static uint64_t bm_persist_locked(struct ts_agrp *g, uint64_t live, const struct
 		}
 		batch_wait(&b);
 		for (unsigned j = 0; j < cnt; j++)
-			if (x[j].status)
+			if (x[j].status) /* cppcheck-suppress uninitvar ; x[0..cnt) set by batch_add */
 				bad |= 1ull << x[j].slot;
 		done = upto;
 	}

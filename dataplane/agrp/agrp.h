@@ -38,7 +38,9 @@
  * (2) state_lock (member states, generation, superblock writes),
  * (3) bm_lock (bitmaps, their persistence), (4) queue_lock (request queue,
  * leaf). A thread never holds two of them out of this order, and never holds
- * (2)-(4) across a user callback.
+ * (2)-(4) across a user callback. Member completions take no group lock.
+ * ts_agrp_add_member()/ts_agrp_replace() may run while IO flows; they take
+ * the range lock of what they rebuild, and the whole volume's to rejoin.
  */
 #ifndef TS_AGRP_H
 #define TS_AGRP_H

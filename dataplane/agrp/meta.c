@@ -185,6 +185,8 @@ int ts_agrp_place(const struct ts_agrp_node *nodes, unsigned nnodes, unsigned nf
 			     nodes[i].slots - used[i] > nodes[best].slots - used[best]))
 				best = (int)i;
 		}
+		if (best < 0) /* cannot happen: total slots >= nfrag */
+			return TS_ERR_NO_SPACE;
 		used[best]++;
 		out_node[f] = nodes[best].node_id;
 	}

@@ -131,6 +131,7 @@ Test(agrp, create_probe_and_layout)
 	struct fixture f;
 	struct ts_agrp_info info, gi;
 
+	memset(&info, 0, sizeof(info));
 	fx_create(&f, 4, 2, 16384, MSIZE);
 	ts_agrp_get_info(f.g, &gi);
 	for (unsigned i = 0; i < f.n; i++) {
