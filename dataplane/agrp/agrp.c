@@ -43,7 +43,9 @@
 #include "dataplane/agrp/agrp.h"
 
 #include <errno.h>
+#include <isa-l/crc.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "dataplane/agrp/agrp_priv.h"
@@ -51,7 +53,8 @@
 #include "dataplane/ec/ec.h"
 
 #define MAXN TS_AGRP_MAX_MEMBERS
-#define MAX_THREADS 16
+#define MAX_THREADS AGRP_RESCUE_SLOTS
+#define RESCUE_MAGIC 0x4555435345525354ull /* "TSRESCUE" */
 
 enum req_op { REQ_READ, REQ_WRITE, REQ_FLUSH };
 
@@ -82,6 +85,8 @@ struct scratch {
 	uint8_t *fetch; /* n chunks: decode temporaries */
 	uint8_t *work;  /* n chunks: old data / parity by role */
 	uint8_t *delta; /* 1 chunk */
+	uint8_t *rescue; /* header block + m chunks */
+	int wid;         /* worker index = rescue slot; -1 outside workers */
 };
 
 struct worker {
@@ -113,6 +118,7 @@ struct ts_agrp {
 	uint32_t *inflight;     /* writes in flight per region */
 	uint64_t *last_done;    /* done_seq of the last write completed per region */
 	uint64_t done_seq;
+	_Atomic uint64_t rescue_seq;
 
 	pthread_mutex_t queue_lock;
 	pthread_cond_t queue_cond;
@@ -649,12 +655,169 @@ static int stripe_resync_parity(struct ts_agrp *g, struct scratch *sc, uint64_t 
 	return stripe_put(g, s, o, l, ((1ull << g->n) - 1) & ~data, bufs);
 }
 
+/* ---- rescue records: the degraded write hole ---- */
+
+static uint64_t rescue_off(const struct ts_agrp *g, unsigned slot)
+{
+	return TS_AGRP_SB_AREA + (uint64_t)(1 + g->n) * g->bitmap_bytes +
+	       (uint64_t)slot * (AGRP_BM_BLOCK + (uint64_t)g->m * g->chunk);
+}
+
+static uint64_t rescue_size(const struct ts_agrp *g)
+{
+	return AGRP_BM_BLOCK + (uint64_t)g->m * g->chunk;
+}
+
+static void put64le(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get64le(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+/* Header: magic, seq, stripe, dead-role mask, payload crc; crc of the header at 4092. */
+static void rescue_seal(uint8_t *rec, uint64_t seq, uint64_t s, uint64_t dead, uint64_t plen)
+{
+	uint32_t pcrc = crc32_iscsi(rec + AGRP_BM_BLOCK, (int)plen, 0xffffffffu), hcrc;
+
+	memset(rec, 0, AGRP_BM_BLOCK);
+	put64le(rec, RESCUE_MAGIC);
+	put64le(rec + 8, seq);
+	put64le(rec + 16, s);
+	put64le(rec + 24, dead);
+	put64le(rec + 32, plen);
+	put64le(rec + 40, pcrc);
+	hcrc = crc32_iscsi(rec, (int)AGRP_BM_BLOCK - 4, 0xffffffffu);
+	memcpy(rec + AGRP_BM_BLOCK - 4, &hcrc, 4);
+}
+
+static int rescue_check(const struct ts_agrp *g, const uint8_t *rec, uint64_t *seq, uint64_t *s,
+			uint64_t *dead)
+{
+	uint32_t hcrc;
+	uint64_t plen;
+
+	memcpy(&hcrc, rec + AGRP_BM_BLOCK - 4, 4);
+	if (get64le(rec) != RESCUE_MAGIC ||
+	    hcrc != crc32_iscsi((unsigned char *)rec, (int)AGRP_BM_BLOCK - 4, 0xffffffffu))
+		return 0;
+	*seq = get64le(rec + 8);
+	*s = get64le(rec + 16);
+	*dead = get64le(rec + 24);
+	plen = get64le(rec + 32);
+	if (*s >= g->nstripes || plen != (uint64_t)popcount64(*dead) * g->chunk ||
+	    plen > (uint64_t)g->m * g->chunk || (*dead >> g->k))
+		return 0;
+	return get64le(rec + 40) == crc32_iscsi((unsigned char *)rec + AGRP_BM_BLOCK, (int)plen,
+						 0xffffffffu);
+}
+
+/*
+ * Before a write to stripe s while data roles are missing: record, durably
+ * on every live member, the values the missing data roles will have after
+ * this write (decoded now, merged with the new bytes). Parity torn by a crash
+ * can then be recomputed from the live data plus this record.
+ */
+static int rescue_record(struct ts_agrp *g, struct scratch *sc, uint64_t s, uint64_t soff,
+			 uint64_t len, const uint8_t *src)
+{
+	uint64_t live = live_mask(g), dd = dead_roles(g, s, live) & ((1ull << g->k) - 1);
+	uint8_t *bufs[MAXN] = { 0 }, *pay = sc->rescue + AGRP_BM_BLOCK;
+	struct mio x[MAXN];
+	struct batch b;
+	unsigned j = 0, cnt = 0;
+	int rc;
+
+	if (!dd || sc->wid < 0)
+		return 0;
+	for (unsigned r = 0; r < g->k; r++)
+		if (dd & (1ull << r))
+			bufs[r] = pay + (size_t)(j++) * g->chunk;
+	rc = stripe_fetch(g, sc, s, 0, g->chunk, dd, bufs, 0);
+	if (rc)
+		return rc;
+	for (unsigned r = 0; r < g->k; r++) {
+		uint64_t a = (uint64_t)r * g->chunk, e = a + g->chunk;
+		uint64_t lo = TS_MAX(a, soff), hi = TS_MIN(e, soff + len);
+
+		if ((dd & (1ull << r)) && lo < hi)
+			memcpy(bufs[r] + (lo - a), src + (lo - soff), hi - lo);
+	}
+	rescue_seal(sc->rescue, atomic_fetch_add(&g->rescue_seq, 1) + 1, s, dd, (uint64_t)j * g->chunk);
+	batch_init(&b);
+	for (unsigned i = 0; i < g->n; i++)
+		if (live & (1ull << i))
+			batch_add(&b, &x[cnt++], g->slot[i].m, i, TS_MEMBER_WRITE, TS_MEMBER_FUA,
+				  rescue_off(g, (unsigned)sc->wid),
+				  AGRP_BM_BLOCK + (uint64_t)j * g->chunk, sc->rescue);
+	batch_wait(&b);
+	for (unsigned i = 0; i < cnt; i++)
+		if (x[i].status)
+			member_fail(g, x[i].slot, x[i].status);
+	return 1;
+}
+
+/*
+ * The write the record covered is complete: invalidate the record (FUA)
+ * before the stripe lock is released, so at most one valid record per
+ * stripe exists and it describes the stripe's last write.
+ */
+static void rescue_forget(struct ts_agrp *g, struct scratch *sc)
+{
+	uint64_t live = live_mask(g);
+	struct mio x[MAXN];
+	struct batch b;
+	unsigned cnt = 0;
+
+	memset(sc->rescue, 0, AGRP_BM_BLOCK);
+	batch_init(&b);
+	for (unsigned i = 0; i < g->n; i++)
+		if (live & (1ull << i))
+			batch_add(&b, &x[cnt++], g->slot[i].m, i, TS_MEMBER_WRITE, TS_MEMBER_FUA,
+				  rescue_off(g, (unsigned)sc->wid), AGRP_BM_BLOCK, sc->rescue);
+	batch_wait(&b);
+	for (unsigned i = 0; i < cnt; i++)
+		if (x[i].status)
+			member_fail(g, x[i].slot, x[i].status);
+}
+
+/* Forget every rescue record (the group went through a rejoin). */
+static void rescue_clear(struct ts_agrp *g)
+{
+	uint8_t *zero = ts_aligned_alloc(4096, AGRP_BM_BLOCK);
+	uint64_t live = live_mask(g);
+
+	if (!zero)
+		return;
+	memset(zero, 0, AGRP_BM_BLOCK);
+	for (unsigned w = 0; w < AGRP_RESCUE_SLOTS; w++) {
+		struct mio x[MAXN];
+		struct batch b;
+		unsigned cnt = 0;
+
+		batch_init(&b);
+		for (unsigned i = 0; i < g->n; i++)
+			if (live & (1ull << i))
+				batch_add(&b, &x[cnt++], g->slot[i].m, i, TS_MEMBER_WRITE, TS_MEMBER_FUA,
+					  rescue_off(g, w), AGRP_BM_BLOCK, zero);
+		batch_wait(&b);
+	}
+	ts_free(zero);
+}
+
 /*
  * Write \p len bytes of stripe data at stripe-relative offset \p soff
  * (0 <= soff < k*chunk) from \p src.
  */
-static int stripe_write(struct ts_agrp *g, struct scratch *sc, uint64_t s, uint64_t soff,
-			uint64_t len, const uint8_t *src)
+static int stripe_write_inner(struct ts_agrp *g, struct scratch *sc, uint64_t s, uint64_t soff,
+			      uint64_t len, const uint8_t *src)
 {
 	uint8_t *bufs[MAXN];
 	uint32_t o[MAXN], l[MAXN];
@@ -721,6 +884,19 @@ static int stripe_write(struct ts_agrp *g, struct scratch *sc, uint64_t s, uint6
 		roles |= 1ull << p;
 	}
 	return stripe_put(g, s, o, l, roles, bufs);
+}
+
+static int stripe_write(struct ts_agrp *g, struct scratch *sc, uint64_t s, uint64_t soff,
+			uint64_t len, const uint8_t *src)
+{
+	int rec = rescue_record(g, sc, s, soff, len, src), rc;
+
+	if (rec < 0)
+		return rec;
+	rc = stripe_write_inner(g, sc, s, soff, len, src);
+	if (rec)
+		rescue_forget(g, sc);
+	return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1013,7 +1189,9 @@ static void scratch_free(struct scratch *sc)
 	ts_free(sc->fetch);
 	ts_free(sc->work);
 	ts_free(sc->delta);
+	ts_free(sc->rescue);
 	memset(sc, 0, sizeof(*sc));
+	sc->wid = -1;
 }
 
 static int scratch_alloc(const struct ts_agrp *g, struct scratch *sc)
@@ -1021,7 +1199,9 @@ static int scratch_alloc(const struct ts_agrp *g, struct scratch *sc)
 	sc->fetch = ts_aligned_alloc(64, (size_t)g->n * g->chunk);
 	sc->work = ts_aligned_alloc(64, (size_t)g->n * g->chunk);
 	sc->delta = ts_aligned_alloc(64, g->chunk);
-	if (!sc->fetch || !sc->work || !sc->delta) {
+	sc->rescue = ts_aligned_alloc(4096, rescue_size(g));
+	sc->wid = -1;
+	if (!sc->fetch || !sc->work || !sc->delta || !sc->rescue) {
 		scratch_free(sc);
 		return -ENOMEM;
 	}
@@ -1029,7 +1209,7 @@ static int scratch_alloc(const struct ts_agrp *g, struct scratch *sc)
 }
 
 /* Member layout for a member of \p size bytes (docs/ec-layout.md). */
-static int layout(uint64_t size, unsigned n, uint32_t chunk, struct agrp_sb *sb)
+static int layout(uint64_t size, unsigned n, unsigned m, uint32_t chunk, struct agrp_sb *sb)
 {
 	uint64_t approx, rs, nbits, bb, doff;
 
@@ -1039,7 +1219,9 @@ static int layout(uint64_t size, unsigned n, uint32_t chunk, struct agrp_sb *sb)
 	rs = TS_DIV_ROUND_UP(approx, AGRP_MAX_REGION_BITS);
 	nbits = TS_DIV_ROUND_UP(approx, rs);
 	bb = TS_ALIGN_UP(TS_DIV_ROUND_UP(nbits, 8), AGRP_BM_BLOCK);
-	doff = TS_ALIGN_UP(TS_AGRP_SB_AREA + (1 + n) * bb, chunk);
+	doff = TS_ALIGN_UP(TS_AGRP_SB_AREA + (1 + n) * bb +
+				   AGRP_RESCUE_SLOTS * (AGRP_BM_BLOCK + (uint64_t)m * chunk),
+			   chunk);
 	if (doff + chunk > size)
 		return TS_ERR_TOO_SMALL;
 	sb->region_stripes = (uint32_t)rs;
@@ -1073,6 +1255,7 @@ static int workers_start(struct ts_agrp *g)
 		w->g = g;
 		if (scratch_alloc(g, &w->sc))
 			goto fail;
+		w->sc.wid = (int)i;
 		if (pthread_create(&w->tid, NULL, worker_main, w)) {
 			scratch_free(&w->sc);
 			goto fail;
@@ -1280,10 +1463,14 @@ static int resync_slot(struct ts_agrp *g, unsigned sl)
 			rc = TS_ERR_MEMBER_FAILED;
 		if (rc)
 			g->slot[sl].live = 0;
+		else
+			ts_log(TS_LOG_DEBUG, "agrp", "rejoin clears rescue records");
 		ts_log(TS_LOG_INFO, "agrp", "member rejoined slot=%u generation=%llu rc=%d", sl,
 		       (unsigned long long)g->generation, rc);
 		pthread_mutex_unlock(&g->state_lock);
 	}
+	if (!rc)
+		rescue_clear(g); /* writes before the rejoin are whole now */
 	if (!rc && live_mask(g) == (1ull << g->n) - 1) {
 		for (uint64_t r = 0; r < g->nregions && !rc; r++) {
 			if (!bm_test(g, ~0u, r))
@@ -1301,6 +1488,85 @@ static int resync_slot(struct ts_agrp *g, unsigned sl)
 	range_release(g, &rg);
 out:
 	scratch_free(&sc);
+	return rc;
+}
+
+/*
+ * Degraded assembly: for every stripe of a dirty region, make parity agree
+ * with data again if we can: all data present -> recompute from data; data
+ * roles missing but covered by the newest rescue record of the stripe ->
+ * recompute from the live data plus the record. Otherwise the region is
+ * marked untrusted.
+ */
+static int rescue_replay(struct ts_agrp *g, struct scratch *sc)
+{
+	const uint64_t rs = rescue_size(g), datamask = (1ull << g->k) - 1;
+	uint8_t *recs = ts_aligned_alloc(4096, rs * AGRP_RESCUE_SLOTS);
+	uint64_t seq[AGRP_RESCUE_SLOTS] = { 0 }, st[AGRP_RESCUE_SLOTS], dm[AGRP_RESCUE_SLOTS];
+	uint64_t live = live_mask(g), maxseq = 0, nuntrusted = 0;
+	int rc = 0;
+
+	if (!recs)
+		return -ENOMEM;
+	for (unsigned w = 0; w < AGRP_RESCUE_SLOTS; w++) {
+		for (unsigned i = 0; i < g->n && !seq[w]; i++) {
+			if (!(live & (1ull << i)) ||
+			    ts_member_rw_sync(g->slot[i].m, TS_MEMBER_READ, 0, rescue_off(g, w), rs,
+					      recs + w * rs))
+				continue;
+			if (!rescue_check(g, recs + w * rs, &seq[w], &st[w], &dm[w]))
+				seq[w] = 0;
+		}
+		maxseq = TS_MAX(maxseq, seq[w]);
+	}
+	atomic_store(&g->rescue_seq, maxseq);
+	for (uint64_t r = 0; r < g->nregions && !rc; r++) {
+		if (!bit_get(g->bm[0], r))
+			continue;
+		for (uint64_t s = r * g->region_stripes; s <= region_last(g, r) && !rc; s++) {
+			uint64_t dd = dead_roles(g, s, live) & datamask;
+			uint8_t *bufs[MAXN];
+			uint32_t o[MAXN] = { 0 }, l[MAXN];
+			int best = -1;
+
+			if (!dd) {
+				rc = stripe_resync_parity(g, sc, s);
+				continue;
+			}
+			for (unsigned w = 0; w < AGRP_RESCUE_SLOTS; w++)
+				if (seq[w] && st[w] == s && (best < 0 || seq[w] > seq[best]))
+					best = (int)w;
+			if (best < 0 || (dd & ~dm[best])) {
+				bit_set(g->untrusted, r, 1);
+				nuntrusted++;
+				break;
+			}
+			for (unsigned ro = 0; ro < g->n; ro++) {
+				bufs[ro] = sc->work + (size_t)ro * g->chunk;
+				l[ro] = g->chunk;
+			}
+			rc = stripe_fetch(g, sc, s, 0, g->chunk, datamask & ~dd, bufs, 1);
+			if (rc)
+				break;
+			for (unsigned ro = 0, j = 0; ro < g->k; ro++) {
+				if (!(dm[best] & (1ull << ro)))
+					continue;
+				if (dd & (1ull << ro))
+					memcpy(bufs[ro], recs + best * rs + AGRP_BM_BLOCK + (size_t)j * g->chunk,
+					       g->chunk);
+				j++;
+			}
+			ts_ec_encode(g->ec, g->chunk, bufs, bufs + g->k);
+			rc = stripe_put(g, s, o, l, ((1ull << g->n) - 1) & ~datamask, bufs);
+		}
+	}
+	for (unsigned i = 0; i < g->n && !rc; i++)
+		if (live & (1ull << i))
+			rc = ts_member_rw_sync(g->slot[i].m, TS_MEMBER_FLUSH, 0, 0, 0, NULL);
+	if (nuntrusted)
+		ts_log(TS_LOG_WARN, "agrp", "dirty regions not recoverable while degraded regions=%llu",
+		       (unsigned long long)nuntrusted);
+	ts_free(recs);
 	return rc;
 }
 
@@ -1418,7 +1684,7 @@ int ts_agrp_create(struct ts_member *const *members, unsigned n, unsigned k, uns
 		size = TS_MIN(size, mi->size);
 	}
 	memset(&sb, 0, sizeof(sb));
-	rc = layout(size, n, chunk, &sb);
+	rc = layout(size, n, m, chunk, &sb);
 	if (rc)
 		return rc;
 	rc = ts_uuid_generate(sb.info.group_uuid);
@@ -1449,6 +1715,7 @@ int ts_agrp_create(struct ts_member *const *members, unsigned n, unsigned k, uns
 	}
 	if (rc)
 		goto fail;
+	rescue_clear(g);
 	pthread_mutex_lock(&g->state_lock);
 	rc = sb_write_locked(g, 0, 0);
 	if (!rc) /* both copies, so no older group's copy survives */
@@ -1562,8 +1829,10 @@ int ts_agrp_assemble(struct ts_member *const *members, unsigned n, const struct 
 	if (rc)
 		goto fail;
 	if (ncur < g->n) {
-		/* degraded: dirty regions cannot be resynced, so they are not trusted */
-		memcpy(g->untrusted, g->bm[0], g->bitmap_bytes);
+		/* degraded: repair dirty stripes from rescue records where possible */
+		rc = rescue_replay(g, &sc);
+		if (rc)
+			goto fail;
 		pthread_mutex_lock(&g->state_lock);
 		g->generation++;
 		rc = sb_write_locked(g, 0, 0);
@@ -1584,6 +1853,7 @@ int ts_agrp_assemble(struct ts_member *const *members, unsigned n, const struct 
 		if (rc)
 			goto fail;
 		bm_clear_where(g, 0, 0, 0);
+		rescue_clear(g);
 	}
 	if ((unsigned)popcount64(live_mask(g)) < g->k) {
 		rc = TS_ERR_DEGRADED;

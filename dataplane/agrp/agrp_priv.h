@@ -12,6 +12,7 @@
 #define AGRP_SB_SIZE 4096u      /* one superblock copy; copies at 0 and 4096 */
 #define AGRP_BM_BLOCK 4096u     /* bitmaps are persisted in blocks of this size */
 #define AGRP_MAX_REGION_BITS (1u << 20)
+#define AGRP_RESCUE_SLOTS 16u    /* one per worker; see docs/ec-layout.md */
 
 /** Decoded superblock: the public info plus layout fields. */
 struct agrp_sb {

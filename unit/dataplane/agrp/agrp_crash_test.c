@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Crash test: a forked writer runs an array group over file-backed members
+ * Crash test (healthy and degraded writers): a forked writer runs an array group over file-backed members
  * and is SIGKILLed at a random point. It reports each write before it starts
  * and after it is acknowledged through a pipe. The parent reassembles the
  * group, checks every acknowledged write (the one write in flight may be old
@@ -60,7 +60,7 @@ static void close_members(struct ts_member **mem)
 		ts_member_destroy(mem[i]);
 }
 
-static void child(const char *dir, int fd, uint64_t seed)
+static void child(const char *dir, int fd, uint64_t seed, int missing)
 {
 	struct ts_member *mem[N];
 	struct tmem *tm[N];
@@ -69,6 +69,8 @@ static void child(const char *dir, int fd, uint64_t seed)
 	uint8_t *buf = malloc(4 * kc);
 
 	open_members(dir, mem, tm);
+	if (missing >= 0) /* this run is degraded from the start */
+		tm_set_mode(tm[missing], TM_MISSING);
 	if (ts_agrp_assemble(mem, N, NULL, &g))
 		_exit(3);
 	for (unsigned i = 0; i < N; i++) /* the kill then lands inside stripe writes */
@@ -121,7 +123,7 @@ Test(agrp_crash, sigkill_writer_then_reassemble, .timeout = 120)
 	tmp = malloc(4 * K * CHUNK);
 	unsure = calloc(size / BS, 1);
 
-	for (unsigned round = 0; round < 6; round++) {
+	for (unsigned round = 0; round < 10; round++) {
 		int p[2], st;
 		pid_t pid;
 		struct rec r, pending = { 0, 0, 0, 0, 0 };
@@ -136,7 +138,8 @@ Test(agrp_crash, sigkill_writer_then_reassemble, .timeout = 120)
 		cr_assert_geq(pid, 0);
 		if (pid == 0) {
 			close(p[0]);
-			child(dir, p[1], rng);
+			/* odd rounds: the writer runs degraded, the member returns after */
+			child(dir, p[1], rng, round % 2 ? (int)(round % N) : -1);
 		}
 		close(p[1]);
 		while ((rd = read(p[0], &r, sizeof(r))) == sizeof(r)) {
@@ -144,7 +147,7 @@ Test(agrp_crash, sigkill_writer_then_reassemble, .timeout = 120)
 				pending = r;
 				if (acks >= kill_after && !killed) {
 					/* land somewhere inside this write's member IOs */
-					usleep((unsigned)((rng >> 20) % 2000));
+					usleep((unsigned)((rng >> 20) % 1200));
 					kill(pid, SIGKILL);
 					killed = 1;
 				}

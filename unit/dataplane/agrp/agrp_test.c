@@ -288,7 +288,7 @@ static void every_missing_combination(unsigned k, unsigned m)
 	struct fixture f;
 	unsigned combos = 0;
 
-	fx_create(&f, k, m, 4096, (1u << 20) + (1u << 18));
+	fx_create(&f, k, m, 4096, MSIZE);
 	do_write(&f, 0, f.size);
 	do_write(&f, 3 * BS, 5 * BS); /* and a partial-stripe parity update */
 	for (uint64_t mask = 1; mask < (1ull << f.n); mask++) {

@@ -50,7 +50,7 @@ static int tm_submit(void *ctx, struct ts_member_io *io)
 			rc = ts_pread_full(t->fd, io->buf, io->len, io->offset);
 		break;
 	case TS_MEMBER_WRITE:
-		if (atomic_load(&t->delay_us))
+		if (atomic_load(&t->delay_us) && !(io->flags & TS_MEMBER_FUA))
 			usleep(atomic_load(&t->delay_us));
 		pthread_mutex_lock(&t->lock);
 		if (t->nlog == t->cap) {

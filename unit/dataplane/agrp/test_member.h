@@ -25,7 +25,7 @@ struct ts_member *tm_ram(uint64_t size, uint32_t node, uint32_t id, struct tmem 
 struct ts_member *tm_file(const char *path, uint64_t size, uint32_t node, uint32_t id, int sync,
 			  struct tmem **out);
 void tm_set_mode(struct tmem *t, enum tm_mode mode);
-/** Sleep \p usec before each write (widens crash windows). */
+/** Sleep \p usec before each non-FUA write (widens crash windows in data writes). */
 void tm_set_write_delay(struct tmem *t, unsigned usec);
 /** Bytes written at or after \p from since the last reset. */
 uint64_t tm_written(struct tmem *t, uint64_t from);
