@@ -21,12 +21,15 @@
  * stripe in the region is written; it is cleared lazily by flushes, for
  * regions with no write in flight and none completed after the flush began.
  * At assembly with all members present, dirty regions get their parity
- * recomputed from data. Degraded write hole: when the group assembles
- * degraded, dirty regions are marked untrusted: a read that would have to
- * decode a missing fragment there fails with -EIO rather than return bytes
- * reconstructed from parity that may disagree with data (we refuse to trust
- * it); when the missing members come back, parity is recomputed from data and
- * the regions become trusted again. docs/ec-layout.md discusses the choice.
+ * recomputed from data. Degraded write hole: before writing a stripe whose
+ * data roles are partly missing, the worker durably records the missing
+ * roles' post-write values in its rescue slot on the live members, and
+ * invalidates the record once the stripe write is done. A degraded assembly
+ * repairs dirty stripes from data (no data role missing) or data + record;
+ * whatever is left is marked untrusted: a read that would decode a missing
+ * fragment there fails with -EIO rather than return bytes rebuilt from
+ * parity that may disagree with data; when the missing members come back,
+ * parity is recomputed from data. docs/ec-layout.md discusses the choice.
  *
  * Degraded mode and resync: writes that skip a slot first set that slot's
  * out-of-date bit for the region, durably on the live members. A returning

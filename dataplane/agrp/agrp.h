@@ -16,6 +16,9 @@
  *  - While a region's write-intent bit is clear on disk, parity of every
  *    stripe in it agrees with its data (bits are set durably before writing,
  *    cleared only after a flush made the writes durable).
+ *  - While data roles of a stripe are missing, a write to it is preceded by a
+ *    durable rescue record of those roles' post-write values (the degraded
+ *    write hole; docs/ec-layout.md).
  *  - A slot that missed a write has its out-of-date bit set for that region,
  *    durably on the live members, before the write is issued.
  *  - The generation in the superblocks of the live members is bumped on every
@@ -134,9 +137,10 @@ int ts_agrp_create(struct ts_member *const *members, unsigned n, unsigned k, uns
  * group comes up as soon as >= k members carry the current generation
  * (degraded; the generation is bumped), fully once all are. Stale members
  * (older generation) are resynced and rejoin. Dirty write-intent regions are
- * resynced when all members are present; when degraded, missing fragments in
- * them are not trusted (reads that would decode them fail with -EIO) until
- * the member returns. Returns 0 and *out, -EINVAL, TS_ERR_FOREIGN (members of
+ * resynced when all members are present; when degraded, stripes written
+ * degraded are repaired from their rescue records and the rest of a dirty
+ * region is not trusted (reads that would decode a missing fragment there
+ * fail with -EIO) until the members return. Returns 0 and *out, -EINVAL, TS_ERR_FOREIGN (members of
  * different groups), TS_ERR_GEOMETRY (same group, different k/m/chunk),
  * TS_ERR_CORRUPT (no usable member: all superblocks corrupt),
  * TS_ERR_DEGRADED (fewer than k current members), -ENOMEM, or an IO error.
