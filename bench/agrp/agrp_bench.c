@@ -162,7 +162,9 @@ int main(int argc, char **argv)
 	for (uint64_t i = 0; i < 16 * stripes * kc; i++)
 		buf[i] = (uint8_t)(i * 131 + (i >> 12));
 
-	/* 1a. AGRP write path, null members, one worker, queue depth 4 */
+	/* 1. AGRP write path over null members (one worker, queue depth 4) and
+	 * the raw ISA-L loop, in alternating short trials; the best trial of
+	 * each counts, so load from other processes hits both alike. */
 	for (unsigned i = 0; i < n; i++)
 		mem[i] = null_member(msize, i);
 	o.chunk_size = chunk;
@@ -171,24 +173,23 @@ int main(int argc, char **argv)
 		fprintf(stderr, "create failed\n");
 		return 1;
 	}
-	run(g, 1, 1, stripes * kc, 4, secs / 4, buf, &el); /* warm up */
-	ios = run(g, 1, 1, stripes * kc, 4, secs, buf, &el);
-	agrp_gbps = (double)ios * stripes * kc / el / 1e9;
-	ts_agrp_close(g);
-	for (unsigned i = 0; i < n; i++)
-		ts_member_destroy(mem[i]);
-
-	/* 1b. raw ISA-L on the same buffers (same tables: Cauchy, m rows) */
 	a = malloc((size_t)n * k);
 	tbl = malloc((size_t)32 * k * m);
 	gf_gen_cauchy1_matrix(a, (int)n, (int)k);
 	ec_init_tables((int)k, (int)m, a + (size_t)k * k, tbl);
 	for (unsigned p = 0; p < m; p++)
 		par[p] = ts_aligned_alloc(64, chunk);
-	{
-		uint64_t t0 = ts_now_ns(), iters = 0, total = stripes * 4; /* 4 buffers like QD 4 */
+	run(g, 1, 1, stripes * kc, 4, 0.2, buf, &el); /* warm up */
+	agrp_gbps = raw_gbps = 0;
+	for (unsigned trial = 0; trial < 8; trial++) {
+		uint64_t t0, iters = 0, total = stripes * 4; /* the 4 buffers of QD 4 */
+		double gbps;
 
-		while (ts_now_ns() - t0 < (uint64_t)(secs * 1e9)) {
+		ios = run(g, 1, 1, stripes * kc, 4, secs / 8, buf, &el);
+		gbps = (double)ios * stripes * kc / el / 1e9;
+		agrp_gbps = gbps > agrp_gbps ? gbps : agrp_gbps;
+		t0 = ts_now_ns();
+		while (ts_now_ns() - t0 < (uint64_t)(secs / 8 * 1e9)) {
 			uint64_t s = iters % total;
 
 			for (unsigned d = 0; d < k; d++)
@@ -196,8 +197,12 @@ int main(int argc, char **argv)
 			ec_encode_data((int)chunk, (int)k, (int)m, tbl, dat, par);
 			iters++;
 		}
-		raw_gbps = (double)iters * kc / ((double)(ts_now_ns() - t0) / 1e9) / 1e9;
+		gbps = (double)iters * kc / ((double)(ts_now_ns() - t0) / 1e9) / 1e9;
+		raw_gbps = gbps > raw_gbps ? gbps : raw_gbps;
 	}
+	ts_agrp_close(g);
+	for (unsigned i = 0; i < n; i++)
+		ts_member_destroy(mem[i]);
 
 	/* 2-3. file-backed members */
 	for (unsigned i = 0; i < n; i++) {
