@@ -738,12 +738,19 @@ static int rescue_record(struct ts_agrp *g, struct scratch *sc, uint64_t s, uint
 	unsigned j = 0, cnt = 0;
 	int rc;
 
+	uint64_t need = 0;
+
 	if (!dd || sc->wid < 0)
 		return 0;
-	for (unsigned r = 0; r < g->k; r++)
-		if (dd & (1ull << r))
-			bufs[r] = pay + (size_t)(j++) * g->chunk;
-	rc = stripe_fetch(g, sc, s, 0, g->chunk, dd, bufs, 0);
+	for (unsigned r = 0; r < g->k; r++) {
+		if (!(dd & (1ull << r)))
+			continue;
+		bufs[r] = pay + (size_t)(j++) * g->chunk;
+		/* roles the write covers whole need no old bytes */
+		if (soff > (uint64_t)r * g->chunk || soff + len < (uint64_t)(r + 1) * g->chunk)
+			need |= 1ull << r;
+	}
+	rc = need ? stripe_fetch(g, sc, s, 0, g->chunk, need, bufs, 0) : 0;
 	if (rc)
 		return rc;
 	for (unsigned r = 0; r < g->k; r++) {

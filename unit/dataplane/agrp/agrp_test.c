@@ -429,6 +429,11 @@ Test(agrp, degraded_assembly_distrusts_dirty_regions)
 			/* stripe 0 was clean: decoding is fine */
 			cr_assert_eq(ts_agrp_read_sync(g2, 0, kc, buf), 0);
 			cr_assert_arr_eq(buf, f.ref, kc);
+			/* partial writes needing the missing bytes are refused there,
+			 * full-stripe writes are not */
+			cr_assert_eq(ts_agrp_write_sync(g2, kc + 2 * BS, BS, buf), -EIO);
+			fill_rand(f.ref + kc, kc);
+			cr_assert_eq(ts_agrp_write_sync(g2, kc, kc, f.ref + kc), 0);
 			/* slot 1 returns: parity recomputed, the region is trusted again */
 			cr_assert_eq(ts_agrp_add_member(g2, m2[1]), 0);
 			tm_set_mode(t2[1], TM_MISSING);
