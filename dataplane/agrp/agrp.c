@@ -42,6 +42,10 @@
  * list; state_lock guards slot states, generation and superblock writes;
  * bm_lock guards bitmaps, region counters and bitmap persistence;
  * queue_lock guards the request queue. Order: range -> state -> bm -> queue.
+ * Worker i owns rescue slot i on every member (no lock); rescue_clear() runs
+ * only under an exclusive lock of the whole volume or before workers start.
+ * Slot member pointers change only in add_member/replace for a slot that is
+ * not live; IO paths dereference them only for slots they saw live.
  */
 #include "dataplane/agrp/agrp.h"
 
@@ -1473,8 +1477,6 @@ static int resync_slot(struct ts_agrp *g, unsigned sl)
 			rc = TS_ERR_MEMBER_FAILED;
 		if (rc)
 			g->slot[sl].live = 0;
-		else
-			ts_log(TS_LOG_DEBUG, "agrp", "rejoin clears rescue records");
 		ts_log(TS_LOG_INFO, "agrp", "member rejoined slot=%u generation=%llu rc=%d", sl,
 		       (unsigned long long)g->generation, rc);
 		pthread_mutex_unlock(&g->state_lock);
@@ -1573,6 +1575,10 @@ static int rescue_replay(struct ts_agrp *g, struct scratch *sc)
 	for (unsigned i = 0; i < g->n && !rc; i++)
 		if (live & (1ull << i))
 			rc = ts_member_rw_sync(g->slot[i].m, TS_MEMBER_FLUSH, 0, 0, 0, NULL);
+	/* repairs are durable: the records are spent (a stale one left behind
+	 * could later outlive the invalidated record of a newer write) */
+	if (!rc)
+		rescue_clear(g);
 	if (nuntrusted)
 		ts_log(TS_LOG_WARN, "agrp", "dirty regions not recoverable while degraded regions=%llu",
 		       (unsigned long long)nuntrusted);
