@@ -843,7 +843,14 @@ static int handle_data_out(struct conn *c, const uint8_t *bhs, const uint8_t *da
 
 	if (!cmd || cmd->state != CMD_DATA_OUT)
 		return 0; /* data for a command already answered or aborted: drop it */
-	if (sn != cmd->datasn_exp || off != cmd->received || off + dsl > cmd->edtl)
+	if (sn != cmd->datasn_exp) {
+		/* out-of-order DataSN: fail the task, keep the connection (ERL 0 cannot recover it) */
+		cmd->state = CMD_EXEC;
+		scsi_set_sense(cmd, SK_ABORTED_COMMAND, 0x4b00); /* DATA PHASE ERROR */
+		cmd_complete(cmd);
+		return 0;
+	}
+	if (off != cmd->received || off + dsl > cmd->edtl)
 		return -EPROTO;
 	if (ttt == ISCSI_RSVD_TAG) {
 		if (dsl > cmd->unsol_left)
@@ -959,7 +966,7 @@ static int handle_tmf(struct conn *c, const uint8_t *bhs)
 			uint8_t raw[8] = { (uint8_t)(i >> 8), (uint8_t)i };
 			l = lun_lookup(c, raw);
 			if (l) {
-				scsi_lun_reset(l, NULL);
+				scsi_lun_reset(l, c->sess->nexus[i]);
 				lun_put(l);
 			}
 		}

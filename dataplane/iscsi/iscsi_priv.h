@@ -18,7 +18,7 @@
 #define ISCSI_OUR_MAX_RECV_DSL 262144u /* we declare this MaxRecvDataSegmentLength */
 #define ISCSI_MAX_DSL_ACCEPT (ISCSI_OUR_MAX_RECV_DSL) /* larger segments drop the connection */
 #define ISCSI_LOGIN_MAX_DSL 65536u    /* login/text segments */
-#define ISCSI_MAX_XFER (8u << 20)     /* largest data transfer per command */
+#define ISCSI_MAX_XFER (64u << 20)     /* largest data transfer per command */
 #define ISCSI_NAME_MAX 224
 #define ISCSI_PORT_NAME_MAX 256
 #define ISCSI_MAX_PR_REGS 64

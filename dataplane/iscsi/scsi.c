@@ -32,6 +32,7 @@
 
 #define MAX_WS_BLOCKS (1u << 22)       /* WRITE SAME / UNMAP per command */
 #define MAX_UNMAP_DESC 64u
+#define MAX_UNMAP_BLOCKS (1u << 20)
 #define MAX_CAW_BLOCKS 255u
 #define WS_CHUNK (1u << 20)
 
@@ -610,12 +611,12 @@ static void exec_caw(struct cmd *c, struct rw *rw)
 	}
 	if (!check_range(c, rw->lba, rw->nb) || write_protected(c))
 		return;
-	if (!rw->nb) {
-		good(c);
-		return;
-	}
 	if (c->received != 2u * rw->nb * l->bs || c->edtl != 2u * rw->nb * l->bs) {
 		fail(c, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_CDB);
+		return;
+	}
+	if (!rw->nb) {
+		good(c);
 		return;
 	}
 	if (!c->has_range && !range_acquire(c, rw->lba, rw->nb, true))
@@ -680,12 +681,9 @@ static void exec_write_same(struct cmd *c, struct rw *rw)
 		fail(c, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_CDB);
 		return;
 	}
-	bool zero = true;
-	for (uint32_t i = 0; !ndob && i < l->bs && zero; i++)
-		zero = c->buf[i] == 0;
 	c->pos = rw->lba;
 	c->end = rw->lba + nb;
-	if (unmap && zero) {
+	if (unmap) { /* UNMAP=1 deallocates whatever the data; LBPRZ makes reads return zeroes */
 		c->nblocks = 0xffffffffu;
 	} else {
 		uint32_t chunk = (uint32_t)TS_MIN((uint64_t)WS_CHUNK, nb * l->bs);
@@ -763,7 +761,7 @@ static void exec_unmap(struct cmd *c)
 		const uint8_t *d = c->buf + 8 + i * 16;
 		uint64_t lba = get_be64(d);
 		uint32_t nb = get_be32(d + 8);
-		if (nb > MAX_WS_BLOCKS) {
+		if (nb > MAX_UNMAP_BLOCKS) {
 			fail(c, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_PARAM);
 			return;
 		}
@@ -868,7 +866,7 @@ static uint32_t vpd_page(struct cmd *c, uint8_t page, uint8_t *b, bool *ok)
 		put_be32(b + 8, ISCSI_MAX_XFER / l->bs);
 		put_be32(b + 12, (1u << 20) / l->bs);
 		if (l->info.thin) {
-			put_be32(b + 20, MAX_WS_BLOCKS);
+			put_be32(b + 20, MAX_UNMAP_BLOCKS);
 			put_be32(b + 24, MAX_UNMAP_DESC);
 			put_be32(b + 28, 1);
 		}
