@@ -559,6 +559,11 @@ static void loop_drain_done(struct loop *lp)
 		rev = rev->next;
 		c->next = NULL;
 		if (c->aborted || c->conn->state == CONN_DEAD) {
+			/* nobody wants the answer: drop the command's own reference too */
+			if (c->state != CMD_DONE) {
+				c->state = CMD_DONE;
+				cmd_put(c);
+			}
 			cmd_put(c);
 			continue;
 		}
@@ -817,7 +822,8 @@ static int handle_scsi_cmd(struct conn *c, const uint8_t *bhs, const uint8_t *da
 		cmd_complete(cmd);
 		return 0;
 	}
-	memcpy(cmd->buf, data, dsl);
+	if (dsl)
+		memcpy(cmd->buf, data, dsl);
 	cmd->received = dsl;
 	cmd->state = CMD_DATA_OUT;
 	if (!(cmd->iflags & ISCSI_BHS_F) && !c->p.initial_r2t) {
@@ -864,7 +870,8 @@ static int handle_data_out(struct conn *c, const uint8_t *bhs, const uint8_t *da
 		if (final != (off + dsl == cmd->r2t_off + cmd->r2t_len))
 			return -EPROTO;
 	}
-	memcpy(cmd->buf + off, data, dsl);
+	if (dsl)
+		memcpy(cmd->buf + off, data, dsl);
 	cmd->received += dsl;
 	cmd->datasn_exp++;
 	if (!final)

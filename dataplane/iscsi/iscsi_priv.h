@@ -230,7 +230,6 @@ int cmd_buf2_reserve(struct cmd *c, size_t len);
 /* ---- chap.c / login ---- */
 int chap_md5(uint8_t id, const char *secret, const uint8_t *chal, size_t chal_len, uint8_t out[16]);
 
-#endif /* TS_ISCSI_PRIV_H */
 
 /* ---- connection (conn.c, login.c) ---- */
 enum conn_state { CONN_LOGIN = 0, CONN_FULL, CONN_DEAD };
@@ -295,3 +294,5 @@ void tx_set_data(struct conn *c, struct txpdu *t, const uint8_t *data, uint32_t 
 void conn_fill_sn(struct conn *c, uint8_t *hdr, bool advance_statsn);
 void login_release(struct login *lg);
 void target_put(struct target *t);
+
+#endif /* TS_ISCSI_PRIV_H */
