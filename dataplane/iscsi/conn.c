@@ -1117,8 +1117,24 @@ static int rx_step(struct conn *c)
 	return -EPROTO;
 }
 
-/* Read and process what the socket has. <0: close the connection. */
+static int conn_rx_inner(struct conn *c);
+
+/*
+ * Read and process what the socket has. <0: close the connection. A handler
+ * may close c on an allocation failure; the extra reference keeps c valid
+ * until we return, and a dead connection reports -ECONNRESET.
+ */
 static int conn_rx(struct conn *c)
+{
+	c->ncmds++;
+	int rc = conn_rx_inner(c);
+	c->ncmds--;
+	if (c->state == CONN_DEAD)
+		return -ECONNRESET;
+	return rc;
+}
+
+static int conn_rx_inner(struct conn *c)
 {
 	for (int iter = 0; iter < 256 && c->state != CONN_DEAD; iter++) {
 		if (c->in_pos == c->in_len) {
@@ -1320,6 +1336,10 @@ static void *loop_main(void *arg)
 							ts_log(TS_LOG_INFO, "iscsi", "closing connection err=%s",
 							       ts_strerror(rc));
 						/* send what is queued (a Reject, a logout response) first */
+						if (c->state == CONN_DEAD) {
+							conn_maybe_free(c);
+							continue;
+						}
 						if (c->txh)
 							conn_flush(c);
 						conn_close(c);

@@ -112,9 +112,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		off += (size_t)w;
 		int rc = conn_rx(c);
-		if (rc < 0 || c->state == CONN_DEAD) {
+		if (rc < 0) {
 			closed = true;
-			conn_close(c);
+			if (c->state == CONN_DEAD)
+				conn_maybe_free(c);
+			else
+				conn_close(c);
 		} else {
 			drain(sv[1], lp);
 		}
