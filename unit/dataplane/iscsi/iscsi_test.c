@@ -302,3 +302,77 @@ Test(iscsi, pr_registrations_survive_restart)
 	unlink(path);
 	rmdir(dir);
 }
+
+Test(iscsi, discovery_sendtargets)
+{
+	struct ts_iscsi_target_opts to = { .iqn = IQN };
+	start(&to, NULL);
+	struct ts_iscsi_target_opts to2 = { .iqn = "iqn.2026-01.io.tessera:second" };
+	cr_assert_eq(ts_iscsi_target_add(g_srv, &to2), 0);
+	struct iscsi_context *ctx = iscsi_create_context(INAME);
+	iscsi_set_session_type(ctx, ISCSI_SESSION_DISCOVERY);
+	cr_assert_eq(iscsi_connect_sync(ctx, g_portal), 0);
+	cr_assert_eq(iscsi_login_sync(ctx), 0);
+	struct iscsi_discovery_address *da = iscsi_discovery_sync(ctx);
+	cr_assert_not_null(da);
+	int found = 0;
+	for (struct iscsi_discovery_address *a = da; a; a = a->next) {
+		if (!strcmp(a->target_name, IQN) || !strcmp(a->target_name, "iqn.2026-01.io.tessera:second"))
+			found++;
+		cr_assert_not_null(a->portals);
+		cr_assert(strstr(a->portals->portal, "127.0.0.1:") != NULL);
+	}
+	cr_assert_eq(found, 2);
+	iscsi_free_discovery_data(ctx, da);
+	logout(ctx);
+	/* a removed target disappears from discovery at once */
+	cr_assert_eq(ts_iscsi_target_remove(g_srv, "iqn.2026-01.io.tessera:second"), 0);
+	ctx = iscsi_create_context(INAME);
+	iscsi_set_session_type(ctx, ISCSI_SESSION_DISCOVERY);
+	cr_assert_eq(iscsi_connect_sync(ctx, g_portal), 0);
+	cr_assert_eq(iscsi_login_sync(ctx), 0);
+	da = iscsi_discovery_sync(ctx);
+	cr_assert_not_null(da);
+	cr_assert_str_eq(da->target_name, IQN);
+	cr_assert_null(da->next);
+	iscsi_free_discovery_data(ctx, da);
+	logout(ctx);
+	stop();
+}
+
+Test(iscsi, allocation_failures_do_not_crash)
+{
+	struct ts_iscsi_target_opts to = { .iqn = IQN };
+	start(&to, NULL);
+	struct iscsi_context *ctx = iscsi_create_context(INAME);
+	cr_assert_not_null(ctx);
+	iscsi_set_targetname(ctx, IQN);
+	iscsi_set_session_type(ctx, ISCSI_SESSION_NORMAL);
+	/* no immediate or unsolicited data: the 1 MiB write below needs a buffer first */
+	iscsi_set_immediate_data(ctx, ISCSI_IMMEDIATE_DATA_NO);
+	iscsi_set_initial_r2t(ctx, ISCSI_INITIAL_R2T_YES);
+	cr_assert_eq(iscsi_full_connect_sync(ctx, g_portal, 0), 0);
+	roundtrip(ctx, 0, 4);
+
+	ts_alloc_fail_after(0); /* every engine allocation fails from here */
+	static unsigned char big[1 << 20];
+	struct scsi_task *t = iscsi_write16_sync(ctx, 0, 0, big, sizeof(big), 512, 0, 0, 0, 0, 0);
+	cr_assert_not_null(t);
+	cr_assert_eq(t->status, SCSI_STATUS_TASK_SET_FULL);
+	scsi_free_scsi_task(t);
+	/* a new connection cannot be served, but is answered or closed, not hung */
+	int fd = raw_connect();
+	uint8_t bhs[48] = { 0x43, 0x87 };
+	cr_assert_eq(send(fd, bhs, sizeof(bhs), 0), 48);
+	expect_closed(fd);
+	ts_alloc_fail_after(-1);
+
+	/* the session carries on once memory is back */
+	roundtrip(ctx, 32, 6);
+	t = iscsi_write16_sync(ctx, 0, 0, big, sizeof(big), 512, 0, 0, 0, 0, 0);
+	cr_assert_not_null(t);
+	cr_assert_eq(t->status, SCSI_STATUS_GOOD);
+	scsi_free_scsi_task(t);
+	logout(ctx);
+	stop();
+}
