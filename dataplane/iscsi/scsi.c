@@ -1275,12 +1275,14 @@ static void exec_rsoc(struct cmd *c)
 	uint16_t rsa = get_be16(c->cdb + 4);
 	uint32_t alloc = get_be32(c->cdb + 6);
 	uint32_t n = 4;
-	if (cmd_buf_reserve(c, 4 + TS_ARRAY_SIZE(g_ops) * 20 + 64)) {
+	const size_t nops = TS_ARRAY_SIZE(g_ops);
+	const size_t cap = 4 + nops * 20 + 64;
+	if (cmd_buf_reserve(c, cap)) {
 		io_sense(c, -ENOMEM, false);
 		return;
 	}
 	uint8_t *b = c->buf;
-	memset(b, 0, 4 + TS_ARRAY_SIZE(g_ops) * 20 + 64);
+	memset(b, 0, cap);
 	if (opt == 0) {
 		for (size_t i = 0; i < TS_ARRAY_SIZE(g_ops); i++) {
 			uint8_t *d = b + n;

@@ -376,3 +376,97 @@ Test(iscsi, allocation_failures_do_not_crash)
 	logout(ctx);
 	stop();
 }
+
+static struct iscsi_context *login_as(const char *iname)
+{
+	struct iscsi_context *ctx = iscsi_create_context(iname);
+	cr_assert_not_null(ctx);
+	iscsi_set_targetname(ctx, IQN);
+	iscsi_set_session_type(ctx, ISCSI_SESSION_NORMAL);
+	cr_assert_eq(iscsi_full_connect_sync(ctx, g_portal, 0), 0);
+	return ctx;
+}
+
+static int prout(struct iscsi_context *ctx, int sa, int type, uint64_t rk, uint64_t sark)
+{
+	struct scsi_persistent_reserve_out_basic p = { .reservation_key = rk, .service_action_reservation_key = sark };
+	struct scsi_task *t = iscsi_persistent_reserve_out_sync(ctx, 0, sa, 0, type, &p);
+	cr_assert_not_null(t);
+	int st = t->status;
+	scsi_free_scsi_task(t);
+	return st;
+}
+
+static int write1(struct iscsi_context *ctx, struct scsi_sense *sense)
+{
+	unsigned char buf[512] = { 1 };
+	struct scsi_task *t = iscsi_write10_sync(ctx, 0, 10, buf, 512, 512, 0, 0, 0, 0, 0);
+	cr_assert_not_null(t);
+	int st = t->status;
+	if (sense)
+		*sense = t->sense;
+	scsi_free_scsi_task(t);
+	return st;
+}
+
+static int read1(struct iscsi_context *ctx)
+{
+	struct scsi_task *t = iscsi_read10_sync(ctx, 0, 10, 512, 512, 0, 0, 0, 0, 0);
+	cr_assert_not_null(t);
+	int st = t->status;
+	scsi_free_scsi_task(t);
+	return st;
+}
+
+/* The persistent reservation state machine with two initiators. */
+Test(iscsi, pr_state_machine)
+{
+	struct ts_iscsi_target_opts to = { .iqn = IQN };
+	start(&to, NULL);
+	struct iscsi_context *a = login_as("iqn.2026-01.io.tessera:a");
+	struct iscsi_context *b = login_as("iqn.2026-01.io.tessera:b");
+	const int REG = SCSI_PERSISTENT_RESERVE_REGISTER, RES = SCSI_PERSISTENT_RESERVE_RESERVE;
+	const int REL = SCSI_PERSISTENT_RESERVE_RELEASE, PRE = SCSI_PERSISTENT_RESERVE_PREEMPT;
+	const int WE = SCSI_PERSISTENT_RESERVE_TYPE_WRITE_EXCLUSIVE;
+	const int EA = SCSI_PERSISTENT_RESERVE_TYPE_EXCLUSIVE_ACCESS;
+
+	/* an unregistered initiator cannot reserve; a wrong key is a conflict */
+	cr_assert_eq(prout(a, RES, WE, 0xa, 0), SCSI_STATUS_RESERVATION_CONFLICT);
+	cr_assert_eq(prout(a, REG, 0, 0, 0xa), SCSI_STATUS_GOOD);
+	cr_assert_eq(prout(b, REG, 0, 0, 0xb), SCSI_STATUS_GOOD);
+	cr_assert_eq(prout(a, REG, 0, 0x99, 0xaa), SCSI_STATUS_RESERVATION_CONFLICT);
+	uint64_t keys[4];
+	cr_assert_eq(read_keys(a, keys, 4), 2);
+
+	/* WRITE EXCLUSIVE: the holder writes, the other reads but cannot write */
+	cr_assert_eq(prout(a, RES, WE, 0xa, 0), SCSI_STATUS_GOOD);
+	cr_assert_eq(write1(a, NULL), SCSI_STATUS_GOOD);
+	cr_assert_eq(read1(b), SCSI_STATUS_GOOD);
+	cr_assert_eq(write1(b, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+	/* a second reservation by another registrant conflicts */
+	cr_assert_eq(prout(b, RES, WE, 0xb, 0), SCSI_STATUS_RESERVATION_CONFLICT);
+
+	/* upgrade to EXCLUSIVE ACCESS: release then reserve again; b cannot even read */
+	cr_assert_eq(prout(a, REL, WE, 0xa, 0), SCSI_STATUS_GOOD);
+	cr_assert_eq(prout(a, RES, EA, 0xa, 0), SCSI_STATUS_GOOD);
+	cr_assert_eq(read1(b), SCSI_STATUS_RESERVATION_CONFLICT);
+
+	/* b preempts a: a's registration is gone, a gets a unit attention, b holds WE */
+	cr_assert_eq(prout(b, PRE, WE, 0xb, 0xa), SCSI_STATUS_GOOD);
+	cr_assert_eq(read_keys(b, keys, 4), 1);
+	cr_assert_eq(keys[0], 0xb);
+	struct scsi_sense sense;
+	cr_assert_eq(write1(a, &sense), SCSI_STATUS_CHECK_CONDITION);
+	cr_assert_eq(sense.key, SCSI_SENSE_UNIT_ATTENTION);
+	cr_assert_eq(sense.ascq, 0x2a05); /* registrations preempted */
+	cr_assert_eq(write1(a, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+	cr_assert_eq(write1(b, NULL), SCSI_STATUS_GOOD);
+
+	/* CLEAR by the holder drops everything */
+	cr_assert_eq(prout(b, SCSI_PERSISTENT_RESERVE_CLEAR, 0, 0xb, 0), SCSI_STATUS_GOOD);
+	cr_assert_eq(read_keys(b, keys, 4), 0);
+	cr_assert_eq(write1(a, NULL), SCSI_STATUS_GOOD);
+	logout(a);
+	logout(b);
+	stop();
+}
