@@ -738,6 +738,12 @@ static struct lun *lun_lookup(struct conn *c, const uint8_t *raw)
 	uint16_t id = lun_from_raw(raw);
 	if ((raw[0] >> 6) > 1 || id >= ISCSI_MAX_LUNS || memcmp(raw + 2, "\0\0\0\0\0\0", 6) != 0)
 		return NULL;
+	/* fast path: the session's nexus already holds a reference to a live LUN */
+	struct nexus *nx = s->nexus[id];
+	if (nx && !atomic_load(&nx->lun->removed)) {
+		lun_get(nx->lun);
+		return nx->lun;
+	}
 	pthread_mutex_lock(&c->loop->srv->lock);
 	if (s->tgt && !s->tgt->removed) {
 		l = s->tgt->luns[id];
