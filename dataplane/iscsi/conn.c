@@ -966,7 +966,7 @@ static int handle_tmf(struct conn *c, const uint8_t *bhs)
 				abort_cmd(cmd);
 		}
 		if (fn == ISCSI_TMF_LUN_RESET)
-			scsi_lun_reset(l, c->sess->nexus[l->id]);
+			scsi_lun_reset(l, NULL); /* every nexus, the issuer too (SAM-5) */
 		lun_put(l);
 		break;
 	case ISCSI_TMF_TARGET_WARM_RESET:
