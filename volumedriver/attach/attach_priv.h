@@ -64,6 +64,8 @@ int lun_fd(struct lun *l);
 int lun_events(struct lun *l);
 /** Process \p revents on the fd (0: timeouts and deferred work only). 0 or -errno (session dead). */
 int lun_service(struct lun *l, int revents);
+/** Complete every pending IO with -EIO now (libiscsi cancels its tasks locally). */
+void lun_fail_all(struct lun *l);
 /** IOs submitted and not yet completed. */
 unsigned lun_pending(const struct lun *l);
 

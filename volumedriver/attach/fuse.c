@@ -20,7 +20,7 @@
  * buffer only until the handler returns, so it is copied.
  *
  * Teardown. The closer rings the eventfd; the thread waits until no LUN IO
- * is pending, unmounts (libfuse then closes /dev/fuse, which is why the
+ * is pending (at most STOP_DRAIN_NS, then pending IO fails with EIO), unmounts (libfuse then closes /dev/fuse, which is why the
  * unmount happens on this thread and not under its poll) and returns.
  *
  * THREAD SAFETY: attach_fuse_start()/attach_fuse_stop() from the owner of
@@ -44,6 +44,7 @@
 
 #define FILE_INO 2
 #define FILE_NAME "lun"
+#define STOP_DRAIN_NS (10ull * 1000 * 1000 * 1000) /* IO may finish this long after detach starts */
 
 struct attach_fuse {
 	struct lun *lun;
@@ -291,7 +292,8 @@ static void *attach_thread(void *arg)
 {
 	struct attach_fuse *f = arg;
 	struct fuse_buf fbuf = { .mem = NULL };
-	bool stopping = false, fuse_gone = false;
+	bool stopping = false, fuse_gone = false, lun_bad = false;
+	uint64_t stop_deadline = 0;
 
 	for (;;) {
 		struct pollfd p[3];
@@ -299,16 +301,19 @@ static void *attach_thread(void *arg)
 
 		p[0].fd = fuse_gone ? -1 : fuse_session_fd(f->se);
 		p[0].events = POLLIN;
-		p[1].fd = ev ? lun_fd(f->lun) : -1;
+		/* After a session error, back off one round instead of spinning on POLLHUP. */
+		p[1].fd = ev && !lun_bad ? lun_fd(f->lun) : -1;
 		p[1].events = (short)ev;
 		p[2].fd = f->stop_fd;
 		p[2].events = POLLIN;
 		p[0].revents = p[1].revents = p[2].revents = 0;
-		n = poll(p, 3, ev ? 1000 : 100);
+		n = poll(p, 3, ev && !lun_bad ? 1000 : 100);
 		if (n < 0 && errno != EINTR)
 			break;
-		if (p[2].revents & POLLIN)
+		if ((p[2].revents & POLLIN) && !stopping) {
 			stopping = true;
+			stop_deadline = ts_now_ns() + STOP_DRAIN_NS;
+		}
 		if (!fuse_gone && (p[0].revents & (POLLIN | POLLERR | POLLHUP))) {
 			int rc = fuse_session_receive_buf(f->se, &fbuf);
 
@@ -317,7 +322,9 @@ static void *attach_thread(void *arg)
 			else if (rc != -EINTR && rc != -EAGAIN)
 				fuse_gone = true; /* unmounted behind our back, or aborted */
 		}
-		(void)lun_service(f->lun, p[1].fd >= 0 ? p[1].revents : 0);
+		lun_bad = lun_service(f->lun, p[1].fd >= 0 ? p[1].revents : 0) != 0;
+		if (stopping && lun_pending(f->lun) && ts_now_ns() > stop_deadline)
+			lun_fail_all(f->lun); /* the target is gone: do not hold detach hostage */
 		if (stopping && lun_pending(f->lun) == 0)
 			break;
 	}

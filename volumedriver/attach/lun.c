@@ -29,7 +29,9 @@
  * ATTENTION, BUSY, TASK SET FULL, timeout, cancelled) is reissued up to
  * LUN_MAX_TRIES times; then, like any other failure, the request completes
  * with -EIO (-EROFS for a write-protected LUN, -EINVAL for an LBA out of
- * range).
+ * range). If libiscsi reports the session broken (no reconnect possible)
+ * for longer than the IO timeout, every pending request fails with -EIO so
+ * no caller waits forever; lun_fail_all() does the same on demand (detach).
  *
  * THREAD SAFETY: none. lun_connect() runs on the caller's thread; after
  * that, every call is made from the attach thread, which owns the context.
@@ -69,6 +71,9 @@ struct lun {
 	struct lun_io *inflight;            /* doubly linked, unordered */
 	struct lun_io *wait_head, *wait_tail;
 	unsigned pending;
+	bool failing;         /* lun_fail_all() running: no retries, no new commands */
+	uint64_t bad_since;   /* ns; session errors without recovery since then, 0 = healthy */
+	uint64_t fail_after;  /* ns of unrecovered session errors before IO fails */
 };
 
 static int io_issue(struct lun_io *io);
@@ -194,6 +199,8 @@ int lun_connect(const struct ts_attach_opts *o, struct lun **out)
 		goto fail;
 	}
 	iscsi_set_timeout(l->iscsi, o->io_timeout_s > 0 ? o->io_timeout_s : LUN_DEFAULT_TIMEOUT_S);
+	l->fail_after = (uint64_t)(o->io_timeout_s > 0 ? o->io_timeout_s : LUN_DEFAULT_TIMEOUT_S) *
+			1000000000ull;
 	iscsi_set_reconnect_max_retries(l->iscsi, o->reconnect_max == 0 ? -1
 					: o->reconnect_max < 0 ? 0 : o->reconnect_max);
 	iscsi_set_no_ua_on_reconnect(l->iscsi, 1);
@@ -296,7 +303,7 @@ static void io_finish(struct lun_io *io, long status)
 			l->wait_tail = NULL;
 		w->next = NULL;
 		inflight_add(l, w);
-		rc = io_issue(w);
+		rc = l->failing ? -EIO : io_issue(w);
 		if (rc) {
 			/* Called from a completion: failing it now is "later" for its submitter. */
 			io_finish(w, rc);
@@ -343,9 +350,10 @@ static void io_done(struct iscsi_context *iscsi, int status, void *command_data,
 
 	(void)iscsi;
 	if (status != SCSI_STATUS_GOOD) {
-		bool again = status_transient(status, t) && ++io->tries < LUN_MAX_TRIES;
+		bool again = !io->l->failing && status_transient(status, t) &&
+			     ++io->tries < LUN_MAX_TRIES;
 
-		err = t ? sense_errno(t) : -EIO;
+		err = t && !io->l->failing ? sense_errno(t) : -EIO;
 		ts_log(again ? TS_LOG_DEBUG : TS_LOG_WARN, "attach",
 		       "command failed op=%d lba=%llu status=0x%x sense=0x%x try=%d err=\"%s\"",
 		       io->op, (unsigned long long)io->span.lba, (unsigned)status,
@@ -418,6 +426,8 @@ int lun_submit(struct lun *l, enum lun_op op, uint64_t off, uint64_t len, void *
 
 	if (!cb || op > LUN_FLUSH)
 		return -EINVAL;
+	if (l->failing)
+		return -EIO;
 	if (op != LUN_FLUSH) {
 		/* One command per request: keep it well under a 32-bit transfer length. */
 		if (!buf || len == 0 || len > (64u << 20) || off > l->size || len > l->size - off)
@@ -466,11 +476,39 @@ int lun_submit(struct lun *l, enum lun_op op, uint64_t off, uint64_t len, void *
 	return rc;
 }
 
+void lun_fail_all(struct lun *l)
+{
+	l->failing = true;
+	/* Calls io_done() with CANCELLED for every task libiscsi holds; none is retried. */
+	iscsi_scsi_cancel_all_tasks(l->iscsi);
+	while (l->wait_head) { /* normally drained by the completions above */
+		struct lun_io *w = l->wait_head;
+
+		l->wait_head = w->next;
+		if (!l->wait_head)
+			l->wait_tail = NULL;
+		inflight_add(l, w);
+		io_finish(w, -EIO);
+	}
+	l->failing = false;
+}
+
 int lun_service(struct lun *l, int revents)
 {
-	if (iscsi_service(l->iscsi, revents) < 0) {
-		ts_log(TS_LOG_WARN, "attach", "iSCSI session error err=\"%s\"", iscsi_get_error(l->iscsi));
-		return -EIO;
+	uint64_t now;
+
+	if (iscsi_service(l->iscsi, revents) >= 0) {
+		l->bad_since = 0;
+		return 0;
 	}
-	return 0;
+	now = ts_now_ns();
+	if (!l->bad_since) {
+		l->bad_since = now;
+		ts_log(TS_LOG_WARN, "attach", "iSCSI session error err=\"%s\"", iscsi_get_error(l->iscsi));
+	} else if (l->pending && now - l->bad_since > l->fail_after) {
+		ts_log(TS_LOG_ERROR, "attach", "session down too long, failing %u IOs", l->pending);
+		lun_fail_all(l);
+		l->bad_since = now;
+	}
+	return -EIO;
 }
