@@ -53,8 +53,8 @@ tgt_start() {
 			fi
 			sleep 0.1
 		done
-		kill -KILL "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
 	done
 	echo "tgt_start: tgtd did not come up; log:" >&2
 	cat "$dir/tgtd.log" >&2
@@ -99,14 +99,14 @@ tgt_alive() {
 tgt_stop() {
 	local i
 	[ -n "${TGT_PID:-}" ] || return 0
-	kill -KILL "$TGT_PID" 2>/dev/null
+	kill -KILL "$TGT_PID" 2>/dev/null || true
 	for i in $(seq 1 50); do
 		tgt_alive "$TGT_PID" || break
 		sleep 0.1
 	done
-	wait "$TGT_PID" 2>/dev/null
+	wait "$TGT_PID" 2>/dev/null || true
 	rm -f "/var/run/tgtd/socket.$TGT_CTL" "/var/run/tgtd/socket.$TGT_CTL.lock"
-	[ -n "${TGT_DIR:-}" ] && rm -f "$TGT_DIR/tgt.env"
+	if [ -n "${TGT_DIR:-}" ]; then rm -f "$TGT_DIR/tgt.env"; fi
 	TGT_PID=
 	return 0
 }
