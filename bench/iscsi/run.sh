@@ -8,7 +8,9 @@
 #
 # Usage (root, because of tgtd):  bench/iscsi/run.sh
 # Environment:
-#   TS_BENCH_SECONDS   seconds per measurement (default 10)
+#   TS_BENCH_SECONDS   seconds per measurement (default 5)
+#   TS_BENCH_REPEAT    measurements per workload and target, alternating
+#                      between the targets; the median is reported (default 3)
 #   TS_BENCH_SIZE      LUN size (default 512M); the IO span is the whole LUN
 #   TS_BENCH_DIR       where the backing files live (default /dev/shm)
 #   TS_BENCH_BUILD     build directory (default build-bench, a Release build)
@@ -28,7 +30,8 @@ ROOT=$PWD
 # shellcheck source=e2e/lib/tgt.sh
 . "$ROOT/e2e/lib/tgt.sh"
 
-SECONDS_PER=${TS_BENCH_SECONDS:-10}
+SECONDS_PER=${TS_BENCH_SECONDS:-5}
+REPEAT=${TS_BENCH_REPEAT:-3}
 SIZE=${TS_BENCH_SIZE:-512M}
 DIR=${TS_BENCH_DIR:-/dev/shm}
 BUILD=${TS_BENCH_BUILD:-build-bench}
@@ -61,25 +64,22 @@ dd if=/dev/urandom of="$WORK/tgt.img" bs=1M count=$(($(stat -c %s "$WORK/tgt.img
 	conv=notrunc status=none
 cp "$WORK/tgt.img" "$WORK/tessera.img"
 
-declare -A IOPS
-measure() { # name url
-	local name=$1 url=$2 wl mode qd line
-	for wl in "${WORKLOADS[@]}"; do
-		read -r mode qd <<<"$wl"
-		line=$("$LOAD" -m "$mode" -q "$qd" -t "$SECONDS_PER" "$url" | tail -1)
-		IOPS[$name,$mode,$qd]=$(sed -n 's/.* iops=\([0-9]*\).*/\1/p' <<<"$line")
-		echo "  $name $line"
-	done
+declare -A IOPS URL
+one() { # name mode qd -> prints IOPS
+	local line
+	line=$("$LOAD" -m "$2" -q "$3" -t "$SECONDS_PER" "${URL[$1]}" | tail -1)
+	echo "  $1 $line" >&2
+	sed -n 's/.* iops=\([0-9]*\).*/\1/p' <<<"$line"
 }
+median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-echo "iscsi bench: ${SECONDS_PER}s per workload, LUN $SIZE on $(df --output=fstype "$DIR" | tail -1) ($DIR)," \
-	"$(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "iscsi bench: ${SECONDS_PER}s x $REPEAT per workload and target, LUN $SIZE on" \
+	"$(df --output=fstype "$DIR" | tail -1) ($DIR), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 tgt_start "$WORK/tgt"
 tgt_target 1 "$IQN_TGT" "$WORK/tgt.img"
+URL[tgt]=$(tgt_url "$IQN_TGT")
 echo "tgt $(tgtd --version 2>/dev/null || true) on 127.0.0.1:$TGT_PORT"
-measure tgt "$(tgt_url "$IQN_TGT")"
-tgt_stop
 
 TS_SKIP=
 CMD_T=${TESSERA_TARGET_CMD:-"$ROOT/$BUILD/bin/tessera-target --portal 127.0.0.1 @PORT@ --lun @IQN@ file @FILE@"}
@@ -90,7 +90,7 @@ else
 	port=
 	for _ in 1 2 3 4 5 6 7 8; do
 		p=$((20000 + RANDOM % 20000))
-		tgt_port_free "$p" && { port=$p; break; }
+		if tgt_port_free "$p"; then port=$p; break; fi
 	done
 	cmd=${CMD_T//@PORT@/$port}
 	cmd=${cmd//@IQN@/$IQN_TS}
@@ -108,13 +108,30 @@ else
 	if tgt_port_free "$port"; then
 		TS_SKIP="Tessera's target did not listen on 127.0.0.1:$port within 10 s (log: $(tail -3 "$WORK/tessera.log" | tr '\n' ' '))"
 	else
-		measure tessera "iscsi://127.0.0.1:$port/$IQN_TS/1"
+		URL[tessera]="iscsi://127.0.0.1:$port/$IQN_TS/1"
 	fi
 fi
 if [ -n "$TS_SKIP" ]; then echo "tessera: SKIPPED: $TS_SKIP"; fi
 
+# Alternate the targets run by run, so drift in the machine's load (it is
+# shared) hits both alike; report the median of REPEAT runs.
+for wl in "${WORKLOADS[@]}"; do
+	read -r mode qd <<<"$wl"
+	declare -A runs=([tgt]="" [tessera]="")
+	for _ in $(seq 1 "$REPEAT"); do
+		for name in tgt tessera; do
+			[ -n "${URL[$name]:-}" ] || continue
+			runs[$name]+=" $(one "$name" "$mode" "$qd")"
+		done
+	done
+	for name in tgt tessera; do
+		[ -n "${runs[$name]// /}" ] && IOPS[$name,$mode,$qd]=$(median <<<"${runs[$name]}")
+	done
+	unset runs
+done
+
 printf '%-14s %12s %12s %8s\n' workload tgt_iops tessera_iops ratio
-kv="seconds=$SECONDS_PER size=$SIZE"
+kv="seconds=$SECONDS_PER repeat=$REPEAT size=$SIZE"
 for wl in "${WORKLOADS[@]}"; do
 	read -r mode qd <<<"$wl"
 	key=${mode}_qd$qd
