@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Node attach, the user-space path: libiscsi -> FUSE file -> loop device.
+ *
+ * Open builds the stack bottom-up (session, then FUSE mount and its thread,
+ * then the loop device); close takes it down top-down, and refuses before
+ * changing anything while the loop device is held exclusively. Each layer
+ * is owned by exactly one object: the lun by the FUSE front once its thread
+ * runs (handed back when the thread is joined), the loop fd by the handle.
+ *
+ * The kernel-initiator path (iscsiadm + iscsi_tcp) is only detected here;
+ * see docs/attach.md for why the user-space path is the tested one.
+ */
+#include "volumedriver/attach/attach.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "dataplane/common/ts_common.h"
+#include "volumedriver/attach/attach_priv.h"
+
+#define DEFAULT_MOUNT_PARENT "/run/tessera/attach"
+
+struct ts_attach {
+	struct lun *lun;
+	struct attach_fuse *fuse;
+	int loop_fd;
+	int loop_n;
+	char dev[32];
+};
+
+int ts_attach_open(const struct ts_attach_opts *opts, struct ts_attach **out)
+{
+	struct ts_attach *a;
+	int fd = -1, rc;
+
+	if (!opts || !opts->url || !out || strncmp(opts->url, "iscsi://", 8))
+		return -EINVAL;
+	if (geteuid() != 0)
+		return -EPERM;
+	a = ts_calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->loop_fd = -1;
+	rc = lun_connect(opts, &a->lun);
+	if (rc)
+		goto fail;
+	rc = attach_fuse_start(a->lun, opts->mount_parent ? opts->mount_parent : DEFAULT_MOUNT_PARENT,
+			       opts->read_only, &a->fuse);
+	if (rc)
+		goto fail;
+	fd = open(attach_fuse_file(a->fuse), (opts->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	rc = loop_attach(fd, lun_block_size(a->lun), opts->read_only, &a->loop_fd);
+	if (rc < 0)
+		goto fail;
+	a->loop_n = rc;
+	close(fd); /* the loop device holds its own reference */
+	snprintf(a->dev, sizeof(a->dev), "/dev/loop%d", a->loop_n);
+	ts_log(TS_LOG_INFO, "attach", "attached dev=%s file=%s size=%llu bs=%u", a->dev,
+	       attach_fuse_file(a->fuse), (unsigned long long)lun_size(a->lun), lun_block_size(a->lun));
+	*out = a;
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	attach_fuse_stop(a->fuse);
+	lun_disconnect(a->lun);
+	ts_free(a);
+	return rc;
+}
+
+const char *ts_attach_device_path(const struct ts_attach *a)
+{
+	return a->dev;
+}
+
+const char *ts_attach_file_path(const struct ts_attach *a)
+{
+	return attach_fuse_file(a->fuse);
+}
+
+uint64_t ts_attach_size(const struct ts_attach *a)
+{
+	return lun_size(a->lun);
+}
+
+uint32_t ts_attach_block_size(const struct ts_attach *a)
+{
+	return lun_block_size(a->lun);
+}
+
+int ts_attach_close(struct ts_attach *a)
+{
+	int rc;
+
+	if (!a)
+		return 0;
+	rc = loop_detach(a->loop_fd, a->loop_n);
+	if (rc)
+		return rc; /* still held: nothing changed */
+	attach_fuse_stop(a->fuse);
+	lun_disconnect(a->lun);
+	ts_log(TS_LOG_INFO, "attach", "detached dev=%s", a->dev);
+	ts_free(a);
+	return 0;
+}
+
+static bool module_present(const char *name)
+{
+	char path[512], line[1024];
+	struct utsname u;
+	bool found = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/module/%s", name);
+	if (access(path, F_OK) == 0)
+		return true;
+	if (uname(&u))
+		return false;
+	snprintf(path, sizeof(path), "/lib/modules/%s/modules.dep", u.release);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	snprintf(path, sizeof(path), "/%s.ko", name);
+	while (!found && fgets(line, sizeof(line), f)) {
+		char *colon = strchr(line, ':');
+		if (colon) {
+			*colon = '\0';
+			found = strstr(line, path) != NULL;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+bool ts_attach_kernel_available(void)
+{
+	static const char *const dirs[] = { "/usr/sbin", "/sbin", "/usr/bin", "/bin" };
+	bool tool = false;
+
+	for (size_t i = 0; i < TS_ARRAY_SIZE(dirs) && !tool; i++) {
+		char p[64];
+		snprintf(p, sizeof(p), "%s/iscsiadm", dirs[i]);
+		tool = access(p, X_OK) == 0;
+	}
+	return tool && module_present("iscsi_tcp");
+}

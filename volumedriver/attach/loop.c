@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Loop devices: bind the FUSE file to /dev/loopN, and unbind it.
+ *
+ * Binding asks /dev/loop-control for a free device and configures it in
+ * one LOOP_CONFIGURE call (backing fd, logical block size, flags), falling
+ * back to LOOP_SET_FD + LOOP_SET_STATUS64 + LOOP_SET_BLOCK_SIZE on kernels
+ * before 5.8. Another process may grab the same free device between the two
+ * calls; configuring then fails with EBUSY and we ask again (bounded).
+ * Containers often lack device nodes for loop devices the kernel creates on
+ * demand, so a missing /dev/loopN is made with mknod.
+ *
+ * Direct IO stays off: the backing file is a FUSE file opened with
+ * direct_io, and the loop device's page cache is the only cache.
+ * LO_FLAGS_AUTOCLEAR makes the kernel release the device if we die without
+ * unbinding it (at its last close, or at unmount if a file system holds it).
+ *
+ * Unbinding refuses (-EBUSY) while anyone holds the device exclusively (a
+ * mounted file system, mkfs), because clearing a device under a mounted file
+ * system only defers the clear and would leave the FUSE file pinned. A plain
+ * (non-exclusive) opener cannot be refused: the clear is deferred to its
+ * close, and its IO fails once the FUSE session is gone.
+ */
+#include <fcntl.h>
+#include <linux/loop.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dataplane/common/ts_common.h"
+#include "volumedriver/attach/attach_priv.h"
+
+#define LOOP_MAJOR 7
+#define LOOP_GRAB_TRIES 16
+
+static int open_loop(int n, int flags)
+{
+	char path[32];
+	int fd;
+
+	snprintf(path, sizeof(path), "/dev/loop%d", n);
+	fd = open(path, flags | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		if (mknod(path, S_IFBLK | 0660, makedev(LOOP_MAJOR, n)) && errno != EEXIST)
+			return -errno;
+		fd = open(path, flags | O_CLOEXEC);
+	}
+	return fd < 0 ? -errno : fd;
+}
+
+static int configure_legacy(int fd, const struct loop_config *cfg)
+{
+	if (ioctl(fd, LOOP_SET_FD, cfg->fd))
+		return -errno;
+	if (ioctl(fd, LOOP_SET_STATUS64, &cfg->info) ||
+	    ioctl(fd, LOOP_SET_BLOCK_SIZE, (unsigned long)cfg->block_size)) {
+		int rc = -errno;
+		(void)ioctl(fd, LOOP_CLR_FD, 0);
+		return rc;
+	}
+	return 0;
+}
+
+int loop_attach(int backing_fd, uint32_t bs, bool read_only, int *loop_fd)
+{
+	struct loop_config cfg;
+	int ctl, rc = -EBUSY;
+
+	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+	if (ctl < 0)
+		return -errno;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.fd = (uint32_t)backing_fd;
+	cfg.block_size = bs;
+	cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR | (read_only ? LO_FLAGS_READ_ONLY : 0);
+	snprintf((char *)cfg.info.lo_file_name, sizeof(cfg.info.lo_file_name), "tessera-attach");
+	for (int i = 0; i < LOOP_GRAB_TRIES; i++) {
+		int n = ioctl(ctl, LOOP_CTL_GET_FREE), fd;
+
+		if (n < 0) {
+			rc = -errno;
+			break;
+		}
+		fd = open_loop(n, read_only ? O_RDONLY : O_RDWR);
+		if (fd < 0) {
+			rc = fd;
+			break;
+		}
+		if (ioctl(fd, LOOP_CONFIGURE, &cfg) == 0) {
+			rc = 0;
+		} else if (errno == EINVAL || errno == ENOTTY) {
+			rc = configure_legacy(fd, &cfg);
+		} else {
+			rc = -errno;
+		}
+		if (rc == 0) {
+			close(ctl);
+			*loop_fd = fd;
+			return n;
+		}
+		close(fd);
+		if (rc != -EBUSY)
+			break; /* EBUSY: someone took it first; ask again */
+	}
+	close(ctl);
+	return rc;
+}
+
+static bool loop_bound(int n)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/sys/block/loop%d/loop/backing_file", n);
+	return access(path, F_OK) == 0;
+}
+
+int loop_detach(int loop_fd, int devnum)
+{
+	int probe;
+
+	/* O_EXCL on a block device fails with EBUSY while it is mounted or claimed. */
+	probe = open_loop(devnum, O_RDONLY | O_EXCL);
+	if (probe == -EBUSY)
+		return -EBUSY;
+	if (probe >= 0)
+		close(probe);
+	if (ioctl(loop_fd, LOOP_CLR_FD, 0) && errno != ENXIO)
+		ts_log(TS_LOG_WARN, "attach", "LOOP_CLR_FD failed dev=loop%d err=\"%s\"", devnum,
+		       strerror(errno));
+	close(loop_fd);
+	/* The clear completes at our close; wait (bounded) until the kernel shows it. */
+	for (int i = 0; i < 500 && loop_bound(devnum); i++) {
+		struct timespec ts = { 0, 10 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	/* Someone still has it open (not exclusively): autoclear frees it at their close. */
+	if (loop_bound(devnum))
+		ts_log(TS_LOG_WARN, "attach", "loop device still open elsewhere dev=loop%d", devnum);
+	return 0;
+}
