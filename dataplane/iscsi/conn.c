@@ -500,6 +500,9 @@ static void conn_mark_dirty(struct conn *c)
 /* ------------------------------------------------------------------ */
 /* provider IO                                                         */
 
+/* The loop this thread runs, if any: completions on it need no eventfd kick. */
+static _Thread_local struct loop *tl_loop;
+
 static void cmd_io_done(struct ts_iscsi_lun_io *io, int status)
 {
 	struct cmd *cmd = io->cb_arg;
@@ -511,7 +514,8 @@ static void cmd_io_done(struct ts_iscsi_lun_io *io, int status)
 	do {
 		cmd->next = head;
 	} while (!atomic_compare_exchange_weak(&lp->done, &head, cmd));
-	if (!head) {
+	/* inline completion on the loop itself: it drains the stack after this event batch */
+	if (!head && tl_loop != lp) {
 		uint64_t one = 1;
 		ssize_t w = write(lp->evfd, &one, sizeof(one));
 		(void)w;
@@ -544,9 +548,8 @@ void cmd_submit(struct cmd *c, int (*op)(void *, struct ts_iscsi_lun_io *), uint
 	}
 }
 
-static void loop_drain_done(struct loop *lp)
+static void loop_drain_list(struct cmd *list)
 {
-	struct cmd *list = atomic_exchange(&lp->done, NULL);
 	struct cmd *rev = NULL;
 	while (list) {
 		struct cmd *n = list->next;
@@ -570,6 +573,21 @@ static void loop_drain_done(struct loop *lp)
 		c->cont(c, c->io_status);
 		cmd_put(c);
 	}
+}
+
+static void loop_drain_done(struct loop *lp)
+{
+	/* continuations may complete more IO inline: drain until the stack stays empty */
+	for (int round = 0; round < 1024; round++) {
+		struct cmd *list = atomic_exchange(&lp->done, NULL);
+		if (!list)
+			return;
+		loop_drain_list(list);
+	}
+	/* still busy after many rounds: make sure the loop comes back soon */
+	uint64_t one = 1;
+	ssize_t w = write(lp->evfd, &one, sizeof(one));
+	(void)w;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1318,6 +1336,7 @@ static void *loop_main(void *arg)
 	struct loop *lp = arg;
 	struct epoll_event evs[64];
 
+	tl_loop = lp;
 	while (!atomic_load(&lp->stop)) {
 		int n = epoll_wait(lp->epfd, evs, 64, 200);
 		for (int i = 0; i < n; i++) {
