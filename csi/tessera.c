@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "csi/csi.h"
+#include "csi/dev.h"
 #include "dataplane/common/ts_common.h"
 
 #ifndef TS_VERSION
@@ -17,6 +18,8 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: tessera <command> [options]\n"
 		   "commands:\n"
+		   "  dev          run the embedded default: controller + data-plane nodes on\n"
+		   "               loopback with file-backed disks (CSI socket + iSCSI portal)\n"
 		   "  csi          serve the CSI driver (file backend) on a unix socket\n"
 		   "  --version    print the version\n");
 }
@@ -35,6 +38,8 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
+	if (!strcmp(argv[1], "dev"))
+		return ts_dev_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "csi"))
 		return ts_csi_main(argc - 1, argv + 1);
 	fprintf(stderr, "tessera: unknown command '%s'\n", argv[1]);

@@ -262,6 +262,28 @@ int ts_iscsi_lun_remove(struct ts_iscsi_server *srv, const char *iqn, uint16_t l
 	return 0;
 }
 
+int ts_iscsi_lun_resize(struct ts_iscsi_server *srv, const char *iqn, uint16_t lun_id,
+			uint64_t size)
+{
+	struct target *t;
+	struct lun *l = NULL;
+
+	if (!srv || !iqn || lun_id >= ISCSI_MAX_LUNS)
+		return -EINVAL;
+	pthread_mutex_lock(&srv->lock);
+	t = target_find_locked(srv, iqn);
+	if (t)
+		l = t->luns[lun_id];
+	if (l && (size == 0 || size % l->bs || size < l->info.size)) {
+		pthread_mutex_unlock(&srv->lock);
+		return -EINVAL;
+	}
+	if (l)
+		scsi_lun_resize(l, size);
+	pthread_mutex_unlock(&srv->lock);
+	return l ? 0 : -ENOENT;
+}
+
 /* ------------------------------------------------------------------ */
 /* pools                                                               */
 

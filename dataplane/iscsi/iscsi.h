@@ -147,6 +147,14 @@ int ts_iscsi_lun_add(struct ts_iscsi_server *srv, const char *iqn, uint16_t lun_
 int ts_iscsi_lun_remove(struct ts_iscsi_server *srv, const char *iqn, uint16_t lun_id);
 
 /**
+ * Grow a LUN to \p size bytes (a multiple of its block size, not smaller
+ * than now). Every nexus gets a CAPACITY DATA HAS CHANGED unit attention.
+ * 0, -ENOENT, -EINVAL (shrink or misaligned).
+ */
+int ts_iscsi_lun_resize(struct ts_iscsi_server *srv, const char *iqn, uint16_t lun_id,
+			uint64_t size);
+
+/**
  * The IQN of a volume's target: "iqn.2026-01.io.tessera:vol-<uuid>".
  * \p out must hold 80 bytes.
  */

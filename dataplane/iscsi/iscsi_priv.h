@@ -39,6 +39,7 @@ enum {
 	UA_RES_PREEMPTED = 1u << 4,
 	UA_RES_RELEASED = 1u << 5,
 	UA_REG_PREEMPTED = 1u << 6,
+	UA_CAPACITY_CHANGED = 1u << 7,
 };
 
 /* Per (session, LUN) state: the I_T_L nexus. Lives on lun->nexuses under lun->lock. */
@@ -211,6 +212,8 @@ uint32_t scsi_cdb_xfer_len(const uint8_t *cdb, uint32_t bs, bool *is_write);
 void lun_put(struct lun *l);
 void lun_get(struct lun *l);
 void scsi_nexus_lost(struct session *s);
+/* New capacity (bytes, multiple of the block size); raises CAPACITY DATA HAS CHANGED. */
+void scsi_lun_resize(struct lun *l, uint64_t size);
 void scsi_lun_reset(struct lun *l, struct nexus *from);
 void pr_load_state(struct lun *l);
 void scsi_range_release(struct cmd *c);

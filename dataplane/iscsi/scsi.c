@@ -265,8 +265,19 @@ static uint16_t ua_asc(uint32_t bit)
 	case UA_MODE_CHANGED: return ASC_MODE_PARAMS_CHANGED;
 	case UA_RES_PREEMPTED: return ASC_RESERVATIONS_PREEMPTED;
 	case UA_RES_RELEASED: return ASC_RESERVATIONS_RELEASED;
+	case UA_CAPACITY_CHANGED: return ASC_CAPACITY_CHANGED;
 	default: return ASC_REGISTRATIONS_PREEMPTED;
 	}
+}
+
+void scsi_lun_resize(struct lun *l, uint64_t size)
+{
+	pthread_mutex_lock(&l->lock);
+	/* Readers on the IO path load these without the lock: store atomically. */
+	__atomic_store_n(&l->info.size, size, __ATOMIC_RELEASE);
+	__atomic_store_n(&l->nblocks, size / l->bs, __ATOMIC_RELEASE);
+	ua_all(l, NULL, UA_CAPACITY_CHANGED);
+	pthread_mutex_unlock(&l->lock);
 }
 
 void scsi_nexus_lost(struct session *s)

@@ -31,7 +31,39 @@ struct ts_attach {
 	int loop_fd;
 	int loop_n;
 	char dev[32];
+	struct ts_attach_opts opts; /* strings below are owned copies (refresh) */
 };
+
+static void opts_free(struct ts_attach_opts *o)
+{
+	ts_free((char *)o->url);
+	ts_free((char *)o->initiator_name);
+	ts_free((char *)o->chap_user);
+	ts_free((char *)o->chap_secret);
+	ts_free((char *)o->target_user);
+	ts_free((char *)o->target_secret);
+	memset(o, 0, sizeof(*o));
+}
+
+static int opts_copy(const struct ts_attach_opts *in, struct ts_attach_opts *o)
+{
+	const char *const src[] = { in->url, in->initiator_name, in->chap_user, in->chap_secret,
+				    in->target_user, in->target_secret };
+	const char **dst[] = { &o->url, &o->initiator_name, &o->chap_user, &o->chap_secret,
+			       &o->target_user, &o->target_secret };
+
+	*o = *in;
+	o->mount_parent = NULL;
+	for (size_t i = 0; i < TS_ARRAY_SIZE(src); i++)
+		*dst[i] = NULL;
+	for (size_t i = 0; i < TS_ARRAY_SIZE(src); i++) {
+		if (src[i] && !(*dst[i] = ts_strdup(src[i]))) {
+			opts_free(o);
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
 
 int ts_attach_open(const struct ts_attach_opts *opts, struct ts_attach **out)
 {
@@ -46,6 +78,9 @@ int ts_attach_open(const struct ts_attach_opts *opts, struct ts_attach **out)
 	if (!a)
 		return -ENOMEM;
 	a->loop_fd = -1;
+	rc = opts_copy(opts, &a->opts);
+	if (rc)
+		goto fail;
 	rc = lun_connect(opts, &a->lun);
 	if (rc)
 		goto fail;
@@ -73,6 +108,7 @@ fail:
 		close(fd);
 	attach_fuse_stop(a->fuse);
 	lun_disconnect(a->lun);
+	opts_free(&a->opts);
 	ts_free(a);
 	return rc;
 }
@@ -109,8 +145,34 @@ int ts_attach_close(struct ts_attach *a)
 	attach_fuse_stop(a->fuse);
 	lun_disconnect(a->lun);
 	ts_log(TS_LOG_INFO, "attach", "detached dev=%s", a->dev);
+	opts_free(&a->opts);
 	ts_free(a);
 	return 0;
+}
+
+int ts_attach_refresh(struct ts_attach *a, uint64_t *size)
+{
+	struct lun *probe;
+	uint64_t now;
+	int rc;
+
+	if (!a || !size)
+		return -EINVAL;
+	rc = lun_connect(&a->opts, &probe);
+	if (rc)
+		return rc;
+	now = lun_size(probe);
+	lun_disconnect(probe);
+	if (now > lun_size(a->lun))
+		lun_set_size(a->lun, now);
+	rc = attach_fuse_invalidate(a->fuse);
+	if (rc && rc != -ENOENT)
+		return rc;
+	rc = loop_refresh(a->loop_fd, size);
+	if (rc == 0)
+		ts_log(TS_LOG_INFO, "attach", "refreshed dev=%s size=%llu", a->dev,
+		       (unsigned long long)*size);
+	return rc;
 }
 
 static bool module_present(const char *name)

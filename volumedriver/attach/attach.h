@@ -116,6 +116,14 @@ uint32_t ts_attach_block_size(const struct ts_attach *a);
 int ts_attach_close(struct ts_attach *a);
 
 /**
+ * After the volume grew on the target: learn the LUN's new capacity (READ
+ * CAPACITY over a short second session), show it in the FUSE file and
+ * resize the loop device (LOOP_SET_CAPACITY). Returns 0 and the device's
+ * size in bytes in *\p size, or -errno / a login error. Never shrinks.
+ */
+int ts_attach_refresh(struct ts_attach *a, uint64_t *size);
+
+/**
  * true if this host could attach with the kernel initiator (an `iscsiadm`
  * on PATH and the iscsi_tcp module loaded or loadable). Informational only.
  */

@@ -50,6 +50,8 @@ int lun_connect(const struct ts_attach_opts *o, struct lun **out);
 /** Log out (best effort) and free. No IO may be pending. NULL is a no-op. */
 void lun_disconnect(struct lun *l);
 uint64_t lun_size(const struct lun *l);
+/** Publish a larger capacity (any thread; readers see old or new). */
+void lun_set_size(struct lun *l, uint64_t size);
 uint32_t lun_block_size(const struct lun *l);
 
 /**
@@ -83,6 +85,8 @@ int loop_attach(int backing_fd, uint32_t bs, bool read_only, int *loop_fd);
  * \p loop_fd on success.
  */
 int loop_detach(int loop_fd, int devnum);
+/** Re-read the backing file's size (LOOP_SET_CAPACITY); 0 and the new size, or -errno. */
+int loop_refresh(int loop_fd, uint64_t *size);
 
 /* ---- FUSE front (fuse.c) ---- */
 
@@ -97,5 +101,7 @@ int attach_fuse_start(struct lun *l, const char *parent, bool read_only, struct 
 const char *attach_fuse_file(const struct attach_fuse *f);
 /** Unmount, stop and join the thread, remove the directory. Returns \p l's ownership. */
 void attach_fuse_stop(struct attach_fuse *f);
+/** Drop the kernel's cached attributes of the file (after a size change). */
+int attach_fuse_invalidate(struct attach_fuse *f);
 
 #endif /* TS_ATTACH_PRIV_H */

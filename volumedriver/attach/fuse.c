@@ -440,3 +440,8 @@ void attach_fuse_stop(struct attach_fuse *f)
 	close(f->stop_fd);
 	ts_free(f);
 }
+
+int attach_fuse_invalidate(struct attach_fuse *f)
+{
+	return fuse_lowlevel_notify_inval_inode(f->se, FILE_INO, 0, 0);
+}

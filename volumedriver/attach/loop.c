@@ -22,6 +22,7 @@
  * close, and its IO fails once the FUSE session is gone.
  */
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <stdio.h>
 #include <string.h>
@@ -140,5 +141,14 @@ int loop_detach(int loop_fd, int devnum)
 	/* Someone still has it open (not exclusively): autoclear frees it at their close. */
 	if (loop_bound(devnum))
 		ts_log(TS_LOG_WARN, "attach", "loop device still open elsewhere dev=loop%d", devnum);
+	return 0;
+}
+
+int loop_refresh(int loop_fd, uint64_t *size)
+{
+	if (ioctl(loop_fd, LOOP_SET_CAPACITY, 0) != 0)
+		return -errno;
+	if (ioctl(loop_fd, BLKGETSIZE64, size) != 0)
+		return -errno;
 	return 0;
 }

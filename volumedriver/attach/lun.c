@@ -80,7 +80,12 @@ static int io_issue(struct lun_io *io);
 
 uint64_t lun_size(const struct lun *l)
 {
-	return l->size;
+	return __atomic_load_n(&l->size, __ATOMIC_ACQUIRE);
+}
+
+void lun_set_size(struct lun *l, uint64_t size)
+{
+	__atomic_store_n(&l->size, size, __ATOMIC_RELEASE);
 }
 
 uint32_t lun_block_size(const struct lun *l)

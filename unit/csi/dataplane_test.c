@@ -1,0 +1,347 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The whole stack behind CSI, in one process, driven over gRPC: a 4+2 pool
+ * on three simulated nodes (file disks), thin volumes on it, Tessera's iSCSI
+ * target on a free loopback port, the data-plane backend, and the node side
+ * attaching through libiscsi -> FUSE -> loop device.
+ *
+ * Filesystem: create, stage (mkfs + mount), publish, write files, unpublish,
+ * unstage, stage again, read back; expand (controller + node) grows the
+ * filesystem. Block: a byte pattern written through the published device is
+ * found in the pool volume itself (read straight from the data plane), and
+ * survives unstage/restage. Delete removes the volume from the pool and its
+ * target from the portal. Needs root (FUSE, loop devices, mounts).
+ */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "csi/backend_dataplane.h"
+#include "csi/csi.h"
+#include "dataplane/common/ts_common.h"
+#include "dataplane/iscsi/iscsi.h"
+#include "dataplane/pool/pool.h"
+#include "dataplane/volume/volume.h"
+#include "snapshots/chain/chain.h"
+#include "unit/csi/csi_test_util.h"
+#include "unit/csi/grpc_client.h"
+
+static struct tenv e;
+static struct ts_pool *g_pool;
+static struct ts_vpool *g_vp;
+static struct ts_iscsi_server *g_isrv;
+static struct ts_csi_server *g_srv;
+static grpc_channel *g_ch;
+static char g_msg[512], g_dpdir[300];
+static Csi__V1__CreateVolumeResponse *g_created[4];
+static int g_ncreated;
+
+#define RPC(method, req, desc, resp)                                                        \
+	gc_call(g_ch, "/csi.v1." method, req, desc, (void **)(resp), 60000, g_msg, sizeof(g_msg))
+
+static void setup(void)
+{
+	struct ts_pool_opts po = { .nodes = 3, .disks_per_node = 2, .disk_size = 96ull << 20,
+				   .k = 4, .m = 2, .extent_size = 1u << 20 };
+	struct ts_iscsi_server_opts so = { .addr = "127.0.0.1", .port = 0 };
+	struct ts_csi_dataplane_opts dpo = { 0 };
+	struct ts_pool_status st;
+	const struct ts_csi_backend_ops *be;
+	void *be_ctx;
+	char portal[64], ep[400];
+
+	strcpy(g_dpdir, "/tmp/ts_dp_XXXXXX");
+	cr_assert_not_null(mkdtemp(g_dpdir));
+	po.state_dir = g_dpdir;
+	cr_assert_eq(ts_pool_open(&po, &g_pool), 0);
+	cr_assert_eq(ts_vpool_format(ts_pool_device(g_pool)), 0);
+	cr_assert_eq(ts_vpool_open(ts_pool_device(g_pool), &g_vp), 0);
+	cr_assert_eq(ts_iscsi_server_create(&so, &g_isrv), 0);
+	snprintf(portal, sizeof(portal), "127.0.0.1:%u", ts_iscsi_server_port(g_isrv));
+	ts_pool_status(g_pool, &st);
+	dpo.vpool = g_vp;
+	dpo.iscsi = g_isrv;
+	dpo.portal = portal;
+	dpo.state_dir = g_dpdir;
+	dpo.k = 4;
+	dpo.m = 2;
+	cr_assert_eq(ts_uuid_parse(st.group_uuid, dpo.group_uuid), 0);
+	cr_assert_eq(ts_csi_backend_dataplane_create(&dpo, &be, &be_ctx), 0);
+	tenv_init(&e, be, be_ctx, 0);
+	snprintf(ep, sizeof(ep), "unix://%s/csi.sock", e.dir);
+	cr_assert_eq(ts_csi_server_start(e.d, ep, 2, &g_srv), 0);
+	g_ch = gc_connect(ep);
+}
+
+static void teardown(void)
+{
+	char cmd[400];
+
+	gc_close(g_ch);
+	ts_csi_server_stop(g_srv, 2000);
+	tenv_fini(&e); /* destroys the driver and the backend: detach + unexport */
+	ts_iscsi_server_destroy(g_isrv);
+	ts_vpool_close(g_vp);
+	ts_pool_close(g_pool);
+	while (g_ncreated)
+		protobuf_c_message_free_unpacked(&g_created[--g_ncreated]->base, NULL);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", g_dpdir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(csi_dataplane, .init = setup, .fini = teardown, .timeout = 240);
+
+static Csi__V1__Volume *create(const char *name, int64_t bytes, Csi__V1__VolumeCapability *cap)
+{
+	Csi__V1__CreateVolumeRequest r = CSI__V1__CREATE_VOLUME_REQUEST__INIT;
+	Csi__V1__CapacityRange cr = CSI__V1__CAPACITY_RANGE__INIT;
+	Csi__V1__VolumeCapability *caps[1] = { cap };
+	Csi__V1__CreateVolumeResponse *resp;
+
+	r.name = (char *)name;
+	cr.required_bytes = bytes;
+	r.capacity_range = &cr;
+	r.volume_capabilities = caps;
+	r.n_volume_capabilities = 1;
+	cr_assert_eq(RPC("Controller/CreateVolume", &r,
+			 &csi__v1__create_volume_response__descriptor, &resp), 0, "%s", g_msg);
+	cr_assert_lt(g_ncreated, 4);
+	g_created[g_ncreated++] = resp;
+	return resp->volume;
+}
+
+static void stage(const Csi__V1__Volume *v, const char *staging, Csi__V1__VolumeCapability *cap)
+{
+	Csi__V1__NodeStageVolumeRequest r = CSI__V1__NODE_STAGE_VOLUME_REQUEST__INIT;
+
+	r.volume_id = v->volume_id;
+	r.staging_target_path = (char *)staging;
+	r.volume_capability = cap;
+	r.volume_context = (Csi__V1__NodeStageVolumeRequest__VolumeContextEntry **)v->volume_context;
+	r.n_volume_context = v->n_volume_context;
+	cr_assert_eq(RPC("Node/NodeStageVolume", &r, NULL, NULL), 0, "stage: %s", g_msg);
+}
+
+static void unstage(const Csi__V1__Volume *v, const char *staging)
+{
+	Csi__V1__NodeUnstageVolumeRequest r = CSI__V1__NODE_UNSTAGE_VOLUME_REQUEST__INIT;
+
+	r.volume_id = v->volume_id;
+	r.staging_target_path = (char *)staging;
+	cr_assert_eq(RPC("Node/NodeUnstageVolume", &r, NULL, NULL), 0, "unstage: %s", g_msg);
+}
+
+static void publish(const Csi__V1__Volume *v, const char *staging, const char *target,
+		    Csi__V1__VolumeCapability *cap)
+{
+	Csi__V1__NodePublishVolumeRequest r = CSI__V1__NODE_PUBLISH_VOLUME_REQUEST__INIT;
+
+	r.volume_id = v->volume_id;
+	r.staging_target_path = (char *)staging;
+	r.target_path = (char *)target;
+	r.volume_capability = cap;
+	cr_assert_eq(RPC("Node/NodePublishVolume", &r, NULL, NULL), 0, "publish: %s", g_msg);
+}
+
+static void unpublish(const Csi__V1__Volume *v, const char *target)
+{
+	Csi__V1__NodeUnpublishVolumeRequest r = CSI__V1__NODE_UNPUBLISH_VOLUME_REQUEST__INIT;
+
+	r.volume_id = v->volume_id;
+	r.target_path = (char *)target;
+	cr_assert_eq(RPC("Node/NodeUnpublishVolume", &r, NULL, NULL), 0, "unpublish: %s", g_msg);
+}
+
+static void delete_vol(const Csi__V1__Volume *v)
+{
+	Csi__V1__DeleteVolumeRequest r = CSI__V1__DELETE_VOLUME_REQUEST__INIT;
+
+	r.volume_id = v->volume_id;
+	cr_assert_eq(RPC("Controller/DeleteVolume", &r, NULL, NULL), 0, "%s", g_msg);
+	cr_assert_eq(RPC("Controller/DeleteVolume", &r, NULL, NULL), 0, "again: %s", g_msg);
+}
+
+static uint64_t pool_vol_id(const Csi__V1__Volume *v)
+{
+	cr_assert_eq(strncmp(v->volume_id, "tv-", 3), 0, "id %s", v->volume_id);
+	return strtoull(v->volume_id + 3, NULL, 16);
+}
+
+static void pattern(uint8_t *buf, size_t len, uint32_t seed)
+{
+	for (size_t i = 0; i < len; i++)
+		buf[i] = (uint8_t)((i * 131 + seed * 7 + (i >> 12)) & 0xff);
+}
+
+Test(csi_dataplane, filesystem_volume_round_trip_through_the_data_plane)
+{
+	Csi__V1__VolumeCapability *cap = tcap_mount("ext4");
+	char staging[400], target[400], file[500];
+	static uint8_t data[1 << 20], back[(1 << 20) + 1];
+	struct statvfs sv1, sv2;
+	const Csi__V1__Volume *v;
+
+	v = create("pvc-fs-1", 64 << 20, cap);
+	cr_assert_eq(strncmp(v->volume_context[0]->value, "iscsi://127.0.0.1:", 18), 0,
+		     "attach context %s", v->volume_context[0]->value);
+	snprintf(staging, sizeof(staging), "%s/staging", e.dir);
+	snprintf(target, sizeof(target), "%s/target", e.dir);
+	mkdir(staging, 0750);
+	stage(v, staging, cap);
+	publish(v, staging, target, cap);
+	pattern(data, sizeof(data), 1);
+	snprintf(file, sizeof(file), "%s/data.bin", target);
+	int fd = open(file, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, data, sizeof(data)), (ssize_t)sizeof(data));
+	cr_assert_eq(fsync(fd), 0);
+	close(fd);
+	cr_assert_eq(statvfs(target, &sv1), 0);
+	unpublish(v, target);
+	unstage(v, staging);
+
+	/* Nothing cached on the node survives unstage: read it back fresh. */
+	stage(v, staging, cap);
+	publish(v, staging, target, cap);
+	fd = open(file, O_RDONLY);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(read(fd, back, sizeof(back)), (ssize_t)sizeof(data));
+	close(fd);
+	cr_assert_eq(memcmp(data, back, sizeof(data)), 0);
+
+	/* Online expansion: controller grows the volume, node grows ext4. */
+	{
+		Csi__V1__ControllerExpandVolumeRequest cr = CSI__V1__CONTROLLER_EXPAND_VOLUME_REQUEST__INIT;
+		Csi__V1__ControllerExpandVolumeResponse *cresp;
+		Csi__V1__CapacityRange range = CSI__V1__CAPACITY_RANGE__INIT;
+		Csi__V1__NodeExpandVolumeRequest nr = CSI__V1__NODE_EXPAND_VOLUME_REQUEST__INIT;
+		Csi__V1__NodeExpandVolumeResponse *nresp;
+
+		range.required_bytes = 128 << 20;
+		cr.volume_id = v->volume_id;
+		cr.capacity_range = &range;
+		cr_assert_eq(RPC("Controller/ControllerExpandVolume", &cr,
+				 &csi__v1__controller_expand_volume_response__descriptor, &cresp),
+			     0, "%s", g_msg);
+		cr_assert_geq(cresp->capacity_bytes, 128 << 20);
+		protobuf_c_message_free_unpacked(&cresp->base, NULL);
+		nr.volume_id = v->volume_id;
+		nr.volume_path = target;
+		nr.staging_target_path = staging;
+		nr.capacity_range = &range;
+		nr.volume_capability = cap;
+		int code = RPC("Node/NodeExpandVolume", &nr,
+			       &csi__v1__node_expand_volume_response__descriptor, &nresp);
+		if (code == 0) {
+			protobuf_c_message_free_unpacked(&nresp->base, NULL);
+		} else {
+			/* ext4 online growth needs CAP_SYS_RESOURCE; then it grows at restage. */
+			cr_assert_eq(code, 9, "node expand: %d %s", code, g_msg);
+			unpublish(v, target);
+			unstage(v, staging);
+			stage(v, staging, cap);
+			publish(v, staging, target, cap);
+		}
+		cr_assert_eq(statvfs(target, &sv2), 0);
+		cr_assert_gt((uint64_t)sv2.f_blocks * sv2.f_frsize,
+			     (uint64_t)sv1.f_blocks * sv1.f_frsize + (32ull << 20),
+			     "filesystem did not grow");
+	}
+	unpublish(v, target);
+	unstage(v, staging);
+	uint64_t id = pool_vol_id(v), found;
+	struct ts_vpool_volume_info info;
+	cr_assert_eq(ts_vpool_volume_info(g_vp, id, &info), 0);
+	cr_assert_eq(info.size, 128 << 20);
+	delete_vol(v);
+	cr_assert_eq(ts_vpool_volume_info(g_vp, id, &info), -ENOENT);
+	cr_assert_eq(ts_chain_volume_find(g_vp, "pvc-fs-1", &found), -ENOENT);
+	tfree_all();
+}
+
+Test(csi_dataplane, block_volume_pattern_lands_in_the_pool)
+{
+	Csi__V1__VolumeCapability *cap = tcap_block();
+	char staging[400], target[400];
+	static uint8_t data[3 << 20], back[3 << 20];
+	const Csi__V1__Volume *v;
+	struct ts_volume *vol;
+
+	v = create("pvc-block-1", 32 << 20, cap);
+	snprintf(staging, sizeof(staging), "%s/bstaging", e.dir);
+	snprintf(target, sizeof(target), "%s/btarget", e.dir);
+	mkdir(staging, 0750);
+	stage(v, staging, cap);
+	publish(v, staging, target, cap);
+	pattern(data, sizeof(data), 9);
+	int fd = open(target, O_WRONLY);
+	cr_assert_geq(fd, 0, "%s: %s", target, strerror(errno));
+	uint64_t devsize = 0;
+	cr_assert_eq(ioctl(fd, BLKGETSIZE64, &devsize), 0);
+	cr_assert_eq(devsize, 32 << 20);
+	cr_assert_eq(pwrite(fd, data, sizeof(data), 5 << 20), (ssize_t)sizeof(data));
+	cr_assert_eq(fsync(fd), 0);
+	close(fd);
+	unpublish(v, target);
+	unstage(v, staging);
+
+	/* The bytes are in the pool volume, read straight from the data plane. */
+	cr_assert_eq(ts_volume_open(g_vp, pool_vol_id(v), &vol), 0);
+	cr_assert_eq(ts_volume_read_sync(vol, 5 << 20, sizeof(back), back), 0);
+	ts_volume_close(vol);
+	cr_assert_eq(memcmp(data, back, sizeof(data)), 0);
+
+	/* And through a fresh attach. */
+	stage(v, staging, cap);
+	publish(v, staging, target, cap);
+	fd = open(target, O_RDONLY);
+	cr_assert_geq(fd, 0);
+	memset(back, 0, sizeof(back));
+	cr_assert_eq(pread(fd, back, sizeof(back), 5 << 20), (ssize_t)sizeof(back));
+	close(fd);
+	cr_assert_eq(memcmp(data, back, sizeof(data)), 0);
+	unpublish(v, target);
+	unstage(v, staging);
+	delete_vol(v);
+	tfree_all();
+}
+
+Test(csi_dataplane, create_is_idempotent_and_rejects_foreign_ec)
+{
+	Csi__V1__VolumeCapability *cap = tcap_mount("ext4");
+	Csi__V1__CreateVolumeRequest r = CSI__V1__CREATE_VOLUME_REQUEST__INIT;
+	Csi__V1__CapacityRange cr = CSI__V1__CAPACITY_RANGE__INIT;
+	Csi__V1__VolumeCapability *caps[1] = { cap };
+	Csi__V1__CreateVolumeRequest__ParametersEntry pe = CSI__V1__CREATE_VOLUME_REQUEST__PARAMETERS_ENTRY__INIT;
+	Csi__V1__CreateVolumeRequest__ParametersEntry *params[1] = { &pe };
+	const Csi__V1__Volume *a, *b;
+
+	a = create("pvc-same", 16 << 20, cap);
+	b = create("pvc-same", 16 << 20, cap);
+	cr_assert_str_eq(a->volume_id, b->volume_id);
+
+	r.name = "pvc-ec";
+	cr.required_bytes = 16 << 20;
+	r.capacity_range = &cr;
+	r.volume_capabilities = caps;
+	r.n_volume_capabilities = 1;
+	pe.key = "ec";
+	pe.value = "8+3";
+	r.parameters = params;
+	r.n_parameters = 1;
+	cr_assert_eq(RPC("Controller/CreateVolume", &r, NULL, NULL), 3 /* INVALID_ARGUMENT */,
+		     "%s", g_msg);
+	pe.value = "4+2";
+	Csi__V1__CreateVolumeResponse *resp;
+	cr_assert_eq(RPC("Controller/CreateVolume", &r,
+			 &csi__v1__create_volume_response__descriptor, &resp), 0, "%s", g_msg);
+	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	tfree_all();
+}

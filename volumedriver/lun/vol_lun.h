@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/**
+ * \file
+ * The volume LUN provider: serves a thin volume (dataplane/volume) as a LUN
+ * of Tessera's iSCSI target, through the engine's provider ops table.
+ *
+ * One ts_vol_lun per exported volume. ts_vol_lun_export() opens an IO
+ * handle on the volume, adds a target (one per volume, IQN derived from the
+ * volume's identity) and registers LUN 0 under it. ts_vol_lun_unexport()
+ * removes the target and waits until the engine has let go of the LUN (its
+ * last in-flight IO completed), then closes the volume handle, so the
+ * volume can be deleted or expanded right after.
+ *
+ * Flushes and FUA writes commit the volume pool synchronously, which must
+ * not run on the engine's event loop or a data-plane completion thread: a
+ * per-LUN worker thread does them, in submission order.
+ *
+ * THREAD SAFETY: export/unexport/resize for one LUN are called by one
+ * thread at a time (the CSI backend serialises them). IO ops run on the
+ * engine's threads; completions on data-plane threads.
+ */
+#ifndef TS_VOL_LUN_H
+#define TS_VOL_LUN_H
+
+#include <stdint.h>
+
+struct ts_iscsi_server;
+struct ts_vpool;
+struct ts_vol_lun;
+
+/** What to export. Strings are copied. */
+struct ts_vol_lun_opts {
+	const char *iqn;           /**< target name (required) */
+	const char *pr_state_path; /**< file for persistent reservations (required) */
+	const char *chap_user;     /**< optional CHAP (both or neither) */
+	const char *chap_secret;
+	uint8_t uuid[16];          /**< LUN identity (serial number, NAA id) */
+};
+
+/**
+ * Export volume \p vol_id of \p pool on \p srv. Returns 0 and *\p out;
+ * -ENOENT (no such volume), -EEXIST (target exists), -EINVAL, -ENOMEM.
+ */
+int ts_vol_lun_export(struct ts_iscsi_server *srv, struct ts_vpool *pool, uint64_t vol_id,
+		      const struct ts_vol_lun_opts *opts, struct ts_vol_lun **out);
+
+/**
+ * Remove the target, wait for the engine to release the LUN, close the
+ * volume handle and free \p l. NULL is a no-op. Returns 0 or the target
+ * removal error (the LUN is released and freed either way).
+ */
+int ts_vol_lun_unexport(struct ts_vol_lun *l);
+
+/**
+ * After the volume grew: tell the engine the LUN's new capacity (it raises
+ * CAPACITY DATA HAS CHANGED to every nexus). 0 or -errno.
+ */
+int ts_vol_lun_refresh(struct ts_vol_lun *l);
+
+#endif /* TS_VOL_LUN_H */
