@@ -104,7 +104,7 @@ tgt_stop() {
 		tgt_alive "$TGT_PID" || break
 		sleep 0.1
 	done
-	wait "$TGT_PID" 2>/dev/null || true
+	{ wait "$TGT_PID"; } 2>/dev/null || true # also hides bash's "Killed" notice
 	rm -f "/var/run/tgtd/socket.$TGT_CTL" "/var/run/tgtd/socket.$TGT_CTL.lock"
 	if [ -n "${TGT_DIR:-}" ]; then rm -f "$TGT_DIR/tgt.env"; fi
 	TGT_PID=
