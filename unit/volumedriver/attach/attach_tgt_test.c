@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -456,4 +458,37 @@ Test(attach_tgt, engine_orders_overlapping_requests)
 	free(ios);
 	free(model);
 	free(final);
+}
+
+Test(attach_tgt, read_only_attach)
+{
+	struct ts_attach_opts o;
+	struct ts_attach *a;
+	char url[256], buf[600];
+	int fd, ro = 0;
+
+	/* Put known bytes on the LUN through the target's backing file. */
+	fd = open(g_img, O_WRONLY);
+	cr_assert_geq(fd, 0);
+	memset(buf, 0x5c, sizeof(buf));
+	cr_assert_eq(ts_pwrite_full(fd, buf, sizeof(buf), 1000), 0);
+	close(fd);
+	opts_init(&o, url, sizeof(url));
+	o.read_only = true;
+	cr_assert_eq(ts_attach_open(&o, &a), 0);
+	cr_assert_eq(open(ts_attach_file_path(a), O_RDWR), -1);
+	cr_assert_eq(errno, EROFS);
+	fd = open(ts_attach_device_path(a), O_RDONLY);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(ioctl(fd, BLKROGET, &ro), 0);
+	cr_assert_eq(ro, 1, "loop device must be read-only");
+	close(fd);
+	fd = open(ts_attach_file_path(a), O_RDONLY);
+	cr_assert_geq(fd, 0);
+	memset(buf, 0, sizeof(buf));
+	cr_assert_eq(pread(fd, buf, 600, 1000), 600);
+	for (int i = 0; i < 600; i++)
+		cr_assert_eq((uint8_t)buf[i], 0x5c);
+	close(fd);
+	cr_assert_eq(ts_attach_close(a), 0);
 }
