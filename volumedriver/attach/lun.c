@@ -233,6 +233,9 @@ void lun_disconnect(struct lun *l)
 {
 	if (!l)
 		return;
+	/* A dead target must not turn logout into an endless reconnect loop. */
+	iscsi_set_noautoreconnect(l->iscsi, 1);
+	iscsi_set_timeout(l->iscsi, 5);
 	if (iscsi_is_logged_in(l->iscsi))
 		(void)iscsi_logout_sync(l->iscsi);
 	iscsi_destroy_context(l->iscsi);

@@ -499,3 +499,19 @@ Test(attach_tgt, read_only_attach)
 	close(fd);
 	cr_assert_eq(ts_attach_close(a), 0);
 }
+
+/* Detach must complete, and leave nothing, when the target is already gone. */
+Test(attach_tgt, detach_after_target_died)
+{
+	struct ts_attach_opts o;
+	struct ts_attach *a;
+	char url[256], dev[32], file[512];
+
+	opts_init(&o, url, sizeof(url));
+	cr_assert_eq(ts_attach_open(&o, &a), 0);
+	snprintf(dev, sizeof(dev), "%s", ts_attach_device_path(a));
+	snprintf(file, sizeof(file), "%s", ts_attach_file_path(a));
+	tgt_stop();
+	cr_assert_eq(ts_attach_close(a), 0);
+	assert_nothing_left(dev, file);
+}
