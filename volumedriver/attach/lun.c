@@ -397,27 +397,18 @@ static int io_issue(struct lun_io *io)
 	struct lun *l = io->l;
 	struct scsi_task *t;
 	uint32_t bytes = (uint32_t)(io->span.nblocks * l->bs);
+	bool rmw_read = io->op == LUN_WRITE && io->bounce && io->stage == 0;
 
-	if (io->op == LUN_FLUSH) {
+	io->iov.iov_base = io->bounce ? io->bounce : io->buf;
+	io->iov.iov_len = bytes;
+	if (io->op == LUN_FLUSH)
 		t = iscsi_synchronizecache16_task(l->iscsi, l->lun_id, 0, 0, 0, 0, io_done, io);
-	} else if (io->op == LUN_READ || io->stage == 0) {
-		if (io->bounce) {
-			io->iov.iov_base = io->bounce;
-		} else if (io->op == LUN_READ) {
-			io->iov.iov_base = io->buf;
-		} else {
-			goto write;
-		}
-		io->iov.iov_len = bytes;
+	else if (io->op == LUN_READ || rmw_read)
 		t = iscsi_read16_iov_task(l->iscsi, l->lun_id, io->span.lba, bytes, (int)l->bs, 0, 0, 0,
 					  0, 0, io_done, io, &io->iov, 1);
-	} else {
-write:
-		io->iov.iov_base = io->bounce ? io->bounce : io->buf;
-		io->iov.iov_len = bytes;
+	else
 		t = iscsi_write16_iov_task(l->iscsi, l->lun_id, io->span.lba, NULL, bytes, (int)l->bs, 0,
 					   0, 0, 0, 0, io_done, io, &io->iov, 1);
-	}
 	return t ? 0 : -ENOMEM;
 }
 
