@@ -13,6 +13,7 @@
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -514,4 +515,72 @@ Test(attach_tgt, detach_after_target_died)
 	tgt_stop();
 	cr_assert_eq(ts_attach_close(a), 0);
 	assert_nothing_left(dev, file);
+}
+
+static long backing_blocks(void)
+{
+	struct stat st;
+
+	cr_assert_eq(stat(g_img, &st), 0);
+	return (long)st.st_blocks;
+}
+
+/*
+ * Discard: PUNCH_HOLE through the file (unaligned edges zeroed, whole blocks
+ * UNMAPped: tgt punches them out of its backing file) and BLKDISCARD on the
+ * loop device; without thin provisioning on the LUN, EOPNOTSUPP.
+ */
+Test(attach_tgt, discard_unmaps_and_zeroes)
+{
+	const size_t len = 2u << 20;
+	struct ts_attach_opts o;
+	struct ts_attach *a;
+	char url[256];
+	uint8_t *pat, *back;
+	uint64_t range[2] = { 1u << 20, 512u << 10 };
+	long before;
+	int fd, dfd;
+
+	pat = malloc(len);
+	back = malloc(len);
+	fill(pat, len, 5);
+	opts_init(&o, url, sizeof(url));
+
+	cr_assert_eq(ts_attach_open(&o, &a), 0);
+	fd = open(ts_attach_file_path(a), O_RDWR);
+	cr_assert_eq(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4096), -1);
+	cr_assert_eq(errno, EOPNOTSUPP, "no thin provisioning: no discard");
+	close(fd);
+	cr_assert_eq(ts_attach_close(a), 0);
+
+	cr_assert_eq(sh("%s/e2e/lib/tgt-ctl.sh thin %s 1", TS_SOURCE_DIR, g_dir), 0);
+	cr_assert_eq(ts_attach_open(&o, &a), 0);
+	fd = open(ts_attach_file_path(a), O_RDWR);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(ts_pwrite_full(fd, pat, len, 0), 0);
+	cr_assert_eq(fsync(fd), 0);
+	before = backing_blocks();
+
+	/* Unaligned: [1000, 1000 + 300000) */
+	cr_assert_eq(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 1000, 300000), 0,
+		     "%s", strerror(errno));
+	memset(pat + 1000, 0, 300000);
+	/* Inside two blocks, no whole block: zeroes only. */
+	cr_assert_eq(fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 400000 + 100, 700), 0);
+	memset(pat + 400000 + 100, 0, 700);
+	/* Through the block device: [1 MiB, 1.5 MiB) */
+	dfd = open(ts_attach_device_path(a), O_RDWR);
+	cr_assert_geq(dfd, 0);
+	cr_assert_eq(ioctl(dfd, BLKDISCARD, range), 0, "BLKDISCARD: %s", strerror(errno));
+	close(dfd);
+	memset(pat + range[0], 0, range[1]);
+
+	cr_assert_eq(ts_pread_full(fd, back, len, 0), 0);
+	cr_assert_eq(memcmp(back, pat, len), 0, "discarded ranges must read as zeroes, the rest intact");
+	cr_assert_lt(backing_blocks(), before - (long)((range[1] + 290000) / 512),
+		     "tgt must have deallocated the unmapped blocks");
+	close(fd);
+	cr_assert_eq(ts_attach_close(a), 0);
+	free(pat);
+	free(back);
 }
