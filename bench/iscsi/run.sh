@@ -54,12 +54,19 @@ LOAD=$ROOT/$BUILD/bin/ts-iscsi-load
 WORK=$(mktemp -d "$DIR/ts-bench-iscsi.XXXXXX")
 TS_PID=
 cleanup() {
-	tgt_stop || true
-	if [ -n "$TS_PID" ]; then kill -TERM "$TS_PID" 2>/dev/null; sleep 0.5; kill -KILL "$TS_PID" 2>/dev/null; fi
-	wait 2>/dev/null || true
-	rm -rf "$WORK"
+	set +e # everything below must run, whatever fails
+	rm -rf "$WORK"  # first: the backing files are large and live in RAM
+	tgt_stop
+	if [ -n "$TS_PID" ]; then
+		kill -TERM "$TS_PID" 2>/dev/null
+		for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$TS_PID" 2>/dev/null || break; sleep 0.2; done
+		kill -KILL "$TS_PID" 2>/dev/null
+		TS_PID=
+	fi
+	wait 2>/dev/null
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM # runs the EXIT trap
 
 # tgt serves the file as LUN 1 (LUN 0 is its controller), Tessera as TESSERA_LUN.
 # Same bytes behind both targets: one file written once, copied.
