@@ -17,7 +17,10 @@
 #   TESSERA_TARGET_CMD command line that serves FILE as LUN 1 of target IQN on
 #                      127.0.0.1:PORT, with @PORT@ @IQN@ @FILE@ @SIZE@ as
 #                      placeholders. Default: $TS_BENCH_BUILD/bin/tessera-target
-#                      --portal 127.0.0.1 @PORT@ --lun @IQN@ file @FILE@
+#                      --portal 127.0.0.1:@PORT@ --lun @IQN@:@FILE@:@SIZE@ (its
+#                      command line on 2026-11-24; check tessera-target --help)
+#   TESSERA_LUN        LUN number Tessera's target serves the file as (default 0;
+#                      tgt's is 1, as its LUN 0 is the controller)
 #                      If that program is missing or does not listen on PORT
 #                      within 10 s, Tessera's half is skipped and says why.
 #
@@ -51,13 +54,21 @@ LOAD=$ROOT/$BUILD/bin/ts-iscsi-load
 WORK=$(mktemp -d "$DIR/ts-bench-iscsi.XXXXXX")
 TS_PID=
 cleanup() {
-	tgt_stop || true
-	if [ -n "$TS_PID" ]; then kill -TERM "$TS_PID" 2>/dev/null; sleep 0.5; kill -KILL "$TS_PID" 2>/dev/null; fi
-	wait 2>/dev/null || true
-	rm -rf "$WORK"
+	set +e # everything below must run, whatever fails
+	rm -rf "$WORK"  # first: the backing files are large and live in RAM
+	tgt_stop
+	if [ -n "$TS_PID" ]; then
+		kill -TERM "$TS_PID" 2>/dev/null
+		for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$TS_PID" 2>/dev/null || break; sleep 0.2; done
+		kill -KILL "$TS_PID" 2>/dev/null
+		TS_PID=
+	fi
+	wait 2>/dev/null
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM # runs the EXIT trap
 
+# tgt serves the file as LUN 1 (LUN 0 is its controller), Tessera as TESSERA_LUN.
 # Same bytes behind both targets: one file written once, copied.
 truncate -s "$SIZE" "$WORK/tgt.img"
 dd if=/dev/urandom of="$WORK/tgt.img" bs=1M count=$(($(stat -c %s "$WORK/tgt.img") >> 20)) \
@@ -82,7 +93,7 @@ URL[tgt]=$(tgt_url "$IQN_TGT")
 echo "tgt $(tgtd --version 2>/dev/null || true) on 127.0.0.1:$TGT_PORT"
 
 TS_SKIP=
-CMD_T=${TESSERA_TARGET_CMD:-"$ROOT/$BUILD/bin/tessera-target --portal 127.0.0.1 @PORT@ --lun @IQN@ file @FILE@"}
+CMD_T=${TESSERA_TARGET_CMD:-"$ROOT/$BUILD/bin/tessera-target --portal 127.0.0.1:@PORT@ --lun @IQN@:@FILE@:@SIZE@"}
 TS_BIN=${CMD_T%% *}
 if [ ! -x "$TS_BIN" ]; then
 	TS_SKIP="Tessera's target ($TS_BIN) is not built in this tree; set TESSERA_TARGET_CMD to measure it"
@@ -108,7 +119,7 @@ else
 	if tgt_port_free "$port"; then
 		TS_SKIP="Tessera's target did not listen on 127.0.0.1:$port within 10 s (log: $(tail -3 "$WORK/tessera.log" | tr '\n' ' '))"
 	else
-		URL[tessera]="iscsi://127.0.0.1:$port/$IQN_TS/1"
+		URL[tessera]="iscsi://127.0.0.1:$port/$IQN_TS/${TESSERA_LUN:-0}"
 	fi
 fi
 if [ -n "$TS_SKIP" ]; then echo "tessera: SKIPPED: $TS_SKIP"; fi

@@ -6,6 +6,7 @@
 #   tgt-ctl.sh target DIR TID IQN FILE [BS]
 #   tgt-ctl.sh chap DIR TID USER SECRET
 #   tgt-ctl.sh chap-mutual DIR TID USER SECRET
+#   tgt-ctl.sh thin DIR TID
 #   tgt-ctl.sh stop DIR
 set -uo pipefail
 # shellcheck source=e2e/lib/tgt.sh
@@ -17,6 +18,7 @@ case $cmd in
 start) tgt_start "$dir" "$@" && cat "$dir/tgt.env" ;;
 target) tgt_load "$dir" && tgt_target "$@" ;;
 chap) tgt_load "$dir" && tgt_chap "$@" ;;
+thin) tgt_load "$dir" && tgt_thin "$@" ;;
 chap-mutual) tgt_load "$dir" && tgt_chap_mutual "$@" ;;
 stop) [ -f "$dir/tgt.env" ] || exit 0; tgt_load "$dir" && tgt_stop ;;
 *) echo "tgt-ctl.sh: unknown command $cmd" >&2; exit 2 ;;

@@ -15,6 +15,7 @@
 #   tgt_chap TID USER SECRET      require CHAP: the initiator proves USER/SECRET
 #   tgt_chap_mutual TID USER SECRET
 #                                 mutual CHAP: the target proves USER/SECRET
+#   tgt_thin TID                  thin provisioning on LUN 1 (UNMAP, LBPME, LBPRZ)
 #   tgt_url IQN [LUN]             iscsi://127.0.0.1:PORT/IQN/LUN
 #   tgt_load DIR                  load TGT_* from DIR/tgt.env (another shell)
 #   tgt_stop                      kill tgtd (SIGKILL, see below); idempotent
@@ -104,9 +105,14 @@ tgt_stop() {
 		tgt_alive "$TGT_PID" || break
 		sleep 0.1
 	done
-	wait "$TGT_PID" 2>/dev/null || true
+	{ wait "$TGT_PID"; } 2>/dev/null || true # also hides bash's "Killed" notice
 	rm -f "/var/run/tgtd/socket.$TGT_CTL" "/var/run/tgtd/socket.$TGT_CTL.lock"
 	if [ -n "${TGT_DIR:-}" ]; then rm -f "$TGT_DIR/tgt.env"; fi
 	TGT_PID=
 	return 0
+}
+
+# Thin provisioning on LUN 1 of TID: UNMAP supported, LBPME=1 LBPRZ=1.
+tgt_thin() {
+	tgt_adm --mode logicalunit --op update --tid "$1" --lun 1 --params thin_provisioning=1
 }

@@ -8,7 +8,8 @@
  * exposes it as one regular file through FUSE, binds that file to a loop
  * device and hands back the loop device's path (/dev/loopN). Everything the
  * kernel sends to the loop device reaches the FUSE file and becomes SCSI
- * READ(16) / WRITE(16) / SYNCHRONIZE CACHE(16) on the iSCSI session.
+ * READ(16) / WRITE(16) / SYNCHRONIZE CACHE(16) on the iSCSI session, and
+ * discards become UNMAP where the LUN reads unmapped blocks as zeroes.
  *
  *   /dev/loopN --(buffered, no direct IO)--> <mountdir>/lun (FUSE, direct_io)
  *     --> attach thread --> libiscsi --> TCP --> target

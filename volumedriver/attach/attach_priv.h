@@ -35,7 +35,7 @@ static inline struct attach_span attach_span_of(uint64_t off, uint64_t len, uint
 
 /* ---- LUN engine (lun.c) ---- */
 
-enum lun_op { LUN_READ = 0, LUN_WRITE, LUN_FLUSH };
+enum lun_op { LUN_READ = 0, LUN_WRITE, LUN_FLUSH, LUN_UNMAP };
 
 /** Completion: \p status is the byte count for reads/writes, 0 for flush, or -errno. */
 typedef void (*lun_cb)(void *arg, long status);
@@ -53,10 +53,12 @@ uint64_t lun_size(const struct lun *l);
 /** Publish a larger capacity (any thread; readers see old or new). */
 void lun_set_size(struct lun *l, uint64_t size);
 uint32_t lun_block_size(const struct lun *l);
+/** true if the LUN unmaps (LBPME) and reads unmapped blocks as zeroes (LBPRZ). */
+bool lun_can_unmap_zero(const struct lun *l);
 
 /**
- * Submit an IO of \p len bytes at byte \p off (any alignment). \p buf must
- * stay valid until \p cb fires. 0: cb fires exactly once, later, from
+ * Submit an IO of \p len bytes at byte \p off (any alignment; LUN_UNMAP:
+ * whole blocks, \p buf NULL). \p buf must stay valid until \p cb fires. 0: cb fires exactly once, later, from
  * lun_service()/lun_tick(). <0: it never fires. Owner thread only.
  */
 int lun_submit(struct lun *l, enum lun_op op, uint64_t off, uint64_t len, void *buf, lun_cb cb,

@@ -29,7 +29,9 @@
 #define FUSE_USE_VERSION 312
 #include <fuse3/fuse_lowlevel.h>
 
+#include <fcntl.h>
 #include <limits.h>
+#include <linux/falloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -267,6 +269,100 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 	submit(req, LUN_FLUSH, 0, 0, NULL);
 }
 
+/*
+ * fallocate(PUNCH_HOLE|KEEP_SIZE) and (ZERO_RANGE|KEEP_SIZE), which the loop
+ * device sends for discards and write-zeroes: when unmapped blocks read as
+ * zeroes (LBPME and LBPRZ), the whole blocks inside the range are UNMAPped
+ * and the partial blocks at its edges are written with zeroes; up to three
+ * LUN IOs, and the reply goes out when the last completes (first error wins).
+ * Anything else, or a LUN that cannot, gets EOPNOTSUPP.
+ */
+struct falloc_part {
+	uint64_t off, len;
+	enum lun_op op;
+};
+
+struct falloc_op {
+	fuse_req_t req;
+	int left;
+	int err;
+	uint8_t *zeroes;
+};
+
+static void falloc_done(void *arg, long status)
+{
+	struct falloc_op *op = arg;
+
+	if (status < 0 && !op->err)
+		op->err = (int)-status;
+	if (--op->left > 0)
+		return;
+	fuse_reply_err(op->req, op->err);
+	ts_free(op->zeroes);
+	ts_free(op);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			 struct fuse_file_info *fi)
+{
+	struct attach_fuse *f = fuse_req_userdata(req);
+	uint64_t size = lun_size(f->lun), bs = lun_block_size(f->lun), start, end, a0, a1;
+	struct falloc_part part[3];
+	struct falloc_op *op;
+	int n = 0, rc = 0;
+
+	(void)ino;
+	(void)fi;
+	if ((mode != (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) &&
+	     mode != (FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)) || !lun_can_unmap_zero(f->lun)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (f->read_only) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (off < 0 || len <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	start = TS_MIN((uint64_t)off, size);
+	end = TS_MIN((uint64_t)off + (uint64_t)len, size);
+	if (start == end) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	a0 = TS_ALIGN_UP(start, bs);
+	a1 = end / bs * bs;
+	if (a0 >= a1) { /* no whole block inside: zeroes only, less than two blocks */
+		part[n++] = (struct falloc_part){ start, end - start, LUN_WRITE };
+	} else {
+		if (start < a0)
+			part[n++] = (struct falloc_part){ start, a0 - start, LUN_WRITE };
+		part[n++] = (struct falloc_part){ a0, a1 - a0, LUN_UNMAP };
+		if (a1 < end)
+			part[n++] = (struct falloc_part){ a1, end - a1, LUN_WRITE };
+	}
+	op = ts_calloc(1, sizeof(*op));
+	if (!op || !(op->zeroes = ts_calloc(2, bs))) {
+		ts_free(op);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	op->req = req;
+	op->left = n + 1; /* +1: ours, so no completion replies while we still submit */
+	for (int i = 0; i < n; i++) {
+		rc = lun_submit(f->lun, part[i].op, part[i].off, part[i].len,
+				part[i].op == LUN_WRITE ? op->zeroes : NULL, falloc_done, op);
+		if (rc) {
+			op->err = -rc;
+			op->left -= n - i; /* these never complete */
+			break;
+		}
+	}
+	falloc_done(op, 0);
+}
+
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
@@ -284,6 +380,7 @@ static const struct fuse_lowlevel_ops g_ops = {
 	.write = op_write,
 	.flush = op_flush,
 	.fsync = op_fsync,
+	.fallocate = op_fallocate,
 };
 
 /* ---- the attach thread ---- */

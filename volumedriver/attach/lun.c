@@ -5,7 +5,7 @@
  * Workload. The FUSE front hands us reads and writes at any byte offset and
  * length (the loop device sends whole blocks, but anyone may pwrite() the
  * FUSE file directly), and fsyncs. We turn them into READ(16), WRITE(16) and
- * SYNCHRONIZE CACHE(16) on a libiscsi context driven by the attach thread's
+ * SYNCHRONIZE CACHE(16) (and UNMAP for discards) on a libiscsi context driven by the attach thread's
  * poll loop; many commands may be in flight at once.
  *
  * Alignment. A request covering whole logical blocks goes straight to the
@@ -15,7 +15,8 @@
  * bytes in and writes the span back (read-modify-write).
  *
  * Ordering invariant. Two requests conflict when their block spans overlap
- * and at least one of them writes; a flush conflicts with every write. A
+ * and at least one of them writes (an unmap counts as a write); a flush
+ * conflicts with every write and unmap. A
  * request is started only when it conflicts with nothing in flight, and
  * requests wait in one FIFO: once anything waits, later requests queue
  * behind it. So a read-modify-write never interleaves with another write to
@@ -59,6 +60,7 @@ struct lun_io {
 	int stage;       /* unaligned write: 0 reading the span, 1 writing it */
 	int tries;
 	struct scsi_iovec iov;
+	struct unmap_list unmap;
 	lun_cb cb;
 	void *arg;
 };
@@ -68,6 +70,7 @@ struct lun {
 	int lun_id;
 	uint64_t size;
 	uint32_t bs;
+	bool lbpme, lbprz;
 	struct lun_io *inflight;            /* doubly linked, unordered */
 	struct lun_io *wait_head, *wait_tail;
 	unsigned pending;
@@ -91,6 +94,11 @@ void lun_set_size(struct lun *l, uint64_t size)
 uint32_t lun_block_size(const struct lun *l)
 {
 	return l->bs;
+}
+
+bool lun_can_unmap_zero(const struct lun *l)
+{
+	return l->lbpme && l->lbprz;
 }
 
 unsigned lun_pending(const struct lun *l)
@@ -135,6 +143,8 @@ static int lun_read_capacity(struct lun *l)
 		if (rc16) {
 			l->bs = rc16->block_length;
 			l->size = (rc16->returned_lba + 1) * (uint64_t)rc16->block_length;
+			l->lbpme = rc16->lbpme;
+			l->lbprz = rc16->lbprz;
 			rc = 0;
 		}
 	}
@@ -238,6 +248,9 @@ void lun_disconnect(struct lun *l)
 {
 	if (!l)
 		return;
+	/* A dead target must not turn logout into an endless reconnect loop. */
+	iscsi_set_noautoreconnect(l->iscsi, 1);
+	iscsi_set_timeout(l->iscsi, 5);
 	if (iscsi_is_logged_in(l->iscsi))
 		(void)iscsi_logout_sync(l->iscsi);
 	iscsi_destroy_context(l->iscsi);
@@ -250,8 +263,8 @@ static bool io_conflicts(const struct lun_io *a, const struct lun_io *b)
 {
 	if (a->op == LUN_READ && b->op == LUN_READ)
 		return false;
-	if (a->op == LUN_FLUSH || b->op == LUN_FLUSH)
-		return a->op != LUN_READ && b->op != LUN_READ && !(a->op == b->op);
+	if (a->op == LUN_FLUSH || b->op == LUN_FLUSH) /* a flush orders writes and unmaps */
+		return a->op != LUN_READ && b->op != LUN_READ && a->op != b->op;
 	return a->span.lba < b->span.lba + b->span.nblocks &&
 	       b->span.lba < a->span.lba + a->span.nblocks;
 }
@@ -399,27 +412,23 @@ static int io_issue(struct lun_io *io)
 	struct lun *l = io->l;
 	struct scsi_task *t;
 	uint32_t bytes = (uint32_t)(io->span.nblocks * l->bs);
+	bool rmw_read = io->op == LUN_WRITE && io->bounce && io->stage == 0;
 
+	io->iov.iov_base = io->bounce ? io->bounce : io->buf;
+	io->iov.iov_len = bytes;
 	if (io->op == LUN_FLUSH) {
 		t = iscsi_synchronizecache16_task(l->iscsi, l->lun_id, 0, 0, 0, 0, io_done, io);
-	} else if (io->op == LUN_READ || io->stage == 0) {
-		if (io->bounce) {
-			io->iov.iov_base = io->bounce;
-		} else if (io->op == LUN_READ) {
-			io->iov.iov_base = io->buf;
-		} else {
-			goto write;
-		}
-		io->iov.iov_len = bytes;
+	} else if (io->op == LUN_UNMAP) {
+		io->unmap.lba = io->span.lba;
+		io->unmap.num = (uint32_t)io->span.nblocks;
+		t = iscsi_unmap_task(l->iscsi, l->lun_id, 0, 0, &io->unmap, 1, io_done, io);
+	}
+	else if (io->op == LUN_READ || rmw_read)
 		t = iscsi_read16_iov_task(l->iscsi, l->lun_id, io->span.lba, bytes, (int)l->bs, 0, 0, 0,
 					  0, 0, io_done, io, &io->iov, 1);
-	} else {
-write:
-		io->iov.iov_base = io->bounce ? io->bounce : io->buf;
-		io->iov.iov_len = bytes;
+	else
 		t = iscsi_write16_iov_task(l->iscsi, l->lun_id, io->span.lba, NULL, bytes, (int)l->bs, 0,
 					   0, 0, 0, 0, io_done, io, &io->iov, 1);
-	}
 	return t ? 0 : -ENOMEM;
 }
 
@@ -429,11 +438,18 @@ int lun_submit(struct lun *l, enum lun_op op, uint64_t off, uint64_t len, void *
 	struct lun_io *io;
 	int rc;
 
-	if (!cb || op > LUN_FLUSH)
+	if (!cb || op > LUN_UNMAP)
 		return -EINVAL;
 	if (l->failing)
 		return -EIO;
-	if (op != LUN_FLUSH) {
+	if (op == LUN_UNMAP) {
+		/* One descriptor: whole blocks, fewer than 2^32 of them. */
+		if (buf || len == 0 || off % l->bs || len % l->bs || len / l->bs > UINT32_MAX ||
+		    off > l->size || len > l->size - off)
+			return -EINVAL;
+		if (!l->lbpme)
+			return -EOPNOTSUPP;
+	} else if (op != LUN_FLUSH) {
 		/* One command per request: keep it well under a 32-bit transfer length. */
 		if (!buf || len == 0 || len > (64u << 20) || off > l->size || len > l->size - off)
 			return -EINVAL;

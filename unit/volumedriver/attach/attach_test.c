@@ -84,6 +84,17 @@ Test(attach_conflict, rules)
 	cr_assert(!io_conflicts(&f1, &f2));
 }
 
+Test(attach_conflict, unmap_is_a_write)
+{
+	struct lun_io u = mk(LUN_UNMAP, 10, 10), r = mk(LUN_READ, 19, 1), w = mk(LUN_WRITE, 5, 5);
+	struct lun_io f = mk(LUN_FLUSH, 0, 1000), far = mk(LUN_READ, 20, 4);
+
+	cr_assert(io_conflicts(&u, &r) && io_conflicts(&r, &u));
+	cr_assert(!io_conflicts(&u, &w), "adjacent");
+	cr_assert(!io_conflicts(&u, &far));
+	cr_assert(io_conflicts(&u, &f) && io_conflicts(&f, &u), "a flush orders unmaps too");
+}
+
 Test(attach_errors, login_messages)
 {
 	cr_assert_eq(connect_errno("Failed to log in to target. Status: Authentication failure(513)"),
