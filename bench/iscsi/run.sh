@@ -46,7 +46,8 @@ WORKLOADS=("randread 1" "randread 32" "randwrite 1" "randwrite 32")
 
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD" --target ts-iscsi-load >/dev/null
-if cmake --build "$BUILD" --target help 2>/dev/null | grep -q '^tessera-target:'; then
+# (no grep -q on a pipe: with pipefail its early exit would fail the pipeline)
+if cmake --build "$BUILD" --target help 2>/dev/null | grep '^tessera-target:' >/dev/null; then
 	cmake --build "$BUILD" --target tessera-target >/dev/null
 fi
 LOAD=$ROOT/$BUILD/bin/ts-iscsi-load

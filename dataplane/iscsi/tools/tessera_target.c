@@ -164,7 +164,7 @@ int main(int argc, char **argv)
 		}
 		continue;
 bad_lun:
-		fprintf(stderr, "tessera-target: bad --lun (want iqn:path|ram:size)\n");
+		fprintf(stderr, "tessera-target: bad --lun (want iqn:path:size or iqn:ram:size)\n");
 		goto out;
 	}
 	if (port_file) {
@@ -182,7 +182,7 @@ out:
 	ts_iscsi_server_destroy(srv);
 	return rc;
 usage:
-	fprintf(stderr, "usage: tessera-target --portal ADDR:PORT --lun IQN:PATH|ram:SIZE [--lun ...]\n"
+	fprintf(stderr, "usage: tessera-target --portal ADDR:PORT --lun IQN:PATH:SIZE|IQN:ram:SIZE [--lun ...]\n"
 			"       [--chap USER:SECRET] [--mutual USER:SECRET] [--threads N]\n"
 			"       [--block-size 512|4096] [--pr-dir DIR] [--port-file FILE]\n");
 	return 2;
