@@ -295,9 +295,9 @@ static int delta_open(struct ts_csi_driver *d, struct csi_call *c, const void *r
 {
 	const Csi__V1__GetMetadataDeltaRequest *req = reqp;
 
-	if (!req->base_snapshot_id || !req->base_snapshot_id[0])
-		return csi_fail(c, CSI_INVALID_ARGUMENT, "base_snapshot_id is required");
-	return meta_open(d, c, req->base_snapshot_id, req->target_snapshot_id,
+	/* "" (not NULL) marks a delta: meta_open reports it as a missing base. */
+	return meta_open(d, c, req->base_snapshot_id ? req->base_snapshot_id : "",
+			 req->target_snapshot_id,
 			 req->starting_offset, req->max_results, state);
 }
 

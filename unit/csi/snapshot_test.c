@@ -11,6 +11,8 @@
  * staged read (FUSE, loop devices).
  */
 #include <criterion/criterion.h>
+#include <grpc/byte_buffer.h>
+#include <grpc/support/time.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,7 @@
 
 #include "csi/backend_dataplane.h"
 #include "csi/csi.h"
+#include "csi/csi_priv.h"
 #include "dataplane/common/ts_common.h"
 #include "dataplane/iscsi/iscsi.h"
 #include "dataplane/pool/pool.h"
@@ -781,4 +784,119 @@ Test(csi_snapshot, bad_input)
 	cr_assert_eq(meta(s1, s1, 0, 0, r, 4, &n, &cap, &msgs), 0, "%s", g_msg);
 	cr_assert_eq(n, 0);
 	tfree_all();
+}
+
+/* A client that reads one message of a long stream and cancels: the server
+ * ends the stream (CANCELLED), frees it, and keeps serving. */
+Test(csi_snapshot, stream_cancelled_by_the_client)
+{
+	char vol[80], s1[80];
+	struct range r[600];
+	size_t n, msgs;
+	int64_t cap;
+
+	cr_assert_eq(vcreate("pvc-many", 8 * MIB, NULL, vol, NULL), 0, "%s", g_msg);
+	for (int i = 0; i < 256; i++)
+		vwrite(vol, (uint64_t)i * 2 * BLK, BLK, (uint32_t)i + 1); /* 256 separate ranges */
+	cr_assert_eq(snap(vol, "many", s1), 0, "%s", g_msg);
+
+	for (int round = 0; round < 3; round++) {
+		Csi__V1__GetMetadataAllocatedRequest req = CSI__V1__GET_METADATA_ALLOCATED_REQUEST__INIT;
+		grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+		grpc_call *call = grpc_channel_create_call(
+			g_ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+			grpc_slice_from_static_string("/csi.v1.SnapshotMetadata/GetMetadataAllocated"),
+			NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		uint8_t buf[128];
+		size_t len;
+		grpc_slice sl;
+		grpc_byte_buffer *send, *recv = NULL;
+		grpc_metadata_array md, trail;
+		grpc_status_code status = GRPC_STATUS_OK;
+		grpc_slice details = grpc_empty_slice();
+		grpc_op ops[4];
+		int tag;
+
+		req.snapshot_id = s1;
+		req.max_results = 1;
+		len = protobuf_c_message_pack(&req.base, buf);
+		sl = grpc_slice_from_copied_buffer((const char *)buf, len);
+		send = grpc_raw_byte_buffer_create(&sl, 1);
+		grpc_slice_unref(sl);
+		grpc_metadata_array_init(&md);
+		grpc_metadata_array_init(&trail);
+		memset(ops, 0, sizeof(ops));
+		ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+		ops[1].op = GRPC_OP_SEND_MESSAGE;
+		ops[1].data.send_message.send_message = send;
+		ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+		ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+		ops[3].data.recv_initial_metadata.recv_initial_metadata = &md;
+		cr_assert_eq(grpc_call_start_batch(call, ops, 4, &tag, NULL), GRPC_CALL_OK);
+		grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		memset(ops, 0, sizeof(ops));
+		ops[0].op = GRPC_OP_RECV_MESSAGE;
+		ops[0].data.recv_message.recv_message = &recv;
+		cr_assert_eq(grpc_call_start_batch(call, ops, 1, &tag, NULL), GRPC_CALL_OK);
+		grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		cr_assert_not_null(recv, "no first message");
+		grpc_byte_buffer_destroy(recv);
+		grpc_call_cancel(call, NULL);
+		memset(ops, 0, sizeof(ops));
+		ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+		ops[0].data.recv_status_on_client.trailing_metadata = &trail;
+		ops[0].data.recv_status_on_client.status = &status;
+		ops[0].data.recv_status_on_client.status_details = &details;
+		cr_assert_eq(grpc_call_start_batch(call, ops, 1, &tag, NULL), GRPC_CALL_OK);
+		grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		cr_assert_eq(status, GRPC_STATUS_CANCELLED);
+		grpc_byte_buffer_destroy(send);
+		grpc_slice_unref(details);
+		grpc_metadata_array_destroy(&md);
+		grpc_metadata_array_destroy(&trail);
+		grpc_call_unref(call);
+		grpc_completion_queue_shutdown(cq);
+		grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		grpc_completion_queue_destroy(cq);
+	}
+	/* The server still streams the whole thing to a patient client. */
+	cr_assert_eq(meta(NULL, s1, 0, 1, r, 600, &n, &cap, &msgs), 0, "%s", g_msg);
+	cr_assert_eq(n, 256);
+	cr_assert_eq(msgs, 256);
+	for (size_t i = 0; i < n; i++)
+		cr_assert(r[i].off == (int64_t)i * 2 * BLK && r[i].len == BLK, "range %zu", i);
+	/* Default page size: 256 ranges in one message. */
+	cr_assert_eq(meta(NULL, s1, 0, 0, r, 600, &n, &cap, &msgs), 0, "%s", g_msg);
+	cr_assert_eq(n, 256);
+	cr_assert_eq(msgs, 1);
+	tfree_all();
+}
+
+/* The stream cycle on its own: undecodable bytes, and a backend without snap_delta. */
+Test(csi_snapshot, stream_cycle_rejects_bad_bytes_and_missing_ops)
+{
+	static const uint8_t bad[] = { 0x0a, 0x64, 0x41, 0x41 }; /* length 100, 2 bytes present */
+	struct csi_stream *st;
+	struct tenv fe;
+	const char *msg;
+	uint8_t *buf;
+	size_t len;
+
+	st = csi_stream_open(e.d, &csi_snapmeta_methods[0], bad, sizeof(bad), NULL, 0);
+	cr_assert_not_null(st);
+	cr_assert_eq(csi_stream_next(st, &buf, &len), -1);
+	cr_assert_null(buf);
+	cr_assert_eq(csi_stream_status(st, &msg), 3, "%s", msg);
+	csi_stream_close(st);
+
+	tenv_init(&fe, NULL, NULL, 64 * MIB);
+	for (size_t i = 0; i < csi_snapmeta_method_count; i++) {
+		st = csi_stream_open(fe.d, &csi_snapmeta_methods[i], NULL, 0, NULL, 0);
+		cr_assert_not_null(st);
+		cr_assert_eq(csi_stream_next(st, &buf, &len), -1);
+		cr_assert_eq(csi_stream_status(st, &msg), 12, "%s", msg);
+		csi_stream_close(st);
+	}
+	tenv_fini(&fe);
+	csi_stream_close(NULL);
 }
