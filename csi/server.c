@@ -220,6 +220,7 @@ static void deadline_to_call(gpr_timespec dl, struct csi_call *c)
 static void stream_pump(struct call_state *cs)
 {
 	grpc_op ops[2];
+	grpc_slice sl;
 	uint8_t *buf;
 	size_t len, n = 0;
 	const char *msg;
@@ -234,7 +235,7 @@ static void stream_pump(struct call_state *cs)
 		finish(cs, NULL, code, msg);
 		return;
 	}
-	grpc_slice sl = grpc_slice_from_copied_buffer((const char *)buf, len);
+	sl = grpc_slice_from_copied_buffer((const char *)buf, len);
 	ts_free(buf);
 	cs->smsg = grpc_raw_byte_buffer_create(&sl, 1);
 	grpc_slice_unref(sl);

@@ -899,4 +899,49 @@ Test(csi_snapshot, stream_cycle_rejects_bad_bytes_and_missing_ops)
 	}
 	tenv_fini(&fe);
 	csi_stream_close(NULL);
+
+	/* Mutated requests of both methods: every stream ends with a known code. */
+	{
+		char vol[80], s1[80], s2[80];
+		Csi__V1__GetMetadataDeltaRequest dr = CSI__V1__GET_METADATA_DELTA_REQUEST__INIT;
+		uint8_t base[256], req[256];
+		size_t blen;
+		unsigned seed = 12345, ok = 0, failed = 0;
+
+		cr_assert_eq(vcreate("pvc-fz", 4 * MIB, NULL, vol, NULL), 0, "%s", g_msg);
+		vwrite(vol, 0, BLK, 1);
+		cr_assert_eq(snap(vol, "fz-1", s1), 0, "%s", g_msg);
+		vwrite(vol, MIB, BLK, 2);
+		cr_assert_eq(snap(vol, "fz-2", s2), 0, "%s", g_msg);
+		dr.base_snapshot_id = s1;
+		dr.target_snapshot_id = s2;
+		dr.starting_offset = 4096;
+		dr.max_results = 1;
+		blen = protobuf_c_message_pack(&dr.base, base);
+		for (int it = 0; it < 3000; it++) {
+			size_t rlen = blen;
+			int code, rc;
+
+			memcpy(req, base, blen);
+			for (int k = 0; k < 1 + it % 4; k++) {
+				seed = seed * 1103515245u + 12345u;
+				req[(seed >> 8) % blen] = (uint8_t)(seed >> 16);
+			}
+			if (it % 7 == 0)
+				rlen = (seed >> 4) % (blen + 1);
+			st = csi_stream_open(e.d, &csi_snapmeta_methods[it % 2], req, rlen, NULL, 0);
+			cr_assert_not_null(st);
+			for (int m = 0; m < 100 && (rc = csi_stream_next(st, &buf, &len)) == 1; m++)
+				ts_free(buf);
+			code = csi_stream_status(st, &msg);
+			cr_assert(code == 0 || code == 3 || code == 5 || code == 11, "code %d: %s", code,
+				  msg);
+			ok += code == 0;
+			failed += code != 0;
+			csi_stream_close(st);
+		}
+		cr_assert(ok > 0 && failed > 0, "ok %u failed %u: the mutations explore too little",
+			  ok, failed);
+	}
+	tfree_all();
 }
