@@ -38,17 +38,42 @@ for _ in $(seq 600); do
 done
 grep -q '^ready csi=' "$WORK/ready" || { echo "tessera dev did not start" >&2; tail -30 "$LOG"; exit 1; }
 
+# csi-test v5.4.0's utils.Connect() waits with
+# WaitForStateChange(ctx, conn.GetState()): when the connection is already
+# READY by the time GetState() runs (a fast local server), it waits for a
+# change that never comes and fails the spec with "Connection timed out"
+# after a minute. A run whose only failures are that is rerun once (said so
+# in the output); any other failure counts at once.
+only_connect_race() {
+  python3 - "$1" <<'PY'
+import sys, xml.etree.ElementTree as ET
+fails = [f for tc in ET.parse(sys.argv[1]).iter("testcase") for f in tc.findall("failure")]
+ok = fails and all("Connection timed out" in ((f.get("message") or "") + (f.text or "")) for f in fails)
+sys.exit(0 if ok else 1)
+PY
+}
+
+run_suite() { # access type, output dir
+  mkdir -p "$2"
+  "$SANITY" --csi.endpoint "unix://$SOCK" \
+    --csi.stagingdir "$2/staging" --csi.mountdir "$2/mount" \
+    --csi.testvolumesize $((16 << 20)) --csi.testvolumeexpandsize $((32 << 20)) \
+    --csi.testvolumeaccesstype "$1" \
+    --ginkgo.no-color --ginkgo.junit-report "$2/junit.xml" >"$2/sanity.out" 2>&1
+}
+
 rc=0
 for ACCESS in mount block; do
   OUT=$WORK/$ACCESS
-  mkdir -p "$OUT"
   set +e
-  "$SANITY" --csi.endpoint "unix://$SOCK" \
-    --csi.stagingdir "$OUT/staging" --csi.mountdir "$OUT/mount" \
-    --csi.testvolumesize $((16 << 20)) --csi.testvolumeexpandsize $((32 << 20)) \
-    --csi.testvolumeaccesstype "$ACCESS" \
-    --ginkgo.no-color --ginkgo.junit-report "$OUT/junit.xml" >"$OUT/sanity.out" 2>&1
+  run_suite "$ACCESS" "$OUT"
   src=$?
+  if [ $src -ne 0 ] && only_connect_race "$OUT/junit.xml"; then
+    echo "$ACCESS: only csi-test's connect race failed (Connection timed out); rerunning once"
+    mv "$OUT" "$OUT.race"
+    run_suite "$ACCESS" "$OUT"
+    src=$?
+  fi
   set -e
   line=$(grep -E "^Ran [0-9]+ of [0-9]+ Specs" "$OUT/sanity.out" || true)
   res=$(grep -E "Passed \| [0-9]+ Failed" "$OUT/sanity.out" | tail -1 || true)
