@@ -162,6 +162,36 @@ static bool topo_is_ours(struct ts_csi_driver *d, const Csi__V1__Topology *t)
 	return v && !strcmp(v, d->node_id);
 }
 
+/* The VolumeContentSource for a record's source ("snapshot:<id>" / "volume:<id>"). */
+static Csi__V1__VolumeContentSource *source_msg(struct csi_call *c, const char *src)
+{
+	Csi__V1__VolumeContentSource *cs = csi_alloc(c, sizeof(*cs));
+
+	if (!cs)
+		return NULL;
+	csi__v1__volume_content_source__init(cs);
+	if (!strncmp(src, "snapshot:", 9)) {
+		Csi__V1__VolumeContentSource__SnapshotSource *ss = csi_alloc(c, sizeof(*ss));
+
+		if (!ss)
+			return NULL;
+		csi__v1__volume_content_source__snapshot_source__init(ss);
+		ss->snapshot_id = csi_strdup(c, src + 9);
+		cs->type_case = CSI__V1__VOLUME_CONTENT_SOURCE__TYPE_SNAPSHOT;
+		cs->snapshot = ss;
+		return ss->snapshot_id ? cs : NULL;
+	}
+	Csi__V1__VolumeContentSource__VolumeSource *vs = csi_alloc(c, sizeof(*vs));
+
+	if (!vs)
+		return NULL;
+	csi__v1__volume_content_source__volume_source__init(vs);
+	vs->volume_id = csi_strdup(c, !strncmp(src, "volume:", 7) ? src + 7 : src);
+	cs->type_case = CSI__V1__VOLUME_CONTENT_SOURCE__TYPE_VOLUME;
+	cs->volume = vs;
+	return vs->volume_id ? cs : NULL;
+}
+
 /* Build the csi.v1.Volume for a record. */
 static Csi__V1__Volume *vol_msg(struct ts_csi_driver *d, struct csi_call *c,
 				const struct ts_csi_volume *v)
@@ -191,6 +221,8 @@ static Csi__V1__Volume *vol_msg(struct ts_csi_driver *d, struct csi_call *c,
 			return NULL;
 	m->volume_context = (Csi__V1__Volume__VolumeContextEntry **)ctx;
 	m->n_volume_context = n;
+	if (v->source[0] && !(m->content_source = source_msg(c, v->source)))
+		return NULL;
 	if (d->node_id[0]) {
 		Csi__V1__Topology **tp = csi_alloc(c, sizeof(*tp));
 		Csi__V1__Topology *t = csi_alloc(c, sizeof(*t));
@@ -323,6 +355,9 @@ static int create_volume(struct ts_csi_driver *d, struct csi_call *c, const void
 					TS_CSI_TOPOLOGY_KEY, d->node_id);
 	}
 
+	if (src.id)
+		snprintf(v.source, sizeof(v.source), "%s:%s",
+			 src.kind == TS_CSI_SRC_SNAPSHOT ? "snapshot" : "volume", src.id);
 	pthread_mutex_lock(&d->ctl_lock);
 	rc = d->st->get_by_name(d->st_ctx, req->name, &old);
 	if (rc == 0) {
@@ -330,6 +365,13 @@ static int create_volume(struct ts_csi_driver *d, struct csi_call *c, const void
 		bool fits = !r || ((uint64_t)r->required_bytes <= old.capacity_bytes &&
 				   (!r->limit_bytes || old.capacity_bytes <= (uint64_t)r->limit_bytes));
 
+		if (strcmp(old.source, v.source)) {
+			rc = csi_fail(c, CSI_ALREADY_EXISTS,
+				      "volume '%s' exists as %s with content source '%s'; the request has '%s'",
+				      req->name, old.id, old.source[0] ? old.source : "none",
+				      v.source[0] ? v.source : "none");
+			goto out;
+		}
 		if (!fits || old.ec_k != p.ec_k || old.ec_m != p.ec_m ||
 		    strcmp(old.fs_type, p.fs_type) || old.block != block) {
 			rc = csi_fail(c, CSI_ALREADY_EXISTS,
@@ -407,8 +449,6 @@ static int create_volume(struct ts_csi_driver *d, struct csi_call *c, const void
 reply:
 	resp->volume = vol_msg(d, c, &v);
 	rc = resp->volume ? 0 : csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
-	if (resp->volume) /* borrowed from the request, which outlives the packing */
-		resp->volume->content_source = req->volume_content_source;
 out:
 	pthread_mutex_unlock(&d->ctl_lock);
 	return rc;

@@ -760,6 +760,34 @@ Test(csi_snapshot, bad_input)
 		cr.volume_content_source = &cs; /* neither snapshot nor volume */
 		cr_assert_eq(RPC("Controller/CreateVolume", &cr, NULL, NULL), 3);
 	}
+	/* A name is bound to its content source: same name, other source = ALREADY_EXISTS. */
+	cr_assert_eq(vcreate("c-7", 0, s1, id, NULL), 0, "%s", g_msg);
+	cr_assert_eq(vcreate("c-7", 0, s1, id, NULL), 0, "same request again: %s", g_msg);
+	cr_assert_eq(vcreate("c-7", 0, vol, id, NULL), 6, "%s", g_msg);
+	cr_assert_eq(vcreate("c-7", 8 * MIB, NULL, id, NULL), 6, "%s", g_msg);
+	cr_assert_eq(vcreate("pvc-bad", 8 * MIB, s1, id, NULL), 6, "%s", g_msg);
+	/* ListVolumes reports the content source from the record. */
+	{
+		Csi__V1__ListVolumesRequest lr = CSI__V1__LIST_VOLUMES_REQUEST__INIT;
+		Csi__V1__ListVolumesResponse *lresp;
+		bool found = false;
+
+		cr_assert_eq(RPC("Controller/ListVolumes", &lr,
+				 &csi__v1__list_volumes_response__descriptor, &lresp), 0);
+		for (size_t i = 0; i < lresp->n_entries; i++) {
+			const Csi__V1__Volume *lv = lresp->entries[i]->volume;
+
+			if (strcmp(lv->volume_id, id))
+				continue;
+			found = true;
+			cr_assert_not_null(lv->content_source);
+			cr_assert_eq(lv->content_source->type_case,
+				     CSI__V1__VOLUME_CONTENT_SOURCE__TYPE_SNAPSHOT);
+			cr_assert_str_eq(lv->content_source->snapshot->snapshot_id, s1);
+		}
+		protobuf_c_message_free_unpacked(&lresp->base, NULL);
+		cr_assert(found);
+	}
 	/* Nothing was left behind by the failures. */
 	{
 		uint64_t found;
