@@ -24,9 +24,10 @@
  * UNAVAILABLE, -EBUSY FAILED_PRECONDITION, anything else INTERNAL.
  *
  * THREAD SAFETY: the CSI layer serializes controller mutations
- * (create/delete/expand) under its controller lock and node mutations
- * (attach/detach/refresh) under its node lock; capacity and probe may be
- * called concurrently with anything. A backend must tolerate that.
+ * (create/delete/expand, snap_create/snap_delete/create_from) under its
+ * controller lock and node mutations (attach/detach/refresh) under its node
+ * lock; capacity, probe, snap_list and snap_delta may be called concurrently
+ * with anything. A backend must tolerate that.
  */
 #ifndef TS_CSI_BACKEND_H
 #define TS_CSI_BACKEND_H
