@@ -24,9 +24,10 @@
  * UNAVAILABLE, -EBUSY FAILED_PRECONDITION, anything else INTERNAL.
  *
  * THREAD SAFETY: the CSI layer serializes controller mutations
- * (create/delete/expand) under its controller lock and node mutations
- * (attach/detach/refresh) under its node lock; capacity and probe may be
- * called concurrently with anything. A backend must tolerate that.
+ * (create/delete/expand, snap_create/snap_delete/create_from) under its
+ * controller lock and node mutations (attach/detach/refresh) under its node
+ * lock; capacity, probe, snap_list and snap_delta may be called concurrently
+ * with anything. A backend must tolerate that.
  */
 #ifndef TS_CSI_BACKEND_H
 #define TS_CSI_BACKEND_H
@@ -45,6 +46,26 @@ struct ts_csi_vol_spec {
 	const char *name;        /**< CO-chosen name, idempotency key */
 	uint64_t capacity_bytes; /**< exact size to provision (MiB-aligned) */
 	uint32_t ec_k, ec_m;     /**< erasure code; 0+0 = backend default */
+};
+
+/** A snapshot as the backend reports it. */
+struct ts_csi_backend_snap {
+	char id[TS_CSI_ID_MAX + 1];     /**< snapshot id */
+	char source[TS_CSI_ID_MAX + 1]; /**< id of the volume it was taken of (may be gone) */
+	uint64_t size_bytes;            /**< size of the source volume when it was taken */
+	uint64_t ctime_ns;              /**< creation time, ns since the epoch */
+	bool ready;                     /**< usable as a content source now */
+};
+
+/** What a new volume's content comes from (CreateVolume volume_content_source). */
+enum ts_csi_src_kind {
+	TS_CSI_SRC_SNAPSHOT = 0,
+	TS_CSI_SRC_VOLUME,
+};
+
+/** A byte range of a snapshot (SnapshotMetadata). */
+struct ts_csi_range {
+	uint64_t offset, length;
 };
 
 /** A provisioned volume as the backend reports it. */
@@ -79,6 +100,52 @@ struct ts_csi_backend_ops {
 
 	/** Bytes available for new volumes. 0 or -errno. */
 	int (*capacity)(void *ctx, uint64_t *avail_bytes);
+
+	/* ---- snapshots and clones (optional: NULL = not supported) ---- */
+
+	/**
+	 * Snapshot volume \p vol_id under \p name (a CSI name, <= TS_CSI_NAME_MAX
+	 * bytes). Idempotent by name: the same name and source return the
+	 * existing snapshot; the same name on another source is -EEXIST.
+	 * -ENOENT unknown volume, -ENOSPC.
+	 */
+	int (*snap_create)(void *ctx, const char *vol_id, const char *name,
+			   struct ts_csi_backend_snap *out);
+
+	/** Delete a snapshot; 0 also when it does not exist. */
+	int (*snap_delete)(void *ctx, const char *snap_id);
+
+	/**
+	 * List snapshots in id order: only \p snap_id when not NULL, only those
+	 * of source volume \p vol_id when not NULL, after the snapshot id
+	 * \p after (a cursor from an earlier call; NULL = from the start). Fills
+	 * at most \p max entries, *\p n and *\p more (entries remain). An
+	 * unknown snap_id or vol_id lists nothing; a malformed \p after is -EINVAL.
+	 */
+	int (*snap_list)(void *ctx, const char *snap_id, const char *vol_id, const char *after,
+			 struct ts_csi_backend_snap *out, size_t max, size_t *n, bool *more);
+
+	/**
+	 * Provision a volume with the content of a snapshot or a volume (no
+	 * copy is implied). spec->capacity_bytes 0 = the source's size;
+	 * smaller than the source is -ERANGE. Idempotent by spec->name like
+	 * create (an existing volume of that name is returned as is).
+	 * -ENOENT unknown source, -ENOSPC.
+	 */
+	int (*create_from)(void *ctx, const struct ts_csi_vol_spec *spec, enum ts_csi_src_kind kind,
+			   const char *src_id, struct ts_csi_backend_vol *out);
+
+	/**
+	 * Changed-block metadata: the byte ranges that differ between snapshot
+	 * \p base (NULL = the empty volume, i.e. the allocated ranges) and
+	 * snapshot \p target, ascending and coalesced, from byte \p start.
+	 * Fills at most \p max ranges, *\p n, *\p next (offset to resume from,
+	 * UINT64_MAX when done) and *\p size (the target's size). -ENOENT
+	 * unknown snapshot, -ERANGE start beyond the size, -EINVAL.
+	 */
+	int (*snap_delta)(void *ctx, const char *base, const char *target, uint64_t start,
+			  struct ts_csi_range *out, size_t max, size_t *n, uint64_t *next,
+			  uint64_t *size);
 
 	/* ---- node side ---- */
 

@@ -14,6 +14,16 @@
  * Exports are rebuilt at start from the pool (every volume is served); the
  * attach context handed to the node is the volume's iSCSI URL.
  *
+ * Snapshots are snapshots/chain snapshots: the CSI id is "ts-<16 hex of the
+ * frozen layer id>", the pool keeps the CSI name (hashed like volume names
+ * when long), so CreateSnapshot is idempotent by name across restarts, and
+ * the source volume id is the layer's volume. Clones (CreateVolume from a
+ * snapshot or a volume) are ts_chain_clone: a new head on the snapshot's
+ * layer, or on a hidden snapshot of the live volume; nothing is copied.
+ * Deleting a volume keeps the layers its snapshots need (ts_chain folds them
+ * when the last user goes). Changed-block metadata is ts_chain_delta, in
+ * pages.
+ *
  * THREAD SAFETY: b->lock protects the export and attach tables; the CSI
  * layer already serialises controller and node mutations, the lock covers
  * capacity/probe running beside them.
@@ -86,6 +96,16 @@ static int parse_id(const char *id, uint64_t *vol_id)
 		return -ENOENT;
 	*vol_id = strtoull(id + 3, &end, 16);
 	return *end ? -ENOENT : 0;
+}
+
+static int parse_snap_id(const char *id, uint64_t *snap_id)
+{
+	char *end;
+
+	if (!id || strncmp(id, "ts-", 3) != 0 || strlen(id) != 19)
+		return -ENOENT;
+	*snap_id = strtoull(id + 3, &end, 16);
+	return *end || !*snap_id ? -ENOENT : 0;
 }
 
 /* The pool keeps names shorter than TS_VOLUME_NAME_MAX. */
@@ -253,6 +273,206 @@ static int dp_capacity(void *ctx, uint64_t *avail)
 	return 0;
 }
 
+/* ---- snapshots and clones ---- */
+
+static void fill_snap(const struct ts_chain_snapshot_info *si, struct ts_csi_backend_snap *out)
+{
+	memset(out, 0, sizeof(*out));
+	snprintf(out->id, sizeof(out->id), "ts-%016" PRIx64, si->id);
+	snprintf(out->source, sizeof(out->source), "tv-%016" PRIx64, si->volume);
+	out->size_bytes = si->size;
+	out->ctime_ns = si->ctime;
+	out->ready = true; /* a snapshot is a metadata operation: usable at once */
+}
+
+static int dp_snap_create(void *ctx, const char *vol, const char *name,
+			  struct ts_csi_backend_snap *out)
+{
+	struct dp_backend *b = ctx;
+	struct ts_chain_snapshot_info si;
+	struct ts_vpool_volume_info vi;
+	char pname[TS_VOLUME_NAME_MAX];
+	uint64_t vol_id, snap_id;
+	int rc;
+
+	if (parse_id(vol, &vol_id) < 0)
+		return -ENOENT;
+	pool_name(name, pname);
+	pthread_mutex_lock(&b->lock);
+	rc = ts_chain_snapshot_find(b->vp, pname, &si);
+	if (rc == 0) {
+		rc = si.volume == vol_id ? 0 : -EEXIST;
+		goto out;
+	}
+	if (rc != -ENOENT)
+		goto out;
+	rc = ts_vpool_volume_info(b->vp, vol_id, &vi);
+	if (rc == 0)
+		rc = ts_chain_snapshot(b->vp, vol_id, pname, &snap_id);
+	if (rc == 0)
+		rc = ts_chain_snapshot_info(b->vp, snap_id, &si);
+	if (rc == 0)
+		ts_log(TS_LOG_INFO, "backend", "snapshot created id=ts-%016" PRIx64 " vol=%s", snap_id,
+		       vol);
+out:
+	pthread_mutex_unlock(&b->lock);
+	if (rc == 0)
+		fill_snap(&si, out);
+	return rc == TS_ERR_NO_SPACE ? -ENOSPC : rc;
+}
+
+static int dp_snap_delete(void *ctx, const char *id)
+{
+	struct dp_backend *b = ctx;
+	uint64_t snap_id;
+	int rc;
+
+	if (parse_snap_id(id, &snap_id) < 0)
+		return 0;
+	pthread_mutex_lock(&b->lock);
+	rc = ts_chain_snapshot_delete(b->vp, snap_id);
+	pthread_mutex_unlock(&b->lock);
+	return rc == -ENOENT ? 0 : rc;
+}
+
+static int dp_snap_list(void *ctx, const char *snap, const char *vol, const char *after,
+			struct ts_csi_backend_snap *out, size_t max, size_t *n, bool *more)
+{
+	struct dp_backend *b = ctx;
+	struct ts_chain_snapshot_info *si;
+	uint64_t vol_id = 0, start = 0, snap_id;
+	int got;
+
+	*n = 0;
+	*more = false;
+	if (after) {
+		if (parse_snap_id(after, &start) < 0)
+			return -EINVAL;
+		start++;
+	}
+	if (vol && (parse_id(vol, &vol_id) < 0 || !vol_id))
+		return 0; /* not one of ours: no snapshots */
+	if (snap) {
+		struct ts_chain_snapshot_info one;
+
+		if (!max || parse_snap_id(snap, &snap_id) < 0 || snap_id < start ||
+		    ts_chain_snapshot_info(b->vp, snap_id, &one) < 0 ||
+		    (vol_id && one.volume != vol_id))
+			return 0;
+		fill_snap(&one, &out[0]);
+		*n = 1;
+		return 0;
+	}
+	si = ts_malloc((max + 1) * sizeof(*si));
+	if (!si)
+		return -ENOMEM;
+	got = ts_chain_snapshot_list(b->vp, vol_id, start, si, max + 1);
+	if (got > 0) {
+		*n = TS_MIN((size_t)got, max);
+		*more = (size_t)got > max;
+		for (size_t i = 0; i < *n; i++)
+			fill_snap(&si[i], &out[i]);
+	}
+	ts_free(si);
+	return got < 0 ? got : 0;
+}
+
+static int dp_create_from(void *ctx, const struct ts_csi_vol_spec *spec, enum ts_csi_src_kind kind,
+			  const char *src, struct ts_csi_backend_vol *out)
+{
+	struct dp_backend *b = ctx;
+	struct ts_chain_snapshot_info si;
+	struct ts_vpool_volume_info info;
+	char name[TS_VOLUME_NAME_MAX];
+	uint64_t src_id, vol_id, size, src_size;
+	int rc;
+
+	if ((spec->ec_k || spec->ec_m) && (spec->ec_k != b->k || spec->ec_m != b->m))
+		return -EINVAL;
+	rc = kind == TS_CSI_SRC_SNAPSHOT ? parse_snap_id(src, &src_id) : parse_id(src, &src_id);
+	if (rc < 0)
+		return -ENOENT;
+	size = TS_ALIGN_UP(spec->capacity_bytes, TS_VOLUME_BLOCK);
+	pool_name(spec->name, name);
+	pthread_mutex_lock(&b->lock);
+	rc = ts_chain_volume_find(b->vp, name, &vol_id);
+	if (rc == 0)
+		goto found; /* a retry after a crash: the clone is there */
+	if (rc != -ENOENT)
+		goto out;
+	if (kind == TS_CSI_SRC_SNAPSHOT) {
+		rc = ts_chain_snapshot_info(b->vp, src_id, &si);
+		src_size = si.size;
+	} else {
+		rc = ts_vpool_volume_info(b->vp, src_id, &info);
+		src_size = info.size;
+	}
+	if (rc)
+		goto out;
+	if (size && size < src_size) {
+		rc = -ERANGE;
+		goto out;
+	}
+	rc = ts_chain_clone(b->vp,
+			    kind == TS_CSI_SRC_SNAPSHOT ? TS_CHAIN_FROM_SNAPSHOT : TS_CHAIN_FROM_VOLUME,
+			    src_id, name, size, &vol_id);
+	if (rc)
+		goto out;
+	ts_log(TS_LOG_INFO, "backend", "clone created vol=tv-%016" PRIx64 " from=%s", vol_id, src);
+found:
+	rc = ts_vpool_volume_info(b->vp, vol_id, &info);
+	if (rc == 0)
+		rc = export_volume(b, vol_id);
+	if (rc == 0)
+		fill_vol(b, vol_id, info.size, out);
+out:
+	pthread_mutex_unlock(&b->lock);
+	return rc == TS_ERR_NO_SPACE ? -ENOSPC : rc;
+}
+
+static int dp_snap_delta(void *ctx, const char *base, const char *target, uint64_t start,
+			 struct ts_csi_range *out, size_t max, size_t *n, uint64_t *next,
+			 uint64_t *size)
+{
+	struct dp_backend *b = ctx;
+	struct ts_chain_snapshot_info si;
+	struct ts_chain_range *r;
+	uint64_t base_id = 0, target_id;
+	int got;
+
+	*n = 0;
+	*next = TS_CHAIN_END;
+	if (!max)
+		return -EINVAL;
+	if (parse_snap_id(target, &target_id) < 0 || (base && parse_snap_id(base, &base_id) < 0))
+		return -ENOENT;
+	got = ts_chain_snapshot_info(b->vp, target_id, &si);
+	if (got == 0 && base)
+		got = ts_chain_snapshot_info(b->vp, base_id, &(struct ts_chain_snapshot_info){ 0 });
+	if (got < 0)
+		return got;
+	*size = si.size;
+	if (start > si.size)
+		return -ERANGE;
+	if (start == si.size)
+		return 0;
+	/* The first range may begin before start (it must only end after it). */
+	start = start / TS_VOLUME_BLOCK * TS_VOLUME_BLOCK;
+	r = ts_malloc(max * sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	got = ts_chain_delta(b->vp, base_id, target_id, start, r, max, next);
+	for (int i = 0; i < got; i++)
+		out[i] = (struct ts_csi_range){ r[i].offset, r[i].length };
+	ts_free(r);
+	if (got < 0)
+		return got;
+	*n = (size_t)got;
+	if (*next == TS_CHAIN_END)
+		*next = UINT64_MAX;
+	return 0;
+}
+
 /* ---- node side ---- */
 
 static int dp_attach(void *ctx, const char *id, const char *attach, char *dev, size_t dev_len)
@@ -350,6 +570,11 @@ static const struct ts_csi_backend_ops g_dp_ops = {
 	.remove = dp_remove,
 	.expand = dp_expand,
 	.capacity = dp_capacity,
+	.snap_create = dp_snap_create,
+	.snap_delete = dp_snap_delete,
+	.snap_list = dp_snap_list,
+	.create_from = dp_create_from,
+	.snap_delta = dp_snap_delta,
 	.attach = dp_attach,
 	.detach = dp_detach,
 	.refresh = dp_refresh,

@@ -26,6 +26,15 @@
  * id order, so deleting or adding volumes between pages neither repeats nor
  * skips the volumes that stay. A token in any other form is ABORTED, as the
  * spec prescribes.
+ *
+ * Snapshots and clones are optional backend ops; the capabilities are
+ * advertised only when the backend has them. The backend is the memory for
+ * snapshots (it keeps their names, so CreateSnapshot is idempotent by name
+ * there); the store keeps volumes only, clones included. CreateVolume with a
+ * content source checks the source first (NOT_FOUND), then takes the
+ * source's size when no required_bytes is given; a smaller size is
+ * OUT_OF_RANGE. ListSnapshots tokens are "s1:<last snapshot id>", with the
+ * same continue-after semantics as ListVolumes.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -38,6 +47,7 @@
 
 #define MIB (1ull << 20)
 #define TOKEN_PREFIX "v1:"
+#define SNAP_TOKEN_PREFIX "s1:"
 
 struct vol_params {
 	uint32_t ec_k, ec_m;
@@ -152,6 +162,36 @@ static bool topo_is_ours(struct ts_csi_driver *d, const Csi__V1__Topology *t)
 	return v && !strcmp(v, d->node_id);
 }
 
+/* The VolumeContentSource for a record's source ("snapshot:<id>" / "volume:<id>"). */
+static Csi__V1__VolumeContentSource *source_msg(struct csi_call *c, const char *src)
+{
+	Csi__V1__VolumeContentSource *cs = csi_alloc(c, sizeof(*cs));
+
+	if (!cs)
+		return NULL;
+	csi__v1__volume_content_source__init(cs);
+	if (!strncmp(src, "snapshot:", 9)) {
+		Csi__V1__VolumeContentSource__SnapshotSource *ss = csi_alloc(c, sizeof(*ss));
+
+		if (!ss)
+			return NULL;
+		csi__v1__volume_content_source__snapshot_source__init(ss);
+		ss->snapshot_id = csi_strdup(c, src + 9);
+		cs->type_case = CSI__V1__VOLUME_CONTENT_SOURCE__TYPE_SNAPSHOT;
+		cs->snapshot = ss;
+		return ss->snapshot_id ? cs : NULL;
+	}
+	Csi__V1__VolumeContentSource__VolumeSource *vs = csi_alloc(c, sizeof(*vs));
+
+	if (!vs)
+		return NULL;
+	csi__v1__volume_content_source__volume_source__init(vs);
+	vs->volume_id = csi_strdup(c, !strncmp(src, "volume:", 7) ? src + 7 : src);
+	cs->type_case = CSI__V1__VOLUME_CONTENT_SOURCE__TYPE_VOLUME;
+	cs->volume = vs;
+	return vs->volume_id ? cs : NULL;
+}
+
 /* Build the csi.v1.Volume for a record. */
 static Csi__V1__Volume *vol_msg(struct ts_csi_driver *d, struct csi_call *c,
 				const struct ts_csi_volume *v)
@@ -181,6 +221,8 @@ static Csi__V1__Volume *vol_msg(struct ts_csi_driver *d, struct csi_call *c,
 			return NULL;
 	m->volume_context = (Csi__V1__Volume__VolumeContextEntry **)ctx;
 	m->n_volume_context = n;
+	if (v->source[0] && !(m->content_source = source_msg(c, v->source)))
+		return NULL;
 	if (d->node_id[0]) {
 		Csi__V1__Topology **tp = csi_alloc(c, sizeof(*tp));
 		Csi__V1__Topology *t = csi_alloc(c, sizeof(*t));
@@ -202,6 +244,42 @@ static Csi__V1__Volume *vol_msg(struct ts_csi_driver *d, struct csi_call *c,
 	return m->volume_id ? m : NULL;
 }
 
+/* A CreateVolume content source, validated. */
+struct vol_src {
+	enum ts_csi_src_kind kind;
+	const char *id; /* NULL: no source */
+};
+
+static int content_source(struct ts_csi_driver *d, struct csi_call *c,
+			  const Csi__V1__VolumeContentSource *cs, struct vol_src *out)
+{
+	switch (cs->type_case) {
+	case CSI__V1__VOLUME_CONTENT_SOURCE__TYPE_SNAPSHOT:
+		out->kind = TS_CSI_SRC_SNAPSHOT;
+		out->id = cs->snapshot ? cs->snapshot->snapshot_id : NULL;
+		if (csi_check_id(c, "volume_content_source.snapshot.snapshot_id", out->id))
+			return -1;
+		if (!d->be->create_from || !d->be->snap_create)
+			return csi_fail(c, CSI_INVALID_ARGUMENT,
+					"volume_content_source: backend %s cannot restore snapshots",
+					d->be->name);
+		return 0;
+	case CSI__V1__VOLUME_CONTENT_SOURCE__TYPE_VOLUME:
+		out->kind = TS_CSI_SRC_VOLUME;
+		out->id = cs->volume ? cs->volume->volume_id : NULL;
+		if (csi_check_id(c, "volume_content_source.volume.volume_id", out->id))
+			return -1;
+		if (!d->be->create_from)
+			return csi_fail(c, CSI_INVALID_ARGUMENT,
+					"volume_content_source: backend %s cannot clone volumes",
+					d->be->name);
+		return 0;
+	default:
+		return csi_fail(c, CSI_INVALID_ARGUMENT,
+				"volume_content_source: snapshot or volume is required");
+	}
+}
+
 static int create_volume(struct ts_csi_driver *d, struct csi_call *c, const void *reqp,
 			 void *respp)
 {
@@ -211,6 +289,7 @@ static int create_volume(struct ts_csi_driver *d, struct csi_call *c, const void
 	struct ts_csi_vol_spec spec;
 	struct ts_csi_backend_vol bv;
 	struct vol_params p;
+	struct vol_src src = { 0 };
 	uint64_t size;
 	bool block = false, mount = false;
 	int rc;
@@ -248,14 +327,22 @@ static int create_volume(struct ts_csi_driver *d, struct csi_call *c, const void
 	if (block && mount)
 		return csi_fail(c, CSI_INVALID_ARGUMENT,
 				"volume_capabilities mix block and mount access types");
-	if (req->volume_content_source)
-		return csi_fail(c, CSI_INVALID_ARGUMENT,
-				"volume_content_source: cloning and restoring are not supported yet");
+	if (req->volume_content_source && content_source(d, c, req->volume_content_source, &src))
+		return -1;
 	if (req->n_mutable_parameters)
 		return csi_fail(c, CSI_INVALID_ARGUMENT,
 				"mutable_parameters: MODIFY_VOLUME is not supported");
-	if (pick_size(d, c, req->capacity_range, &size))
+	if (src.id && !(req->capacity_range && req->capacity_range->required_bytes)) {
+		/* A clone is the source's size unless a size is asked for. */
+		const Csi__V1__CapacityRange *r = req->capacity_range;
+
+		if (r && (r->required_bytes < 0 || r->limit_bytes < 0))
+			return csi_fail(c, CSI_INVALID_ARGUMENT,
+					"capacity_range: required_bytes and limit_bytes must not be negative");
+		size = 0;
+	} else if (pick_size(d, c, req->capacity_range, &size)) {
 		return -1;
+	}
 	if (req->accessibility_requirements && req->accessibility_requirements->n_requisite) {
 		const Csi__V1__TopologyRequirement *tr = req->accessibility_requirements;
 		bool ok = false;
@@ -268,6 +355,9 @@ static int create_volume(struct ts_csi_driver *d, struct csi_call *c, const void
 					TS_CSI_TOPOLOGY_KEY, d->node_id);
 	}
 
+	if (src.id)
+		snprintf(v.source, sizeof(v.source), "%s:%s",
+			 src.kind == TS_CSI_SRC_SNAPSHOT ? "snapshot" : "volume", src.id);
 	pthread_mutex_lock(&d->ctl_lock);
 	rc = d->st->get_by_name(d->st_ctx, req->name, &old);
 	if (rc == 0) {
@@ -275,6 +365,13 @@ static int create_volume(struct ts_csi_driver *d, struct csi_call *c, const void
 		bool fits = !r || ((uint64_t)r->required_bytes <= old.capacity_bytes &&
 				   (!r->limit_bytes || old.capacity_bytes <= (uint64_t)r->limit_bytes));
 
+		if (strcmp(old.source, v.source)) {
+			rc = csi_fail(c, CSI_ALREADY_EXISTS,
+				      "volume '%s' exists as %s with content source '%s'; the request has '%s'",
+				      req->name, old.id, old.source[0] ? old.source : "none",
+				      v.source[0] ? v.source : "none");
+			goto out;
+		}
 		if (!fits || old.ec_k != p.ec_k || old.ec_m != p.ec_m ||
 		    strcmp(old.fs_type, p.fs_type) || old.block != block) {
 			rc = csi_fail(c, CSI_ALREADY_EXISTS,
@@ -297,9 +394,40 @@ static int create_volume(struct ts_csi_driver *d, struct csi_call *c, const void
 	spec = (struct ts_csi_vol_spec){ .name = req->name, .capacity_bytes = size,
 					 .ec_k = p.ec_k, .ec_m = p.ec_m };
 	memset(&bv, 0, sizeof(bv));
-	rc = d->be->create(d->be_ctx, &spec, &bv);
+	if (src.id && src.kind == TS_CSI_SRC_VOLUME) {
+		/* The source volume must be one the controller knows. */
+		rc = d->st->get(d->st_ctx, src.id, &old);
+		if (rc) {
+			rc = rc == -ENOENT ? csi_fail(c, CSI_NOT_FOUND,
+						      "volume_content_source: volume %s does not exist",
+						      src.id)
+					   : csi_fail_err(c, rc, "metadata store lookup");
+			goto out;
+		}
+	}
+	rc = src.id ? d->be->create_from(d->be_ctx, &spec, src.kind, src.id, &bv)
+		    : d->be->create(d->be_ctx, &spec, &bv);
+	if (rc == -ENOENT && src.id) {
+		rc = csi_fail(c, CSI_NOT_FOUND, "volume_content_source: %s %s does not exist",
+			      src.kind == TS_CSI_SRC_SNAPSHOT ? "snapshot" : "volume", src.id);
+		goto out;
+	}
+	if (rc == -ERANGE && src.id) {
+		rc = csi_fail(c, CSI_OUT_OF_RANGE,
+			      "capacity_range: %" PRIu64 " bytes is smaller than the source %s", size,
+			      src.id);
+		goto out;
+	}
 	if (rc) {
-		rc = csi_fail_err(c, rc, "backend create");
+		rc = csi_fail_err(c, rc, src.id ? "backend clone" : "backend create");
+		goto out;
+	}
+	if (src.id && req->capacity_range && req->capacity_range->limit_bytes &&
+	    bv.capacity_bytes > (uint64_t)req->capacity_range->limit_bytes) {
+		d->be->remove(d->be_ctx, bv.id);
+		rc = csi_fail(c, CSI_OUT_OF_RANGE,
+			      "capacity_range: the source %s is %" PRIu64 " bytes, above limit_bytes",
+			      src.id, bv.capacity_bytes);
 		goto out;
 	}
 	snprintf(v.id, sizeof(v.id), "%s", bv.id);
@@ -585,14 +713,24 @@ static int controller_get_capabilities(struct ts_csi_driver *d, struct csi_call 
 		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__EXPAND_VOLUME,
 	};
 	Csi__V1__ControllerGetCapabilitiesResponse *resp = respp;
+	Csi__V1__ControllerServiceCapability__RPC__Type have[TS_ARRAY_SIZE(types) + 3];
+	size_t n = 0;
 
 	(void)reqp;
 	if (need_controller(d, c))
 		return -1;
-	resp->capabilities = csi_alloc(c, TS_ARRAY_SIZE(types) * sizeof(*resp->capabilities));
+	for (size_t i = 0; i < TS_ARRAY_SIZE(types); i++)
+		have[n++] = types[i];
+	if (d->be->snap_create && d->be->snap_delete)
+		have[n++] = CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__CREATE_DELETE_SNAPSHOT;
+	if (d->be->snap_list)
+		have[n++] = CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__LIST_SNAPSHOTS;
+	if (d->be->create_from)
+		have[n++] = CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__CLONE_VOLUME;
+	resp->capabilities = csi_alloc(c, n * sizeof(*resp->capabilities));
 	if (!resp->capabilities)
 		return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
-	for (size_t i = 0; i < TS_ARRAY_SIZE(types); i++) {
+	for (size_t i = 0; i < n; i++) {
 		Csi__V1__ControllerServiceCapability *cap = csi_alloc(c, sizeof(*cap));
 		Csi__V1__ControllerServiceCapability__RPC *rpc = csi_alloc(c, sizeof(*rpc));
 
@@ -600,12 +738,187 @@ static int controller_get_capabilities(struct ts_csi_driver *d, struct csi_call 
 			return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
 		csi__v1__controller_service_capability__init(cap);
 		csi__v1__controller_service_capability__rpc__init(rpc);
-		rpc->type = types[i];
+		rpc->type = have[i];
 		cap->type_case = CSI__V1__CONTROLLER_SERVICE_CAPABILITY__TYPE_RPC;
 		cap->rpc = rpc;
 		resp->capabilities[i] = cap;
 	}
-	resp->n_capabilities = TS_ARRAY_SIZE(types);
+	resp->n_capabilities = n;
+	return 0;
+}
+
+/* ---- snapshots ---- */
+
+static Csi__V1__Snapshot *snap_msg(struct csi_call *c, const struct ts_csi_backend_snap *s)
+{
+	Csi__V1__Snapshot *m = csi_alloc(c, sizeof(*m));
+	Google__Protobuf__Timestamp *t = csi_alloc(c, sizeof(*t));
+
+	if (!m || !t)
+		return NULL;
+	csi__v1__snapshot__init(m);
+	google__protobuf__timestamp__init(t);
+	t->seconds = (int64_t)(s->ctime_ns / 1000000000ull);
+	t->nanos = (int32_t)(s->ctime_ns % 1000000000ull);
+	m->size_bytes = (int64_t)TS_MIN(s->size_bytes, (uint64_t)INT64_MAX);
+	m->snapshot_id = csi_strdup(c, s->id);
+	m->source_volume_id = csi_strdup(c, s->source);
+	m->creation_time = t;
+	m->ready_to_use = s->ready;
+	return m->snapshot_id && m->source_volume_id ? m : NULL;
+}
+
+static int need_snapshots(struct ts_csi_driver *d, struct csi_call *c, bool have)
+{
+	if (need_controller(d, c))
+		return -1;
+	if (!have)
+		return csi_fail(c, CSI_UNIMPLEMENTED, "backend %s does not support snapshots",
+				d->be->name);
+	return 0;
+}
+
+static int create_snapshot(struct ts_csi_driver *d, struct csi_call *c, const void *reqp,
+			   void *respp)
+{
+	const Csi__V1__CreateSnapshotRequest *req = reqp;
+	Csi__V1__CreateSnapshotResponse *resp = respp;
+	struct ts_csi_backend_snap s;
+	struct ts_csi_volume v;
+	int rc;
+
+	if (need_snapshots(d, c, d->be->snap_create && d->be->snap_delete) ||
+	    csi_check_name(c, "name", req->name) ||
+	    csi_check_id(c, "source_volume_id", req->source_volume_id))
+		return -1;
+	for (size_t i = 0; i < req->n_parameters; i++) {
+		const struct csi_kv *kv = (const struct csi_kv *)req->parameters[i];
+
+		if (!kv->key || strncmp(kv->key, "csi.storage.k8s.io/", 19))
+			return csi_fail(c, CSI_INVALID_ARGUMENT,
+					"unknown snapshot parameter '%.64s' (none are supported)",
+					kv->key ? kv->key : "");
+	}
+	pthread_mutex_lock(&d->ctl_lock);
+	rc = d->st->get(d->st_ctx, req->source_volume_id, &v);
+	if (rc) {
+		rc = rc == -ENOENT ? csi_fail(c, CSI_NOT_FOUND, "volume %s does not exist",
+					      req->source_volume_id)
+				   : csi_fail_err(c, rc, "metadata store lookup");
+		goto out;
+	}
+	rc = csi_check_live(c);
+	if (rc)
+		goto out;
+	rc = d->be->snap_create(d->be_ctx, v.id, req->name, &s);
+	if (rc == -EEXIST) {
+		rc = csi_fail(c, CSI_ALREADY_EXISTS,
+			      "snapshot '%s' exists with another source volume than %s", req->name,
+			      v.id);
+		goto out;
+	}
+	if (rc) {
+		rc = csi_fail_err(c, rc, "backend snapshot");
+		goto out;
+	}
+	resp->snapshot = snap_msg(c, &s);
+	rc = resp->snapshot ? 0 : csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
+out:
+	pthread_mutex_unlock(&d->ctl_lock);
+	return rc;
+}
+
+static int delete_snapshot(struct ts_csi_driver *d, struct csi_call *c, const void *reqp,
+			   void *respp)
+{
+	const Csi__V1__DeleteSnapshotRequest *req = reqp;
+	int rc;
+
+	(void)respp;
+	if (need_snapshots(d, c, d->be->snap_create && d->be->snap_delete) ||
+	    csi_check_id(c, "snapshot_id", req->snapshot_id))
+		return -1;
+	pthread_mutex_lock(&d->ctl_lock);
+	rc = d->be->snap_delete(d->be_ctx, req->snapshot_id);
+	pthread_mutex_unlock(&d->ctl_lock);
+	if (rc)
+		return csi_fail_err(c, rc, "backend snapshot delete");
+	return 0;
+}
+
+/* An id filter of ListSnapshots: NULL when absent; "" (matches nothing) when malformed. */
+static const char *list_filter(struct csi_call *c, const char *s)
+{
+	struct csi_call tmp;
+
+	if (!s || !s[0])
+		return NULL;
+	csi_call_init(&tmp);
+	if (csi_check_id(&tmp, "id", s))
+		s = "";
+	csi_call_fini(&tmp);
+	(void)c;
+	return s;
+}
+
+static int list_snapshots(struct ts_csi_driver *d, struct csi_call *c, const void *reqp,
+			  void *respp)
+{
+	const Csi__V1__ListSnapshotsRequest *req = reqp;
+	Csi__V1__ListSnapshotsResponse *resp = respp;
+	const char *after = NULL, *snap, *vol;
+	struct ts_csi_backend_snap *snaps;
+	size_t max, n = 0;
+	bool more = false;
+	int rc;
+
+	if (need_snapshots(d, c, d->be->snap_list != NULL))
+		return -1;
+	if (req->max_entries < 0)
+		return csi_fail(c, CSI_INVALID_ARGUMENT, "max_entries must not be negative");
+	if (req->starting_token && req->starting_token[0]) {
+		after = req->starting_token + strlen(SNAP_TOKEN_PREFIX);
+		if (strncmp(req->starting_token, SNAP_TOKEN_PREFIX, strlen(SNAP_TOKEN_PREFIX)) ||
+		    csi_check_id(c, "starting_token", after))
+			return csi_fail(c, CSI_ABORTED, "starting_token '%.80s' is not a token of ours",
+					req->starting_token);
+	}
+	snap = list_filter(c, req->snapshot_id);
+	vol = list_filter(c, req->source_volume_id);
+	if ((snap && !snap[0]) || (vol && !vol[0]))
+		return 0; /* no such id can exist: an empty list, as the spec asks */
+	max = req->max_entries ? (size_t)req->max_entries : 1024;
+	max = TS_MIN(max, 1024);
+	snaps = csi_alloc(c, max * sizeof(*snaps));
+	resp->entries = csi_alloc(c, max * sizeof(*resp->entries));
+	if (!snaps || !resp->entries)
+		return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
+	rc = d->be->snap_list(d->be_ctx, snap, vol, after, snaps, max, &n, &more);
+	if (rc == -EINVAL)
+		return csi_fail(c, CSI_ABORTED, "starting_token '%.80s' is not a token of ours",
+				req->starting_token);
+	if (rc)
+		return csi_fail_err(c, rc, "backend snapshot list");
+	for (size_t i = 0; i < n; i++) {
+		Csi__V1__ListSnapshotsResponse__Entry *e = csi_alloc(c, sizeof(*e));
+
+		if (!e)
+			return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
+		csi__v1__list_snapshots_response__entry__init(e);
+		e->snapshot = snap_msg(c, &snaps[i]);
+		if (!e->snapshot)
+			return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
+		resp->entries[i] = e;
+	}
+	resp->n_entries = n;
+	if (more && n) {
+		char tok[sizeof(SNAP_TOKEN_PREFIX) + TS_CSI_ID_MAX];
+
+		snprintf(tok, sizeof(tok), SNAP_TOKEN_PREFIX "%s", snaps[n - 1].id);
+		resp->next_token = csi_strdup(c, tok);
+		if (!resp->next_token)
+			return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
+	}
 	return 0;
 }
 
@@ -622,5 +935,8 @@ const struct csi_method csi_controller_methods[] = {
 	M("GetCapacity", get_capacity, get_capacity),
 	M("ControllerExpandVolume", controller_expand_volume, controller_expand_volume),
 	M("ControllerGetCapabilities", controller_get_capabilities, controller_get_capabilities),
+	M("CreateSnapshot", create_snapshot, create_snapshot),
+	M("DeleteSnapshot", delete_snapshot, delete_snapshot),
+	M("ListSnapshots", list_snapshots, list_snapshots),
 };
 const size_t csi_controller_method_count = TS_ARRAY_SIZE(csi_controller_methods);

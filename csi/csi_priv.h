@@ -91,6 +91,39 @@ extern const size_t csi_controller_method_count;
 extern const struct csi_method csi_node_methods[];
 extern const size_t csi_node_method_count;
 
+/*
+ * A server-streaming method (one request, a stream of responses): open()
+ * checks the decoded request and builds the stream state in the call's
+ * arena (0, or -1 with the status set); next() fills the next response
+ * (allocations from its own call arena, freed once the message is packed)
+ * and returns 1, 0 at the end of the stream, or -1 with the status set.
+ */
+struct csi_stream_method {
+	const char *path;
+	const ProtobufCMessageDescriptor *req_desc;
+	const ProtobufCMessageDescriptor *resp_desc;
+	int (*open)(struct ts_csi_driver *d, struct csi_call *c, const void *req, void **state);
+	int (*next)(struct ts_csi_driver *d, struct csi_call *c, void *state, void *resp);
+};
+
+extern const struct csi_stream_method csi_snapmeta_methods[];
+extern const size_t csi_snapmeta_method_count;
+
+/*
+ * The stream cycle the server drives (csi/snapmeta.c): open decodes the
+ * request and runs m->open (NULL only on ENOMEM; a failed open still
+ * returns a stream whose first next() reports the status); next packs the
+ * next response into a ts_malloc'd buffer (1), or ends (0 = OK, -1 = error);
+ * csi_stream_status gives the final code and message.
+ */
+struct csi_stream;
+struct csi_stream *csi_stream_open(struct ts_csi_driver *d, const struct csi_stream_method *m,
+				   const uint8_t *req, size_t req_len, const atomic_bool *cancelled,
+				   uint64_t deadline_ns);
+int csi_stream_next(struct csi_stream *st, uint8_t **buf, size_t *len);
+int csi_stream_status(const struct csi_stream *st, const char **msg);
+void csi_stream_close(struct csi_stream *st);
+
 /* The method entry for \p path, or NULL. */
 const struct csi_method *csi_method_find(const char *path);
 

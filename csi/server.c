@@ -15,6 +15,15 @@
  * methods that are not registered are taken by a generic request and answered
  * UNIMPLEMENTED, so they never hang.
  *
+ * Server-streaming methods (csi_snapmeta_methods) are registered the same
+ * way (their one request arrives with the call). Their responses are sent
+ * one batch at a time: each SEND_MESSAGE batch (the first with the initial
+ * metadata) completes on the queue as TAG_STREAM, and only then is the next
+ * message produced (csi_stream_next); at the end, or on the first error, the
+ * status goes out through finish() as for a unary call. No worker ever waits
+ * for a client, and a failed send (client gone, server cancelling) ends the
+ * stream with CANCELLED.
+ *
  * Shutdown (ts_csi_server_stop, called on SIGTERM by `tessera csi`):
  * grpc_server_shutdown_and_notify stops new calls; running calls get the
  * grace period, then grpc_server_cancel_all_calls; when the shutdown tag has
@@ -46,7 +55,7 @@
 
 #define ARMED_PER_METHOD 2
 
-enum tag_kind { TAG_NEW, TAG_GENERIC, TAG_CLOSE, TAG_SENT, TAG_SHUTDOWN };
+enum tag_kind { TAG_NEW, TAG_GENERIC, TAG_CLOSE, TAG_SENT, TAG_SHUTDOWN, TAG_STREAM };
 
 struct tag {
 	enum tag_kind kind;
@@ -58,7 +67,8 @@ struct ts_csi_server;
 struct slot {
 	struct tag tag;
 	struct ts_csi_server *s;
-	const struct csi_method *m; /* NULL for the generic slot */
+	const struct csi_method *m; /* NULL for the generic slot and streams */
+	const struct csi_stream_method *sm; /* a streaming method's slot */
 	void *reg;
 	grpc_call *call;
 	gpr_timespec deadline;
@@ -78,6 +88,11 @@ struct call_state {
 	int close_cancelled;
 	grpc_byte_buffer *resp;
 	grpc_slice details;
+	/* streaming calls */
+	struct tag stream_tag;
+	struct csi_stream *st;
+	grpc_byte_buffer *smsg; /* the message in flight */
+	bool md_sent;
 };
 
 struct ts_csi_server {
@@ -97,9 +112,11 @@ struct ts_csi_server {
 	void **reg;
 	const struct csi_method **methods;
 	size_t nmethods;
+	void **sreg; /* streaming methods: csi_snapmeta_methods */
 };
 
-static int arm(struct ts_csi_server *s, const struct csi_method *m, void *reg)
+static int arm(struct ts_csi_server *s, const struct csi_method *m,
+	       const struct csi_stream_method *sm, void *reg)
 {
 	struct slot *sl = ts_calloc(1, sizeof(*sl));
 	grpc_call_error e;
@@ -108,10 +125,11 @@ static int arm(struct ts_csi_server *s, const struct csi_method *m, void *reg)
 		return -ENOMEM;
 	sl->s = s;
 	sl->m = m;
+	sl->sm = sm;
 	sl->reg = reg;
-	sl->tag.kind = m ? TAG_NEW : TAG_GENERIC;
+	sl->tag.kind = m || sm ? TAG_NEW : TAG_GENERIC;
 	grpc_metadata_array_init(&sl->md);
-	if (m) {
+	if (m || sm) {
 		e = grpc_server_request_registered_call(s->server, reg, &sl->call, &sl->deadline,
 							 &sl->md, &sl->payload, s->cq, s->cq, sl);
 	} else {
@@ -121,7 +139,7 @@ static int arm(struct ts_csi_server *s, const struct csi_method *m, void *reg)
 	}
 	if (e != GRPC_CALL_OK) {
 		grpc_metadata_array_destroy(&sl->md);
-		if (!m)
+		if (!m && !sm)
 			grpc_call_details_destroy(&sl->details);
 		ts_free(sl);
 		return -EIO;
@@ -132,7 +150,7 @@ static int arm(struct ts_csi_server *s, const struct csi_method *m, void *reg)
 static void slot_free(struct slot *sl)
 {
 	grpc_metadata_array_destroy(&sl->md);
-	if (!sl->m)
+	if (!sl->m && !sl->sm)
 		grpc_call_details_destroy(&sl->details);
 	if (sl->payload)
 		grpc_byte_buffer_destroy(sl->payload);
@@ -147,6 +165,7 @@ static void cs_unref(struct call_state *cs)
 		return;
 	if (cs->resp)
 		grpc_byte_buffer_destroy(cs->resp);
+	csi_stream_close(cs->st);
 	grpc_slice_unref(cs->details);
 	grpc_call_unref(cs->call);
 	ts_free(cs);
@@ -165,8 +184,10 @@ static void finish(struct call_state *cs, grpc_byte_buffer *resp, int code, cons
 	memset(ops, 0, sizeof(ops));
 	cs->resp = resp;
 	cs->details = grpc_slice_from_copied_string(msg ? msg : "");
-	ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-	n++;
+	if (!cs->md_sent) { /* a stream sent it with its first message */
+		ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+		n++;
+	}
 	if (resp) {
 		ops[n].op = GRPC_OP_SEND_MESSAGE;
 		ops[n].data.send_message.send_message = resp;
@@ -195,6 +216,55 @@ static void deadline_to_call(gpr_timespec dl, struct csi_call *c)
 	c->deadline_ns = ts_now_ns() + (uint64_t)gpr_time_to_millis(gpr_time_sub(mono, now)) * 1000000ull;
 }
 
+/* Send a stream's next message, or its status when it has ended. */
+static void stream_pump(struct call_state *cs)
+{
+	grpc_op ops[2];
+	grpc_slice sl;
+	uint8_t *buf;
+	size_t len, n = 0;
+	const char *msg;
+	int rc = csi_stream_next(cs->st, &buf, &len);
+
+	if (rc <= 0) {
+		int code = csi_stream_status(cs->st, &msg);
+
+		if (code != CSI_OK)
+			ts_log(code == CSI_INTERNAL ? TS_LOG_WARN : TS_LOG_DEBUG, "csi",
+			       "stream failed code=%d msg=\"%s\"", code, msg);
+		finish(cs, NULL, code, msg);
+		return;
+	}
+	sl = grpc_slice_from_copied_buffer((const char *)buf, len);
+	ts_free(buf);
+	cs->smsg = grpc_raw_byte_buffer_create(&sl, 1);
+	grpc_slice_unref(sl);
+	memset(ops, 0, sizeof(ops));
+	if (!cs->md_sent) {
+		ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+		cs->md_sent = true;
+	}
+	ops[n].op = GRPC_OP_SEND_MESSAGE;
+	ops[n++].data.send_message.send_message = cs->smsg;
+	if (grpc_call_start_batch(cs->call, ops, n, &cs->stream_tag, NULL) != GRPC_CALL_OK) {
+		grpc_byte_buffer_destroy(cs->smsg);
+		cs->smsg = NULL;
+		finish(cs, NULL, GRPC_STATUS_INTERNAL, "cannot send a stream message");
+	}
+}
+
+/* TAG_STREAM: the message went out (or the call is gone). */
+static void stream_sent(struct call_state *cs, bool ok)
+{
+	grpc_byte_buffer_destroy(cs->smsg);
+	cs->smsg = NULL;
+	if (!ok) {
+		finish(cs, NULL, GRPC_STATUS_CANCELLED, "stream send failed: client gone");
+		return;
+	}
+	stream_pump(cs);
+}
+
 static void handle(struct ts_csi_server *s, struct slot *sl)
 {
 	struct call_state *cs = ts_calloc(1, sizeof(*cs));
@@ -215,6 +285,7 @@ static void handle(struct ts_csi_server *s, struct slot *sl)
 	cs->call = sl->call;
 	cs->close_tag.kind = TAG_CLOSE;
 	cs->sent_tag.kind = TAG_SENT;
+	cs->stream_tag.kind = TAG_STREAM;
 	cs->details = grpc_empty_slice();
 	atomic_init(&cs->refs, 2);
 	atomic_init(&cs->cancelled, false);
@@ -228,7 +299,7 @@ static void handle(struct ts_csi_server *s, struct slot *sl)
 	if (grpc_call_start_batch(cs->call, &op, 1, &cs->close_tag, NULL) != GRPC_CALL_OK)
 		atomic_fetch_sub(&cs->refs, 1);
 
-	if (!sl->m) {
+	if (!sl->m && !sl->sm) {
 		finish(cs, NULL, GRPC_STATUS_UNIMPLEMENTED, "method not implemented");
 		return;
 	}
@@ -245,6 +316,15 @@ static void handle(struct ts_csi_server *s, struct slot *sl)
 	csi_call_init(&c);
 	c.cancelled = &cs->cancelled;
 	deadline_to_call(sl->deadline, &c);
+	if (sl->sm) {
+		cs->st = csi_stream_open(s->d, sl->sm, req, req_len, &cs->cancelled, c.deadline_ns);
+		grpc_slice_unref(in);
+		if (cs->st)
+			stream_pump(cs);
+		else
+			finish(cs, NULL, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
 	if (csi_dispatch(s->d, sl->m, &c, req, req_len, &resp, &resp_len) == 0) {
 		grpc_slice sl_out = grpc_slice_from_copied_buffer((const char *)resp, resp_len);
 
@@ -283,7 +363,7 @@ static void *worker(void *arg)
 				break;
 			}
 			if (!atomic_load(&s->stopping))
-				arm(s, sl->m, sl->reg);
+				arm(s, sl->m, sl->sm, sl->reg);
 			handle(s, sl);
 			slot_free(sl);
 			break;
@@ -299,6 +379,11 @@ static void *worker(void *arg)
 		}
 		case TAG_SENT:
 			cs_unref((struct call_state *)((char *)t - offsetof(struct call_state, sent_tag)));
+			break;
+		case TAG_STREAM:
+			stream_sent((struct call_state *)((char *)t -
+							  offsetof(struct call_state, stream_tag)),
+				    ev.success);
 			break;
 		case TAG_SHUTDOWN:
 			pthread_mutex_lock(&s->lock);
@@ -325,6 +410,7 @@ static void server_free(struct ts_csi_server *s)
 	ts_free(s->threads);
 	ts_free(s->reg);
 	ts_free(s->methods);
+	ts_free(s->sreg);
 	ts_free(s);
 	grpc_shutdown();
 }
@@ -363,8 +449,9 @@ int ts_csi_server_start(struct ts_csi_driver *d, const char *endpoint, unsigned 
 		      csi_node_method_count;
 	s->reg = ts_calloc(s->nmethods, sizeof(*s->reg));
 	s->methods = ts_calloc(s->nmethods, sizeof(*s->methods));
+	s->sreg = ts_calloc(csi_snapmeta_method_count, sizeof(*s->sreg));
 	rc = -ENOMEM;
-	if (!s->sock_path || !s->threads || !s->reg || !s->methods)
+	if (!s->sock_path || !s->threads || !s->reg || !s->methods || !s->sreg)
 		goto fail;
 	/* Replace a stale socket from an earlier run; refuse to clobber anything else. */
 	if (lstat(s->sock_path, &sb) == 0) {
@@ -381,6 +468,9 @@ int ts_csi_server_start(struct ts_csi_driver *d, const char *endpoint, unsigned 
 			s->reg[k] = grpc_server_register_method(s->server, tables[t].m[i].path, NULL,
 								GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
 		}
+	for (size_t i = 0; i < csi_snapmeta_method_count; i++)
+		s->sreg[i] = grpc_server_register_method(s->server, csi_snapmeta_methods[i].path, NULL,
+							 GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
 	creds = grpc_insecure_server_credentials_create();
 	rc = grpc_server_add_http2_port(s->server, endpoint, creds) ? 0 : -EIO;
 	grpc_server_credentials_release(creds);
@@ -404,8 +494,10 @@ int ts_csi_server_start(struct ts_csi_driver *d, const char *endpoint, unsigned 
 	grpc_server_start(s->server);
 	for (size_t k = 0; k < s->nmethods; k++)
 		for (int j = 0; j < ARMED_PER_METHOD; j++)
-			arm(s, s->methods[k], s->reg[k]);
-	arm(s, NULL, NULL);
+			arm(s, s->methods[k], NULL, s->reg[k]);
+	for (size_t i = 0; i < csi_snapmeta_method_count; i++)
+		arm(s, NULL, &csi_snapmeta_methods[i], s->sreg[i]);
+	arm(s, NULL, NULL, NULL);
 	for (unsigned i = 0; i < s->nthreads; i++)
 		pthread_create(&s->threads[i], NULL, worker, s);
 	ts_log(TS_LOG_INFO, "csi", "serving endpoint=%s workers=%u", endpoint, s->nthreads);

@@ -38,6 +38,12 @@ struct ts_csi_volume {
 	uint64_t capacity_bytes;
 	uint32_t ec_k, ec_m; /**< 0+0 = backend default */
 	bool block;          /**< created with a Block access type */
+	/**
+	 * Content source it was created from: "" (empty volume),
+	 * "snapshot:<id>" or "volume:<id>". Records written before this field
+	 * existed read as "".
+	 */
+	char source[TS_CSI_ID_MAX + 16];
 };
 
 struct ts_csi_store_ops {

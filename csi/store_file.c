@@ -108,10 +108,11 @@ static long find(struct file_store *s, const char *id)
 
 static int to_json(const struct ts_csi_volume *v, char **out)
 {
-	json_t *j = json_pack("{s:i, s:s, s:s, s:s, s:s, s:I, s:i, s:i, s:b}", "version", 1, "id",
-			      v->id, "name", v->name, "attach", v->attach, "fs_type", v->fs_type,
-			      "capacity_bytes", (json_int_t)v->capacity_bytes, "ec_k", (int)v->ec_k,
-			      "ec_m", (int)v->ec_m, "block", v->block);
+	json_t *j = json_pack("{s:i, s:s, s:s, s:s, s:s, s:I, s:i, s:i, s:b, s:s}", "version", 1,
+			      "id", v->id, "name", v->name, "attach", v->attach, "fs_type",
+			      v->fs_type, "capacity_bytes", (json_int_t)v->capacity_bytes, "ec_k",
+			      (int)v->ec_k, "ec_m", (int)v->ec_m, "block", v->block, "source",
+			      v->source);
 
 	*out = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	json_decref(j);
@@ -120,19 +121,20 @@ static int to_json(const struct ts_csi_volume *v, char **out)
 
 static int from_json(json_t *j, struct ts_csi_volume *v)
 {
-	const char *id, *name, *attach, *fs;
+	const char *id, *name, *attach, *fs, *src = "";
 	json_int_t cap;
 	int ver, k, m, blk;
 
-	if (json_unpack(j, "{s:i, s:s, s:s, s:s, s:s, s:I, s:i, s:i, s:b}", "version", &ver, "id",
-			&id, "name", &name, "attach", &attach, "fs_type", &fs, "capacity_bytes", &cap,
-			"ec_k", &k, "ec_m", &m, "block", &blk))
+	/* "source" is optional: records from before content sources lack it. */
+	if (json_unpack(j, "{s:i, s:s, s:s, s:s, s:s, s:I, s:i, s:i, s:b, s?s}", "version", &ver,
+			"id", &id, "name", &name, "attach", &attach, "fs_type", &fs,
+			"capacity_bytes", &cap, "ec_k", &k, "ec_m", &m, "block", &blk, "source", &src))
 		return TS_ERR_CORRUPT;
 	if (ver != 1)
 		return TS_ERR_VERSION;
 	if (strlen(id) > TS_CSI_ID_MAX || strlen(name) > TS_CSI_NAME_MAX ||
 	    strlen(attach) > TS_CSI_ATTACH_MAX || strlen(fs) >= sizeof(v->fs_type) || cap < 0 ||
-	    k < 0 || m < 0)
+	    k < 0 || m < 0 || strlen(src) >= sizeof(v->source))
 		return TS_ERR_CORRUPT;
 	memset(v, 0, sizeof(*v));
 	snprintf(v->id, sizeof(v->id), "%s", id);
@@ -143,6 +145,7 @@ static int from_json(json_t *j, struct ts_csi_volume *v)
 	v->ec_k = (uint32_t)k;
 	v->ec_m = (uint32_t)m;
 	v->block = blk;
+	snprintf(v->source, sizeof(v->source), "%s", src);
 	return 0;
 }
 

@@ -611,7 +611,7 @@ Test(csi_badinput, malformed_bytes)
 		size_t out_len;
 		int code;
 
-		cr_expect_eq(ts_csi_handle(e.d, "/csi.v1.Controller/CreateSnapshot", bad, 0, &out,
+		cr_expect_eq(ts_csi_handle(e.d, "/csi.v1.Controller/ControllerPublishVolume", bad, 0, &out,
 					   &out_len, &code, NULL, 0), -ENOENT);
 	}
 }

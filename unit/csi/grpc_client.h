@@ -20,4 +20,14 @@ int gc_call(grpc_channel *ch, const char *method, const void *req,
 	    const ProtobufCMessageDescriptor *resp_desc, void **resp, int timeout_ms, char *msg,
 	    size_t msg_len);
 
+/*
+ * Server-streaming call: sends \p req, collects every response decoded with
+ * \p resp_desc into a malloc'd array (*resps, *n; free each with
+ * protobuf_c_message_free_unpacked(.., NULL), then free(*resps)), whatever
+ * the final status. Returns the gRPC status code; message into \p msg.
+ */
+int gc_stream(grpc_channel *ch, const char *method, const void *req,
+	      const ProtobufCMessageDescriptor *resp_desc, void ***resps, size_t *n, int timeout_ms,
+	      char *msg, size_t msg_len);
+
 #endif

@@ -45,6 +45,8 @@ static struct ts_csi_volume mkvol(int i)
 	v.ec_k = (uint32_t)(i % 5);
 	v.ec_m = (uint32_t)(i % 3);
 	v.block = i % 3 == 0;
+	if (i % 4 == 1)
+		snprintf(v.source, sizeof(v.source), "%s:ts-%016d", i % 8 == 1 ? "snapshot" : "volume", i);
 	return v;
 }
 
@@ -58,6 +60,7 @@ static void expect_same(const struct ts_csi_volume *a, const struct ts_csi_volum
 	cr_expect_eq(a->ec_k, b->ec_k);
 	cr_expect_eq(a->ec_m, b->ec_m);
 	cr_expect_eq(a->block, b->block);
+	cr_expect_str_eq(a->source, b->source);
 }
 
 Test(csi_store, put_get_del_reopen)
@@ -226,5 +229,28 @@ Test(csi_store, random_ops_match_model)
 
 		cr_assert_eq(ops->get(ctx, v.id, &out), present[i] ? 0 : -ENOENT);
 	}
+	ops->destroy(ctx);
+}
+
+/* Records written before volumes had a content source read with source "". */
+Test(csi_store, record_without_source_reads_as_none)
+{
+	const struct ts_csi_store_ops *ops;
+	struct ts_csi_volume out;
+	void *ctx;
+	char path[300];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/a.json", g_dir);
+	f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fputs("{\"version\":1,\"id\":\"a\",\"name\":\"b\",\"attach\":\"x\",\"fs_type\":\"\","
+	      "\"capacity_bytes\":1048576,\"ec_k\":0,\"ec_m\":0,\"block\":true}",
+	      f);
+	fclose(f);
+	cr_assert_eq(ts_csi_store_file_open(g_dir, &ops, &ctx), 0);
+	cr_assert_eq(ops->get(ctx, "a", &out), 0);
+	cr_expect_str_eq(out.source, "");
+	cr_expect_str_eq(out.name, "b");
 	ops->destroy(ctx);
 }
