@@ -34,7 +34,7 @@ int gc_call(grpc_channel *ch, const char *method, const void *req,
 	    size_t msg_len)
 {
 	grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-	gpr_timespec dl = timeout_ms < 0 ? gpr_inf_future(GPR_CLOCK_REALTIME)
+	gpr_timespec dl = timeout_ms == -1 ? gpr_inf_future(GPR_CLOCK_REALTIME)
 					 : gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
 							gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
 	grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
@@ -119,7 +119,7 @@ int gc_stream(grpc_channel *ch, const char *method, const void *req,
 	      char *msg, size_t msg_len)
 {
 	grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-	gpr_timespec dl = timeout_ms < 0 ? gpr_inf_future(GPR_CLOCK_REALTIME)
+	gpr_timespec dl = timeout_ms == -1 ? gpr_inf_future(GPR_CLOCK_REALTIME)
 					 : gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
 							gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
 	grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,

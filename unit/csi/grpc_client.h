@@ -11,7 +11,7 @@ grpc_channel *gc_connect(const char *endpoint);
 void gc_close(grpc_channel *ch);
 
 /*
- * Unary call of \p method with \p req; \p timeout_ms < 0 means no deadline.
+ * Unary call of \p method with \p req; \p timeout_ms -1 means no deadline, other negative values a deadline already past.
  * Returns the gRPC status code; on OK with \p resp_desc, *resp gets the
  * decoded response (protobuf_c_message_free_unpacked(*resp, NULL)).
  * The status message goes to \p msg.

@@ -447,9 +447,14 @@ Test(csi_mount, grpc_unimplemented_and_shutdown)
 			     g_msg, sizeof(g_msg)), 12);
 	cr_expect_eq(gc_call(g_ch, "/csi.v1.Controller/ControllerPublishVolume", &pr, NULL, NULL,
 			     5000, g_msg, sizeof(g_msg)), 12);
-	/* A deadline already past never reaches a handler. */
+	/*
+	 * A deadline already past fails DEADLINE_EXCEEDED and never hangs. (A
+	 * deadline of "now" races the server's answer on a unix socket, so the
+	 * call uses one a second in the past; the server-side check is covered
+	 * by the handler tests.)
+	 */
 	{
-		int code = gc_call(g_ch, "/csi.v1.Identity/Probe", &pr, NULL, NULL, 0, g_msg,
+		int code = gc_call(g_ch, "/csi.v1.Identity/Probe", &pr, NULL, NULL, -1000, g_msg,
 				   sizeof(g_msg));
 
 		cr_expect_eq(code, 4, "got %d: %s", code, g_msg);
