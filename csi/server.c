@@ -339,6 +339,7 @@ int ts_csi_server_start(struct ts_csi_driver *d, const char *endpoint, unsigned 
 		{ csi_identity_methods, csi_identity_method_count },
 		{ csi_controller_methods, csi_controller_method_count },
 		{ csi_node_methods, csi_node_method_count },
+		{ csi_admin_methods, csi_admin_method_count }, /* csi/admin.h */
 	};
 	struct ts_csi_server *s;
 	grpc_server_credentials *creds;
@@ -359,8 +360,9 @@ int ts_csi_server_start(struct ts_csi_driver *d, const char *endpoint, unsigned 
 	s->nthreads = workers ? workers : 4;
 	s->sock_path = ts_strdup(endpoint + 7);
 	s->threads = ts_calloc(s->nthreads, sizeof(*s->threads));
-	s->nmethods = csi_identity_method_count + csi_controller_method_count +
-		      csi_node_method_count;
+	s->nmethods = 0;
+	for (size_t t = 0; t < TS_ARRAY_SIZE(tables); t++)
+		s->nmethods += tables[t].n;
 	s->reg = ts_calloc(s->nmethods, sizeof(*s->reg));
 	s->methods = ts_calloc(s->nmethods, sizeof(*s->methods));
 	rc = -ENOMEM;
