@@ -227,6 +227,11 @@ static int volume_create(struct ts_csi_driver *d, struct csi_call *c, const uint
 	}
 	if (csi_check_name(c, "name", name))
 		goto out;
+	if ((uint64_t)json_integer_value(size) > d->max_volume_bytes) {
+		csi_fail(c, CSI_OUT_OF_RANGE, "size %" PRIu64 " bytes exceeds the largest volume (%" PRIu64 " bytes)",
+			 (uint64_t)json_integer_value(size), d->max_volume_bytes);
+		goto out;
+	}
 	/* A CLI create of a name in use is a mistake, not a retry: say so. */
 	if (d->st->get_by_name(d->st_ctx, name, &v) == 0) {
 		csi_fail(c, CSI_ALREADY_EXISTS, "volume '%s' already exists (id %s)", name, v.id);
