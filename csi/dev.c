@@ -4,8 +4,10 @@
  * (each a PEM + LDM over its own disk files), one erasure-coded array group
  * across them, the thin-volume pool on that group, Tessera's iSCSI target on
  * a loopback portal, and the CSI Identity/Controller/Node services (with
- * the embedded metadata store) on a unix socket. It runs until SIGINT or
- * SIGTERM and keeps its state in --state-dir across restarts.
+ * the embedded metadata store) on a unix socket, beside the admin service
+ * the `tessera` CLI talks to (its data-plane view: dev_admin_status). It
+ * runs until SIGINT or SIGTERM and keeps its state in --state-dir across
+ * restarts.
  *
  * State directory:
  *   pool.json, node<N>/disk<D>.img   the data plane (dataplane/pool)
