@@ -387,8 +387,12 @@ static int render_volumes(json_t *resp, FILE *out)
 		fprintf(out, "no volumes\n");
 		return 0;
 	}
+	bool all_iscsi = true;
+
+	json_array_foreach(vols, i, v)
+		all_iscsi = all_iscsi && json_object_get(v, "iscsi_url");
 	rows = json_array();
-	row(rows, 5, "NAME", "ID", "SIZE", "EC", "ISCSI URL");
+	row(rows, 5, "NAME", "ID", "SIZE", "EC", all_iscsi ? "ISCSI URL" : "ATTACH");
 	json_array_foreach(vols, i, v) {
 		char sz[32];
 

@@ -608,7 +608,8 @@ void ts_pool_status(struct ts_pool *p, struct ts_pool_status *st)
 	st->size = ts_agrp_size(p->agrp);
 	st->generation = ts_agrp_generation(p->agrp);
 	st->live_mask = ts_agrp_live_mask(p->agrp);
-	for (unsigned i = 0; i < p->k + p->m && i < TS_ARRAY_SIZE(st->slot_node); i++)
+	_Static_assert(TS_AGRP_MAX_MEMBERS <= TS_ARRAY_SIZE(st->slot_node), "slot_node too small");
+	for (unsigned i = 0; i < p->k + p->m && i < TS_ARRAY_SIZE(gi.slots); i++)
 		st->slot_node[i] = gi.slots[i].node_id;
 	for (unsigned i = 0; i < p->nnodes; i++)
 		if (p->nodes[i].up)

@@ -259,7 +259,7 @@ Test(csi_cli, render_tables)
 		     "\"size_bytes\":1536,\"ec\":\"\",\"attach\":\"file:///v\"}]}",
 		     &rc);
 	cr_assert_eq(rc, 0);
-	cr_assert_str_eq(out, "NAME         ID    SIZE   EC   ISCSI URL\n"
+	cr_assert_str_eq(out, "NAME         ID    SIZE   EC   ATTACH\n"
 			      "a-long-name  tv-1  1Gi    4+2  iscsi://h:1/iqn.x/0\n"
 			      "b            tv-2  1.5Ki  -    file:///v\n");
 	free(out);
