@@ -341,9 +341,9 @@ static int volume_list(struct ts_csi_driver *d, struct csi_call *c, const uint8_
 	if (need_controller(d, c) || !(req = parse_req(c, reqb, req_len)))
 		return -1;
 	batch = ts_calloc(LIST_BATCH, sizeof(*batch));
-	out = json_object();
-	arr = json_array();
-	if (!batch || !out || !arr || json_object_set_new(out, "volumes", arr)) {
+	out = json_pack("{s:[]}", "volumes");
+	arr = json_object_get(out, "volumes"); /* borrowed from out */
+	if (!batch || !arr) {
 		csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
 		goto out;
 	}
@@ -427,7 +427,10 @@ static json_t *status_json(const struct ts_admin_status *st)
 			 "used_bytes", (json_int_t)(st->vpool.total_bytes - st->vpool.free_bytes),
 			 "free_bytes", (json_int_t)st->vpool.free_bytes, "volumes",
 			 (json_int_t)st->vpool.volumes);
-	ok = ok && pool && !json_object_set_new(root, "volume_pool", pool);
+	if (ok && pool)
+		ok = !json_object_set_new(root, "volume_pool", pool);
+	else
+		ok = false, json_decref(pool);
 	json_decref(nodes);
 	json_decref(agrps);
 	if (!ok) {

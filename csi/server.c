@@ -3,7 +3,8 @@
  * The gRPC server loop: gRPC C core, one completion queue, a small pool of
  * worker threads.
  *
- * Every CSI method is registered with GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
+ * Every CSI method (and every admin method, csi/admin.c: same dispatch, JSON
+ * bodies) is registered with GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
  * (a unary request arrives with its one message), and two requests per method
  * are kept armed. A worker that receives a new call re-arms its slot first,
  * then starts a RECV_CLOSE_ON_SERVER batch (its completion tells us the client
