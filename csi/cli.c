@@ -440,7 +440,7 @@ static int render_agrps(json_t *resp, FILE *out, const char *indent)
 	rows = json_array();
 	row(rows, 7, "UUID", "EC", "STATE", "LIVE", "GENERATION", "SIZE", "MEMBERS (slot:node)");
 	json_array_foreach(agrps, i, g) {
-		char ec[24], live[24], gen[24], sz[32], members[1024] = "";
+		char ec[48], live[48], gen[24], sz[32], members[1024] = "";
 		size_t used = 0, j;
 		json_t *mem;
 
