@@ -14,6 +14,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "csi.pb-c.h"
+#include "csi/admin.h"
 #include "csi/csi.h"
 
 /* gRPC status codes, as numbers (grpc/status.h is only included by server.c). */
@@ -62,6 +63,8 @@ struct ts_csi_driver {
 	pthread_mutex_t ctl_lock;  /* controller read-modify-write sequences */
 	pthread_mutex_t node_lock; /* the staged list and mount changes */
 	struct node_vol *staged;
+	const struct ts_admin_ops *admin_ops; /* csi/admin.h; NULL = no admin service */
+	void *admin_ctx;
 };
 
 /* Per-call context: response memory arena, status, deadline, cancellation. */
@@ -82,6 +85,13 @@ struct csi_method {
 	const ProtobufCMessageDescriptor *req_desc;
 	const ProtobufCMessageDescriptor *resp_desc;
 	csi_handler_fn fn;
+	/*
+	 * Methods whose messages are not protobuf (the admin service's JSON):
+	 * req_desc/resp_desc/fn are NULL and this gets the raw request bytes and
+	 * returns a ts_malloc'd response (0), or -1 after csi_fail().
+	 */
+	int (*raw)(struct ts_csi_driver *d, struct csi_call *c, const uint8_t *req, size_t req_len,
+		   uint8_t **resp, size_t *resp_len);
 };
 
 extern const struct csi_method csi_identity_methods[];
@@ -90,6 +100,8 @@ extern const struct csi_method csi_controller_methods[];
 extern const size_t csi_controller_method_count;
 extern const struct csi_method csi_node_methods[];
 extern const size_t csi_node_method_count;
+extern const struct csi_method csi_admin_methods[]; /* admin.c */
+extern const size_t csi_admin_method_count;
 
 /*
  * A server-streaming method (one request, a stream of responses): open()

@@ -4,8 +4,10 @@
  * (each a PEM + LDM over its own disk files), one erasure-coded array group
  * across them, the thin-volume pool on that group, Tessera's iSCSI target on
  * a loopback portal, and the CSI Identity/Controller/Node services (with
- * the embedded metadata store) on a unix socket. It runs until SIGINT or
- * SIGTERM and keeps its state in --state-dir across restarts.
+ * the embedded metadata store) on a unix socket, beside the admin service
+ * the `tessera` CLI talks to (its data-plane view: dev_admin_status). It
+ * runs until SIGINT or SIGTERM and keeps its state in --state-dir across
+ * restarts.
  *
  * State directory:
  *   pool.json, node<N>/disk<D>.img   the data plane (dataplane/pool)
@@ -29,6 +31,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "csi/admin.h"
 #include "csi/backend_dataplane.h"
 #include "csi/csi.h"
 #include "dataplane/agrp/agrp.h"
@@ -94,6 +97,49 @@ static int probe_pool(void *arg)
 	return (unsigned)__builtin_popcountll(st.live_mask) >= st.k ? 0 : -EAGAIN;
 }
 
+/* ---- the admin service's view of the data plane (csi/admin.h) ---- */
+
+struct dev_admin {
+	struct ts_pool *pool;
+	struct ts_vpool *vp;
+};
+
+static int dev_admin_status(void *ctx, struct ts_admin_status *out)
+{
+	struct dev_admin *a = ctx;
+	struct ts_admin_agrp *g = &out->agrps[0];
+	struct ts_vpool_stats vs;
+	struct ts_pool_status st;
+
+	ts_pool_status(a->pool, &st);
+	out->nnodes = TS_MIN(st.nodes, TS_ADMIN_MAX_NODES);
+	for (size_t i = 0; i < out->nnodes; i++) {
+		out->nodes[i].id = (uint32_t)i + 1;
+		out->nodes[i].up = st.node_up_mask >> i & 1;
+		out->nodes[i].disks = st.node_disks[i];
+		out->nodes[i].extents = st.node_extents[i];
+		out->nodes[i].free_extents = st.node_free_extents[i];
+		out->nodes[i].extent_bytes = st.extent_size;
+	}
+	out->nagrps = 1;
+	snprintf(g->uuid, sizeof(g->uuid), "%s", st.group_uuid);
+	g->k = st.k;
+	g->m = st.m;
+	g->generation = st.generation;
+	g->size_bytes = st.size;
+	for (unsigned i = 0; i < st.k + st.m && i < TS_ADMIN_MAX_SLOTS; i++) {
+		g->slots[i].node = st.slot_node[i];
+		g->slots[i].live = st.live_mask >> i & 1;
+	}
+	ts_vpool_stats(a->vp, &vs);
+	out->vpool.total_bytes = vs.data_blocks * TS_VOLUME_BLOCK;
+	out->vpool.free_bytes = vs.free_blocks * TS_VOLUME_BLOCK;
+	out->vpool.volumes = vs.volumes;
+	return 0;
+}
+
+static const struct ts_admin_ops g_dev_admin_ops = { .status = dev_admin_status };
+
 /* Open the thin pool on the group, formatting it on first use. */
 static int open_vpool(const char *state, struct ts_pool *pool, struct ts_vpool **out)
 {
@@ -147,6 +193,7 @@ int ts_dev_main(int argc, char **argv)
 	struct ts_pool *pool = NULL;
 	struct ts_vpool *vp = NULL;
 	struct ts_pool_status pst;
+	struct dev_admin admin = { 0 };
 	const char *endpoint = NULL, *portal = "127.0.0.1:3260";
 	char state[4096], sock[4200], path[4200], addr[80], portal_buf[80], *colon;
 	uint64_t v;
@@ -277,6 +324,10 @@ int ts_dev_main(int argc, char **argv)
 	}
 	cfg.state_dir = state;
 	rc = ts_csi_driver_create(&cfg, be, be_ctx, st, st_ctx, &d);
+	admin.pool = pool;
+	admin.vp = vp;
+	if (rc == 0)
+		rc = ts_csi_driver_set_admin(d, &g_dev_admin_ops, &admin);
 	if (rc == 0)
 		rc = ts_csi_server_start(d, endpoint, 0, &srv);
 	if (rc < 0) {

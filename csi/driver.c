@@ -352,6 +352,7 @@ const struct csi_method *csi_method_find(const char *path)
 		{ csi_identity_methods, &csi_identity_method_count },
 		{ csi_controller_methods, &csi_controller_method_count },
 		{ csi_node_methods, &csi_node_method_count },
+		{ csi_admin_methods, &csi_admin_method_count },
 	};
 
 	for (size_t t = 0; t < TS_ARRAY_SIZE(tables); t++)
@@ -370,6 +371,12 @@ int csi_dispatch(struct ts_csi_driver *d, const struct csi_method *m, struct csi
 
 	*resp = NULL;
 	*resp_len = 0;
+	if (m->raw) {
+		if (csi_check_live(c) || m->raw(d, c, req, req_len, resp, resp_len))
+			return -1;
+		c->code = CSI_OK;
+		return 0;
+	}
 	in = protobuf_c_message_unpack(m->req_desc, &g_pb_alloc, req_len, req);
 	if (!in) {
 		csi_fail(c, CSI_INVALID_ARGUMENT, "request is not a valid %s message",

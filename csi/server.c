@@ -3,7 +3,8 @@
  * The gRPC server loop: gRPC C core, one completion queue, a small pool of
  * worker threads.
  *
- * Every CSI method is registered with GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
+ * Every CSI method (and every admin method, csi/admin.c: same dispatch, JSON
+ * bodies) is registered with GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
  * (a unary request arrives with its one message), and two requests per method
  * are kept armed. A worker that receives a new call re-arms its slot first,
  * then starts a RECV_CLOSE_ON_SERVER batch (its completion tells us the client
@@ -425,6 +426,7 @@ int ts_csi_server_start(struct ts_csi_driver *d, const char *endpoint, unsigned 
 		{ csi_identity_methods, csi_identity_method_count },
 		{ csi_controller_methods, csi_controller_method_count },
 		{ csi_node_methods, csi_node_method_count },
+		{ csi_admin_methods, csi_admin_method_count }, /* csi/admin.h */
 	};
 	struct ts_csi_server *s;
 	grpc_server_credentials *creds;
@@ -445,8 +447,9 @@ int ts_csi_server_start(struct ts_csi_driver *d, const char *endpoint, unsigned 
 	s->nthreads = workers ? workers : 4;
 	s->sock_path = ts_strdup(endpoint + 7);
 	s->threads = ts_calloc(s->nthreads, sizeof(*s->threads));
-	s->nmethods = csi_identity_method_count + csi_controller_method_count +
-		      csi_node_method_count;
+	s->nmethods = 0;
+	for (size_t t = 0; t < TS_ARRAY_SIZE(tables); t++)
+		s->nmethods += tables[t].n;
 	s->reg = ts_calloc(s->nmethods, sizeof(*s->reg));
 	s->methods = ts_calloc(s->nmethods, sizeof(*s->methods));
 	s->sreg = ts_calloc(csi_snapmeta_method_count, sizeof(*s->sreg));

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "csi/cli.h"
 #include "csi/csi.h"
 #include "csi/dev.h"
 #include "dataplane/common/ts_common.h"
@@ -18,6 +19,8 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: tessera <command> [options]\n"
 		   "commands:\n"
+		   "  volume create|list|show|delete, node list, agrp list, status\n"
+		   "               the CLI (tessera --help for its options)\n"
 		   "  dev          run the embedded default: controller + data-plane nodes on\n"
 		   "               loopback with file-backed disks (CSI socket + iSCSI portal)\n"
 		   "  csi          serve the CSI driver (file backend) on a unix socket\n"
@@ -34,15 +37,10 @@ int main(int argc, char **argv)
 		printf("tessera %s\n", TS_VERSION);
 		return 0;
 	}
-	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-		usage(stdout);
-		return 0;
-	}
 	if (!strcmp(argv[1], "dev"))
 		return ts_dev_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "csi"))
 		return ts_csi_main(argc - 1, argv + 1);
-	fprintf(stderr, "tessera: unknown command '%s'\n", argv[1]);
-	usage(stderr);
-	return 2;
+	/* Everything else (including --help) is the CLI, which explains itself. */
+	return ts_cli_main(argc, argv);
 }

@@ -12,6 +12,7 @@ PKGS=(
   libzstd-dev libssl-dev libcurl4-openssl-dev
   e2fsprogs xfsprogs util-linux tgt iproute2 procps
   libclang-rt-14-dev
+  jq
 )
 
 missing=()

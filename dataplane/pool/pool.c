@@ -608,11 +608,23 @@ void ts_pool_status(struct ts_pool *p, struct ts_pool_status *st)
 	st->size = ts_agrp_size(p->agrp);
 	st->generation = ts_agrp_generation(p->agrp);
 	st->live_mask = ts_agrp_live_mask(p->agrp);
-	for (unsigned i = 0; i < p->k + p->m && i < TS_ARRAY_SIZE(st->slot_node); i++)
+	_Static_assert(TS_AGRP_MAX_MEMBERS <= TS_ARRAY_SIZE(st->slot_node), "slot_node too small");
+	for (unsigned i = 0; i < p->k + p->m && i < TS_ARRAY_SIZE(gi.slots); i++)
 		st->slot_node[i] = gi.slots[i].node_id;
 	for (unsigned i = 0; i < p->nnodes; i++)
 		if (p->nodes[i].up)
 			st->node_up_mask |= 1ull << i;
+	st->extent_size = p->extent_size;
+	for (unsigned i = 0; i < p->nnodes && i < TS_ARRAY_SIZE(st->node_disks); i++) {
+		struct ts_pem *pem = p->nodes[i].up ? p->nodes[i].pem : NULL;
+
+		if (!pem)
+			continue;
+		st->node_disks[i] = ts_pem_disk_count(pem);
+		for (uint32_t d = 0; d < st->node_disks[i]; d++)
+			st->node_extents[i] += ts_pem_disk_extents(pem, d);
+		st->node_free_extents[i] = ts_pem_free_extents(pem);
+	}
 	ts_uuid_format(gi.group_uuid, st->group_uuid);
 	pthread_mutex_unlock(&p->lock);
 }

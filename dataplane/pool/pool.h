@@ -58,6 +58,11 @@ struct ts_pool_status {
 	uint32_t slot_node[64]; /**< node id of each of the k+m slots */
 	uint64_t node_up_mask;  /**< bit n-1: node n is up */
 	char group_uuid[37];
+	/* Per node (index n-1 for node n, n <= nodes; 0 for a node that is down). */
+	uint32_t node_disks[32];         /**< disks the node's PEM has open */
+	uint64_t node_extents[32];       /**< extents on those disks */
+	uint64_t node_free_extents[32];  /**< of which unallocated */
+	uint64_t extent_size;            /**< bytes per extent */
 };
 
 /**

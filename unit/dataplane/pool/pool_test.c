@@ -95,6 +95,15 @@ Test(pool, create_write_reassemble_after_restart)
 		per[st.slot_node[i]]++;
 	cr_assert(per[1] == 2 && per[2] == 2 && per[3] == 2);
 	cr_assert(st.size >= NBLK * BS);
+	/* Per-node disks and extents: two 48 MiB disks of 1 MiB extents each, two
+	 * members' worth allocated on every node. */
+	cr_assert_eq(st.extent_size, 1u << 20);
+	for (unsigned n = 0; n < 3; n++) {
+		cr_assert_eq(st.node_disks[n], 2);
+		cr_assert(st.node_extents[n] > 0 && st.node_extents[n] <= 96, "%llu",
+			  (unsigned long long)st.node_extents[n]);
+		cr_assert_lt(st.node_free_extents[n], st.node_extents[n]);
+	}
 	srand(7);
 	for (int i = 0; i < 600; i++) {
 		uint32_t b = (uint32_t)rand() % NBLK;
@@ -132,6 +141,8 @@ Test(pool, writes_continue_through_node_outages_and_resync)
 		check_all(ts_pool_device(p), ver); /* degraded reads decode */
 		ts_pool_status(p, &st);
 		cr_assert_neq(st.live_mask, 0x3f);
+		cr_assert_eq(st.node_up_mask, 0x7u & ~(1u << (node - 1)));
+		cr_assert_eq(st.node_disks[node - 1], 0, "a down node reports no disks");
 		cr_assert_eq(ts_pool_node_start(p, node), 0);
 		ts_pool_status(p, &st);
 		cr_assert_eq(st.live_mask, 0x3f, "node %u rejoined", node);

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/**
+ * \file
+ * Tessera's admin service: what the `tessera` CLI talks to. It is served on
+ * the same gRPC server (and so the same endpoint) as CSI, under
+ * `/tessera.admin.v1.Admin/<Method>`. Request and response messages are
+ * JSON objects (UTF-8, jansson) carried as the raw gRPC message bytes; the
+ * status codes are gRPC's, as for CSI. docs/cli.md lists the methods and
+ * their bodies.
+ *
+ * Volumes are created and deleted through the CSI Controller's own
+ * CreateVolume / DeleteVolume handlers (same validation, backend and metadata
+ * store), listed and looked up in the CSI metadata store. What the CSI layer
+ * cannot know (nodes, disks, array groups, pool usage) comes from the ops
+ * table below, which whoever runs the data plane implements (`tessera dev`
+ * in csi/dev.c).
+ *
+ * THREAD SAFETY: the ops may be called from any gRPC worker thread at once;
+ * an implementation must tolerate that. ts_csi_driver_set_admin() must be
+ * called before the server starts and the ops context must outlive the
+ * server.
+ */
+#ifndef TS_CSI_ADMIN_H
+#define TS_CSI_ADMIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TS_ADMIN_PREFIX "/tessera.admin.v1.Admin/"
+#define TS_ADMIN_MAX_NODES 32
+#define TS_ADMIN_MAX_AGRPS 8
+#define TS_ADMIN_MAX_SLOTS 64
+
+struct ts_csi_driver;
+
+/** One data-plane node. */
+struct ts_admin_node {
+	uint32_t id;            /**< 1-based */
+	bool up;
+	uint32_t disks;         /**< disks open (0 when down) */
+	uint64_t extents;       /**< extents on them */
+	uint64_t free_extents;  /**< of which unallocated */
+	uint64_t extent_bytes;  /**< extent size */
+};
+
+/** One slot (member) of an array group. */
+struct ts_admin_slot {
+	uint32_t node; /**< node holding the member */
+	bool live;     /**< serving IO */
+};
+
+/** One array group. */
+struct ts_admin_agrp {
+	char uuid[37];
+	uint32_t k, m;
+	uint64_t generation;
+	uint64_t size_bytes; /**< usable bytes */
+	struct ts_admin_slot slots[TS_ADMIN_MAX_SLOTS]; /**< k + m of them */
+};
+
+/** The thin-volume pool on the array group(s). */
+struct ts_admin_vpool {
+	uint64_t total_bytes;
+	uint64_t free_bytes;
+	uint64_t volumes;
+};
+
+/** A snapshot of the cluster. */
+struct ts_admin_status {
+	size_t nnodes;
+	struct ts_admin_node nodes[TS_ADMIN_MAX_NODES];
+	size_t nagrps;
+	struct ts_admin_agrp agrps[TS_ADMIN_MAX_AGRPS];
+	struct ts_admin_vpool vpool;
+};
+
+struct ts_admin_ops {
+	/** Fill \p out (zeroed by the caller). 0 or -errno. */
+	int (*status)(void *ctx, struct ts_admin_status *out);
+};
+
+/**
+ * Serve the admin service on \p d's server with \p ops / \p ctx (borrowed;
+ * they must outlive the server). Call before ts_csi_server_start(). Without
+ * it every admin method answers UNAVAILABLE. \p d must run the controller.
+ * 0 or -EINVAL.
+ */
+int ts_csi_driver_set_admin(struct ts_csi_driver *d, const struct ts_admin_ops *ops, void *ctx);
+
+#endif /* TS_CSI_ADMIN_H */
