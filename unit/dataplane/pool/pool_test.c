@@ -242,23 +242,29 @@ Test(pool, sigkilled_writer_loses_no_acknowledged_write)
 			}
 		}
 		close(fds[1]);
-		usleep(50000 + (useconds_t)(rand() % 400000));
-		kill(pid, SIGKILL);
-		int status;
-		waitpid(pid, &status, 0);
-		cr_assert(WIFSIGNALED(status), "child exited early status=%d", status);
+		/* Kill after a random number of acknowledged writes (not after a
+		 * fixed time: a loaded machine may not have started the child). */
+		unsigned target = 1 + (unsigned)rand() % 400, nacks = 0;
 		uint32_t msg[3];
-		unsigned nacks = 0;
 		memset(next, 0, sizeof(next));
+		int killed = 0;
 		while (read(fds[0], msg, sizeof(msg)) == (ssize_t)sizeof(msg)) {
 			if (msg[0] == 0) {
 				next[msg[1]] = msg[2];
 			} else {
 				acked[msg[1]] = msg[2];
 				next[msg[1]] = 0;
-				nacks++;
+				if (++nacks == target && !killed) {
+					usleep((useconds_t)(rand() % 2000));
+					kill(pid, SIGKILL);
+					killed = 1;
+				}
 			}
 		}
+		int status;
+		waitpid(pid, &status, 0);
+		cr_assert(killed && WIFSIGNALED(status), "child exited early status=%d acks=%u",
+			  status, nacks);
 		close(fds[0]);
 		cr_assert_gt(nacks, 0);
 		cr_assert_eq(ts_pool_open(&o, &p), 0);
