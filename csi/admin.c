@@ -465,11 +465,37 @@ static int cluster_status(struct ts_csi_driver *d, struct csi_call *c, const uin
 	return rc;
 }
 
+static int snapshot_tree(struct ts_csi_driver *d, struct csi_call *c, const uint8_t *reqb,
+			 size_t req_len, uint8_t **resp, size_t *resp_len)
+{
+	json_t *req, *layers;
+	json_error_t jerr;
+	char *text = NULL;
+	int rc;
+
+	if (!(req = parse_req(c, reqb, req_len)))
+		return -1;
+	json_decref(req);
+	if (!d->admin_ops || !d->admin_ops->tree)
+		return csi_fail(c, CSI_UNAVAILABLE,
+				"this endpoint serves no snapshot tree (it is not `tessera dev`)");
+	rc = d->admin_ops->tree(d->admin_ctx, &text);
+	if (rc < 0)
+		return csi_fail_err(c, rc, "snapshot tree");
+	layers = json_loads(text, 0, &jerr);
+	ts_free(text);
+	if (!json_is_array(layers)) {
+		json_decref(layers);
+		return csi_fail(c, CSI_INTERNAL, "snapshot tree: malformed");
+	}
+	return reply(c, json_pack("{s:o}", "layers", layers), resp, resp_len);
+}
+
 #define A(name, fn) { TS_ADMIN_PREFIX name, NULL, NULL, NULL, fn }
 
 const struct csi_method csi_admin_methods[] = {
 	A("ClusterStatus", cluster_status), A("VolumeCreate", volume_create),
 	A("VolumeList", volume_list),       A("VolumeGet", volume_get),
-	A("VolumeDelete", volume_delete),
+	A("VolumeDelete", volume_delete),   A("SnapshotTree", snapshot_tree),
 };
 const size_t csi_admin_method_count = TS_ARRAY_SIZE(csi_admin_methods);

@@ -78,6 +78,13 @@ struct ts_admin_status {
 struct ts_admin_ops {
 	/** Fill \p out (zeroed by the caller). 0 or -errno. */
 	int (*status)(void *ctx, struct ts_admin_status *out);
+	/**
+	 * Optional: the pool's snapshot forest as JSON text (ts_malloc'd, the
+	 * caller ts_free()s): an array of layers in depth-first order, parents
+	 * first, each {"id","parent","depth","kind":"head"|"snapshot"|"hidden",
+	 * "name","volume","size_bytes","blocks","created_ns"}. 0 or -errno.
+	 */
+	int (*tree)(void *ctx, char **json);
 };
 
 /**

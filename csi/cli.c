@@ -52,6 +52,7 @@ static void usage(FILE *f)
 		"  volume list                                 list volumes\n"
 		"  volume show NAME|ID                         one volume, with its iSCSI URL\n"
 		"  volume delete NAME|ID                       delete a volume\n"
+		"  volume tree [NAME|ID]                       snapshot trees (of one volume's tree)\n"
 		"  node list                                   data-plane nodes and their disks\n"
 		"  agrp list (or array-group list)             array groups and their members\n"
 		"  status                                      nodes, array groups, pool usage\n"
@@ -219,9 +220,11 @@ int ts_cli_parse_args(int argc, char **argv, struct ts_cli_args *a, char *err, s
 			a->cmd = TS_CLI_VOLUME_SHOW;
 		else if (is(v, "delete", "rm", "remove"))
 			a->cmd = TS_CLI_VOLUME_DELETE;
+		else if (is(v, "tree", "snapshots", NULL))
+			a->cmd = TS_CLI_VOLUME_TREE, want = npos - 2 ? 1 : 0;
 		else {
 			snprintf(err, err_len, "volume: unknown or missing action '%s' "
-				 "(want create, list, show or delete)", v ? v : "");
+				 "(want create, list, show, delete or tree)", v ? v : "");
 			return TS_CLI_USAGE;
 		}
 		if (npos - 2 != want) {
@@ -491,6 +494,69 @@ static int render_status(json_t *resp, FILE *out)
 	return render_agrps(resp, out, "");
 }
 
+/*
+ * The snapshot forest, or (with \p volume, a name or "tv-<hex>" id) only the
+ * tree that holds that volume's head. Each line: indent by depth, kind, name,
+ * layer id, size, blocks the layer itself maps.
+ */
+int ts_cli_render_tree(json_t *resp, const char *volume, FILE *out)
+{
+	json_t *layers = json_object_get(resp, "layers"), *l;
+	uint64_t want_vol = 0, root = 0, id_of_root = 0;
+	size_t i;
+	int printed = 0;
+
+	if (!json_is_array(layers))
+		return -EINVAL;
+	if (volume) {
+		if (!strncmp(volume, "tv-", 3))
+			want_vol = strtoull(volume + 3, NULL, 16);
+		/* Find the volume's head, then the root of its tree. */
+		json_array_foreach(layers, i, l) {
+			if (strcmp(jstr(l, "kind"), "head"))
+				continue;
+			if ((want_vol && jint(l, "volume") == want_vol) ||
+			    (!want_vol && !strcmp(jstr(l, "volume_name"), volume))) {
+				want_vol = jint(l, "volume");
+				break;
+			}
+		}
+		if (i == json_array_size(layers))
+			return -ENOENT;
+		/* Depth-first order: the root is the last depth-0 layer before the head. */
+		json_array_foreach(layers, i, l) {
+			if (jint(l, "depth") == 0)
+				id_of_root = jint(l, "id");
+			if (!strcmp(jstr(l, "kind"), "head") && jint(l, "volume") == want_vol) {
+				root = id_of_root;
+				break;
+			}
+		}
+	}
+	fprintf(out, "%-40s %-9s %-8s %-10s %s\n", "LAYER", "KIND", "ID", "SIZE", "BLOCKS");
+	id_of_root = 0;
+	json_array_foreach(layers, i, l) {
+		char line[160], size[32];
+		uint64_t depth = jint(l, "depth");
+
+		if (depth == 0)
+			id_of_root = jint(l, "id");
+		if (root && id_of_root != root)
+			continue;
+		const char *name = !strcmp(jstr(l, "kind"), "head") ? jstr(l, "volume_name")
+								     : jstr(l, "name");
+		snprintf(line, sizeof(line), "%*s%s%s", (int)(2 * depth), "", depth ? "└ " : "",
+			 name[0] ? name : "-");
+		ts_cli_fmt_size(jint(l, "size_bytes"), size, sizeof(size));
+		fprintf(out, "%-40s %-9s %-8" PRIu64 " %-10s %" PRIu64 "\n", line, jstr(l, "kind"),
+			jint(l, "id"), size, jint(l, "blocks"));
+		printed++;
+	}
+	if (!printed)
+		fprintf(out, "(no volumes)\n");
+	return 0;
+}
+
 int ts_cli_render(const struct ts_cli_args *a, json_t *resp, FILE *out)
 {
 	json_t *sub = NULL;
@@ -533,6 +599,7 @@ int ts_cli_render(const struct ts_cli_args *a, json_t *resp, FILE *out)
 	case TS_CLI_NODE_LIST: return render_nodes(resp, out, "");
 	case TS_CLI_AGRP_LIST: return render_agrps(resp, out, "");
 	case TS_CLI_STATUS: return render_status(resp, out);
+	case TS_CLI_VOLUME_TREE: return ts_cli_render_tree(resp, a->volume, out);
 	default: return -EINVAL;
 	}
 }
@@ -550,6 +617,10 @@ static int request(const struct ts_cli_args *a, const char **method, json_t **bo
 		break;
 	case TS_CLI_VOLUME_LIST:
 		*method = TS_ADMIN_PREFIX "VolumeList";
+		*body = json_object();
+		break;
+	case TS_CLI_VOLUME_TREE:
+		*method = TS_ADMIN_PREFIX "SnapshotTree";
 		*body = json_object();
 		break;
 	case TS_CLI_VOLUME_SHOW:
@@ -627,7 +698,18 @@ int ts_cli_main(int argc, char **argv)
 		goto out;
 	}
 	rj = json_loadb(resp, resp_len, 0, &jerr);
-	if (!rj || ts_cli_render(&a, rj, stdout)) {
+	if (rj && a.cmd == TS_CLI_VOLUME_TREE && !a.json) {
+		int r = ts_cli_render_tree(rj, a.volume, stdout);
+
+		if (r == -ENOENT) {
+			fprintf(stderr, "tessera: volume '%s' not found\n", a.volume);
+			goto out;
+		}
+		if (r) {
+			fprintf(stderr, "tessera: unexpected answer from %s: %.200s\n", ep, resp);
+			goto out;
+		}
+	} else if (!rj || ts_cli_render(&a, rj, stdout)) {
 		fprintf(stderr, "tessera: unexpected answer from %s: %.200s\n", ep, resp);
 		goto out;
 	}

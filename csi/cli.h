@@ -32,6 +32,7 @@ enum ts_cli_cmd {
 	TS_CLI_NODE_LIST,
 	TS_CLI_AGRP_LIST,
 	TS_CLI_STATUS,
+	TS_CLI_VOLUME_TREE,
 };
 
 /** A parsed command line. Strings point into argv. */
@@ -70,6 +71,12 @@ int ts_cli_parse_args(int argc, char **argv, struct ts_cli_args *a, char *err, s
  * lacks what the command shows.
  */
 int ts_cli_render(const struct ts_cli_args *a, json_t *resp, FILE *out);
+/**
+ * Render a SnapshotTree answer: the whole forest, or with \p volume (a name
+ * or "tv-<hex>" id) only the tree holding that volume. 0, -EINVAL
+ * (malformed), -ENOENT (no such volume).
+ */
+int ts_cli_render_tree(json_t *resp, const char *volume, FILE *out);
 
 /** The endpoint to use: \p a->endpoint, $TESSERA_ENDPOINT, or the dev default. */
 void ts_cli_endpoint(const struct ts_cli_args *a, char *buf, size_t len);

@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,7 +139,62 @@ static int dev_admin_status(void *ctx, struct ts_admin_status *out)
 	return 0;
 }
 
-static const struct ts_admin_ops g_dev_admin_ops = { .status = dev_admin_status };
+struct tree_walk {
+	json_t *arr;
+	struct ts_vpool *vp;
+};
+
+static int tree_visit(void *arg, const struct ts_vpool_layer_info *l, unsigned depth)
+{
+	struct tree_walk *w = arg;
+	struct ts_vpool_volume_info vi;
+	char vid[24];
+	const char *kind = (l->flags & TS_LAYER_HEAD)	  ? "head"
+			   : (l->flags & TS_LAYER_HIDDEN) ? "hidden"
+							  : "snapshot";
+	json_t *o = json_pack("{s:I, s:I, s:i, s:s, s:s, s:I, s:I, s:I, s:I}", "id",
+			      (json_int_t)l->id, "parent", (json_int_t)l->parent, "depth",
+			      (int)depth, "kind", kind, "name", l->name, "volume",
+			      (json_int_t)l->volume, "size_bytes", (json_int_t)l->size, "blocks",
+			      (json_int_t)l->entries, "created_ns", (json_int_t)l->ctime);
+
+	if (!o)
+		return -ENOMEM;
+	/* The volume the layer belongs to (or was frozen from), if it still exists. */
+	if (l->volume && ts_vpool_volume_info(w->vp, l->volume, &vi) == 0) {
+		snprintf(vid, sizeof(vid), "tv-%016llx", (unsigned long long)l->volume);
+		json_object_set_new(o, "volume_id", json_string(vid));
+		json_object_set_new(o, "volume_name", json_string(vi.name));
+	}
+	if (json_array_append_new(w->arr, o) != 0)
+		return -ENOMEM;
+	return 0;
+}
+
+static int dev_admin_tree(void *ctx, char **out)
+{
+	struct dev_admin *a = ctx;
+	json_t *arr = json_array();
+	struct tree_walk w = { arr, a->vp };
+	char *text;
+	int rc;
+
+	if (!arr)
+		return -ENOMEM;
+	rc = ts_chain_walk(a->vp, tree_visit, &w);
+	text = rc == 0 ? json_dumps(arr, JSON_COMPACT) : NULL;
+	json_decref(arr);
+	if (rc < 0)
+		return rc;
+	if (!text)
+		return -ENOMEM;
+	*out = ts_strdup(text);
+	free(text);
+	return *out ? 0 : -ENOMEM;
+}
+
+static const struct ts_admin_ops g_dev_admin_ops = { .status = dev_admin_status,
+						      .tree = dev_admin_tree };
 
 /* Open the thin pool on the group, formatting it on first use. */
 static int open_vpool(const char *state, struct ts_pool *pool, struct ts_vpool **out)

@@ -526,3 +526,54 @@ Test(csi_cli, admin_fuzz, .timeout = 120)
 	json_decref(r);
 	tenv_fini(&e);
 }
+
+/* The snapshot forest, whole and narrowed to one volume's tree. */
+Test(csi_cli, render_snapshot_tree)
+{
+	const char *resp =
+		"{\"layers\":["
+		"{\"id\":1,\"parent\":0,\"depth\":0,\"kind\":\"snapshot\",\"name\":\"snap-1\","
+		"\"volume\":2,\"size_bytes\":67108864,\"blocks\":5,\"volume_id\":\"tv-0000000000000002\","
+		"\"volume_name\":\"db\"},"
+		"{\"id\":3,\"parent\":1,\"depth\":1,\"kind\":\"head\",\"name\":\"\",\"volume\":2,"
+		"\"size_bytes\":67108864,\"blocks\":1,\"volume_id\":\"tv-0000000000000002\",\"volume_name\":\"db\"},"
+		"{\"id\":4,\"parent\":1,\"depth\":1,\"kind\":\"head\",\"name\":\"\",\"volume\":5,"
+		"\"size_bytes\":67108864,\"blocks\":0,\"volume_id\":\"tv-0000000000000005\",\"volume_name\":\"db-clone\"},"
+		"{\"id\":6,\"parent\":0,\"depth\":0,\"kind\":\"head\",\"name\":\"\",\"volume\":7,"
+		"\"size_bytes\":1048576,\"blocks\":0,\"volume_id\":\"tv-0000000000000007\",\"volume_name\":\"other\"}]}";
+	json_error_t jerr;
+	json_t *j = json_loads(resp, 0, &jerr);
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	cr_assert_not_null(j);
+	f = open_memstream(&buf, &len);
+	cr_assert_eq(ts_cli_render_tree(j, NULL, f), 0);
+	fclose(f);
+	cr_assert_not_null(strstr(buf, "snap-1"));
+	cr_assert_not_null(strstr(buf, "  └ db "));
+	cr_assert_not_null(strstr(buf, "  └ db-clone"));
+	cr_assert_not_null(strstr(buf, "\nother "));
+	free(buf);
+
+	f = open_memstream(&buf, &len);
+	cr_assert_eq(ts_cli_render_tree(j, "db-clone", f), 0);
+	fclose(f);
+	cr_assert_not_null(strstr(buf, "snap-1"), "the clone's tree includes its base");
+	cr_assert_null(strstr(buf, "other"), "other trees are left out");
+	free(buf);
+
+	f = open_memstream(&buf, &len);
+	cr_assert_eq(ts_cli_render_tree(j, "tv-0000000000000007", f), 0);
+	fclose(f);
+	cr_assert_null(strstr(buf, "snap-1"));
+	cr_assert_not_null(strstr(buf, "other"));
+	free(buf);
+
+	f = open_memstream(&buf, &len);
+	cr_assert_eq(ts_cli_render_tree(j, "missing", f), -ENOENT);
+	fclose(f);
+	free(buf);
+	json_decref(j);
+}
