@@ -9,6 +9,7 @@
 #include "csi/csi.h"
 #include "csi/dev.h"
 #include "dataplane/common/ts_common.h"
+#include "dataplane/node/node.h"
 
 #ifndef TS_VERSION
 #define TS_VERSION "0.1.0"
@@ -21,6 +22,7 @@ static void usage(FILE *f)
 		   "  dev          run the embedded default: controller + data-plane nodes on\n"
 		   "               loopback with file-backed disks (CSI socket + iSCSI portal)\n"
 		   "  csi          serve the CSI driver (file backend) on a unix socket\n"
+		   "  node         run one host's data plane (disks, iSCSI exports, registration)\n"
 		   "  --version    print the version\n");
 }
 
@@ -40,6 +42,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "dev"))
 		return ts_dev_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "node"))
+		return ts_node_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "csi"))
 		return ts_csi_main(argc - 1, argv + 1);
 	fprintf(stderr, "tessera: unknown command '%s'\n", argv[1]);
