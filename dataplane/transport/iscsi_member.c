@@ -190,6 +190,9 @@ static void tio_done(struct iscsi_context *iscsi, int status, void *command_data
 	}
 	if (rm->tearing || status == SCSI_STATUS_CANCELLED || status == SCSI_STATUS_ERROR ||
 	    status == SCSI_STATUS_TIMEOUT) {
+		if (!rm->tearing)
+			ts_log(TS_LOG_WARN, "transport", "command lost target=%s op=%d status=0x%x",
+			       rm->target, (int)t->io->op, (unsigned)status);
 		tio_finish(&rm->inflight, t, TS_ERR_MEMBER_FAILED);
 		return;
 	}
@@ -355,13 +358,14 @@ static struct iscsi_context *rm_new_ctx(const struct rm *rm)
 	return c;
 }
 
-static void rm_connected(struct iscsi_context *iscsi, int status, void *command_data, void *private_data)
+/* Login finished (or failed). Runs inside iscsi_service(). */
+static void rm_logged_in(struct iscsi_context *iscsi, int status, void *command_data, void *private_data)
 {
 	struct rm *rm = private_data;
 
 	(void)iscsi;
 	(void)command_data;
-	if (rm->state != RM_CONNECTING)
+	if (rm->state != RM_CONNECTING || rm->tearing)
 		return;
 	if (status != SCSI_STATUS_GOOD) {
 		/* Tear down after iscsi_service() returns, not inside libiscsi. */
@@ -375,12 +379,31 @@ static void rm_connected(struct iscsi_context *iscsi, int status, void *command_
 	ts_log(TS_LOG_INFO, "transport", "session up target=%s portal=%s", rm->target, rm->portal);
 }
 
+/* TCP connected (or failed): start the login. */
+static void rm_tcp_connected(struct iscsi_context *iscsi, int status, void *command_data,
+			     void *private_data)
+{
+	struct rm *rm = private_data;
+
+	(void)command_data;
+	if (rm->state != RM_CONNECTING || rm->tearing)
+		return;
+	if (status != SCSI_STATUS_GOOD || iscsi_login_async(iscsi, rm_logged_in, rm))
+		rm->connect_deadline = 0;
+}
+
+/*
+ * Connect in two steps (TCP, then login) rather than with
+ * iscsi_full_connect_async(): the latter keeps state that only its callback
+ * frees, and destroying a context mid-connect (timeout, shutdown) would leak
+ * it. Both steps here keep their state in the context itself.
+ */
 static void rm_connect(struct rm *rm)
 {
 	rm->ctx = rm_new_ctx(rm);
 	rm->state = RM_CONNECTING;
 	rm->connect_deadline = ts_now_ns() + rm->connect_timeout;
-	if (!rm->ctx || iscsi_full_connect_async(rm->ctx, rm->portal, rm->lun, rm_connected, rm)) {
+	if (!rm->ctx || iscsi_connect_async(rm->ctx, rm->portal, rm_tcp_connected, rm)) {
 		if (!rm->ctx) {
 			rm->state = RM_DOWN;
 			atomic_fetch_add(&rm->connect_failures, 1);
@@ -414,6 +437,8 @@ static void rm_expire(struct rm *rm, uint64_t now)
 		next = t->next;
 		if (now >= t->deadline) {
 			atomic_fetch_add(&rm->timeouts, 1);
+			ts_log(TS_LOG_WARN, "transport", "IO expired waiting for the session target=%s op=%d state=%d",
+			       rm->target, (int)t->io->op, (int)rm->state);
 			tio_finish(&rm->wait, t, TS_ERR_MEMBER_FAILED);
 		}
 	}

@@ -20,13 +20,21 @@
  * `acked=N unacked=U lost=L verified=V rejoined=yes|no`; exit 0 iff lost=0,
  * rejoined=yes and nothing failed.
  *
- * Usage: multinode-test <tessera binary> <work dir>
+ * With --netns, each node runs in its own network namespace (ip netns +
+ * veth, bridged to this process's namespace on 10.200.X.0/24; needs root)
+ * and one more phase runs before the kill: node 1's link is cut (no RST,
+ * packets vanish), so its members fail by IO timeout rather than by a reset
+ * connection; the load continues degraded; the link comes back and node 1's
+ * members rejoin.
+ *
+ * Usage: multinode-test [--netns] <tessera binary> <work dir>
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +60,58 @@
 static const char *g_bin, *g_work;
 static uint16_t g_port;
 static char g_cluster[37];
+static bool g_netns;
+static unsigned g_tag; /* names and subnet of this run's namespaces */
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+	char cmd[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	return system(cmd);
+}
+
+static void node_addr(unsigned id, char *out, size_t len)
+{
+	if (g_netns)
+		snprintf(out, len, "10.200.%u.%u", g_tag % 200, id + 1);
+	else
+		snprintf(out, len, "127.0.0.%u", id + 1);
+}
+
+static void netns_down(void)
+{
+	for (unsigned i = 1; i <= 3; i++)
+		(void)sh("ip netns del tsmn%un%u 2>/dev/null", g_tag, i);
+	(void)sh("ip link del tsmnbr%u 2>/dev/null", g_tag);
+}
+
+static bool netns_up(void)
+{
+	int rc = sh("ip link add tsmnbr%u type bridge && ip addr add 10.200.%u.1/24 dev tsmnbr%u && "
+		    "ip link set tsmnbr%u up", g_tag, g_tag % 200, g_tag, g_tag);
+
+	for (unsigned i = 1; i <= 3 && rc == 0; i++)
+		rc = sh("ip netns add tsmn%un%u && "
+			"ip link add tsmn%uh%u type veth peer name tsmn%uv%u && "
+			"ip link set tsmn%uv%u netns tsmn%un%u && "
+			"ip -n tsmn%un%u addr add 10.200.%u.%u/24 dev tsmn%uv%u && "
+			"ip -n tsmn%un%u link set tsmn%uv%u up && ip -n tsmn%un%u link set lo up && "
+			"ip link set tsmn%uh%u master tsmnbr%u && ip link set tsmn%uh%u up",
+			g_tag, i, g_tag, i, g_tag, i, g_tag, i, g_tag, i, g_tag, i, g_tag % 200, i + 1,
+			g_tag, i, g_tag, i, g_tag, i, g_tag, i, g_tag, i, g_tag, g_tag, i);
+	return rc == 0;
+}
+
+/* Cut (up=false) or restore node \p id's link: packets vanish, no RST. */
+static void netns_link(unsigned id, bool up)
+{
+	(void)sh("ip link set tsmn%uh%u %s", g_tag, id, up ? "up" : "down");
+}
 static pid_t g_pid[NNODES + 1];
 static struct ts_agrp *g_grp;
 
@@ -90,7 +150,7 @@ static pid_t start_node(unsigned id)
 	pid_t pid;
 
 	snprintf(idb, sizeof(idb), "%u", id);
-	snprintf(addr, sizeof(addr), "127.0.0.%u", id + 1);
+	node_addr(id, addr, sizeof(addr));
 	snprintf(port, sizeof(port), "%u", g_port);
 	snprintf(disk, sizeof(disk), "%s/node%u.disk", g_work, id);
 	snprintf(reg, sizeof(reg), "%s/registry", g_work);
@@ -106,6 +166,13 @@ static pid_t start_node(unsigned id)
 		}
 		setenv("TESSERA_CHAP_USER", USER, 1);
 		setenv("TESSERA_CHAP_SECRET", SECRET, 1);
+		char ns[32];
+
+		snprintf(ns, sizeof(ns), "tsmn%un%u", g_tag, id);
+		if (g_netns)
+			execlp("ip", "ip", "netns", "exec", ns, g_bin, "node", "--id", idb, "--cluster",
+			       g_cluster, "--addr", addr, "--port", port, "--registry", reg, "--disk", disk,
+			       "--extent-size", "1048576", "--heartbeat-ms", "200", (char *)NULL);
 		execl(g_bin, g_bin, "node", "--id", idb, "--cluster", g_cluster, "--addr", addr, "--port", port, "--registry",
 		      reg, "--disk", disk, "--extent-size", "1048576", "--heartbeat-ms", "200",
 		      (char *)NULL);
@@ -218,11 +285,28 @@ int main(int argc, char **argv)
 	uint64_t t0;
 	int rc;
 
+	if (argc == 4 && !strcmp(argv[1], "--netns")) {
+		g_netns = true;
+		argv++;
+		argc--;
+	}
 	if (argc != 3) {
-		fprintf(stderr, "usage: multinode-test <tessera> <workdir>\n");
+		fprintf(stderr, "usage: multinode-test [--netns] <tessera> <workdir>\n");
 		return 2;
 	}
-	if (!loopback_ok()) {
+	g_tag = (unsigned)getpid() % 10000;
+	if (g_netns) {
+		if (geteuid() != 0) {
+			printf("skip: --netns needs root\n");
+			return 77;
+		}
+		netns_down();
+		if (!netns_up()) {
+			netns_down();
+			printf("skip: cannot create network namespaces\n");
+			return 77;
+		}
+	} else if (!loopback_ok()) {
 		printf("skip: cannot bind 127.0.0.3\n");
 		return 77;
 	}
@@ -291,6 +375,32 @@ int main(int argc, char **argv)
 	/* 2. load while node 2 dies and returns */
 	pthread_create(&wt, NULL, writer, NULL);
 	usleep(500000);
+	if (g_netns) {
+		uint64_t a0 = atomic_load(&g_acked);
+
+		printf("cut node 1's link\n");
+		fflush(stdout);
+		netns_link(1, false);
+		sleep(3); /* members on node 1 fail by timeout; IO continues degraded */
+		printf("partitioned live=0x%llx acked_while_cut=%llu\n",
+		       (unsigned long long)ts_agrp_live_mask(g_grp),
+		       (unsigned long long)(atomic_load(&g_acked) - a0));
+		fflush(stdout);
+		if (atomic_load(&g_acked) == a0 || ts_agrp_live_mask(g_grp) == 0x3f) {
+			fprintf(stderr, "partition: IO stalled or no member failed\n");
+			ok = false;
+		}
+		netns_link(1, true);
+		for (int i = 0; i < 100 && ts_agrp_live_mask(g_grp) != 0x3f; i++) {
+			ts_cluster_rejoin(cl);
+			if (ts_agrp_live_mask(g_grp) != 0x3f)
+				usleep(200000);
+		}
+		printf("healed partition live=0x%llx\n", (unsigned long long)ts_agrp_live_mask(g_grp));
+		fflush(stdout);
+		if (ts_agrp_live_mask(g_grp) != 0x3f)
+			ok = false;
+	}
 	printf("kill -9 node 2\n");
 	fflush(stdout);
 	kill_node(2, SIGKILL);
@@ -340,6 +450,8 @@ out:
 	for (unsigned i = 1; i <= NNODES; i++)
 		kill_node(i, SIGTERM);
 	ts_registry_close(reg);
+	if (g_netns)
+		netns_down();
 	printf("acked=%llu unacked=%llu lost=%llu verified=%llu rejoined=%s\n",
 	       (unsigned long long)atomic_load(&g_acked), (unsigned long long)atomic_load(&g_unacked),
 	       (unsigned long long)atomic_load(&g_lost), (unsigned long long)atomic_load(&g_reads),
