@@ -222,7 +222,8 @@ int ts_node_start(const struct ts_node_opts *o, struct ts_node **out)
 
 	static const uint8_t zero[16];
 
-	if (!o || !out || !o->node_id || !memcmp(o->cluster_uuid, zero, 16) || !o->disks || !o->ndisks || !o->addr || !o->reg ||
+	if (!o || !out || !o->node_id || !memcmp(o->cluster_uuid, zero, 16) || !o->disks ||
+	    !o->ndisks || !o->addr || !o->reg ||
 	    !o->chap_user || !o->chap_secret || strlen(o->chap_user) >= 128 ||
 	    strlen(o->chap_secret) >= 128 || strlen(o->addr) > 40)
 		return -EINVAL;

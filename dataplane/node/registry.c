@@ -436,12 +436,14 @@ int ts_registry_put_node(struct ts_registry *r, const struct ts_reg_node *n)
 	return r && n ? r->ops->put_node(r->ctx, n) : -EINVAL;
 }
 
-int ts_registry_list_nodes(struct ts_registry *r, struct ts_reg_node *out, unsigned max, unsigned *n)
+int ts_registry_list_nodes(struct ts_registry *r, struct ts_reg_node *out, unsigned max,
+			   unsigned *n)
 {
 	return r && out && n ? r->ops->list_nodes(r->ctx, out, max, n) : -EINVAL;
 }
 
-int ts_registry_post_request(struct ts_registry *r, uint32_t node_id, const struct ts_reg_request *req)
+int ts_registry_post_request(struct ts_registry *r, uint32_t node_id,
+			     const struct ts_reg_request *req)
 {
 	return r && req && req->id[0] ? r->ops->post_request(r->ctx, node_id, req) : -EINVAL;
 }
@@ -451,7 +453,8 @@ int ts_registry_next_request(struct ts_registry *r, uint32_t node_id, struct ts_
 	return r && req ? r->ops->next_request(r->ctx, node_id, req) : -EINVAL;
 }
 
-int ts_registry_complete_request(struct ts_registry *r, uint32_t node_id, const char *req_id, int status)
+int ts_registry_complete_request(struct ts_registry *r, uint32_t node_id, const char *req_id,
+				 int status)
 {
 	return r && req_id ? r->ops->complete_request(r->ctx, node_id, req_id, status) : -EINVAL;
 }

@@ -97,11 +97,14 @@ void ts_registry_close(struct ts_registry *r);
 /** Insert or replace a node record (heartbeat_ms is set by the caller). */
 int ts_registry_put_node(struct ts_registry *r, const struct ts_reg_node *n);
 /** Up to \p max node records into \p out, *\p n gets the count. */
-int ts_registry_list_nodes(struct ts_registry *r, struct ts_reg_node *out, unsigned max, unsigned *n);
+int ts_registry_list_nodes(struct ts_registry *r, struct ts_reg_node *out, unsigned max,
+			   unsigned *n);
 /** Post request \p req (fill id with ts_registry_new_request_id()) to \p node_id. */
-int ts_registry_post_request(struct ts_registry *r, uint32_t node_id, const struct ts_reg_request *req);
+int ts_registry_post_request(struct ts_registry *r, uint32_t node_id,
+			     const struct ts_reg_request *req);
 int ts_registry_next_request(struct ts_registry *r, uint32_t node_id, struct ts_reg_request *req);
-int ts_registry_complete_request(struct ts_registry *r, uint32_t node_id, const char *req_id, int status);
+int ts_registry_complete_request(struct ts_registry *r, uint32_t node_id, const char *req_id,
+				 int status);
 /**
  * Wait (polling every 20 ms) until the request completes or \p timeout_ms
  * passes. 0 and *\p status (the node's result), or -ETIMEDOUT.

@@ -176,7 +176,8 @@ static bool status_transient(int status, const struct scsi_task *task)
 
 static int tio_issue(struct tio *t);
 
-static void tio_done(struct iscsi_context *iscsi, int status, void *command_data, void *private_data)
+static void tio_done(struct iscsi_context *iscsi, int status, void *command_data,
+		     void *private_data)
 {
 	struct tio *t = private_data;
 	struct rm *rm = t->rm;
@@ -318,8 +319,9 @@ static void rm_teardown(struct rm *rm, const char *why)
 	if (!rm->ctx)
 		return;
 	if (rm->state == RM_UP || rm->inflight.n)
-		ts_log(strcmp(why, "shutdown") ? TS_LOG_WARN : TS_LOG_INFO, "transport", "session lost target=%s portal=%s why=\"%s\" inflight=%u",
-		       rm->target, rm->portal, why, rm->inflight.n);
+		ts_log(strcmp(why, "shutdown") ? TS_LOG_WARN : TS_LOG_INFO, "transport",
+		       "session lost target=%s portal=%s why=\"%s\" inflight=%u", rm->target,
+		       rm->portal, why, rm->inflight.n);
 	rm->tearing = true;
 	iscsi_scsi_cancel_all_tasks(rm->ctx);
 	iscsi_destroy_context(rm->ctx);
@@ -359,7 +361,8 @@ static struct iscsi_context *rm_new_ctx(const struct rm *rm)
 }
 
 /* Login finished (or failed). Runs inside iscsi_service(). */
-static void rm_logged_in(struct iscsi_context *iscsi, int status, void *command_data, void *private_data)
+static void rm_logged_in(struct iscsi_context *iscsi, int status, void *command_data,
+			 void *private_data)
 {
 	struct rm *rm = private_data;
 
@@ -429,25 +432,25 @@ static void rm_issue_waiting(struct rm *rm)
 	}
 }
 
+/*
+ * Deadlines are submission time + one constant, and both lists keep
+ * submission order (the wait list is FIFO, the in-flight list is filled from
+ * it in order and a retried IO keeps its place), so the heads are the
+ * oldest: no scan needed.
+ */
 static void rm_expire(struct rm *rm, uint64_t now)
 {
-	struct tio *t, *next;
+	while (rm->wait.head && now >= rm->wait.head->deadline) {
+		struct tio *t = rm->wait.head;
 
-	for (t = rm->wait.head; t; t = next) {
-		next = t->next;
-		if (now >= t->deadline) {
-			atomic_fetch_add(&rm->timeouts, 1);
-			ts_log(TS_LOG_WARN, "transport", "IO expired waiting for the session target=%s op=%d state=%d",
-			       rm->target, (int)t->io->op, (int)rm->state);
-			tio_finish(&rm->wait, t, TS_ERR_MEMBER_FAILED);
-		}
+		atomic_fetch_add(&rm->timeouts, 1);
+		ts_log(TS_LOG_WARN, "transport", "IO expired waiting for the session target=%s op=%d",
+		       rm->target, (int)t->io->op);
+		tio_finish(&rm->wait, t, TS_ERR_MEMBER_FAILED);
 	}
-	for (t = rm->inflight.head; t; t = t->next) {
-		if (now >= t->deadline) {
-			atomic_fetch_add(&rm->timeouts, 1);
-			rm_teardown(rm, "IO timeout");
-			break;
-		}
+	if (rm->inflight.head && now >= rm->inflight.head->deadline) {
+		atomic_fetch_add(&rm->timeouts, 1);
+		rm_teardown(rm, "IO timeout");
 	}
 	if (rm->state == RM_CONNECTING && now >= rm->connect_deadline)
 		rm_teardown(rm, "connect timeout");

@@ -173,7 +173,8 @@ static pid_t start_node(unsigned id)
 			execlp("ip", "ip", "netns", "exec", ns, g_bin, "node", "--id", idb, "--cluster",
 			       g_cluster, "--addr", addr, "--port", port, "--registry", reg, "--disk", disk,
 			       "--extent-size", "1048576", "--heartbeat-ms", "200", (char *)NULL);
-		execl(g_bin, g_bin, "node", "--id", idb, "--cluster", g_cluster, "--addr", addr, "--port", port, "--registry",
+		execl(g_bin, g_bin, "node", "--id", idb, "--cluster", g_cluster, "--addr", addr,
+		      "--port", port, "--registry",
 		      reg, "--disk", disk, "--extent-size", "1048576", "--heartbeat-ms", "200",
 		      (char *)NULL);
 		_exit(127);
