@@ -113,8 +113,9 @@ static int cluster_create(struct ts_cluster *c)
 	rc = live_nodes(c, &nodes, &nn);
 	if (rc)
 		return rc;
+	/* at most m fragments per node: losing any one node must leave k */
 	for (unsigned i = 0; i < nn; i++)
-		places[i] = (struct ts_agrp_node){ .node_id = nodes[i].node_id, .slots = c->n };
+		places[i] = (struct ts_agrp_node){ .node_id = nodes[i].node_id, .slots = c->o.m };
 	rc = ts_agrp_place(places, nn, c->n, where);
 	if (rc)
 		goto out;

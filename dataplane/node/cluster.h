@@ -8,7 +8,8 @@
  * (vdisks of this process's own LDM, if it is a node) through the LDM member
  * adapter, remote ones through user-mode iSCSI (transport.h). On first use
  * (no group record) it places the k+m fragments on the live nodes with
- * ts_agrp_place() (4+2 on 3 nodes: two per node), asks each node through the
+ * ts_agrp_place(), at most m per node so that losing any one node leaves k
+ * (4+2 on 3 nodes: two per node; 4+2 on 2 nodes is refused), asks each node through the
  * registry mailbox to create and export its member vdisks, formats the group
  * and stores the group record; later opens read the record and assemble.
  *
@@ -50,7 +51,7 @@ struct ts_cluster;
 
 /**
  * Open (creating on first use) the group. Returns 0 and *\p out,
- * -EINVAL, TS_ERR_NO_SPACE (too few live nodes/slots), -ETIMEDOUT (a node
+ * -EINVAL, TS_ERR_NO_SPACE (fewer than ceil((k+m)/m) live nodes), -ETIMEDOUT (a node
  * did not answer a create request), TS_ERR_DEGRADED (assembly found fewer
  * than k members), or errors from the transport/agrp layers.
  */

@@ -440,14 +440,16 @@ static void rm_issue_waiting(struct rm *rm)
  */
 static void rm_expire(struct rm *rm, uint64_t now)
 {
-	while (rm->wait.head && now >= rm->wait.head->deadline) {
-		struct tio *t = rm->wait.head;
+	unsigned expired = 0;
 
+	while (rm->wait.head && now >= rm->wait.head->deadline) {
 		atomic_fetch_add(&rm->timeouts, 1);
-		ts_log(TS_LOG_WARN, "transport", "IO expired waiting for the session target=%s op=%d",
-		       rm->target, (int)t->io->op);
-		tio_finish(&rm->wait, t, TS_ERR_MEMBER_FAILED);
+		tio_finish(&rm->wait, rm->wait.head, TS_ERR_MEMBER_FAILED);
+		expired++;
 	}
+	if (expired)
+		ts_log(TS_LOG_WARN, "transport", "IOs expired waiting for the session target=%s count=%u",
+		       rm->target, expired);
 	if (rm->inflight.head && now >= rm->inflight.head->deadline) {
 		atomic_fetch_add(&rm->timeouts, 1);
 		rm_teardown(rm, "IO timeout");
