@@ -36,6 +36,7 @@
 struct ts_cluster {
 	struct ts_cluster_opts o;
 	char chap_user[128], chap_secret[128];
+	char initiator[64]; /* our identity towards the nodes' targets */
 	struct ts_reg_group grp;
 	unsigned n;
 	struct ts_member *members[TS_REG_MAX_SLOTS];
@@ -87,6 +88,7 @@ static int slot_member(struct ts_cluster *c, unsigned s, const struct ts_reg_nod
 		ts_transport_vdisk_iqn(vd, iqn);
 		snprintf(url, sizeof(url), "iscsi://%s/%s/0", nodes[i].portal, iqn);
 		to.url = url;
+		to.initiator_iqn = c->initiator;
 		to.chap_user = c->chap_user;
 		to.chap_secret = c->chap_secret;
 		to.node_id = node;
@@ -215,6 +217,11 @@ int ts_cluster_open(const struct ts_cluster_opts *o, struct ts_cluster **out)
 	c->o = *o;
 	snprintf(c->chap_user, sizeof(c->chap_user), "%s", o->chap_user);
 	snprintf(c->chap_secret, sizeof(c->chap_secret), "%s", o->chap_secret);
+	if (o->local_node_id)
+		snprintf(c->initiator, sizeof(c->initiator), "iqn.2026-01.io.tessera:node%u",
+			 o->local_node_id);
+	else
+		snprintf(c->initiator, sizeof(c->initiator), "iqn.2026-01.io.tessera:controller");
 	if (!c->o.io_timeout_ms)
 		c->o.io_timeout_ms = 2000;
 	if (!c->o.heartbeat_max_age_ms)

@@ -617,8 +617,7 @@ int ts_transport_iscsi_member(const struct ts_transport_opts *o, struct ts_membe
 	if (o->initiator_iqn)
 		rc = copy_str(rm->initiator, sizeof(rm->initiator), o->initiator_iqn);
 	else
-		rc = snprintf(rm->initiator, sizeof(rm->initiator), "iqn.2026-01.io.tessera:node%u",
-			      o->node_id) < 0 ? -EINVAL : 0;
+		rc = copy_str(rm->initiator, sizeof(rm->initiator), "iqn.2026-01.io.tessera:client");
 	if (rc || copy_str(rm->chap_user, sizeof(rm->chap_user), o->chap_user) ||
 	    copy_str(rm->chap_secret, sizeof(rm->chap_secret), o->chap_secret) ||
 	    copy_str(rm->mutual_user, sizeof(rm->mutual_user), o->mutual_user) ||

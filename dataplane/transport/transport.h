@@ -53,7 +53,7 @@ struct ts_transport_opts {
 	const char *chap_secret;
 	const char *mutual_user;   /**< set both to also authenticate the target */
 	const char *mutual_secret;
-	const char *initiator_iqn; /**< NULL: "iqn.2026-01.io.tessera:node<node_id>" */
+	const char *initiator_iqn; /**< who we are; NULL: "iqn.2026-01.io.tessera:client" */
 	uint32_t node_id;          /**< the node the disk lives on (for ts_member_info) */
 	/**
 	 * Size and block size of the remote disk. If size is 0, create connects
