@@ -480,8 +480,14 @@ static void *rm_thread(void *arg)
 			pfd[1].revents = 0;
 			n = 2;
 		}
-		if (poll(pfd, n, POLL_TICK_MS) < 0 && errno != EINTR)
-			break;
+		if (poll(pfd, n, POLL_TICK_MS) < 0) {
+			/* never leave the loop on an error: queued IOs would hang */
+			pfd[0].revents = 0;
+			if (n == 2)
+				pfd[1].revents = 0;
+			if (errno != EINTR)
+				usleep(1000);
+		}
 		if (pfd[0].revents & POLLIN) {
 			if (read(rm->efd, &cnt, sizeof(cnt)) < 0)
 				cnt = 0;

@@ -58,8 +58,10 @@ struct ts_transport_opts {
 	/**
 	 * Size and block size of the remote disk. If size is 0, create connects
 	 * synchronously once and reads the capacity (failing if the target is
-	 * unreachable); otherwise create returns at once and connects in the
-	 * background (for assembling a group while a node is down).
+	 * unreachable; an address that drops packets can block it for the TCP
+	 * SYN timeout, a few seconds); otherwise create returns at once and
+	 * connects in the background (for assembling a group while a node is
+	 * down).
 	 */
 	uint64_t size;
 	uint32_t block_size;       /**< with size; 0: 4096 */
