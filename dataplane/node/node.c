@@ -104,10 +104,13 @@ static void node_serve_requests(struct ts_node *n)
 	struct ts_reg_request req;
 
 	/* bounded: a handful per tick, the rest next tick */
-	for (int i = 0; i < 16 && ts_registry_next_request(n->o.reg, n->o.node_id, &req) != -ENOENT; i++) {
-		int rc = -EINVAL;
+	for (int i = 0; i < 16; i++) {
+		int rc = ts_registry_next_request(n->o.reg, n->o.node_id, &req);
 
-		if (req.id[0] && req.op == TS_REG_CREATE_VDISK)
+		if (rc && rc != -EINVAL)
+			break; /* none pending (-ENOENT), or the store failed: next tick */
+		rc = -EINVAL; /* unparsable or unknown: completed with an error */
+		if (req.op == TS_REG_CREATE_VDISK)
 			rc = node_create_member(n, req.uuid, req.size);
 		ts_log(rc ? TS_LOG_WARN : TS_LOG_INFO, "node", "request id=%s op=%d rc=%d", req.id,
 		       (int)req.op, rc);

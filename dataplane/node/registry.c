@@ -275,6 +275,8 @@ static int dir_next_request(void *ctx, uint32_t node_id, struct ts_reg_request *
 	snprintf(path, sizeof(path), "%s/requests/%u/%s", d->root, node_id, best);
 	j = read_json(path);
 	memset(r, 0, sizeof(*r));
+	/* the id from the file name, so even an unreadable request can be completed (with an error) */
+	snprintf(r->id, sizeof(r->id), "%.*s", (int)TS_MIN(strlen(best) - 4, sizeof(r->id) - 1), best);
 	if (j && json_unpack(j, "{s:s,s:i,s:I}", "id", &id, "op", &op, "size", &size) == 0 &&
 	    uuid_of(json_object_get(j, "uuid"), r->uuid) == 0) {
 		snprintf(r->id, sizeof(r->id), "%s", id);

@@ -75,7 +75,10 @@ struct ts_registry_ops {
 	int (*put_node)(void *ctx, const struct ts_reg_node *n);
 	int (*list_nodes)(void *ctx, struct ts_reg_node *out, unsigned max, unsigned *n);
 	int (*post_request)(void *ctx, uint32_t node_id, const struct ts_reg_request *r);
-	/** Oldest pending (not completed) request for the node, or -ENOENT. */
+	/**
+	 * Oldest pending (not completed) request for the node, or -ENOENT;
+	 * -EINVAL if it cannot be parsed (r->id is still set, to complete it).
+	 */
 	int (*next_request)(void *ctx, uint32_t node_id, struct ts_reg_request *r);
 	int (*complete_request)(void *ctx, uint32_t node_id, const char *req_id, int status);
 	/** -ENOENT while pending, else 0 and *status. */

@@ -314,7 +314,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	g_bin = argv[1];
 	g_work = argv[2];
-	g_port = (uint16_t)(20000 + getpid() % 20000);
+	g_port = (uint16_t)(28000 + getpid() % 4000); /* below the ephemeral range */
 	{
 		uint8_t cu[16];
 		ts_uuid_generate(cu);

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "dataplane/common/ts_common.h"
@@ -120,4 +122,25 @@ Test(node_registry, group_records)
 	cr_assert_eq(ts_registry_get_group(g_b, g.uuid, &got), 0);
 	cr_assert_eq(memcmp(&got, &g, sizeof(g)), 0);
 	cr_assert_eq(ts_registry_get_group(g_b, missing, &got), -ENOENT);
+}
+
+Test(node_registry, unparsable_request_can_be_completed)
+{
+	struct ts_reg_request got;
+	char path[160];
+	int fd, st = 0;
+
+	snprintf(path, sizeof(path), "%s/requests/4", g_dir);
+	cr_assert_eq(mkdir(path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/requests/4/garbage-1.req", g_dir);
+	fd = open(path, O_WRONLY | O_CREAT, 0600);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, "{not json", 9), 9);
+	close(fd);
+	cr_assert_eq(ts_registry_next_request(g_a, 4, &got), -EINVAL);
+	cr_assert_str_eq(got.id, "garbage-1");
+	cr_assert_eq(ts_registry_complete_request(g_a, 4, got.id, -EINVAL), 0);
+	cr_assert_eq(ts_registry_next_request(g_a, 4, &got), -ENOENT);
+	cr_assert_eq(ts_registry_wait_request(g_b, 4, "garbage-1", 100, &st), 0);
+	cr_assert_eq(st, -EINVAL);
 }
