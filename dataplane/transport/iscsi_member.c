@@ -3,7 +3,7 @@
  * A remote member over user-mode iSCSI.
  *
  * Workload. An array group sends each member a steady stream of fragment
- * reads and writes (one extent-sized stripe unit or less), FUA writes for its
+ * reads and writes (a chunk or less each), FUA writes for its
  * metadata, flushes, and now and then an unmap; dozens may be in flight. The
  * member must never block the caller and must turn a dead peer into errors
  * quickly, because the group only degrades (and keeps serving) once a member
@@ -20,7 +20,8 @@
  *   4. fails IOs past their deadline: waiting ones individually, and if an IO
  *      on the wire is overdue the whole session is dropped (teardown);
  *   5. drives the connection state machine: DOWN -(backoff elapsed)->
- *      CONNECTING -(login ok)-> UP -(socket error, overdue IO)-> DOWN.
+ *      CONNECTING -(TCP connect, then login ok)-> UP -(socket error,
+ *      overdue IO)-> DOWN; a connect past connect_timeout goes back to DOWN.
  *
  * Invariants. Every tio is on exactly one of: the submit queue, the wait
  * list, the in-flight list (task != NULL, sent on the current context). A tio
