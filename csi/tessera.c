@@ -10,6 +10,7 @@
 #include "csi/csi.h"
 #include "csi/dev.h"
 #include "dataplane/common/ts_common.h"
+#include "dataplane/node/node.h"
 
 #ifndef TS_VERSION
 #define TS_VERSION "0.1.0"
@@ -19,11 +20,12 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: tessera <command> [options]\n"
 		   "commands:\n"
-		   "  volume create|list|show|delete, node list, agrp list, status\n"
+		   "  volume create|list|show|delete|tree, node list, agrp list, status\n"
 		   "               the CLI (tessera --help for its options)\n"
 		   "  dev          run the embedded default: controller + data-plane nodes on\n"
 		   "               loopback with file-backed disks (CSI socket + iSCSI portal)\n"
 		   "  csi          serve the CSI driver (file backend) on a unix socket\n"
+		   "  node         run one host's data plane (disks, iSCSI exports, registration)\n"
 		   "  --version    print the version\n");
 }
 
@@ -39,6 +41,10 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "dev"))
 		return ts_dev_main(argc - 1, argv + 1);
+	/* `tessera node list` is the CLI; `tessera node --id ...` the daemon. */
+	if (!strcmp(argv[1], "node") &&
+	    !(argc > 2 && (!strcmp(argv[2], "list") || !strcmp(argv[2], "ls"))))
+		return ts_node_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "csi"))
 		return ts_csi_main(argc - 1, argv + 1);
 	/* Everything else (including --help) is the CLI, which explains itself. */

@@ -932,6 +932,7 @@ static int do_read(struct ts_agrp *g, struct scratch *sc, uint64_t off, uint64_t
 		goto fail;
 	}
 	range_acquire(g, &rg, s0, s1, 0);
+	live = live_mask(g); /* after the range lock: a rejoin holds it while it changes membership */
 	/* healthy fast path: one member IO per chunk piece, all in parallel */
 	batch_init(&b);
 	for (pos = off; pos < off + len; cnt++) {
@@ -942,8 +943,9 @@ static int do_read(struct ts_agrp *g, struct scratch *sc, uint64_t off, uint64_t
 			batch_add(&b, &x[cnt], g->slot[sl].m, sl, TS_MEMBER_READ, 0,
 				  moff(g, s, so % g->chunk), e - pos, buf + (pos - off));
 		} else {
+			/* absent from the snapshot: decode, but do not fail the slot (it may have rejoined since) */
 			x[cnt].slot = sl;
-			x[cnt].status = TS_ERR_MEMBER_FAILED;
+			x[cnt].status = TS_ERR_DEGRADED;
 		}
 		vpos[cnt] = pos;
 		pos = e;
@@ -958,7 +960,8 @@ static int do_read(struct ts_agrp *g, struct scratch *sc, uint64_t off, uint64_t
 
 		if (!x[j].status)
 			continue;
-		member_fail(g, x[j].slot, x[j].status); /* no-op if already out */
+		if (x[j].status != TS_ERR_DEGRADED)
+			member_fail(g, x[j].slot, x[j].status); /* no-op if already out */
 		bufs[d] = buf + (vpos[j] - off);
 		rc = stripe_fetch(g, sc, s, (uint32_t)(so % g->chunk), (uint32_t)(e - vpos[j]),
 				  1ull << d, bufs, 0);

@@ -50,6 +50,11 @@ const struct ts_member_info *ts_member_info(const struct ts_member *m)
 	return &m->info;
 }
 
+void *ts_member_provider_ctx(const struct ts_member *m, const struct ts_member_ops *ops)
+{
+	return m && m->ops == ops ? m->ctx : NULL;
+}
+
 int ts_member_submit(struct ts_member *m, struct ts_member_io *io)
 {
 	uint64_t bs = m->info.block_size;

@@ -94,6 +94,12 @@ void ts_member_destroy(struct ts_member *m);
 /** Description given at creation. Valid until destroy. */
 const struct ts_member_info *ts_member_info(const struct ts_member *m);
 
+/**
+ * The provider context of \p m if it was created with \p ops, else NULL
+ * (lets a provider offer extra calls on its own members). Valid until destroy.
+ */
+void *ts_member_provider_ctx(const struct ts_member *m, const struct ts_member_ops *ops);
+
 /** Submit an IO: 0 and the callback fires exactly once, or <0 and it never fires. */
 int ts_member_submit(struct ts_member *m, struct ts_member_io *io);
 

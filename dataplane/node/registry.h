@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/**
+ * \file
+ * Cluster membership and the controller-to-node mailbox, behind one small
+ * interface so the dev/test directory store and a Kubernetes-backed store
+ * (custom resources / leases) are interchangeable.
+ *
+ * Three kinds of record:
+ *  - node records: written by each node daemon (id, iSCSI portal, member
+ *    vdisks with sizes, free bytes, heartbeat time in wall-clock ms);
+ *  - requests: the controller asks a node to do something (today: create a
+ *    member vdisk and export it); the node takes it, acts, and completes it
+ *    with a status the controller waits for. Requests are idempotent by
+ *    design (create of an existing vdisk with the same size succeeds), so a
+ *    request replayed after a crash is harmless;
+ *  - group records: where each array-group slot lives (node id + vdisk
+ *    uuid), so a controller restart assembles the same group.
+ *
+ * The directory store (ts_registry_dir_open) keeps them as small JSON files
+ * written atomically (temp file, fsync, rename, directory fsync):
+ *   <dir>/nodes/<id>.json, <dir>/requests/<node>/<reqid>.req|.done,
+ *   <dir>/groups/<uuid>.json.
+ * Several processes share the directory; each file has one writer.
+ *
+ * Errors: 0 or -errno (-ENOENT for a missing record, -ETIMEDOUT from
+ * ts_registry_wait_request, -EINVAL for bad arguments).
+ *
+ * THREAD SAFETY: every function may be called from any thread; the
+ * directory store has no in-memory state besides its path.
+ */
+#ifndef TS_NODE_REGISTRY_H
+#define TS_NODE_REGISTRY_H
+
+#include <stdint.h>
+
+#define TS_REG_MAX_VDISKS 64
+#define TS_REG_MAX_NODES 64
+#define TS_REG_MAX_SLOTS 40
+
+struct ts_reg_vdisk {
+	uint8_t uuid[16];
+	uint64_t size;
+};
+
+struct ts_reg_node {
+	uint32_t node_id;
+	char portal[64];            /**< "ip:port" of the node's iSCSI target */
+	uint64_t heartbeat_ms;      /**< CLOCK_REALTIME ms of the last write */
+	uint64_t free_bytes;
+	uint32_t nvdisks;
+	struct ts_reg_vdisk vdisks[TS_REG_MAX_VDISKS];
+};
+
+enum ts_reg_op { TS_REG_CREATE_VDISK = 1 };
+
+struct ts_reg_request {
+	char id[40];                /**< unique, filename-safe */
+	enum ts_reg_op op;
+	uint8_t uuid[16];
+	uint64_t size;
+};
+
+struct ts_reg_group {
+	uint8_t uuid[16];
+	uint32_t k, m;
+	uint64_t member_size;
+	struct {
+		uint32_t node_id;
+		uint8_t vdisk[16];
+	} slots[TS_REG_MAX_SLOTS];  /**< k+m valid */
+};
+
+/** Store operations (what another backend implements). All mandatory. */
+struct ts_registry_ops {
+	int (*put_node)(void *ctx, const struct ts_reg_node *n);
+	int (*list_nodes)(void *ctx, struct ts_reg_node *out, unsigned max, unsigned *n);
+	int (*post_request)(void *ctx, uint32_t node_id, const struct ts_reg_request *r);
+	/**
+	 * Oldest pending (not completed) request for the node, or -ENOENT;
+	 * -EINVAL if it cannot be parsed (r->id is still set, to complete it).
+	 */
+	int (*next_request)(void *ctx, uint32_t node_id, struct ts_reg_request *r);
+	int (*complete_request)(void *ctx, uint32_t node_id, const char *req_id, int status);
+	/** -ENOENT while pending, else 0 and *status. */
+	int (*request_status)(void *ctx, uint32_t node_id, const char *req_id, int *status);
+	int (*put_group)(void *ctx, const struct ts_reg_group *g);
+	int (*get_group)(void *ctx, const uint8_t uuid[16], struct ts_reg_group *g);
+	void (*destroy)(void *ctx);
+};
+
+struct ts_registry;
+
+/** Wrap a backend. 0 and *out, or -EINVAL/-ENOMEM (ctx then not destroyed). */
+int ts_registry_create(const struct ts_registry_ops *ops, void *ctx, struct ts_registry **out);
+/** The directory store rooted at \p dir (created if needed). 0 or -errno. */
+int ts_registry_dir_open(const char *dir, struct ts_registry **out);
+/** Destroy. NULL is a no-op. */
+void ts_registry_close(struct ts_registry *r);
+
+/** Insert or replace a node record (heartbeat_ms is set by the caller). */
+int ts_registry_put_node(struct ts_registry *r, const struct ts_reg_node *n);
+/** Up to \p max node records into \p out, *\p n gets the count. */
+int ts_registry_list_nodes(struct ts_registry *r, struct ts_reg_node *out, unsigned max,
+			   unsigned *n);
+/** Post request \p req (fill id with ts_registry_new_request_id()) to \p node_id. */
+int ts_registry_post_request(struct ts_registry *r, uint32_t node_id,
+			     const struct ts_reg_request *req);
+int ts_registry_next_request(struct ts_registry *r, uint32_t node_id, struct ts_reg_request *req);
+int ts_registry_complete_request(struct ts_registry *r, uint32_t node_id, const char *req_id,
+				 int status);
+/**
+ * Wait (polling every 20 ms) until the request completes or \p timeout_ms
+ * passes. 0 and *\p status (the node's result), or -ETIMEDOUT.
+ */
+int ts_registry_wait_request(struct ts_registry *r, uint32_t node_id, const char *req_id,
+			     uint32_t timeout_ms, int *status);
+int ts_registry_put_group(struct ts_registry *r, const struct ts_reg_group *g);
+int ts_registry_get_group(struct ts_registry *r, const uint8_t uuid[16], struct ts_reg_group *g);
+
+/** A fresh request id (uuid text). \p out holds 40 bytes. */
+void ts_registry_new_request_id(char out[40]);
+/** CLOCK_REALTIME in ms (heartbeats compare across processes). */
+uint64_t ts_registry_now_ms(void);
+
+#endif /* TS_NODE_REGISTRY_H */
