@@ -68,34 +68,14 @@ static void usage(FILE *f)
 
 int ts_cli_parse_size(const char *s, uint64_t *out)
 {
-	static const char units[] = "KMGTP";
-	unsigned long long v;
-	const char *u;
-	unsigned shift = 0;
-	char *end;
+	uint64_t v;
+	int rc = ts_parse_size(s, &v);
 
-	if (!s || *s < '0' || *s > '9')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno == ERANGE)
-		return -ERANGE;
-	if (*end && (u = strchr(units, *end >= 'a' ? *end - 32 : *end)) && *u) {
-		shift = 10 * (unsigned)(u - units + 1);
-		end++;
-		if (*end == 'i')
-			end++;
-	}
-	if (*end == 'B' || (*end == 'b' && shift))
-		end++;
-	if (*end)
-		return -EINVAL;
-	if (v == 0)
-		return -EINVAL;
-	if (v > (unsigned long long)INT64_MAX >> shift)
-		return -ERANGE;
-	*out = (uint64_t)v << shift;
-	return 0;
+	if (rc == 0 && v == 0)
+		rc = -EINVAL;
+	if (rc == 0)
+		*out = v;
+	return rc;
 }
 
 void ts_cli_fmt_size(uint64_t bytes, char *buf, size_t len)

@@ -31,30 +31,6 @@ static void usage(FILE *f)
 		"  --workers N            gRPC worker threads (default 4)\n");
 }
 
-static int parse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -EINVAL;
-	switch (*end) {
-	case 'K': v <<= 10; end++; break;
-	case 'M': v <<= 20; end++; break;
-	case 'G': v <<= 30; end++; break;
-	case 'T': v <<= 40; end++; break;
-	default: break;
-	}
-	if (*end == 'i')
-		end++;
-	if (*end)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
 int ts_csi_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -93,7 +69,7 @@ int ts_csi_main(int argc, char **argv)
 		case 'm':
 		case 'd':
 		case 'w':
-			if (parse_u64(optarg, &v)) {
+			if (ts_parse_size(optarg, &v)) {
 				fprintf(stderr, "tessera csi: bad number '%s'\n", optarg);
 				return 2;
 			}

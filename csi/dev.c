@@ -56,28 +56,12 @@ static void usage(FILE *f)
 		"  --node-id ID         CSI node id (default tessera-dev)\n");
 }
 
+/* A positive size ("256Mi", "1G"). */
 static int parse_size(const char *s, uint64_t *out)
 {
-	char *end;
-	unsigned long long v;
+	int rc = ts_parse_size(s, out);
 
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -EINVAL;
-	switch (*end) {
-	case 'K': v <<= 10; end++; break;
-	case 'M': v <<= 20; end++; break;
-	case 'G': v <<= 30; end++; break;
-	case 'T': v <<= 40; end++; break;
-	default: break;
-	}
-	if (*end == 'i')
-		end++;
-	if (*end || v == 0)
-		return -EINVAL;
-	*out = v;
-	return 0;
+	return rc == 0 && *out == 0 ? -EINVAL : rc;
 }
 
 static int parse_ec(const char *s, unsigned *k, unsigned *m)

@@ -41,39 +41,7 @@ struct file_store {
 
 int ts_csi_write_atomic(const char *path, const void *data, size_t len)
 {
-	char tmp[4200], dir[4200];
-	char *slash;
-	int fd = -1, dfd = -1, rc;
-
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
-		return -ENAMETOOLONG;
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (!slash)
-		snprintf(dir, sizeof(dir), ".");
-	else if (slash == dir)
-		dir[1] = '\0';
-	else
-		*slash = '\0';
-	fd = open(tmp, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	rc = ts_pwrite_full(fd, data, len, 0);
-	if (!rc && fsync(fd))
-		rc = -errno;
-	close(fd);
-	if (!rc && rename(tmp, path))
-		rc = -errno;
-	if (rc) {
-		unlink(tmp);
-		return rc;
-	}
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
-		return -errno;
-	rc = fsync(dfd) ? -errno : 0;
-	close(dfd);
-	return rc;
+	return ts_file_write_atomic(path, data, len);
 }
 
 static int fsync_dir(const char *dir)

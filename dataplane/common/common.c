@@ -150,6 +150,36 @@ void ts_log(enum ts_log_level lvl, const char *mod, const char *fmt, ...)
 		ts.tv_nsec / 1000000, names[lvl], mod, msg);
 }
 
+int ts_parse_size(const char *s, uint64_t *out)
+{
+	static const char units[] = "KMGTP";
+	unsigned long long v;
+	const char *u;
+	unsigned shift = 0;
+	char *end;
+
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno == ERANGE)
+		return -ERANGE;
+	if (*end && (u = strchr(units, *end >= 'a' ? *end - 32 : *end)) && *u) {
+		shift = 10 * (unsigned)(u - units + 1);
+		end++;
+		if (*end == 'i')
+			end++;
+	}
+	if (*end == 'B' || (*end == 'b' && shift))
+		end++;
+	if (*end)
+		return -EINVAL;
+	if (v > (unsigned long long)INT64_MAX >> shift)
+		return -ERANGE;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
 uint64_t ts_now_ns(void)
 {
 	struct timespec ts;
@@ -260,7 +290,7 @@ int ts_file_write_atomic(const char *path, const void *buf, size_t len)
 	char tmp[4096], dir[4096];
 	int fd = -1, dfd = -1, rc;
 
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp) ||
+	if (snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid()) >= (int)sizeof(tmp) ||
 	    snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
 		return -ENAMETOOLONG;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

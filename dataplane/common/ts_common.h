@@ -79,6 +79,14 @@ void ts_log(enum ts_log_level lvl, const char *mod, const char *fmt, ...)
 #define TS_DIV_ROUND_UP(a, b) (((a) + (b) - 1) / (b))
 #define TS_ALIGN_UP(a, b) (TS_DIV_ROUND_UP(a, b) * (b))
 
+/**
+ * Parse a size: decimal digits, then an optional binary unit K, M, G, T, P
+ * (any case, each may be followed by `i` and/or `B`; all are powers of 1024),
+ * or a lone `B`. Returns 0 and *\p out (may be 0), -EINVAL (empty, junk) or
+ * -ERANGE (beyond INT64_MAX).
+ */
+int ts_parse_size(const char *s, uint64_t *out);
+
 /** Monotonic clock in nanoseconds. */
 uint64_t ts_now_ns(void);
 
@@ -92,8 +100,8 @@ int ts_pread_full(int fd, void *buf, size_t len, uint64_t off);
 
 /**
  * Replace the file at \p path with \p len bytes atomically and durably:
- * write a temporary file beside it, fsync, rename over \p path, fsync the
- * directory. A crash leaves either the old or the new content. 0 or -errno.
+ * write a temporary file beside it (`<path>.<pid>.tmp`, so leftovers of a
+ * crash end in `.tmp`), fsync, rename over \p path, fsync the directory. A crash leaves either the old or the new content. 0 or -errno.
  */
 int ts_file_write_atomic(const char *path, const void *buf, size_t len);
 

@@ -60,38 +60,6 @@ void ts_registry_new_request_id(char out[40])
 
 /* ---- files ---- */
 
-static int write_atomic(const char *path, const char *data)
-{
-	char tmp[4200], dir[4200];
-	char *slash;
-	int fd, dfd, rc;
-
-	snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid());
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (slash)
-		*slash = '\0';
-	fd = open(tmp, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	rc = ts_pwrite_full(fd, data, strlen(data), 0);
-	if (!rc && fsync(fd))
-		rc = -errno;
-	close(fd);
-	if (!rc && rename(tmp, path))
-		rc = -errno;
-	if (rc) {
-		unlink(tmp);
-		return rc;
-	}
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
-		return -errno;
-	rc = fsync(dfd) ? -errno : 0;
-	close(dfd);
-	return rc;
-}
-
 static int write_json(const char *path, json_t *j)
 {
 	char *s;
@@ -103,7 +71,7 @@ static int write_json(const char *path, json_t *j)
 	json_decref(j);
 	if (!s)
 		return -ENOMEM;
-	rc = write_atomic(path, s);
+	rc = ts_file_write_atomic(path, s, strlen(s));
 	free(s); /* jansson's allocator */
 	return rc;
 }

@@ -87,3 +87,29 @@ Test(common, atomic_file_write_replaces_and_reads_back)
 	snprintf(sub, sizeof(sub), "%s/a", dir); rmdir(sub);
 	rmdir(dir);
 }
+
+Test(common, parse_size_units_and_errors)
+{
+	uint64_t v = 7;
+
+	cr_assert_eq(ts_parse_size("0", &v), 0);
+	cr_assert_eq(v, 0);
+	cr_assert_eq(ts_parse_size("512", &v), 0);
+	cr_assert_eq(v, 512);
+	cr_assert_eq(ts_parse_size("4k", &v), 0);
+	cr_assert_eq(v, 4096);
+	cr_assert_eq(ts_parse_size("256Mi", &v), 0);
+	cr_assert_eq(v, 256ull << 20);
+	cr_assert_eq(ts_parse_size("1GiB", &v), 0);
+	cr_assert_eq(v, 1ull << 30);
+	cr_assert_eq(ts_parse_size("3T", &v), 0);
+	cr_assert_eq(v, 3ull << 40);
+	cr_assert_eq(ts_parse_size("10B", &v), 0);
+	cr_assert_eq(v, 10);
+	cr_assert_eq(ts_parse_size("", &v), -EINVAL);
+	cr_assert_eq(ts_parse_size("-1", &v), -EINVAL);
+	cr_assert_eq(ts_parse_size("1.5G", &v), -EINVAL);
+	cr_assert_eq(ts_parse_size("12Q", &v), -EINVAL);
+	cr_assert_eq(ts_parse_size("9999999P", &v), -ERANGE);
+	cr_assert_eq(ts_parse_size("99999999999999999999999", &v), -ERANGE);
+}
