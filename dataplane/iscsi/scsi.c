@@ -307,6 +307,8 @@ void scsi_lun_reset(struct lun *l, struct nexus *from)
 	pthread_mutex_lock(&l->lock);
 	l->res2_holder[0] = 0;
 	for (struct nexus *nx = l->nexuses; nx; nx = nx->next) {
+		/* nx is never NULL here; `from` may be (every nexus). */
+		// cppcheck-suppress nullPointerRedundantCheck
 		nx->prevent = false;
 		if (nx != from)
 			nx->ua |= UA_BUS_RESET;
