@@ -13,11 +13,14 @@ ARG BASE_IMAGE=tessera/debian-base:bookworm
 FROM ${BASE_IMAGE} AS build
 ENV DEBIAN_FRONTEND=noninteractive
 COPY scripts/deps.sh /src/scripts/deps.sh
+# Extra CAs for a TLS-intercepting proxy (normally none; see the README there).
+COPY e2e/image/extra-ca/ /usr/local/share/ca-certificates/extra/
 # deps.sh installs the build/test packages; golang-go is only used by the CSI
 # code generation to fetch the pinned CSI spec module (go mod download).
 RUN apt-get update -qq \
  && bash /src/scripts/deps.sh \
  && apt-get install -y -qq --no-install-recommends golang-go ca-certificates git >/dev/null \
+ && update-ca-certificates >/dev/null \
  && rm -rf /var/lib/apt/lists/*
 COPY . /src
 RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -13,6 +13,13 @@ repo=$(cd "$here/../.." && pwd)
 . "$here/../lib/versions.sh"
 TAG=${1:-tessera:dev}
 "$here/build-base.sh"
+# The build stage trusts the host's extra CAs (a TLS-intercepting proxy here).
+extra=()
+for c in /usr/local/share/ca-certificates/*.crt; do
+  [ -f "$c" ] || continue
+  cp "$c" "$repo/e2e/image/extra-ca/host-$(basename "$c")"; extra+=("$repo/e2e/image/extra-ca/host-$(basename "$c")")
+done
+trap 'rm -f "${extra[@]}"' EXIT
 t0=$SECONDS
 docker build --network host --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$TAG" "$repo" >&2
 echo "image: $TAG built in $((SECONDS - t0))s" >&2

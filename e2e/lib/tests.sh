@@ -77,7 +77,7 @@ listed_bytes() { csic list | grep -o "{\"capacityBytes\":[0-9]*,\"id\":\"$1\"}" 
 # ---- tests ------------------------------------------------------------------------------------------
 t_chart_apply() {
   say "helm template the chart and apply it server-side (strict field validation)"
-  "$HELM" template tessera "$repo/charts/tessera" --namespace "$NS" --set image.tag=dev >"$WORK/chart.yaml"
+  "$HELM" template tessera "$repo/charts/tessera" --namespace "$NS" --kube-version "$K8S_VERSION" --set image.tag=dev >"$WORK/chart.yaml"
   k apply --server-side --field-manager e2e --validate=strict -f "$WORK/chart.yaml"
   say "every rendered object exists on the server"
   local n_rendered n_found=0 kind name ns
