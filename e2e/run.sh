@@ -180,7 +180,8 @@ start etcd etcd --name e2e --data-dir "$WORK/etcd" \
 wait_for 30 etcd curl -sf "http://127.0.0.1:$ETCD_PORT/health" || setup_fail "etcd did not start (logs/etcd.log)"
 
 start kube-apiserver "$KAPI" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
+  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --endpoint-reconciler-type none \
+  --secure-port "$API_PORT" \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" --authorization-mode RBAC --allow-privileged=true \
   --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$pki/sa.pub" \
@@ -222,6 +223,34 @@ for crd in "$SIDECAR_BIN"/crds/*.yaml; do k apply --server-side -f "$crd" >/dev/
 wait_for 60 "snapshot CRDs established" k wait --for condition=established --timeout=5s \
   crd/volumesnapshotclasses.snapshot.storage.k8s.io crd/volumesnapshots.snapshot.storage.k8s.io \
   crd/volumesnapshotcontents.snapshot.storage.k8s.io || setup_fail "snapshot CRDs"
+
+# ---- kubelet's registration of the node plugin ------------------------------------------------
+# What kubelet does when node-driver-registrar registers the plugin: NodeGetInfo,
+# then the Node's topology labels and the CSINode entry. The provisioner's
+# topology support (on by default) needs them to place volumes.
+INFO=$(csic info) || setup_fail "NodeGetInfo"
+CSI_NODE=$(echo "$INFO" | sed -n 's/.*"nodeId":"\([^"]*\)".*/\1/p')
+TOPO=$(echo "$INFO" | sed -n 's/.*"topology":{\([^}]*\)}.*/\1/p' | tr ',' '\n')
+{
+  echo "apiVersion: v1"
+  echo "kind: Node"
+  echo "metadata:"
+  echo "  name: $CSI_NODE"
+  echo "  labels:"
+  echo "    kubernetes.io/hostname: $CSI_NODE"
+  echo "$TOPO" | sed -n 's/^"\([^"]*\)":"\([^"]*\)"$/    \1: "\2"/p'
+  echo "---"
+  echo "apiVersion: storage.k8s.io/v1"
+  echo "kind: CSINode"
+  echo "metadata: {name: $CSI_NODE}"
+  echo "spec:"
+  echo "  drivers:"
+  echo "    - name: $DRIVER"
+  echo "      nodeID: $CSI_NODE"
+  echo "      topologyKeys: [$(echo "$TOPO" | sed -n 's/^"\([^"]*\)":.*/\1/p' | paste -sd, -)]"
+} >"$WORK/node.yaml"
+k apply --server-side -f "$WORK/node.yaml" >/dev/null || setup_fail "registering Node/CSINode $CSI_NODE"
+log "node $CSI_NODE registered (Node labels + CSINode, as kubelet would)"
 
 # ---- test bookkeeping ---------------------------------------------------------------------
 PASSED=0 FAILED=0 SKIPPED=0

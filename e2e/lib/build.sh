@@ -104,11 +104,11 @@ build_sidecars() {
   build_sidecar github.com/kubernetes-csi/external-resizer/v2 "$RESIZER_VERSION" cmd/csi-resizer csi-resizer
   build_sidecar github.com/kubernetes-csi/external-snapshotter/v8 "$SNAPSHOTTER_VERSION" cmd/csi-snapshotter csi-snapshotter
   build_sidecar github.com/kubernetes-csi/external-snapshotter/v8 "$SNAPSHOTTER_VERSION" cmd/snapshot-controller snapshot-controller
-  # The VolumeSnapshot CRDs ship in the client module (client/config/crd).
+  # The VolumeSnapshot (and VolumeGroupSnapshot) CRDs ship in the client module (config/crd).
   if [ ! -f "$SIDECAR_BIN/crds/done" ]; then
     local cdir; cdir=$(cd "$E2E_CACHE/src" && GOFLAGS=-mod=mod moddir "github.com/kubernetes-csi/external-snapshotter/client/v8@$SNAPSHOTTER_VERSION")
     mkdir -p "$SIDECAR_BIN/crds"
-    cp "$cdir"/config/crd/snapshot.storage.k8s.io_*.yaml "$SIDECAR_BIN/crds/"
+    cp "$cdir"/config/crd/*snapshot.storage.k8s.io_*.yaml "$SIDECAR_BIN/crds/"
     touch "$SIDECAR_BIN/crds/done"
   fi
   log "sidecars: done in $((SECONDS - t0))s"

@@ -80,12 +80,11 @@ t_chart_apply() {
   "$HELM" template tessera "$repo/charts/tessera" --namespace "$NS" --kube-version "$K8S_VERSION" --set image.tag=dev >"$WORK/chart.yaml"
   k apply --server-side --field-manager e2e --validate=strict -f "$WORK/chart.yaml"
   say "every rendered object exists on the server"
-  local n_rendered n_found=0 kind name ns
+  local n_rendered n_found
   n_rendered=$(grep -c '^kind:' "$WORK/chart.yaml")
-  while read -r kind name ns; do
-    if [ "$ns" = "-" ]; then k get "$kind" "$name" -o name; else k -n "$ns" get "$kind" "$name" -o name; fi
-    n_found=$((n_found + 1))
-  done < <(k apply --server-side --field-manager e2e --dry-run=server -f "$WORK/chart.yaml" -o go-template='{{range .items}}{{.kind}} {{.metadata.name}} {{or .metadata.namespace "-"}}{{"\n"}}{{end}}')
+  # `kubectl get -f` fails if any rendered object is missing on the server.
+  k get -f "$WORK/chart.yaml" -o name | tee "$WORK/chart.objects"
+  n_found=$(wc -l <"$WORK/chart.objects")
   [ "$n_found" -eq "$n_rendered" ] || fail "rendered $n_rendered objects, found $n_found"
   say "$n_found objects applied"
   [ "$(k get csidriver "$DRIVER" -o jsonpath='{.spec.attachRequired}')" = false ] || fail "CSIDriver attachRequired"

@@ -6,6 +6,7 @@
 // stderr with exit status 1.
 //
 //	csic -endpoint unix:///x.sock caps                      identity + controller + node capabilities
+//	csic -endpoint ... info                                 NodeGetInfo (node id, max volumes, topology)
 //	csic -endpoint ... stage   -id ID -staging DIR [-block] [-fs ext4] [-ctx k=v,...]
 //	csic -endpoint ... publish -id ID -staging DIR -target PATH [-block] [-fs ext4] [-ctx k=v,...]
 //	csic -endpoint ... unpublish -id ID -target PATH
@@ -82,7 +83,7 @@ func main() {
 	timeout := flag.Duration("timeout", 60*time.Second, "per-call deadline")
 	flag.Parse()
 	if *endpoint == "" || flag.NArg() < 1 {
-		fmt.Fprintln(os.Stderr, "usage: csic -endpoint unix:///sock <caps|stage|publish|unpublish|unstage|expand|stats|list> [flags]")
+		fmt.Fprintln(os.Stderr, "usage: csic -endpoint unix:///sock <caps|info|stage|publish|unpublish|unstage|expand|stats|list> [flags]")
 		os.Exit(2)
 	}
 	cmd := flag.Arg(0)
@@ -150,6 +151,13 @@ func main() {
 		}
 		res["plugin"], res["controller"], res["node"] = plugin, controller, nodeCaps
 		out(res)
+	case "info":
+		r, err := node.NodeGetInfo(ctx, &csi.NodeGetInfoRequest{})
+		if err != nil {
+			die(err)
+		}
+		out(map[string]any{"nodeId": r.GetNodeId(), "maxVolumes": r.GetMaxVolumesPerNode(),
+			"topology": r.GetAccessibleTopology().GetSegments()})
 	case "stage":
 		_, err = node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: *id,
 			StagingTargetPath: *staging, VolumeCapability: capability(*block, *fsType),
