@@ -75,7 +75,8 @@ GO
     local t1=$SECONDS
     log "k8s: building $c (go build -p $BUILD_P)"
     (cd "$w" && GOMAXPROCS=2 $NICE go build -p "$BUILD_P" -trimpath -ldflags "$ld" \
-       -o "$out/$c.tmp" "k8s.io/kubernetes/cmd/$c") && mv "$out/$c.tmp" "$out/$c"
+       -o "$out/$c.tmp" "k8s.io/kubernetes/cmd/$c") || { log "k8s: $c build FAILED"; return 1; }
+    mv "$out/$c.tmp" "$out/$c"
     log "k8s: $c built in $((SECONDS - t1))s"
   done
   log "k8s $K8S_VERSION: all built in $((SECONDS - t0))s"
@@ -88,22 +89,28 @@ build_sidecar() { # module version cmd-dir binary-name
   local src dst=$E2E_CACHE/src/$(basename "$(dirname "$mod")")-$(basename "$mod")-$ver
   src=$(cd "$E2E_CACHE/src" && GOFLAGS=-mod=mod moddir "$mod@$ver")
   if [ ! -d "$dst" ]; then
-    cp -r "$src" "$dst.tmp" && chmod -R u+w "$dst.tmp" && mv "$dst.tmp" "$dst"
+    rm -rf "$dst.tmp"
+    cp -r "$src" "$dst.tmp" && chmod -R u+w "$dst.tmp" || return 1
+    # external-snapshotter replaces its client module with ./client, which the
+    # module zip leaves out (a nested module): put the same tag's client there.
+    if grep -q '=> ./client' "$dst.tmp/go.mod"; then
+      local csrc; csrc=$(cd "$E2E_CACHE/src" && GOFLAGS=-mod=mod moddir "$mod/client@$ver" 2>/dev/null || true)
+      [ -z "$csrc" ] && csrc=$(cd "$E2E_CACHE/src" && GOFLAGS=-mod=mod moddir "$(dirname "$mod")/client/$(basename "$mod")@$ver")
+      cp -r "$csrc" "$dst.tmp/client" && chmod -R u+w "$dst.tmp/client" || return 1
+    fi
+    mv "$dst.tmp" "$dst"
   fi
   local t1=$SECONDS flags=""
   [ -d "$dst/vendor" ] && flags="-mod=vendor"
   log "$name: building from $mod@$ver"
   (cd "$dst" && GOFLAGS="-buildvcs=false $flags" GOMAXPROCS=2 $NICE go build -p "$BUILD_P" -trimpath \
-     -ldflags "-s -w -X main.version=$ver" -o "$out/$name.tmp" "./$cmd") && mv "$out/$name.tmp" "$out/$name"
+     -ldflags "-s -w -X main.version=$ver" -o "$out/$name.tmp" "./$cmd") || { log "$name: build FAILED"; return 1; }
+  mv "$out/$name.tmp" "$out/$name"
   log "$name: built in $((SECONDS - t1))s"
 }
 
 build_sidecars() {
   local t0=$SECONDS
-  build_sidecar github.com/kubernetes-csi/external-provisioner/v6 "$PROVISIONER_VERSION" cmd/csi-provisioner csi-provisioner
-  build_sidecar github.com/kubernetes-csi/external-resizer/v2 "$RESIZER_VERSION" cmd/csi-resizer csi-resizer
-  build_sidecar github.com/kubernetes-csi/external-snapshotter/v8 "$SNAPSHOTTER_VERSION" cmd/csi-snapshotter csi-snapshotter
-  build_sidecar github.com/kubernetes-csi/external-snapshotter/v8 "$SNAPSHOTTER_VERSION" cmd/snapshot-controller snapshot-controller
   # The VolumeSnapshot (and VolumeGroupSnapshot) CRDs ship in the client module (config/crd).
   if [ ! -f "$SIDECAR_BIN/crds/done" ]; then
     local cdir; cdir=$(cd "$E2E_CACHE/src" && GOFLAGS=-mod=mod moddir "github.com/kubernetes-csi/external-snapshotter/client/v8@$SNAPSHOTTER_VERSION")
@@ -111,6 +118,10 @@ build_sidecars() {
     cp "$cdir"/config/crd/*snapshot.storage.k8s.io_*.yaml "$SIDECAR_BIN/crds/"
     touch "$SIDECAR_BIN/crds/done"
   fi
+  build_sidecar github.com/kubernetes-csi/external-provisioner/v6 "$PROVISIONER_VERSION" cmd/csi-provisioner csi-provisioner || return 1
+  build_sidecar github.com/kubernetes-csi/external-resizer/v2 "$RESIZER_VERSION" cmd/csi-resizer csi-resizer || return 1
+  build_sidecar github.com/kubernetes-csi/external-snapshotter/v8 "$SNAPSHOTTER_VERSION" cmd/csi-snapshotter csi-snapshotter || return 1
+  build_sidecar github.com/kubernetes-csi/external-snapshotter/v8 "$SNAPSHOTTER_VERSION" cmd/snapshot-controller snapshot-controller || return 1
   log "sidecars: done in $((SECONDS - t0))s"
 }
 
@@ -118,7 +129,8 @@ build_helm() {
   [ -x "$HELM_BIN/helm" ] && { log "helm: cached"; return 0; }
   local t1=$SECONDS
   mkdir -p "$HELM_BIN"
-  GOBIN=$HELM_BIN GOFLAGS=-buildvcs=false GOMAXPROCS=2 $NICE go install -p "$BUILD_P" -trimpath "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  GOBIN=$HELM_BIN GOFLAGS=-buildvcs=false GOMAXPROCS=2 $NICE go install -p "$BUILD_P" -trimpath "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" ||
+    { log "helm: build FAILED"; return 1; }
   log "helm: built in $((SECONDS - t1))s"
 }
 
@@ -127,6 +139,6 @@ case $what in
   k8s) build_k8s ;;
   sidecars) build_sidecars ;;
   helm) build_helm ;;
-  all) build_helm; build_sidecars; build_k8s ;;
+  all) build_helm && build_sidecars && build_k8s ;;
   *) echo "usage: $0 [k8s|sidecars|helm|all]" >&2; exit 2 ;;
 esac
