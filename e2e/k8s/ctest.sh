@@ -14,7 +14,7 @@ case ${TS_E2E:-auto} in
     for b in "$K8S_BIN"/kube-apiserver "$K8S_BIN"/kube-controller-manager "$K8S_BIN"/kubectl \
              "$SIDECAR_BIN"/csi-provisioner "$SIDECAR_BIN"/csi-resizer "$SIDECAR_BIN"/snapshot-controller \
              "$SIDECAR_BIN"/csi-snapshotter "$HELM_BIN"/helm; do
-      [ -x "$b" ] || skip "binary cache is cold ($b missing; a cold build takes ~30 min on 2 cores). Run e2e/run.sh once, or set TS_E2E=1."
+      [ -x "$b" ] || skip "binary cache is cold ($b missing; a cold build took ~40 min on this 2-core machine). Run e2e/run.sh once, or set TS_E2E=1."
     done ;;
 esac
 [ "$(id -u)" -eq 0 ] || skip "needs root (loop devices, mounts)"
