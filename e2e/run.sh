@@ -208,6 +208,7 @@ start kube-controller-manager "$KCM" --kubeconfig "$WORK/kcm.kubeconfig" \
 NODE_ID=e2e-node
 CTRL_CMD=${E2E_CONTROLLER_CMD:-"$TESSERA csi --endpoint unix://$SOCK --state-dir $WORK/state --node-id $NODE_ID --capacity 4Gi --default-size 64Mi --path-prefix $WORK/kubelet"}
 start tessera-controller $CTRL_CMD
+TESSERA_IDX=$((${#PIDS[@]} - 1))
 NODE_SOCK=${E2E_NODE_SOCK:-$SOCK}
 if [ -n "${E2E_NODE_CMD:-}" ]; then start tessera-node $E2E_NODE_CMD; fi
 wait_for 30 "tessera socket" test -S "$SOCK" || setup_fail "tessera did not start (logs/tessera-controller.log)"
@@ -330,6 +331,20 @@ else
 fi
 run_test pvc-delete t_pvc_delete
 run_test sidecars-healthy t_sidecars_healthy
+
+# Tessera stops gracefully on SIGTERM: exit 0, no sanitizer report (the ctest
+# entry runs the ASan/UBSan build). In run.sh itself: only this shell can wait.
+if [ -z "$ONLY" ] || [[ tessera-graceful-stop =~ $ONLY ]]; then
+  tpid=${PIDS[$TESSERA_IDX]%%:*}
+  kill -TERM "$tpid"
+  set +e; wait "$tpid"; trc=$?; set -e
+  if [ "$trc" -eq 0 ] && ! grep -qE 'Sanitizer|runtime error' "$WORK/logs/tessera-controller.log"; then
+    PASSED=$((PASSED + 1)); RESULTS+=("PASS tessera-graceful-stop"); log "PASS tessera-graceful-stop"
+  else
+    FAILED=$((FAILED + 1)); RESULTS+=("FAIL tessera-graceful-stop (exit $trc)"); log "FAIL tessera-graceful-stop (exit $trc)"
+    tail -30 "$WORK/logs/tessera-controller.log" >&2
+  fi
+fi
 
 log "summary (total $((SECONDS - T_START))s):"
 for r in "${RESULTS[@]}"; do log "  $r"; done

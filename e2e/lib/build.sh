@@ -33,7 +33,9 @@ modfile() {
 
 build_k8s() {
   local out=$K8S_BIN
-  if [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ] && [ -x "$out/kubectl" ]; then
+  local c missing=0
+  for c in $K8S_CMDS; do [ -x "$out/$c" ] || missing=1; done
+  if [ "$missing" = 0 ]; then
     log "k8s $K8S_VERSION: cached in $out"; return 0
   fi
   local t0=$SECONDS minor patch w
@@ -51,17 +53,11 @@ build_k8s() {
     sed -n '/^replace (/,/^)/p' "$kmod" | grep -o 'k8s.io/[a-z0-9-]* => ./staging' |
       while read -r m _ _; do echo "replace $m => $m v0.$minor.$patch"; done
   } > "$w/go.mod"
-  cat > "$w/tools.go" <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for c in $K8S_CMDS; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$c"; done
+    printf ')\n'
+  } > "$w/tools.go"
   log "k8s $K8S_VERSION: resolving modules in $w"
   (cd "$w" && go mod tidy -e >/dev/null 2>&1 || true; cd "$w" && go mod download)
   local ld="-s -w"
@@ -70,8 +66,8 @@ GO
     ld="$ld -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     ld="$ld -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
-  local c
-  for c in kube-apiserver kube-controller-manager kubectl; do
+  for c in $K8S_CMDS; do
+    [ -x "$out/$c" ] && continue
     local t1=$SECONDS
     log "k8s: building $c (go build -p $BUILD_P)"
     (cd "$w" && GOMAXPROCS=2 $NICE go build -p "$BUILD_P" -trimpath -ldflags "$ld" \
