@@ -13,6 +13,11 @@ DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}               # base image for the Docker
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 BASE_IMAGE=${BASE_IMAGE:-tessera/debian-base:bookworm}
 
+# CI may run with a thin environment: Go where the toolchain installs it, and a
+# HOME for Go's caches and ours.
+case ":$PATH:" in *:/usr/local/go/bin:*) ;; *) PATH=$PATH:/usr/local/go/bin ;; esac
+: "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"
+export PATH HOME
 E2E_CACHE=${E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera-e2e}
 GO_VERSION_KEY=$(go env GOVERSION 2>/dev/null || echo nogo)
 K8S_BIN=$E2E_CACHE/k8s-$K8S_VERSION-$GO_VERSION_KEY
