@@ -76,6 +76,8 @@ listed_bytes() { csic list | grep -o "{\"capacityBytes\":[0-9]*,\"id\":\"$1\"}" 
 
 # ---- tests ------------------------------------------------------------------------------------------
 t_chart_apply() {
+  say "helm lint"
+  "$HELM" lint "$repo/charts/tessera" --strict
   say "helm template the chart and apply it server-side (strict field validation)"
   "$HELM" template tessera "$repo/charts/tessera" --namespace "$NS" --kube-version "$K8S_VERSION" --set image.tag=dev >"$WORK/chart.yaml"
   k apply --server-side --field-manager e2e --validate=strict -f "$WORK/chart.yaml"
