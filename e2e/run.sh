@@ -13,6 +13,8 @@
 #   --tessera PATH  the tessera binary (default: build/bin/tessera, built if missing)
 #   --keep          leave the work dir (logs, certs, state) after the run
 #   --only REGEX    run only tests whose name matches
+#   --image         also build the container image (e2e/image/build.sh: debootstrap
+#                   base, docker build, docker run tessera --version) as test `image`
 # Environment: E2E_WORK (work dir), E2E_CACHE (binary cache, see lib/versions.sh),
 #   E2E_PORT_BASE (default 32300: etcd +79/+80, apiserver +43, kcm +57),
 #   E2E_CONTROLLER_CMD / E2E_NODE_CMD (the Tessera daemons; see docs/e2e.md),
@@ -31,12 +33,14 @@ repo=$(cd "$here/.." && pwd)
 TESSERA=""
 KEEP=0
 ONLY=""
+IMAGE=${E2E_IMAGE:-0}
 while [ $# -gt 0 ]; do
   case $1 in
     --tessera) TESSERA=$(readlink -f "$2"); shift 2 ;;
     --keep) KEEP=1; shift ;;
     --only) ONLY=$2; shift 2 ;;
-    *) echo "usage: $0 [--tessera PATH] [--keep] [--only REGEX]" >&2; exit 2 ;;
+    --image) IMAGE=1; shift ;;
+    *) echo "usage: $0 [--tessera PATH] [--keep] [--only REGEX] [--image]" >&2; exit 2 ;;
   esac
 done
 
@@ -291,6 +295,7 @@ say() { echo "--- $*"; }
 
 . "$here/lib/tests.sh"
 
+if [ "$IMAGE" = 1 ]; then run_test image t_image; fi
 run_test chart-apply t_chart_apply
 
 # The sidecars run as the chart's ServiceAccount (a TokenRequest token), so

@@ -75,6 +75,14 @@ listed() { csic list | grep -q "\"id\":\"$1\""; }
 listed_bytes() { csic list | grep -o "{\"capacityBytes\":[0-9]*,\"id\":\"$1\"}" | grep -o '[0-9]*' | head -1; }
 
 # ---- tests ------------------------------------------------------------------------------------------
+t_image() {
+  local v
+  "$repo/e2e/image/build.sh" tessera:dev >"$WORK/image.out"
+  v=$(cat "$WORK/image.out")
+  say "docker run --rm tessera:dev tessera --version: $v"
+  [ "$v" = "$("$TESSERA" --version)" ] || fail "image says '$v', the binary under test says '$("$TESSERA" --version)'"
+}
+
 t_chart_apply() {
   say "helm lint"
   "$HELM" lint "$repo/charts/tessera" --strict
