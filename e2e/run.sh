@@ -49,7 +49,7 @@ log() { printf '[e2e %4ds] %s\n' "$((SECONDS - T_START))" "$*" >&2; }
 setup_fail() { log "SETUP FAILED: $*"; exit 2; }
 
 [ "$(id -u)" -eq 0 ] || setup_fail "needs root (loop devices, mounts)"
-for t in openssl etcd go mkfs.ext4 losetup; do
+for t in openssl etcd go curl mkfs.ext4 losetup findmnt blockdev; do
   command -v "$t" >/dev/null || setup_fail "missing $t (scripts/deps.sh; etcd: apt-get install etcd-server)"
 done
 
