@@ -1,0 +1,272 @@
+# SPDX-License-Identifier: Apache-2.0
+# The kubectl tests of e2e/run.sh (sourced by it). Each t_* function runs in a
+# subshell with set -e; its output goes to $WORK/logs/test-<name>.log. Tests
+# hand state on through the API server (PVC/PV objects), never via variables.
+# Helpers available: k (kubectl, admin), csic (CSI client on the node socket),
+# fail, say, wait_for, $WORK, $NS, $DRIVER, $HELM, $repo.
+#
+# Playing kubelet: kubelet stages a Filesystem volume at
+#   <kubelet>/plugins/kubernetes.io/csi/<driver>/<sha256(handle)>/globalmount
+# and publishes it at <kubelet>/pods/<pod uid>/volumes/kubernetes.io~csi/<pv>/mount;
+# Block volumes at .../volumeDevices/staging/<pv> and .../volumeDevices/publish/<pv>/<pod uid>.
+# The helpers below use the same layout under $WORK/kubelet, and pass the PV's
+# volumeHandle, fsType and volumeAttributes exactly as kubelet does.
+
+E2E_NS=e2e
+KUBELET=$WORK/kubelet
+
+pv_of() { k -n "$E2E_NS" get pvc "$1" -o jsonpath='{.spec.volumeName}'; }
+handle_of() { k get pv "$1" -o jsonpath='{.spec.csi.volumeHandle}'; }
+vctx_of() { # the PV's volumeAttributes as k=v,k=v
+  k get pv "$1" -o go-template='{{range $k, $v := .spec.csi.volumeAttributes}}{{$k}}={{$v}},{{end}}' | sed 's/,$//'
+}
+staging_fs() { echo "$KUBELET/plugins/kubernetes.io/csi/$DRIVER/$(printf %s "$2" | sha256sum | cut -c1-64)/globalmount"; }
+target_fs() { echo "$KUBELET/pods/$2/volumes/kubernetes.io~csi/$1/mount"; }
+staging_blk() { echo "$KUBELET/plugins/kubernetes.io/csi/volumeDevices/staging/$1"; }
+target_blk() { echo "$KUBELET/plugins/kubernetes.io/csi/volumeDevices/publish/$1/$2"; }
+
+# node_up PVC POD_UID [block]: NodeStage + NodePublish like kubelet; prints the target.
+node_up() {
+  local pvc=$1 pod=$2 block=${3:-} pv h ctx st tg fs
+  pv=$(pv_of "$pvc"); h=$(handle_of "$pv"); ctx=$(vctx_of "$pv")
+  if [ -n "$block" ]; then
+    st=$(staging_blk "$pv"); tg=$(target_blk "$pv" "$pod")
+    mkdir -p "$st" "$(dirname "$tg")"
+    csic stage -id "$h" -staging "$st" -block -ctx "$ctx" >&2
+    csic publish -id "$h" -staging "$st" -target "$tg" -block -ctx "$ctx" >&2
+  else
+    fs=$(k get pv "$pv" -o jsonpath='{.spec.csi.fsType}')
+    st=$(staging_fs "$pv" "$h"); tg=$(target_fs "$pv" "$pod")
+    mkdir -p "$st" "$(dirname "$tg")"
+    csic stage -id "$h" -staging "$st" -fs "${fs:-ext4}" -ctx "$ctx" >&2
+    csic publish -id "$h" -staging "$st" -target "$tg" -fs "${fs:-ext4}" -ctx "$ctx" >&2
+  fi
+  echo "$tg"
+}
+# node_down PVC POD_UID [block]: NodeUnpublish + NodeUnstage.
+node_down() {
+  local pvc=$1 pod=$2 block=${3:-} pv h st tg
+  pv=$(pv_of "$pvc"); h=$(handle_of "$pv")
+  if [ -n "$block" ]; then st=$(staging_blk "$pv"); tg=$(target_blk "$pv" "$pod")
+  else st=$(staging_fs "$pv" "$h"); tg=$(target_fs "$pv" "$pod"); fi
+  csic unpublish -id "$h" -target "$tg" >&2
+  csic unstage -id "$h" -staging "$st" >&2
+  if findmnt -rn "$tg" >/dev/null || findmnt -rn "$st" >/dev/null; then fail "still mounted after unpublish/unstage"; fi
+}
+
+make_pvc() { # name size mode [extra spec yaml]
+  k apply -f - <<YAML
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: $1, namespace: $E2E_NS}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: tessera
+  volumeMode: $3
+  resources: {requests: {storage: $2}}
+${4:-}
+YAML
+}
+wait_bound() {
+  k -n "$E2E_NS" wait --for=jsonpath='{.status.phase}'=Bound "pvc/$1" --timeout=120s ||
+    { k -n "$E2E_NS" describe pvc "$1"; return 1; }
+}
+listed() { csic list | grep -q "\"id\":\"$1\""; }
+listed_bytes() { csic list | grep -o "{\"capacityBytes\":[0-9]*,\"id\":\"$1\"}" | grep -o '[0-9]*' | head -1; }
+
+# ---- tests ------------------------------------------------------------------------------------------
+t_image() {
+  local v
+  "$repo/e2e/image/build.sh" tessera:dev >"$WORK/image.out"
+  v=$(cat "$WORK/image.out")
+  say "docker run --rm tessera:dev tessera --version: $v"
+  [ "$v" = "$("$TESSERA" --version)" ] || fail "image says '$v', the binary under test says '$("$TESSERA" --version)'"
+}
+
+t_chart_apply() {
+  say "helm lint"
+  "$HELM" lint "$repo/charts/tessera" --strict
+  say "helm template the chart and apply it server-side (strict field validation)"
+  "$HELM" template tessera "$repo/charts/tessera" --namespace "$NS" --kube-version "$K8S_VERSION" --set image.tag=dev >"$WORK/chart.yaml"
+  k apply --server-side --field-manager e2e --validate=strict -f "$WORK/chart.yaml"
+  say "every rendered object exists on the server"
+  local n_rendered n_found
+  n_rendered=$(grep -c '^kind:' "$WORK/chart.yaml")
+  # `kubectl get -f` fails if any rendered object is missing on the server.
+  k get -f "$WORK/chart.yaml" -o name | tee "$WORK/chart.objects"
+  n_found=$(wc -l <"$WORK/chart.objects")
+  [ "$n_found" -eq "$n_rendered" ] || fail "rendered $n_rendered objects, found $n_found"
+  say "$n_found objects applied"
+  [ "$(k get csidriver "$DRIVER" -o jsonpath='{.spec.attachRequired}')" = false ] || fail "CSIDriver attachRequired"
+  [ "$(k get storageclass tessera -o jsonpath='{.parameters.ec}')" = "4+2" ] || fail "StorageClass ec"
+  [ "$(k -n "$NS" get deploy tessera-controller -o jsonpath='{.spec.replicas}')" = 2 ] || fail "controller replicas"
+  k -n "$NS" get daemonset tessera-node -o jsonpath='{.spec.template.spec.containers[0].securityContext.privileged}' | grep -qx true ||
+    fail "node plugin not privileged"
+  k get volumesnapshotclass tessera -o jsonpath='{.driver}' | grep -qx "$DRIVER" || fail "VolumeSnapshotClass driver"
+  say "no kubelet runs here: the Deployment and DaemonSet exist but have no pods (expected)"
+  k -n "$NS" get deploy,daemonset -o wide
+  say "server-side validation is real: an unknown field is refused"
+  if sed 's/^  attachRequired: false/  attachRequired: false\n  notAField: 1/' "$WORK/chart.yaml" |
+      k apply --server-side --field-manager e2e --validate=strict -f - 2>"$WORK/validate.err"; then
+    fail "an unknown field was accepted"
+  fi
+  grep -q notAField "$WORK/validate.err" || { cat "$WORK/validate.err"; fail "unexpected error"; }
+  cat "$WORK/validate.err"
+  k create namespace "$E2E_NS"
+}
+
+t_pvc_bound_fs() {
+  make_pvc fs1 64Mi Filesystem
+  wait_bound fs1
+  local pv h
+  pv=$(pv_of fs1); h=$(handle_of "$pv")
+  say "PVC fs1 Bound to $pv, volume handle $h"
+  k get pv "$pv" -o yaml
+  [ "$(k get pv "$pv" -o jsonpath='{.spec.csi.driver}')" = "$DRIVER" ] || fail "PV driver"
+  [ "$(k get pv "$pv" -o jsonpath='{.spec.capacity.storage}')" = 64Mi ] || fail "PV capacity"
+  vctx_of "$pv" | grep -q 'csi.tessera.io/ec=4+2' || fail "the StorageClass ec did not reach the volume"
+  listed "$h" || fail "$h not in Tessera's ListVolumes"
+  [ "$(listed_bytes "$h")" = $((64 << 20)) ] || fail "Tessera volume size $(listed_bytes "$h")"
+}
+
+t_node_fs() {
+  local tg sum
+  tg=$(node_up fs1 pod-a)
+  findmnt "$tg"
+  head -c 1048576 /dev/urandom >"$tg/data.bin"
+  sha256sum "$tg/data.bin" | cut -d' ' -f1 >"$WORK/fs1.sha"
+  sync
+  node_down fs1 pod-a
+  say "restage on another pod's target: the data is still there"
+  tg=$(node_up fs1 pod-b)
+  sum=$(sha256sum "$tg/data.bin" | cut -d' ' -f1)
+  [ "$sum" = "$(cat "$WORK/fs1.sha")" ] || fail "data changed: $sum"
+  csic stats -id "$(handle_of "$(pv_of fs1)")" -path "$tg"
+  say "left staged and published at pod-b for the expansion test"
+}
+
+t_pvc_bound_block() {
+  make_pvc blk1 32Mi Block
+  wait_bound blk1
+  local pv; pv=$(pv_of blk1)
+  [ "$(k get pv "$pv" -o jsonpath='{.spec.volumeMode}')" = Block ] || fail "PV volumeMode"
+  listed "$(handle_of "$pv")" || fail "not in ListVolumes"
+}
+
+t_node_block() {
+  local tg
+  tg=$(node_up blk1 pod-a block)
+  [ -b "$tg" ] || fail "$tg is not a block device"
+  [ "$(blockdev --getsize64 "$tg")" = $((32 << 20)) ] || fail "device size $(blockdev --getsize64 "$tg")"
+  head -c 4194304 /dev/urandom >"$WORK/blk1.pat"
+  dd if="$WORK/blk1.pat" of="$tg" bs=1M oflag=direct conv=fsync status=none
+  node_down blk1 pod-a block
+  tg=$(node_up blk1 pod-b block)
+  cmp <(dd if="$tg" bs=1M count=4 iflag=direct status=none) "$WORK/blk1.pat" || fail "block data differs after restage"
+  node_down blk1 pod-b block
+}
+
+t_pvc_expand() {
+  local pv h tg before after err
+  pv=$(pv_of fs1); h=$(handle_of "$pv"); tg=$(target_fs "$pv" pod-b)
+  findmnt "$tg" >/dev/null || fail "fs1 not published (node-stage-publish-filesystem failed?)"
+  before=$(df -B1 --output=size "$tg" | tail -1)
+  k -n "$E2E_NS" patch pvc fs1 -p '{"spec":{"resources":{"requests":{"storage":"128Mi"}}}}'
+  say "csi-resizer: ControllerExpandVolume, PV grows"
+  k wait --for=jsonpath='{.spec.capacity.storage}'=128Mi "pv/$pv" --timeout=120s ||
+    { k -n "$E2E_NS" describe pvc fs1; fail "PV did not grow"; }
+  [ "$(listed_bytes "$h")" = $((128 << 20)) ] || fail "Tessera volume size $(listed_bytes "$h")"
+  k -n "$E2E_NS" get pvc fs1 -o jsonpath='{.status.conditions}'; echo
+  say "kubelet's part: NodeExpandVolume on the published volume"
+  if ! csic expand -id "$h" -path "$tg" -staging "$(staging_fs "$pv" "$h")" -bytes $((128 << 20)) 2>"$WORK/expand.err"; then
+    err=$(cat "$WORK/expand.err"); echo "$err"
+    case $err in
+      *FailedPrecondition*CAP_SYS_RESOURCE*|*FailedPrecondition*)
+        say "online growth refused (no CAP_SYS_RESOURCE here); restage grows it offline"
+        node_down fs1 pod-b; tg=$(node_up fs1 pod-b) ;;
+      *) fail "NodeExpandVolume: $err" ;;
+    esac
+  fi
+  after=$(df -B1 --output=size "$tg" | tail -1)
+  say "filesystem size $before -> $after bytes"
+  [ "$after" -gt $((before + (48 << 20))) ] || fail "filesystem did not grow ($before -> $after)"
+  [ "$(sha256sum "$tg/data.bin" | cut -d' ' -f1)" = "$(cat "$WORK/fs1.sha")" ] || fail "data changed by expansion"
+  node_down fs1 pod-b
+}
+
+t_snapshot_ready() {
+  local tg
+  make_pvc snap-src 64Mi Filesystem
+  wait_bound snap-src
+  tg=$(node_up snap-src pod-s)
+  head -c 1048576 /dev/urandom >"$tg/data.bin"
+  sha256sum "$tg/data.bin" | cut -d' ' -f1 >"$WORK/snap.sha"
+  sync
+  node_down snap-src pod-s
+  k apply -f - <<YAML
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata: {name: snap1, namespace: $E2E_NS}
+spec:
+  volumeSnapshotClassName: tessera
+  source: {persistentVolumeClaimName: snap-src}
+YAML
+  k -n "$E2E_NS" wait --for=jsonpath='{.status.readyToUse}'=true volumesnapshot/snap1 --timeout=120s ||
+    { k -n "$E2E_NS" describe volumesnapshot snap1; fail "snapshot not ready"; }
+  say "overwrite the source after the snapshot: the restore must hold the old data"
+  tg=$(node_up snap-src pod-s)
+  head -c 1048576 /dev/zero >"$tg/data.bin"; sync
+  node_down snap-src pod-s
+}
+
+t_pvc_from_snapshot() {
+  local tg
+  make_pvc restore1 64Mi Filesystem "  dataSource: {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: snap1}"
+  wait_bound restore1
+  tg=$(node_up restore1 pod-r)
+  [ "$(sha256sum "$tg/data.bin" | cut -d' ' -f1)" = "$(cat "$WORK/snap.sha")" ] || fail "restored data differs from the snapshot's"
+  node_down restore1 pod-r
+}
+
+t_snapshot_delete() {
+  local vsc
+  vsc=$(k -n "$E2E_NS" get volumesnapshot snap1 -o jsonpath='{.status.boundVolumeSnapshotContentName}')
+  k -n "$E2E_NS" delete volumesnapshot snap1 --timeout=120s
+  k wait --for=delete "volumesnapshotcontent/$vsc" --timeout=120s
+}
+
+t_pvc_delete() {
+  local pvcs pvc pv h
+  pvcs=$(k -n "$E2E_NS" get pvc -o jsonpath='{.items[*].metadata.name}')
+  [ -n "$pvcs" ] || fail "no PVCs left to delete"
+  for pvc in $pvcs; do
+    pv=$(pv_of "$pvc"); h=$(handle_of "$pv")
+    echo "$pvc $pv $h" >>"$WORK/deleted"
+  done
+  k -n "$E2E_NS" delete pvc --all --timeout=120s
+  while read -r pvc pv h; do
+    k wait --for=delete "pv/$pv" --timeout=120s
+    ! listed "$h" || fail "$h still in Tessera's ListVolumes after deleting $pvc"
+    if [ -d "$WORK/state" ]; then
+      [ ! -e "$WORK/state/meta/$h.json" ] || fail "$h still has a record in the state dir"
+      [ ! -e "$WORK/state/volumes/$h.img" ] || fail "$h still has an image in the state dir"
+    fi
+    say "$pvc: PV $pv and volume $h gone"
+  done <"$WORK/deleted"
+}
+
+t_sidecars_healthy() {
+  local p bad=0
+  for p in "${PIDS[@]}"; do
+    kill -0 "${p%%:*}" 2>/dev/null || { echo "${p#*:} exited"; bad=1; }
+  done
+  say "least-privilege RBAC: no 'forbidden' in the sidecars' logs"
+  for s in csi-provisioner csi-resizer csi-snapshotter; do
+    [ -f "$WORK/logs/$s.log" ] || continue
+    if grep -i 'forbidden' "$WORK/logs/$s.log" | head -5; then echo "$s hit RBAC denials"; bad=1; fi
+  done
+  say "leader-election leases held in namespace $NS"
+  k -n "$NS" get lease
+  [ "$(k -n "$NS" get lease -o name | wc -l)" -ge 2 ] || { echo "missing leases"; bad=1; }
+  [ "$bad" = 0 ]
+}

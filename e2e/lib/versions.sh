@@ -1,0 +1,25 @@
+# SPDX-License-Identifier: Apache-2.0
+# Pinned versions of every outside component the e2e harness builds or runs.
+# Sourced by e2e/run.sh, e2e/lib/build.sh and e2e/image/build-base.sh.
+# Change a version here and the cache key changes with it (see docs/e2e.md).
+K8S_VERSION=${K8S_VERSION:-v1.37.2}            # k8s.io/kubernetes; staging modules at v0.<minor>.<patch>
+# Commands built from k8s.io/kubernetes/cmd/ (issue 8 adds kubelet, kube-scheduler).
+K8S_CMDS=${K8S_CMDS:-"kube-apiserver kube-controller-manager kubectl"}
+PROVISIONER_VERSION=${PROVISIONER_VERSION:-v6.4.0}   # github.com/kubernetes-csi/external-provisioner/v6
+SNAPSHOTTER_VERSION=${SNAPSHOTTER_VERSION:-v8.7.0}   # github.com/kubernetes-csi/external-snapshotter/v8 (+client/v8)
+RESIZER_VERSION=${RESIZER_VERSION:-v2.3.0}           # github.com/kubernetes-csi/external-resizer/v2
+HELM_VERSION=${HELM_VERSION:-v3.21.4}                # helm.sh/helm/v3
+DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}               # base image for the Dockerfile
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+BASE_IMAGE=${BASE_IMAGE:-tessera/debian-base:bookworm}
+
+# CI may run with a thin environment: Go where the toolchain installs it, and a
+# HOME for Go's caches and ours.
+case ":$PATH:" in *:/usr/local/go/bin:*) ;; *) PATH=$PATH:/usr/local/go/bin ;; esac
+: "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"
+export PATH HOME
+E2E_CACHE=${E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera-e2e}
+GO_VERSION_KEY=$(go env GOVERSION 2>/dev/null || echo nogo)
+K8S_BIN=$E2E_CACHE/k8s-$K8S_VERSION-$GO_VERSION_KEY
+SIDECAR_BIN=$E2E_CACHE/sidecars-p$PROVISIONER_VERSION-s$SNAPSHOTTER_VERSION-r$RESIZER_VERSION-$GO_VERSION_KEY
+HELM_BIN=$E2E_CACHE/helm-$HELM_VERSION-$GO_VERSION_KEY
