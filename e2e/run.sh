@@ -83,7 +83,7 @@ WORK=${E2E_WORK:-$(mktemp -d /tmp/tessera-e2e.XXXXXX)}
 mkdir -p "$WORK"/{pki,logs,kubelet,etcd}
 WORK=$(readlink -f "$WORK")
 PB=${E2E_PORT_BASE:-32300}
-ETCD_PORT=$((PB + 79)) ETCD_PEER=$((PB + 80)) API_PORT=$((PB + 43)) KCM_PORT=$((PB + 57))
+ETCD_PORT=$((PB + 79)) ETCD_PEER=$((PB + 80)) API_PORT=$((PB + 43)) KCM_PORT=$((PB + 57)) ISCSI_PORT=$((PB + 60))
 NS=tessera
 DRIVER=csi.tessera.io
 SOCK=$WORK/csi.sock
@@ -206,11 +206,19 @@ start kube-controller-manager "$KCM" --kubeconfig "$WORK/kcm.kubeconfig" \
   --use-service-account-credentials=true --controllers '*' --v=1
 
 # ---- Tessera's daemons -----------------------------------------------------------------
-# One `tessera csi` serves Controller + Node today. With the data-plane daemons
-# set E2E_CONTROLLER_CMD / E2E_NODE_CMD (and E2E_NODE_SOCK) instead; the tests
-# only talk to the sockets.
+# E2E_BACKEND=dev (default): `tessera dev` serves Controller + Node on one
+# socket over the real data plane (3 simulated nodes, a 4+2 array group, thin
+# volumes with snapshots, the iSCSI target, user-space attach on the node).
+# E2E_BACKEND=file: `tessera csi` and its file backend. With separate
+# data-plane daemons set E2E_CONTROLLER_CMD / E2E_NODE_CMD (and E2E_NODE_SOCK)
+# instead; the tests only talk to the sockets.
 NODE_ID=e2e-node
-CTRL_CMD=${E2E_CONTROLLER_CMD:-"$TESSERA csi --endpoint unix://$SOCK --state-dir $WORK/state --node-id $NODE_ID --capacity 4Gi --default-size 64Mi --path-prefix $WORK/kubelet"}
+case ${E2E_BACKEND:-dev} in
+  dev) CTRL_DEFAULT="$TESSERA dev --state-dir $WORK/state --disk-size 512Mi --portal 127.0.0.1:$ISCSI_PORT --csi-endpoint unix://$SOCK --node-id $NODE_ID" ;;
+  file) CTRL_DEFAULT="$TESSERA csi --endpoint unix://$SOCK --state-dir $WORK/state --node-id $NODE_ID --capacity 4Gi --default-size 64Mi --path-prefix $WORK/kubelet" ;;
+  *) setup_fail "E2E_BACKEND must be dev or file" ;;
+esac
+CTRL_CMD=${E2E_CONTROLLER_CMD:-$CTRL_DEFAULT}
 start tessera-controller $CTRL_CMD
 TESSERA_IDX=$((${#PIDS[@]} - 1))
 NODE_SOCK=${E2E_NODE_SOCK:-$SOCK}

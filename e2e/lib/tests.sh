@@ -251,6 +251,13 @@ t_pvc_delete() {
       [ ! -e "$WORK/state/meta/$h.json" ] || fail "$h still has a record in the state dir"
       [ ! -e "$WORK/state/volumes/$h.img" ] || fail "$h still has an image in the state dir"
     fi
+    if [ "${E2E_BACKEND:-dev}" = dev ] && [ -z "${E2E_CONTROLLER_CMD:-}" ]; then
+      # The data plane's own view: no layer of the thin pool belongs to it any more.
+      "$TESSERA" --endpoint "unix://$SOCK" -o json volume tree >"$WORK/tree.json" ||
+        fail "tessera volume tree failed"
+      jq -e --arg h "$h" '[.layers[] | select(.volume_id == $h)] | length == 0' \
+        "$WORK/tree.json" >/dev/null || fail "$h still has layers in the data plane"
+    fi
     say "$pvc: PV $pv and volume $h gone"
   done <"$WORK/deleted"
 }
