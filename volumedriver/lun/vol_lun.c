@@ -224,6 +224,11 @@ int ts_vol_lun_unexport(struct ts_vol_lun *l)
 	if (!l)
 		return 0;
 	rc = ts_iscsi_target_remove(l->srv, l->iqn);
+	/* Without the target the engine may still hold the LUN: drop it too. If
+	 * neither is known to the engine it holds no reference and will not call
+	 * destroy, so there is nothing to wait for. */
+	if (rc < 0 && ts_iscsi_lun_remove(l->srv, l->iqn, 0) < 0)
+		l->released = 1;
 	pthread_mutex_lock(&l->lock);
 	while (!l->released)
 		pthread_cond_wait(&l->cond, &l->lock);
