@@ -4,11 +4,15 @@
  * A LUN provider backed by a file (or by RAM): the test and bench vehicle of
  * the iSCSI target until the volume layer registers real volumes.
  *
- * File IO runs on a small pool of worker threads (pread/pwrite/fdatasync,
- * fallocate(PUNCH_HOLE) for unmap, SEEK_DATA/SEEK_HOLE for LBA status); RAM
- * LUNs complete inline. Both honour the ts_iscsi_lun_ops contract: an op
- * returns 0 and calls back exactly once, or returns an error and never calls
- * back.
+ * Reads and writes that cannot block complete inline on the caller's thread:
+ * on tmpfs/ramfs through a shared mapping of the file (writes by pwrite once
+ * the file has holes), elsewhere by preadv2/pwritev2(RWF_NOWAIT) when the
+ * kernel accepts it. The rest runs on a small pool of worker threads
+ * (pread/pwrite/fdatasync, fallocate(PUNCH_HOLE) for unmap); LBA status uses
+ * SEEK_DATA/SEEK_HOLE. RAM LUNs complete inline. All honour the
+ * ts_iscsi_lun_ops contract: an op returns 0 and calls back exactly once, or
+ * returns an error and never calls back. A file on tmpfs must not be
+ * truncated by anyone else while it is a LUN (the mapping would fault).
  *
  * THREAD SAFETY: ops may be called from any thread; the work queue has one
  * mutex. ts_iscsi_file_lun_destroy() (or ops->destroy) joins the workers and

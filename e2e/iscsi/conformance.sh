@@ -4,6 +4,8 @@
 # a tessera-target (two loop threads) serving a 64 MiB RAM LUN on a free
 # loopback port, with the multipath suite enabled.
 # Fails unless every test passes. Usage: conformance.sh <tessera-target binary>
+# TS_CONFORMANCE_BACKING=PATH:SIZE serves a file instead (e.g. one on
+# /dev/shm, to cover the file provider's inline tmpfs paths).
 set -euo pipefail
 BIN=${1:?tessera-target path}
 command -v iscsi-test-cu >/dev/null || { echo "iscsi-test-cu missing (apt-get install libiscsi-bin)"; exit 1; }
@@ -15,7 +17,7 @@ cleanup() {
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
-"$BIN" --portal 127.0.0.1:0 --threads 2 --lun "$IQN:ram:64M" --port-file "$WORK/port" --pr-dir "$WORK" \
+"$BIN" --portal 127.0.0.1:0 --threads 2 --lun "$IQN:${TS_CONFORMANCE_BACKING:-ram:64M}" --port-file "$WORK/port" --pr-dir "$WORK" \
 	>"$WORK/target.log" 2>&1 &
 TPID=$!
 for _ in $(seq 100); do [ -s "$WORK/port" ] && break; sleep 0.1; done

@@ -2,6 +2,7 @@
 /* The file/RAM LUN provider against its contract: one callback per accepted op, data round trips, unmap reads back zeroes. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +43,7 @@ static int run(int (*op)(void *, struct ts_iscsi_lun_io *), void *ctx, uint64_t 
 	return w.status;
 }
 
-static void exercise(const char *path)
+static void exercise(const char *path, bool prefilled)
 {
 	struct ts_iscsi_file_lun *l;
 	const struct ts_iscsi_lun_ops *ops = ts_iscsi_file_lun_ops();
@@ -54,6 +55,14 @@ static void exercise(const char *path)
 	cr_assert_eq(run(ops->write, l, 1 << 20, sizeof(wbuf), wbuf, TS_ISCSI_LUN_FUA), 0);
 	cr_assert_eq(run(ops->read, l, 1 << 20, sizeof(rbuf), rbuf, 0), 0);
 	cr_assert_eq(memcmp(wbuf, rbuf, sizeof(rbuf)), 0);
+	/* a plain (non-FUA) write over part of it, read back across the seam */
+	static uint8_t w2[8192];
+	memset(w2, 0xa5, sizeof(w2));
+	cr_assert_eq(run(ops->write, l, (1 << 20) + 16384, sizeof(w2), w2, 0), 0);
+	cr_assert_eq(run(ops->read, l, 1 << 20, sizeof(rbuf), rbuf, 0), 0);
+	cr_assert_eq(memcmp(rbuf + 16384, w2, sizeof(w2)), 0);
+	cr_assert_eq(memcmp(rbuf, wbuf, 16384), 0);
+	memcpy(wbuf + 16384, w2, sizeof(w2)); /* the expected content from here on */
 	cr_assert_eq(run(ops->flush, l, 0, 0, NULL, 0), 0);
 	cr_assert_eq(run(ops->unmap, l, 1 << 20, 4096, NULL, 0), 0);
 	cr_assert_eq(run(ops->read, l, 1 << 20, sizeof(rbuf), rbuf, 0), 0);
@@ -67,7 +76,7 @@ static void exercise(const char *path)
 	uint64_t len = size;
 	bool mapped = true;
 	cr_assert_eq(ops->lba_status(l, 0, &len, &mapped), 0);
-	if (path) {
+	if (path && !prefilled) {
 		/* never written, then the punched 4 KiB: unmapped up to 1 MiB + 4 KiB */
 		cr_assert(!mapped);
 		cr_assert_leq(len, (uint64_t)(1 << 20) + 4096);
@@ -79,7 +88,7 @@ static void exercise(const char *path)
 	ops->destroy(l);
 }
 
-Test(lun_file, ram) { exercise(NULL); }
+Test(lun_file, ram) { exercise(NULL, false); }
 
 Test(lun_file, file)
 {
@@ -87,6 +96,31 @@ Test(lun_file, file)
 	int fd = mkstemp(path);
 	cr_assert_geq(fd, 0);
 	close(fd);
-	exercise(path);
+	exercise(path, false);
+	unlink(path);
+}
+
+/* tmpfs: reads and non-FUA writes complete inline on the caller's thread */
+Test(lun_file, tmpfs)
+{
+	char path[] = "/dev/shm/ts-lunfile-XXXXXX";
+	int fd = mkstemp(path);
+	if (fd < 0)
+		cr_skip_test("no /dev/shm");
+	close(fd);
+	exercise(path, false);
+	unlink(path);
+}
+
+/* a fully allocated tmpfs file: writes go through the mapping until an unmap punches a hole */
+Test(lun_file, tmpfs_allocated)
+{
+	char path[] = "/dev/shm/ts-lunfile-XXXXXX";
+	int fd = mkstemp(path);
+	if (fd < 0)
+		cr_skip_test("no /dev/shm");
+	cr_assert_eq(posix_fallocate(fd, 0, 4 << 20), 0);
+	close(fd);
+	exercise(path, true);
 	unlink(path);
 }
