@@ -77,6 +77,7 @@ struct lun {
 	bool failing;         /* lun_fail_all() running: no retries, no new commands */
 	uint64_t bad_since;   /* ns; session errors without recovery since then, 0 = healthy */
 	uint64_t fail_after;  /* ns of unrecovered session errors before IO fails */
+	bool cache_lost;      /* a reset/power-on UA since the last flush: fail the next one */
 };
 
 static int io_issue(struct lun_io *io);
@@ -218,7 +219,13 @@ int lun_connect(const struct ts_attach_opts *o, struct lun **out)
 			1000000000ull;
 	iscsi_set_reconnect_max_retries(l->iscsi, o->reconnect_max == 0 ? -1
 					: o->reconnect_max < 0 ? 0 : o->reconnect_max);
-	iscsi_set_no_ua_on_reconnect(l->iscsi, 1);
+	/*
+	 * Unit attentions after a reconnect must reach io_done: a POWER ON /
+	 * RESET (ASC 0x29) means the target may have lost its volatile write
+	 * cache, so writes acknowledged before it and not yet flushed may be
+	 * gone, and the next flush must not report success for them.
+	 */
+	iscsi_set_no_ua_on_reconnect(l->iscsi, 0);
 	if (iscsi_full_connect_sync(l->iscsi, url->portal, url->lun)) {
 		const char *msg = iscsi_get_error(l->iscsi);
 		rc = connect_errno(msg);
@@ -371,6 +378,15 @@ static void io_done(struct iscsi_context *iscsi, int status, void *command_data,
 		bool again = !io->l->failing && status_transient(status, t) &&
 			     ++io->tries < LUN_MAX_TRIES;
 
+		if (t && status == SCSI_STATUS_CHECK_CONDITION &&
+		    t->sense.key == SCSI_SENSE_UNIT_ATTENTION && (t->sense.ascq >> 8) == 0x29 &&
+		    !io->l->cache_lost) {
+			io->l->cache_lost = true;
+			ts_log(TS_LOG_WARN, "attach",
+			       "target reset or restarted (UA 0x%04x): the next flush fails",
+			       (unsigned)t->sense.ascq);
+		}
+
 		err = t && !io->l->failing ? sense_errno(t) : -EIO;
 		ts_log(again ? TS_LOG_DEBUG : TS_LOG_WARN, "attach",
 		       "command failed op=%d lba=%llu status=0x%x sense=0x%x try=%d err=\"%s\"",
@@ -401,6 +417,12 @@ static void io_done(struct iscsi_context *iscsi, int status, void *command_data,
 		err = io_issue(io);
 		if (err)
 			io_finish(io, err);
+		return;
+	}
+	if (io->op == LUN_FLUSH && io->l->cache_lost) {
+		/* Writes acknowledged before the reset may not have survived it. */
+		io->l->cache_lost = false;
+		io_finish(io, -EIO);
 		return;
 	}
 	io_finish(io, io->op == LUN_FLUSH ? 0 : (long)io->len);

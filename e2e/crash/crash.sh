@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# kill -9 of `tessera dev` under load loses no acknowledged write.
+#
+# Each round: attach a volume of `tessera dev` in user space (tessera-attach:
+# libiscsi -> FUSE -> loop device, a separate process), write 4 KiB blocks
+# with O_DIRECT|O_DSYNC (each write is acknowledged only after the target's
+# FUA/SYNCHRONIZE CACHE path committed it) and log every acknowledged
+# (block, version); SIGKILL `tessera dev` at a random moment and restart it on
+# the same state (pool reassembly + volume log replay) while the writer rides
+# through (the initiator reconnects and replays); stop the writer, re-attach
+# and check every block holds its last acknowledged version (or the one in
+# flight when the writer was stopped).
+#
+# Usage: crash.sh <tessera> <tessera-attach> [rounds]   (root: FUSE, loop)
+#
+# NOT REGISTERED WITH CTEST: on 2026-11-24 it lost one acknowledged block in
+# round 2 of 3 of most runs (the block read back as zeroes). The same
+# workload without iSCSI (volume on the EC pool, flush per write, kill -9,
+# reassembly) loses nothing, so the fault is on the iSCSI path (target LUN
+# provider, initiator attach, loop/FUSE flush); see docs/operations.md.
+# Last line: rounds=N acked=… lost=0|N
+set -euo pipefail
+TESSERA=$(readlink -f "$1")
+ATTACH=$(readlink -f "$2")
+ROUNDS=${3:-3}
+[ "$(id -u)" -eq 0 ] || { echo "crash: needs root"; exit 77; }
+W=$(mktemp -d /tmp/ts-crash.XXXXXX)
+PORT=$((30000 + RANDOM % 20000))
+DEV_PID="" ATT_PID=""
+export TESSERA_ENDPOINT=unix://$W/state/csi.sock
+cleanup() {
+  set +e
+  [ -n "$ATT_PID" ] && kill -TERM "$ATT_PID" 2>/dev/null && wait "$ATT_PID" 2>/dev/null
+  [ -n "$DEV_PID" ] && kill -KILL "$DEV_PID" 2>/dev/null && wait "$DEV_PID" 2>/dev/null
+  grep -o " $W/[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m"; done
+  if [ "${lost:-0}" = 0 ]; then rm -rf "$W"; else echo "crash: logs kept in $W"; fi
+}
+trap cleanup EXIT
+
+start_dev() {
+  : >"$W/dev.out"
+  "$TESSERA" dev --state-dir "$W/state" --disk-size 128Mi --portal "127.0.0.1:$PORT" \
+    >"$W/dev.out" 2>>"$W/dev.log" &
+  DEV_PID=$!
+  for _ in $(seq 300); do
+    grep -q '^ready' "$W/dev.out" && return 0
+    kill -0 "$DEV_PID" 2>/dev/null || { tail -20 "$W/dev.log"; echo "crash: tessera dev died"; exit 1; }
+    sleep 0.1
+  done
+  echo "crash: tessera dev not ready"; exit 1
+}
+
+attach() {
+  : >"$W/att.out"
+  "$ATTACH" -t 10 -m "$W" "$URL" >"$W/att.out" 2>>"$W/att.log" &
+  ATT_PID=$!
+  for _ in $(seq 200); do
+    DEVICE=$(sed -n 's/^device=\([^ ]*\).*/\1/p' "$W/att.out")
+    [ -n "$DEVICE" ] && return 0
+    kill -0 "$ATT_PID" 2>/dev/null || { tail -5 "$W/att.log"; echo "crash: attach failed"; exit 1; }
+    sleep 0.1
+  done
+  echo "crash: attach timed out"; exit 1
+}
+
+detach() {
+  kill -TERM "$ATT_PID" 2>/dev/null || true
+  wait "$ATT_PID" 2>/dev/null || true
+  ATT_PID=""
+}
+
+start_dev
+URL=$("$TESSERA" volume create crashvol --size 16Mi -o json | sed -n 's/.*"iscsi_url": *"\([^"]*\)".*/\1/p')
+[ -n "$URL" ] || { echo "crash: no iscsi_url"; exit 1; }
+: >"$W/acked"
+total_acked=0 lost=0
+for r in $(seq "$ROUNDS"); do
+  attach
+  # Writer: one O_DIRECT|O_DSYNC 4 KiB write at a time; log intent, then ack.
+  python3 - "$DEVICE" "$W/acked" "$r" <<'PY' &
+import mmap, os, random, struct, sys
+dev, log, rnd = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fd = os.open(dev, os.O_WRONLY | os.O_DIRECT | os.O_DSYNC)
+buf = mmap.mmap(-1, 4096)
+nblk = 4096  # 16 MiB
+out = open(log, "a", buffering=1)
+seq = 0
+while True:
+    b = random.randrange(nblk); seq += 1
+    ver = rnd * 1_000_000 + seq
+    buf.seek(0); buf.write(struct.pack("<QQ", b, ver) * 256)
+    out.write(f"I {b} {ver}\n")
+    try:
+        os.pwrite(fd, buf, b * 4096)
+    except OSError:
+        sys.exit(0)
+    out.write(f"A {b} {ver}\n")
+PY
+  WPID=$!
+  sleep "$(python3 -c 'import random; print(round(random.uniform(0.5, 2.5), 2))')"
+  kill -KILL "$DEV_PID"; wait "$DEV_PID" 2>/dev/null || true; DEV_PID=""
+  echo "round $r: killed tessera dev after $(grep -c '^A' "$W/acked" || true) acks"
+  start_dev
+  sleep 1
+  kill -KILL "$WPID" 2>/dev/null || true
+  wait "$WPID" 2>/dev/null || true
+  detach
+  attach
+  n=$(grep -c '^A' "$W/acked" || true)
+  total_acked=$n
+  # Verify: every block's last acked version, or its later in-flight one.
+  if ! timeout 120 python3 - "$DEVICE" "$W/acked" <<'PY'
+import os, struct, sys
+dev, log = sys.argv[1], sys.argv[2]
+acked, inflight = {}, {}
+for line in open(log):
+    k, b, v = line.split(); b = int(b); v = int(v)
+    if k == "I": inflight[b] = v
+    else:
+        acked[b] = v
+        if inflight.get(b) == v: del inflight[b]
+fd = os.open(dev, os.O_RDONLY)
+bad = 0
+for b, v in acked.items():
+    got = os.pread(fd, 16, b * 4096)
+    gb, gv = struct.unpack("<QQ", got)
+    ok = (gb == b and gv == v) or (gb == b and inflight.get(b) == gv)
+    if not ok:
+        bad += 1
+        if bad < 5: print(f"block {b}: want version {v}, found block {gb} version {gv}")
+    elif gv != v:
+        # the in-flight write landed: it is now the block's content
+        pass
+print(f"checked {len(acked)} blocks, {bad} lost")
+sys.exit(1 if bad else 0)
+PY
+  then lost=1; fi
+  # In-flight writes that landed become the acknowledged state for the next round.
+  timeout 120 python3 - "$DEVICE" "$W/acked" <<'PY'
+import os, struct, sys
+dev, log = sys.argv[1], sys.argv[2]
+acked = {}
+for line in open(log):
+    k, b, v = line.split()
+    if k == "A": acked[int(b)] = int(v)
+fd = os.open(dev, os.O_RDONLY)
+with open(log, "w") as out:
+    for b in acked:
+        gb, gv = struct.unpack("<QQ", os.pread(fd, 16, b * 4096))
+        out.write(f"A {b} {gv}\n")
+PY
+  detach
+  echo "round $r: acked so far $total_acked"
+  [ "$lost" -eq 0 ] || break
+done
+echo "rounds=$ROUNDS acked=$total_acked lost=$lost"
+[ "$lost" -eq 0 ]
