@@ -18,6 +18,11 @@ NODE_TEST_IMAGE=${NODE_TEST_IMAGE:-tessera.local/busybox:e2e}
 NODE_NAME=${NODE_NAME:-tessera-e2e-node}
 NODE_PKGS="containerd runc containernetworking-plugins busybox-static"
 NODE_CNI_BIN=${NODE_CNI_BIN:-/usr/lib/cni}
+# The Pod bridge; its gateway address is also the node's InternalIP, where kubelet
+# serves (the API server reaches it there for logs/exec). Host-only: nothing routes it out.
+NODE_BRIDGE=tse2e0
+NODE_SUBNET_PREFIX=${NODE_SUBNET_PREFIX:-10.244.77}
+NODE_IP=$NODE_SUBNET_PREFIX.1
 
 node_pkgs() {
   local p missing=()
@@ -114,14 +119,20 @@ CFG
   "cniVersion": "0.4.0",
   "name": "tessera-e2e",
   "plugins": [
-    {"type": "bridge", "bridge": "tse2e0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+    {"type": "bridge", "bridge": "$NODE_BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
      "ipam": {"type": "host-local", "dataDir": "$WORK/cni/state",
-              "ranges": [[{"subnet": "10.244.77.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+              "ranges": [[{"subnet": "$NODE_SUBNET_PREFIX.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
     {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }
 CNI
   ls -d /var/run/netns/cni-* 2>/dev/null >"$WORK/netns-before"
+  # The bridge exists before kubelet starts (it binds to NODE_IP); the CNI bridge
+  # plugin adopts it.
+  if ! ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then
+    ip link add "$NODE_BRIDGE" type bridge && ip addr add "$NODE_IP/24" dev "$NODE_BRIDGE" &&
+      ip link set "$NODE_BRIDGE" up || { log "creating bridge $NODE_BRIDGE failed"; return 1; }
+  fi
   start containerd containerd --config "$c/config.toml" --log-level info
   wait_for 30 containerd ctr --address "$NODE_CRI_SOCK" version || { log "containerd did not start (logs/containerd.log)"; return 1; }
 }
@@ -151,7 +162,7 @@ authentication:
   webhook: {enabled: false}
   x509: {clientCAFile: "$WORK/pki/ca.crt"}
 authorization: {mode: AlwaysAllow}
-address: 127.0.0.1
+address: $NODE_IP
 port: ${NODE_KUBELET_PORT:-32350}
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
@@ -174,7 +185,7 @@ resolvConf: ""
 clusterDNS: []
 KCFG
   start kubelet "$K8S_BIN/kubelet" --config "$k/config.yaml" ${kc:+--kubeconfig "$kc"} \
-    --root-dir "$k/root" --hostname-override "$NODE_NAME" --v=2
+    --root-dir "$k/root" --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --v=2
   NODE_KUBELET_PID=$!
 }
 
@@ -212,5 +223,5 @@ node_cleanup() {
   local m
   { grep -o " $WORK/kubelet/[^ ]*\| $WORK/containerd/[^ ]*\| /run/containerd/io.containerd[^ ]*$WORK[^ ]*" /proc/self/mountinfo || true; } | sort -r |
     while read -r m; do umount -l "$m" 2>/dev/null; done
-  ip link del tse2e0 2>/dev/null || true
+  ip link del "$NODE_BRIDGE" 2>/dev/null || true
 }

@@ -1,0 +1,74 @@
+# SPDX-License-Identifier: Apache-2.0
+# Real-Pod tests of e2e/run.sh (issue 8; sourced only with E2E_PODS=1). Pods run
+# on the e2e's own kubelet + containerd with the local busybox image; the volume
+# reaches them through kubelet's CSI calls to Tessera, not through the harness.
+# Same conventions as lib/tests.sh (subshell, set -e, k, fail, say, $E2E_NS).
+
+# pod_apply NAME PVC MODE(Filesystem|Block) SCRIPT: one busybox container with the PVC
+# at /data (Filesystem) or /dev/xvda (Block), running SCRIPT then sleeping.
+pod_apply() {
+  local name=$1 pvc=$2 mode=$3 script=$4 vol
+  if [ "$mode" = Block ]; then
+    vol="volumeDevices: [{name: v, devicePath: /dev/xvda}]"
+  else
+    vol="volumeMounts: [{name: v, mountPath: /data}]"
+  fi
+  k apply -f - <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: $name, namespace: $E2E_NS}
+spec:
+  nodeName: $NODE_NAME
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: $NODE_TEST_IMAGE
+    imagePullPolicy: Never
+    command: ["/bin/sh", "-c", "$script; echo DONE; sleep 3600"]
+    $vol
+  volumes:
+  - name: v
+    persistentVolumeClaim: {claimName: $pvc}
+YAML
+}
+pod_running() { # NAME: Running within 120 s, else its events
+  k -n "$E2E_NS" wait --for=jsonpath='{.status.phase}'=Running "pod/$1" --timeout=120s ||
+    { k -n "$E2E_NS" describe pod "$1"; return 1; }
+}
+pod_done() { # NAME: the script printed DONE (bounded)
+  local i
+  for i in $(seq 60); do
+    k -n "$E2E_NS" logs "$1" 2>/dev/null | grep -q '^DONE$' && return 0
+    sleep 1
+  done
+  k -n "$E2E_NS" logs "$1"; k -n "$E2E_NS" describe pod "$1"; return 1
+}
+pod_delete() { # NAME: gone, and kubelet unmounted the volume
+  k -n "$E2E_NS" delete pod "$1" --wait=true --timeout=120s
+}
+
+pods_gone_on_exit() { # delete the test's Pods even when it fails (the PVC is left to pvc-delete)
+  trap "k -n '$E2E_NS' delete pod $* --ignore-not-found --grace-period=1 --wait=true --timeout=60s >/dev/null 2>&1" EXIT
+}
+
+t_pod_fs() {
+  local pv
+  pods_gone_on_exit writer reader
+  make_pvc podfs 64Mi Filesystem
+  wait_bound podfs
+  pv=$(pv_of podfs)
+  pod_apply writer podfs Filesystem "echo tessera-pod-data > /data/f && sync && cat /data/f"
+  pod_running writer
+  pod_done writer
+  k -n "$E2E_NS" logs writer | grep -qx tessera-pod-data || fail "writer did not write"
+  findmnt -rn | grep -q "$pv" || fail "no mount of $pv on the host while the Pod runs"
+  pod_delete writer
+  ! findmnt -rn | grep -q "/pods/.*$pv/mount" || fail "Pod volume of $pv still mounted after the Pod was deleted"
+  pod_apply reader podfs Filesystem "cat /data/f"
+  pod_running reader
+  pod_done reader
+  k -n "$E2E_NS" logs reader | grep -qx tessera-pod-data || fail "reader did not read the writer's data"
+  pod_delete reader
+  k -n "$E2E_NS" delete pvc podfs --wait=true --timeout=120s
+}
