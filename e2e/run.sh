@@ -391,6 +391,8 @@ run_test pvc-expand t_pvc_expand
 if [ "$PODS" = 1 ]; then
   . "$here/lib/pods-tests.sh"
   run_test pod-filesystem t_pod_fs
+  run_test pod-block t_pod_block
+  if [ "$SNAPSHOTS" = 1 ]; then run_test pod-snapshot-restore t_pod_snapshot_restore; fi
 fi
 if [ "$SNAPSHOTS" = 1 ]; then
   run_test snapshot-ready t_snapshot_ready

@@ -23,6 +23,9 @@ NODE_CNI_BIN=${NODE_CNI_BIN:-/usr/lib/cni}
 NODE_BRIDGE=tse2e0
 NODE_SUBNET_PREFIX=${NODE_SUBNET_PREFIX:-10.244.77}
 NODE_IP=$NODE_SUBNET_PREFIX.1
+# Only Pods that tolerate this taint run on the node: the tests' Pods do, the chart's
+# DaemonSet/Deployment (images that cannot be pulled here) do not.
+NODE_TAINT=tessera.io/e2e-pods=true:NoSchedule
 
 node_pkgs() {
   local p missing=()
@@ -102,6 +105,9 @@ state = "$c/state"
   # the sandbox asks for -998: runc then fails with "can't get final child's PID from
   # pipe: EOF". Clamp every container's score to containerd's own instead.
   restrict_oom_score_adj = true
+  # Nothing may be pulled from outside: send docker.io to a closed loopback port.
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]
+    endpoint = ["http://127.0.0.1:9"]
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "$NODE_CNI_BIN"
     conf_dir = "$WORK/cni/net.d"
@@ -150,6 +156,9 @@ node_kubelet_start() { # KUBECONFIG
   local kc=$1 k=$WORK/kubelet
   NODE_KUBELET_DIR=$k/root
   mkdir -p "$k/root/plugins_registry" "$k/root/plugins" "$k/pods-log" || return 1
+  # kubelet's device-plugin socket dir is fixed at /var/lib/kubelet/device-plugins
+  # whatever --root-dir says: remove /var/lib/kubelet afterwards if we created it.
+  [ -e /var/lib/kubelet ] && NODE_VARLIB_KUBELET=kept || NODE_VARLIB_KUBELET=ours
   cat >"$k/config.yaml" <<KCFG
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -185,7 +194,8 @@ resolvConf: ""
 clusterDNS: []
 KCFG
   start kubelet "$K8S_BIN/kubelet" --config "$k/config.yaml" ${kc:+--kubeconfig "$kc"} \
-    --root-dir "$k/root" --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --v=2
+    --root-dir "$k/root" --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" \
+    --cert-dir "$k/pki" --register-with-taints "$NODE_TAINT" --v=2
   NODE_KUBELET_PID=$!
 }
 
@@ -224,4 +234,6 @@ node_cleanup() {
   { grep -o " $WORK/kubelet/[^ ]*\| $WORK/containerd/[^ ]*\| /run/containerd/io.containerd[^ ]*$WORK[^ ]*" /proc/self/mountinfo || true; } | sort -r |
     while read -r m; do umount -l "$m" 2>/dev/null; done
   ip link del "$NODE_BRIDGE" 2>/dev/null || true
+  [ "${NODE_VARLIB_KUBELET:-}" = ours ] && rm -rf /var/lib/kubelet
+  return 0
 }

@@ -21,6 +21,7 @@ spec:
   nodeName: $NODE_NAME
   terminationGracePeriodSeconds: 1
   restartPolicy: Never
+  tolerations: [{key: tessera.io/e2e-pods, operator: Exists, effect: NoSchedule}]
   containers:
   - name: c
     image: $NODE_TEST_IMAGE
@@ -71,4 +72,51 @@ t_pod_fs() {
   k -n "$E2E_NS" logs reader | grep -qx tessera-pod-data || fail "reader did not read the writer's data"
   pod_delete reader
   k -n "$E2E_NS" delete pvc podfs --wait=true --timeout=120s
+}
+
+t_pod_block() {
+  make_pvc podblk 64Mi Block
+  wait_bound podblk
+  pods_gone_on_exit bwriter breader
+  pod_apply bwriter podblk Block "printf 'tessera-block-data\\\\n' > /dev/xvda && sync && head -c 19 /dev/xvda"
+  pod_running bwriter
+  pod_done bwriter
+  k -n "$E2E_NS" logs bwriter | grep -qx tessera-block-data || fail "bwriter did not write the device"
+  pod_delete bwriter
+  pod_apply breader podblk Block "head -c 19 /dev/xvda"
+  pod_running breader
+  pod_done breader
+  k -n "$E2E_NS" logs breader | grep -qx tessera-block-data || fail "breader did not read the bwriter's data"
+  pod_delete breader
+  k -n "$E2E_NS" delete pvc podblk --wait=true --timeout=120s
+}
+
+# A Pod on a PVC restored from a VolumeSnapshot sees the snapshot's data, not what
+# the source held afterwards.
+t_pod_snapshot_restore() {
+  pods_gone_on_exit swriter soverwrite sreader
+  make_pvc podsnap-src 64Mi Filesystem
+  wait_bound podsnap-src
+  pod_apply swriter podsnap-src Filesystem "echo before-snapshot > /data/f && sync"
+  pod_running swriter; pod_done swriter; pod_delete swriter
+  k apply -f - <<YAML
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata: {name: podsnap, namespace: $E2E_NS}
+spec:
+  volumeSnapshotClassName: tessera
+  source: {persistentVolumeClaimName: podsnap-src}
+YAML
+  k -n "$E2E_NS" wait --for=jsonpath='{.status.readyToUse}'=true volumesnapshot/podsnap --timeout=120s ||
+    { k -n "$E2E_NS" describe volumesnapshot podsnap; fail "snapshot not ready"; }
+  pod_apply soverwrite podsnap-src Filesystem "echo after-snapshot > /data/f && sync"
+  pod_running soverwrite; pod_done soverwrite; pod_delete soverwrite
+  make_pvc podsnap-restore 64Mi Filesystem "  dataSource: {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: podsnap}"
+  wait_bound podsnap-restore
+  pod_apply sreader podsnap-restore Filesystem "cat /data/f"
+  pod_running sreader; pod_done sreader
+  k -n "$E2E_NS" logs sreader | grep -qx before-snapshot || fail "restored PVC does not hold the snapshot's data: $(k -n "$E2E_NS" logs sreader)"
+  pod_delete sreader
+  k -n "$E2E_NS" delete volumesnapshot podsnap --wait=true --timeout=120s
+  k -n "$E2E_NS" delete pvc podsnap-restore podsnap-src --wait=true --timeout=120s
 }
