@@ -392,6 +392,7 @@ if [ "$PODS" = 1 ]; then
   . "$here/lib/pods-tests.sh"
   run_test pod-filesystem t_pod_fs
   run_test pod-block t_pod_block
+  run_test pod-failed-mount t_pod_failed_mount
   if [ "$SNAPSHOTS" = 1 ]; then run_test pod-snapshot-restore t_pod_snapshot_restore; fi
 fi
 if [ "$SNAPSHOTS" = 1 ]; then

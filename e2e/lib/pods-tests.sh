@@ -120,3 +120,50 @@ YAML
   k -n "$E2E_NS" delete volumesnapshot podsnap --wait=true --timeout=120s
   k -n "$E2E_NS" delete pvc podsnap-restore podsnap-src --wait=true --timeout=120s
 }
+
+# A node-side failure reaches the user as a Pod event: a hand-made PV that Tessera
+# did not create (no attach context); kubelet's NodeStageVolume fails and the Pod
+# gets FailedMount with the driver's message, e.g.
+#   MountVolume.MountDevice failed for volume "e2e-missing-volume" : rpc error:
+#   code = InvalidArgument desc = volume_context lacks a valid csi.tessera.io/attach ...
+t_pod_failed_mount() {
+  trap "k -n '$E2E_NS' delete pod broken --ignore-not-found --grace-period=1 --timeout=60s >/dev/null 2>&1
+        k -n '$E2E_NS' delete pvc missing --ignore-not-found --timeout=60s >/dev/null 2>&1
+        k delete pv e2e-missing-volume --ignore-not-found --timeout=60s >/dev/null 2>&1" EXIT
+  k apply -f - <<YAML
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: e2e-missing-volume}
+spec:
+  capacity: {storage: 64Mi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  claimRef: {namespace: $E2E_NS, name: missing}
+  csi: {driver: $DRIVER, volumeHandle: tv-00000000deadbeef, fsType: ext4}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: missing, namespace: $E2E_NS}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  volumeName: e2e-missing-volume
+  resources: {requests: {storage: 64Mi}}
+YAML
+  wait_bound missing
+  pod_apply broken missing Filesystem "true"
+  local i ev=""
+  for i in $(seq 60); do
+    ev=$(k -n "$E2E_NS" get events --field-selector involvedObject.name=broken,reason=FailedMount \
+         -o jsonpath='{range .items[*]}{.message}{"\n"}{end}')
+    [ -n "$ev" ] && break
+    sleep 1
+  done
+  say "FailedMount events: $ev"
+  [ -n "$ev" ] || { k -n "$E2E_NS" describe pod broken; fail "no FailedMount event for the Pod"; }
+  echo "$ev" | grep -q 'MountDevice failed for volume "e2e-missing-volume"' || fail "the FailedMount event does not name the PV"
+  echo "$ev" | grep -q "desc = .*$DRIVER" || fail "the FailedMount event does not carry the driver's message"
+  [ "$(k -n "$E2E_NS" get pod broken -o jsonpath='{.status.phase}')" = Pending ] || fail "Pod left Pending without its volume"
+  k -n "$E2E_NS" delete pod broken --grace-period=1 --wait=true --timeout=120s
+}
