@@ -21,6 +21,9 @@
 #   E2E_SKIP_BUILD=1 (use the binary cache as it is, for development),
 #   E2E_SNAPSHOTS=auto|on|off (auto: run the snapshot tests only when the
 #   driver advertises CREATE_DELETE_SNAPSHOT).
+#   E2E_PODS=1 (opt-in, issue 8): also kube-scheduler, containerd, kubelet and
+#   e2e/tools/registrar (lib/node.sh), and the Pod tests (lib/pods-tests.sh);
+#   ports +48/+50 (kubelet), +59 (scheduler). See docs/e2e.md "Real Pods".
 # Needs root (loop devices, mounts), openssl, etcd (Debian etcd-server), Go and
 # the Go module proxy the first time (binaries are cached afterwards).
 # Exit status: 0 all run tests passed, 1 a failure, 2 setup failed.
@@ -394,6 +397,7 @@ if [ "$PODS" = 1 ]; then
   run_test pod-block t_pod_block
   run_test pod-failed-mount t_pod_failed_mount
   if [ "$SNAPSHOTS" = 1 ]; then run_test pod-snapshot-restore t_pod_snapshot_restore; fi
+  run_test pod-no-leftovers t_pod_no_leftovers
 fi
 if [ "$SNAPSHOTS" = 1 ]; then
   run_test snapshot-ready t_snapshot_ready

@@ -167,3 +167,18 @@ YAML
   [ "$(k -n "$E2E_NS" get pod broken -o jsonpath='{.status.phase}')" = Pending ] || fail "Pod left Pending without its volume"
   k -n "$E2E_NS" delete pod broken --grace-period=1 --wait=true --timeout=120s
 }
+
+# After the Pods are gone (control plane, kubelet and Tessera still running):
+# kubelet unstaged everything, so no CSI mount under kubelet's root, no attach
+# mount of Tessera's node side, and no loop device over an attached volume.
+t_pod_no_leftovers() {
+  local m l
+  m=$(grep -o " $NODE_KUBELET_DIR/[^ ]*kubernetes.io[~/]csi[^ ]*" /proc/self/mountinfo || true)
+  [ -z "$m" ] || fail "CSI mounts left under kubelet's root: $m"
+  m=$(grep -o " $WORK/state/attach/[^ ]*" /proc/self/mountinfo || true)
+  [ -z "$m" ] || fail "Tessera attach mounts left: $m"
+  l=$(losetup -a | grep "$WORK/state/attach" || true)
+  [ -z "$l" ] || fail "loop devices left: $l"
+  [ -z "$(k -n "$E2E_NS" get pods -o name)" ] || fail "Pods left: $(k -n "$E2E_NS" get pods -o name)"
+  say "no CSI mounts, attach mounts, loop devices or Pods left"
+}
