@@ -21,6 +21,9 @@
 #   E2E_SKIP_BUILD=1 (use the binary cache as it is, for development),
 #   E2E_SNAPSHOTS=auto|on|off (auto: run the snapshot tests only when the
 #   driver advertises CREATE_DELETE_SNAPSHOT).
+#   E2E_PODS=1 (opt-in, issue 8): also kube-scheduler, containerd, kubelet and
+#   e2e/tools/registrar (lib/node.sh), and the Pod tests (lib/pods-tests.sh);
+#   ports +48/+50 (kubelet), +59 (scheduler). See docs/e2e.md "Real Pods".
 # Needs root (loop devices, mounts), openssl, etcd (Debian etcd-server), Go and
 # the Go module proxy the first time (binaries are cached afterwards).
 # Exit status: 0 all run tests passed, 1 a failure, 2 setup failed.
@@ -74,6 +77,18 @@ if [ -z "$TESSERA" ]; then
   fi
 fi
 [ -x "$TESSERA" ] || setup_fail "no tessera binary at $TESSERA"
+# E2E_PODS=1 (opt-in, issue 8): a real node (containerd, kubelet, kube-scheduler,
+# the plugin registrar) and Pods that use Tessera volumes; see docs/e2e.md.
+PODS=${E2E_PODS:-0}
+if [ "$PODS" = 1 ]; then
+  . "$here/lib/node.sh"
+  REGISTRAR=$E2E_CACHE/registrar-$GO_VERSION_KEY-$(cat "$here/tools/registrar/main.go" "$here/tools/registrar/go.mod" | sha256sum | cut -c1-12)
+  if [ ! -x "$REGISTRAR" ]; then
+    (cd "$here/tools/registrar" && GOFLAGS=-mod=mod CGO_ENABLED=0 nice -n 10 go build -o "$REGISTRAR.tmp" . && mv "$REGISTRAR.tmp" "$REGISTRAR") ||
+      setup_fail "building e2e/tools/registrar"
+  fi
+  for t in kubelet kube-scheduler; do [ -x "$K8S_BIN/$t" ] || setup_fail "no $K8S_BIN/$t (E2E_PODS=1 builds it)"; done
+fi
 log "binaries ready in $((SECONDS - tb))s (cache $E2E_CACHE)"
 KAPI=$K8S_BIN/kube-apiserver KCM=$K8S_BIN/kube-controller-manager KUBECTL=$K8S_BIN/kubectl
 HELM=$HELM_BIN/helm
@@ -99,6 +114,8 @@ start() { # name cmd...   (logs in $WORK/logs/name.log)
 cleanup() {
   local rc=$?
   set +e
+  # The real node first: kubelet, then every container, sandbox netns and mount.
+  [ "${PODS:-0}" = 1 ] && node_stop
   # Anything the node side left mounted or attached under WORK (a failed test).
   { grep -o " $WORK/[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m"; done
   local i
@@ -157,6 +174,11 @@ cert() { # name subject [san]
 cert apiserver "/CN=kube-apiserver" "IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.96.0.1"
 cert admin "/O=system:masters/CN=e2e-admin"
 cert kcm "/CN=system:kube-controller-manager"
+NODE_NAME=e2e-node
+if [ "$PODS" = 1 ]; then
+  cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME"
+  cert scheduler "/CN=system:kube-scheduler"
+fi
 ossl genrsa -out "$pki/sa.key" 2048
 ossl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
 
@@ -178,6 +200,10 @@ kubeconfig() { # file user cert key | file user --token TOKEN
 }
 kubeconfig "$WORK/admin.kubeconfig" admin "$pki/admin.crt" "$pki/admin.key"
 kubeconfig "$WORK/kcm.kubeconfig" kcm "$pki/kcm.crt" "$pki/kcm.key"
+if [ "$PODS" = 1 ]; then
+  kubeconfig "$WORK/kubelet.kubeconfig" kubelet "$pki/kubelet.crt" "$pki/kubelet.key"
+  kubeconfig "$WORK/scheduler.kubeconfig" scheduler "$pki/scheduler.crt" "$pki/scheduler.key"
+fi
 export KUBECONFIG=$WORK/admin.kubeconfig
 k() { "$KUBECTL" "$@"; }
 
@@ -188,14 +214,22 @@ start etcd etcd --name e2e --data-dir "$WORK/etcd" \
   --initial-cluster "e2e=http://127.0.0.1:$ETCD_PEER" --unsafe-no-fsync
 wait_for 30 etcd curl -sf "http://127.0.0.1:$ETCD_PORT/health" || setup_fail "etcd did not start (logs/etcd.log)"
 
+AUTHZ=RBAC
+KUBELET_CLIENT=()
+if [ "$PODS" = 1 ]; then
+  AUTHZ=Node,RBAC   # kubelet's node identity needs the Node authorizer
+  # logs/exec: the API server dials kubelet at the node's InternalIP with a client cert.
+  KUBELET_CLIENT=(--kubelet-preferred-address-types InternalIP
+    --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key")
+fi
 start kube-apiserver "$KAPI" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --endpoint-reconciler-type none \
   --secure-port "$API_PORT" \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
-  --client-ca-file "$pki/ca.crt" --authorization-mode RBAC --allow-privileged=true \
+  --client-ca-file "$pki/ca.crt" --authorization-mode "$AUTHZ" --allow-privileged=true \
   --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$pki/sa.pub" \
   --service-account-signing-key-file "$pki/sa.key" --service-cluster-ip-range 10.96.0.0/24 \
-  --api-audiences https://kubernetes.default.svc --profiling=false --v=1
+  --api-audiences https://kubernetes.default.svc --profiling=false "${KUBELET_CLIENT[@]}" --v=1
 wait_for 120 kube-apiserver k get --raw /readyz || setup_fail "kube-apiserver not ready (logs/kube-apiserver.log)"
 log "kube-apiserver ready: $(k version -o json | sed -n 's/.*"gitVersion": "\([^"]*\)".*/\1/p' | tr '\n' ' ')"
 
@@ -205,6 +239,22 @@ start kube-controller-manager "$KCM" --kubeconfig "$WORK/kcm.kubeconfig" \
   --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
   --use-service-account-credentials=true --controllers '*' --v=1
 
+# ---- the real node (E2E_PODS=1) --------------------------------------------------------
+if [ "$PODS" = 1 ]; then
+  tn=$SECONDS
+  node_pkgs || setup_fail "installing $NODE_PKGS (logs/apt.log)"
+  node_images "$E2E_CACHE/node-images" || setup_fail "building the local pause/busybox images"
+  start kube-scheduler "$K8S_BIN/kube-scheduler" --kubeconfig "$WORK/scheduler.kubeconfig" \
+    --authentication-kubeconfig "$WORK/scheduler.kubeconfig" --authorization-kubeconfig "$WORK/scheduler.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port $((PB + 59)) --leader-elect=false --v=1
+  node_containerd_start || setup_fail "containerd (logs/containerd.log)"
+  node_images_import "$E2E_CACHE/node-images" || setup_fail "importing the local images"
+  NODE_KUBELET_PORT=$((PB + 50)) NODE_KUBELET_HEALTHZ_PORT=$((PB + 48)) node_kubelet_start "$WORK/kubelet.kubeconfig"
+  wait_for 120 "node $NODE_NAME Ready" k wait --for condition=Ready --timeout=5s "node/$NODE_NAME" ||
+    setup_fail "kubelet did not register a Ready node (logs/kubelet.log)"
+  log "node $NODE_NAME Ready (kubelet $(k get node "$NODE_NAME" -o jsonpath='{.status.nodeInfo.kubeletVersion}'), runtime $(k get node "$NODE_NAME" -o jsonpath='{.status.nodeInfo.containerRuntimeVersion}')) in $((SECONDS - tn))s"
+fi
+
 # ---- Tessera's daemons -----------------------------------------------------------------
 # E2E_BACKEND=dev (default): `tessera dev` serves Controller + Node on one
 # socket over the real data plane (3 simulated nodes, a 4+2 array group, thin
@@ -212,7 +262,7 @@ start kube-controller-manager "$KCM" --kubeconfig "$WORK/kcm.kubeconfig" \
 # E2E_BACKEND=file: `tessera csi` and its file backend. With separate
 # data-plane daemons set E2E_CONTROLLER_CMD / E2E_NODE_CMD (and E2E_NODE_SOCK)
 # instead; the tests only talk to the sockets.
-NODE_ID=e2e-node
+NODE_ID=$NODE_NAME
 case ${E2E_BACKEND:-dev} in
   dev) CTRL_DEFAULT="$TESSERA dev --state-dir $WORK/state --disk-size 512Mi --portal 127.0.0.1:$ISCSI_PORT --csi-endpoint unix://$SOCK --node-id $NODE_ID" ;;
   file) CTRL_DEFAULT="$TESSERA csi --endpoint unix://$SOCK --state-dir $WORK/state --node-id $NODE_ID --capacity 4Gi --default-size 64Mi --path-prefix $WORK/kubelet" ;;
@@ -243,6 +293,15 @@ wait_for 60 "snapshot CRDs established" k wait --for condition=established --tim
   crd/volumesnapshotcontents.snapshot.storage.k8s.io || setup_fail "snapshot CRDs"
 
 # ---- kubelet's registration of the node plugin ------------------------------------------------
+if [ "$PODS" = 1 ]; then
+  # The real thing: the registrar's socket in plugins_registry; kubelet calls
+  # NodeGetInfo and writes the CSINode entry and the Node's topology labels.
+  start registrar "$REGISTRAR" -driver "$DRIVER" -csi-endpoint "$NODE_SOCK" -reg-dir "$NODE_KUBELET_DIR/plugins_registry"
+  wait_for 60 "CSINode $NODE_NAME lists $DRIVER" sh -c \
+    "'$KUBECTL' get csinode '$NODE_NAME' -o jsonpath='{.spec.drivers[*].name}' | grep -qw '$DRIVER'" ||
+    setup_fail "kubelet did not register $DRIVER (logs/registrar.log, logs/kubelet.log)"
+  log "kubelet registered $DRIVER on $NODE_NAME: $(k get csinode "$NODE_NAME" -o jsonpath='{.spec.drivers[0].topologyKeys}')"
+else
 # What kubelet does when node-driver-registrar registers the plugin: NodeGetInfo,
 # then the Node's topology labels and the CSINode entry. The provisioner's
 # topology support (on by default) needs them to place volumes.
@@ -269,6 +328,7 @@ TOPO=$(echo "$INFO" | sed -n 's/.*"topology":{\([^}]*\)}.*/\1/p' | tr ',' '\n')
 } >"$WORK/node.yaml"
 k apply --server-side -f "$WORK/node.yaml" >/dev/null || setup_fail "registering Node/CSINode $CSI_NODE"
 log "node $CSI_NODE registered (Node labels + CSINode, as kubelet would)"
+fi
 
 # ---- test bookkeeping ---------------------------------------------------------------------
 PASSED=0 FAILED=0 SKIPPED=0
@@ -331,6 +391,14 @@ run_test node-stage-publish-filesystem t_node_fs
 run_test pvc-bound-block t_pvc_bound_block
 run_test node-stage-publish-block t_node_block
 run_test pvc-expand t_pvc_expand
+if [ "$PODS" = 1 ]; then
+  . "$here/lib/pods-tests.sh"
+  run_test pod-filesystem t_pod_fs
+  run_test pod-block t_pod_block
+  run_test pod-failed-mount t_pod_failed_mount
+  if [ "$SNAPSHOTS" = 1 ]; then run_test pod-snapshot-restore t_pod_snapshot_restore; fi
+  run_test pod-no-leftovers t_pod_no_leftovers
+fi
 if [ "$SNAPSHOTS" = 1 ]; then
   run_test snapshot-ready t_snapshot_ready
   run_test pvc-from-snapshot t_pvc_from_snapshot

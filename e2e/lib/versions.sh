@@ -3,8 +3,14 @@
 # Sourced by e2e/run.sh, e2e/lib/build.sh and e2e/image/build-base.sh.
 # Change a version here and the cache key changes with it (see docs/e2e.md).
 K8S_VERSION=${K8S_VERSION:-v1.37.2}            # k8s.io/kubernetes; staging modules at v0.<minor>.<patch>
-# Commands built from k8s.io/kubernetes/cmd/ (issue 8 adds kubelet, kube-scheduler).
-K8S_CMDS=${K8S_CMDS:-"kube-apiserver kube-controller-manager kubectl"}
+# Commands built from k8s.io/kubernetes/cmd/. The real-Pod tests (issue 8, opt-in with
+# E2E_PODS=1) also need kubelet and kube-scheduler; the default run does not build them.
+K8S_POD_CMDS="kubelet kube-scheduler"
+if [ "${E2E_PODS:-0}" = 1 ]; then
+  K8S_CMDS=${K8S_CMDS:-"kube-apiserver kube-controller-manager kubectl $K8S_POD_CMDS"}
+else
+  K8S_CMDS=${K8S_CMDS:-"kube-apiserver kube-controller-manager kubectl"}
+fi
 PROVISIONER_VERSION=${PROVISIONER_VERSION:-v6.4.0}   # github.com/kubernetes-csi/external-provisioner/v6
 SNAPSHOTTER_VERSION=${SNAPSHOTTER_VERSION:-v8.7.0}   # github.com/kubernetes-csi/external-snapshotter/v8 (+client/v8)
 RESIZER_VERSION=${RESIZER_VERSION:-v2.3.0}           # github.com/kubernetes-csi/external-resizer/v2

@@ -1,0 +1,184 @@
+# SPDX-License-Identifier: Apache-2.0
+# Real-Pod tests of e2e/run.sh (issue 8; sourced only with E2E_PODS=1). Pods run
+# on the e2e's own kubelet + containerd with the local busybox image; the volume
+# reaches them through kubelet's CSI calls to Tessera, not through the harness.
+# Same conventions as lib/tests.sh (subshell, set -e, k, fail, say, $E2E_NS).
+
+# pod_apply NAME PVC MODE(Filesystem|Block) SCRIPT: one busybox container with the PVC
+# at /data (Filesystem) or /dev/xvda (Block), running SCRIPT then sleeping.
+pod_apply() {
+  local name=$1 pvc=$2 mode=$3 script=$4 vol
+  if [ "$mode" = Block ]; then
+    vol="volumeDevices: [{name: v, devicePath: /dev/xvda}]"
+  else
+    vol="volumeMounts: [{name: v, mountPath: /data}]"
+  fi
+  k apply -f - <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: $name, namespace: $E2E_NS}
+spec:
+  nodeName: $NODE_NAME
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  tolerations: [{key: tessera.io/e2e-pods, operator: Exists, effect: NoSchedule}]
+  containers:
+  - name: c
+    image: $NODE_TEST_IMAGE
+    imagePullPolicy: Never
+    command: ["/bin/sh", "-c", "$script; echo DONE; sleep 3600"]
+    $vol
+  volumes:
+  - name: v
+    persistentVolumeClaim: {claimName: $pvc}
+YAML
+}
+pod_running() { # NAME: Running within 120 s, else its events
+  k -n "$E2E_NS" wait --for=jsonpath='{.status.phase}'=Running "pod/$1" --timeout=120s ||
+    { k -n "$E2E_NS" describe pod "$1"; return 1; }
+}
+pod_done() { # NAME: the script printed DONE (bounded)
+  local i
+  for i in $(seq 60); do
+    k -n "$E2E_NS" logs "$1" 2>/dev/null | grep -q '^DONE$' && return 0
+    sleep 1
+  done
+  k -n "$E2E_NS" logs "$1"; k -n "$E2E_NS" describe pod "$1"; return 1
+}
+pod_delete() { # NAME: gone, and kubelet unmounted the volume
+  k -n "$E2E_NS" delete pod "$1" --wait=true --timeout=120s
+}
+
+pods_gone_on_exit() { # delete the test's Pods even when it fails (the PVC is left to pvc-delete)
+  trap "k -n '$E2E_NS' delete pod $* --ignore-not-found --grace-period=1 --wait=true --timeout=60s >/dev/null 2>&1" EXIT
+}
+
+t_pod_fs() {
+  local pv
+  pods_gone_on_exit writer reader
+  make_pvc podfs 64Mi Filesystem
+  wait_bound podfs
+  pv=$(pv_of podfs)
+  pod_apply writer podfs Filesystem "echo tessera-pod-data > /data/f && sync && cat /data/f"
+  pod_running writer
+  pod_done writer
+  k -n "$E2E_NS" logs writer | grep -qx tessera-pod-data || fail "writer did not write"
+  findmnt -rn | grep -q "$pv" || fail "no mount of $pv on the host while the Pod runs"
+  pod_delete writer
+  ! findmnt -rn | grep -q "/pods/.*$pv/mount" || fail "Pod volume of $pv still mounted after the Pod was deleted"
+  pod_apply reader podfs Filesystem "cat /data/f"
+  pod_running reader
+  pod_done reader
+  k -n "$E2E_NS" logs reader | grep -qx tessera-pod-data || fail "reader did not read the writer's data"
+  pod_delete reader
+  k -n "$E2E_NS" delete pvc podfs --wait=true --timeout=120s
+}
+
+t_pod_block() {
+  make_pvc podblk 64Mi Block
+  wait_bound podblk
+  pods_gone_on_exit bwriter breader
+  pod_apply bwriter podblk Block "printf 'tessera-block-data\\\\n' > /dev/xvda && sync && head -c 19 /dev/xvda"
+  pod_running bwriter
+  pod_done bwriter
+  k -n "$E2E_NS" logs bwriter | grep -qx tessera-block-data || fail "bwriter did not write the device"
+  pod_delete bwriter
+  pod_apply breader podblk Block "head -c 19 /dev/xvda"
+  pod_running breader
+  pod_done breader
+  k -n "$E2E_NS" logs breader | grep -qx tessera-block-data || fail "breader did not read the bwriter's data"
+  pod_delete breader
+  k -n "$E2E_NS" delete pvc podblk --wait=true --timeout=120s
+}
+
+# A Pod on a PVC restored from a VolumeSnapshot sees the snapshot's data, not what
+# the source held afterwards.
+t_pod_snapshot_restore() {
+  pods_gone_on_exit swriter soverwrite sreader
+  make_pvc podsnap-src 64Mi Filesystem
+  wait_bound podsnap-src
+  pod_apply swriter podsnap-src Filesystem "echo before-snapshot > /data/f && sync"
+  pod_running swriter; pod_done swriter; pod_delete swriter
+  k apply -f - <<YAML
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata: {name: podsnap, namespace: $E2E_NS}
+spec:
+  volumeSnapshotClassName: tessera
+  source: {persistentVolumeClaimName: podsnap-src}
+YAML
+  k -n "$E2E_NS" wait --for=jsonpath='{.status.readyToUse}'=true volumesnapshot/podsnap --timeout=120s ||
+    { k -n "$E2E_NS" describe volumesnapshot podsnap; fail "snapshot not ready"; }
+  pod_apply soverwrite podsnap-src Filesystem "echo after-snapshot > /data/f && sync"
+  pod_running soverwrite; pod_done soverwrite; pod_delete soverwrite
+  make_pvc podsnap-restore 64Mi Filesystem "  dataSource: {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: podsnap}"
+  wait_bound podsnap-restore
+  pod_apply sreader podsnap-restore Filesystem "cat /data/f"
+  pod_running sreader; pod_done sreader
+  k -n "$E2E_NS" logs sreader | grep -qx before-snapshot || fail "restored PVC does not hold the snapshot's data: $(k -n "$E2E_NS" logs sreader)"
+  pod_delete sreader
+  k -n "$E2E_NS" delete volumesnapshot podsnap --wait=true --timeout=120s
+  k -n "$E2E_NS" delete pvc podsnap-restore podsnap-src --wait=true --timeout=120s
+}
+
+# A node-side failure reaches the user as a Pod event: a hand-made PV that Tessera
+# did not create (no attach context); kubelet's NodeStageVolume fails and the Pod
+# gets FailedMount with the driver's message, e.g.
+#   MountVolume.MountDevice failed for volume "e2e-missing-volume" : rpc error:
+#   code = InvalidArgument desc = volume_context lacks a valid csi.tessera.io/attach ...
+t_pod_failed_mount() {
+  trap "k -n '$E2E_NS' delete pod broken --ignore-not-found --grace-period=1 --timeout=60s >/dev/null 2>&1
+        k -n '$E2E_NS' delete pvc missing --ignore-not-found --timeout=60s >/dev/null 2>&1
+        k delete pv e2e-missing-volume --ignore-not-found --timeout=60s >/dev/null 2>&1" EXIT
+  k apply -f - <<YAML
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: e2e-missing-volume}
+spec:
+  capacity: {storage: 64Mi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  claimRef: {namespace: $E2E_NS, name: missing}
+  csi: {driver: $DRIVER, volumeHandle: tv-00000000deadbeef, fsType: ext4}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: missing, namespace: $E2E_NS}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  volumeName: e2e-missing-volume
+  resources: {requests: {storage: 64Mi}}
+YAML
+  wait_bound missing
+  pod_apply broken missing Filesystem "true"
+  local i ev=""
+  for i in $(seq 60); do
+    ev=$(k -n "$E2E_NS" get events --field-selector involvedObject.name=broken,reason=FailedMount \
+         -o jsonpath='{range .items[*]}{.message}{"\n"}{end}')
+    [ -n "$ev" ] && break
+    sleep 1
+  done
+  say "FailedMount events: $ev"
+  [ -n "$ev" ] || { k -n "$E2E_NS" describe pod broken; fail "no FailedMount event for the Pod"; }
+  echo "$ev" | grep -q 'MountDevice failed for volume "e2e-missing-volume"' || fail "the FailedMount event does not name the PV"
+  echo "$ev" | grep -q "desc = .*$DRIVER" || fail "the FailedMount event does not carry the driver's message"
+  [ "$(k -n "$E2E_NS" get pod broken -o jsonpath='{.status.phase}')" = Pending ] || fail "Pod left Pending without its volume"
+  k -n "$E2E_NS" delete pod broken --grace-period=1 --wait=true --timeout=120s
+}
+
+# After the Pods are gone (control plane, kubelet and Tessera still running):
+# kubelet unstaged everything, so no CSI mount under kubelet's root, no attach
+# mount of Tessera's node side, and no loop device over an attached volume.
+t_pod_no_leftovers() {
+  local m l
+  m=$(grep -o " $NODE_KUBELET_DIR/[^ ]*kubernetes.io[~/]csi[^ ]*" /proc/self/mountinfo || true)
+  [ -z "$m" ] || fail "CSI mounts left under kubelet's root: $m"
+  m=$(grep -o " $WORK/state/attach/[^ ]*" /proc/self/mountinfo || true)
+  [ -z "$m" ] || fail "Tessera attach mounts left: $m"
+  l=$(losetup -a | grep "$WORK/state/attach" || true)
+  [ -z "$l" ] || fail "loop devices left: $l"
+  [ -z "$(k -n "$E2E_NS" get pods -o name)" ] || fail "Pods left: $(k -n "$E2E_NS" get pods -o name)"
+  say "no CSI mounts, attach mounts, loop devices or Pods left"
+}
