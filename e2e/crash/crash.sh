@@ -15,10 +15,10 @@
 # Usage: crash.sh <tessera> <tessera-attach> [rounds]   (root: FUSE, loop)
 #
 # NOT REGISTERED WITH CTEST: on 2026-11-24 it lost one acknowledged block in
-# round 2 of 3 of most runs (the block read back as zeroes). The same
-# workload without iSCSI (volume on the EC pool, flush per write, kill -9,
-# reassembly) loses nothing, so the fault is on the iSCSI path (target LUN
-# provider, initiator attach, loop/FUSE flush); see docs/operations.md.
+# round 2 of 3 of most runs (the block read back as zeroes). The same kill
+# straight over libiscsi (e2e/iscsi_crash.sh, in ctest) loses nothing, so the
+# fault is in the attach path (loop -> FUSE fsync -> SYNCHRONIZE CACHE, or
+# libiscsi's replay across the reconnect); see docs/operations.md.
 # Last line: rounds=N acked=… lost=0|N
 set -euo pipefail
 TESSERA=$(readlink -f "$1")
