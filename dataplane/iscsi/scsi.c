@@ -233,6 +233,13 @@ static struct nexus *nexus_get(struct cmd *c)
 		return NULL;
 	nx->lun = l;
 	nx->sess = s;
+	/*
+	 * A new I_T nexus starts with POWER ON, RESET, OR BUS DEVICE RESET
+	 * OCCURRED (SAM-5): after a target restart every nexus is new, and this
+	 * is how an initiator learns that writes it had not yet flushed may be
+	 * gone (the volume layer's volatile metadata died with the process).
+	 */
+	nx->ua = UA_POWER_ON;
 	lun_get(l);
 	pthread_mutex_lock(&l->lock);
 	nx->next = l->nexuses;

@@ -14,11 +14,12 @@
 #
 # Usage: crash.sh <tessera> <tessera-attach> [rounds]   (root: FUSE, loop)
 #
-# NOT REGISTERED WITH CTEST: on 2026-11-24 it lost one acknowledged block in
-# round 2 of 3 of most runs (the block read back as zeroes). The same kill
-# straight over libiscsi (e2e/iscsi_crash.sh, in ctest) loses nothing, so the
-# fault is in the attach path (loop -> FUSE fsync -> SYNCHRONIZE CACHE, or
-# libiscsi's replay across the reconnect); see docs/operations.md.
+# On 2026-11-24 this found a lost write: the target did not report POWER ON
+# to the new sessions after its restart, so a SYNCHRONIZE CACHE replayed by
+# libiscsi on the new instance succeeded while writes acknowledged by the old
+# one (their map records not yet committed) were gone. Now every new I_T
+# nexus starts with that unit attention and the attach fails the first flush
+# after it, so the writer sees EIO instead of a false acknowledgement.
 # Last line: rounds=N acked=… lost=0|N
 set -euo pipefail
 TESSERA=$(readlink -f "$1")
