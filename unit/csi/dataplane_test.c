@@ -32,68 +32,26 @@
 #include "snapshots/chain/chain.h"
 #include "unit/csi/csi_test_util.h"
 #include "unit/csi/grpc_client.h"
+#include "unit/csi/dp_fixture.h"
 
-static struct tenv e;
-static struct ts_pool *g_pool;
-static struct ts_vpool *g_vp;
-static struct ts_iscsi_server *g_isrv;
-static struct ts_csi_server *g_srv;
-static grpc_channel *g_ch;
-static char g_msg[512], g_dpdir[300];
+static struct dpenv g_dp;
+static char g_msg[512];
 static Csi__V1__CreateVolumeResponse *g_created[4];
 static int g_ncreated;
 
 #define RPC(method, req, desc, resp)                                                        \
-	gc_call(g_ch, "/csi.v1." method, req, desc, (void **)(resp), 60000, g_msg, sizeof(g_msg))
+	gc_call(g_dp.ch, "/csi.v1." method, req, desc, (void **)(resp), 60000, g_msg, sizeof(g_msg))
 
 static void setup(void)
 {
-	struct ts_pool_opts po = { .nodes = 3, .disks_per_node = 2, .disk_size = 96ull << 20,
-				   .k = 4, .m = 2, .extent_size = 1u << 20 };
-	struct ts_iscsi_server_opts so = { .addr = "127.0.0.1", .port = 0 };
-	struct ts_csi_dataplane_opts dpo = { 0 };
-	struct ts_pool_status st;
-	const struct ts_csi_backend_ops *be;
-	void *be_ctx;
-	char portal[64], ep[400];
-
-	strcpy(g_dpdir, "/tmp/ts_dp_XXXXXX");
-	cr_assert_not_null(mkdtemp(g_dpdir));
-	po.state_dir = g_dpdir;
-	cr_assert_eq(ts_pool_open(&po, &g_pool), 0);
-	cr_assert_eq(ts_vpool_format(ts_pool_device(g_pool)), 0);
-	cr_assert_eq(ts_vpool_open(ts_pool_device(g_pool), &g_vp), 0);
-	cr_assert_eq(ts_iscsi_server_create(&so, &g_isrv), 0);
-	snprintf(portal, sizeof(portal), "127.0.0.1:%u", ts_iscsi_server_port(g_isrv));
-	ts_pool_status(g_pool, &st);
-	dpo.vpool = g_vp;
-	dpo.iscsi = g_isrv;
-	dpo.portal = portal;
-	dpo.state_dir = g_dpdir;
-	dpo.k = 4;
-	dpo.m = 2;
-	cr_assert_eq(ts_uuid_parse(st.group_uuid, dpo.group_uuid), 0);
-	cr_assert_eq(ts_csi_backend_dataplane_create(&dpo, &be, &be_ctx), 0);
-	tenv_init(&e, be, be_ctx, 0);
-	snprintf(ep, sizeof(ep), "unix://%s/csi.sock", e.dir);
-	cr_assert_eq(ts_csi_server_start(e.d, ep, 2, &g_srv), 0);
-	g_ch = gc_connect(ep);
+	dpenv_init(&g_dp, "dp");
 }
 
 static void teardown(void)
 {
-	char cmd[400];
-
-	gc_close(g_ch);
-	ts_csi_server_stop(g_srv, 2000);
-	tenv_fini(&e); /* destroys the driver and the backend: detach + unexport */
-	ts_iscsi_server_destroy(g_isrv);
-	ts_vpool_close(g_vp);
-	ts_pool_close(g_pool);
+	dpenv_fini(&g_dp);
 	while (g_ncreated)
 		protobuf_c_message_free_unpacked(&g_created[--g_ncreated]->base, NULL);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", g_dpdir);
-	cr_assert_eq(system(cmd), 0);
 }
 
 TestSuite(csi_dataplane, .init = setup, .fini = teardown, .timeout = 240);
@@ -191,8 +149,8 @@ Test(csi_dataplane, filesystem_volume_round_trip_through_the_data_plane)
 	v = create("pvc-fs-1", 64 << 20, cap);
 	cr_assert_eq(strncmp(v->volume_context[0]->value, "iscsi://127.0.0.1:", 18), 0,
 		     "attach context %s", v->volume_context[0]->value);
-	snprintf(staging, sizeof(staging), "%s/staging", e.dir);
-	snprintf(target, sizeof(target), "%s/target", e.dir);
+	snprintf(staging, sizeof(staging), "%s/staging", g_dp.e.dir);
+	snprintf(target, sizeof(target), "%s/target", g_dp.e.dir);
 	mkdir(staging, 0750);
 	stage(v, staging, cap);
 	publish(v, staging, target, cap);
@@ -258,11 +216,11 @@ Test(csi_dataplane, filesystem_volume_round_trip_through_the_data_plane)
 	unstage(v, staging);
 	uint64_t id = pool_vol_id(v), found;
 	struct ts_vpool_volume_info info;
-	cr_assert_eq(ts_vpool_volume_info(g_vp, id, &info), 0);
+	cr_assert_eq(ts_vpool_volume_info(g_dp.vp, id, &info), 0);
 	cr_assert_eq(info.size, 128 << 20);
 	delete_vol(v);
-	cr_assert_eq(ts_vpool_volume_info(g_vp, id, &info), -ENOENT);
-	cr_assert_eq(ts_chain_volume_find(g_vp, "pvc-fs-1", &found), -ENOENT);
+	cr_assert_eq(ts_vpool_volume_info(g_dp.vp, id, &info), -ENOENT);
+	cr_assert_eq(ts_chain_volume_find(g_dp.vp, "pvc-fs-1", &found), -ENOENT);
 	tfree_all();
 }
 
@@ -275,8 +233,8 @@ Test(csi_dataplane, block_volume_pattern_lands_in_the_pool)
 	struct ts_volume *vol;
 
 	v = create("pvc-block-1", 32 << 20, cap);
-	snprintf(staging, sizeof(staging), "%s/bstaging", e.dir);
-	snprintf(target, sizeof(target), "%s/btarget", e.dir);
+	snprintf(staging, sizeof(staging), "%s/bstaging", g_dp.e.dir);
+	snprintf(target, sizeof(target), "%s/btarget", g_dp.e.dir);
 	mkdir(staging, 0750);
 	stage(v, staging, cap);
 	publish(v, staging, target, cap);
@@ -293,7 +251,7 @@ Test(csi_dataplane, block_volume_pattern_lands_in_the_pool)
 	unstage(v, staging);
 
 	/* The bytes are in the pool volume, read straight from the data plane. */
-	cr_assert_eq(ts_volume_open(g_vp, pool_vol_id(v), &vol), 0);
+	cr_assert_eq(ts_volume_open(g_dp.vp, pool_vol_id(v), &vol), 0);
 	cr_assert_eq(ts_volume_read_sync(vol, 5 << 20, sizeof(back), back), 0);
 	ts_volume_close(vol);
 	cr_assert_eq(memcmp(data, back, sizeof(data)), 0);

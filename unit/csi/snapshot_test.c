@@ -30,67 +30,25 @@
 #include "snapshots/chain/chain.h"
 #include "unit/csi/csi_test_util.h"
 #include "unit/csi/grpc_client.h"
+#include "unit/csi/dp_fixture.h"
 
 #define MIB (1 << 20)
 #define BLK 4096
 
-static struct tenv e;
-static struct ts_pool *g_pool;
-static struct ts_vpool *g_vp;
-static struct ts_iscsi_server *g_isrv;
-static struct ts_csi_server *g_srv;
-static grpc_channel *g_ch;
-static char g_msg[512], g_dpdir[300];
+static struct dpenv g_dp;
+static char g_msg[512];
 
 #define RPC(method, req, desc, resp)                                                        \
-	gc_call(g_ch, "/csi.v1." method, req, desc, (void **)(resp), 60000, g_msg, sizeof(g_msg))
+	gc_call(g_dp.ch, "/csi.v1." method, req, desc, (void **)(resp), 60000, g_msg, sizeof(g_msg))
 
 static void setup(void)
 {
-	struct ts_pool_opts po = { .nodes = 3, .disks_per_node = 2, .disk_size = 96ull << 20,
-				   .k = 4, .m = 2, .extent_size = 1u << 20 };
-	struct ts_iscsi_server_opts so = { .addr = "127.0.0.1", .port = 0 };
-	struct ts_csi_dataplane_opts dpo = { 0 };
-	struct ts_pool_status st;
-	const struct ts_csi_backend_ops *be;
-	void *be_ctx;
-	char portal[64], ep[400];
-
-	strcpy(g_dpdir, "/tmp/ts_snap_XXXXXX");
-	cr_assert_not_null(mkdtemp(g_dpdir));
-	po.state_dir = g_dpdir;
-	cr_assert_eq(ts_pool_open(&po, &g_pool), 0);
-	cr_assert_eq(ts_vpool_format(ts_pool_device(g_pool)), 0);
-	cr_assert_eq(ts_vpool_open(ts_pool_device(g_pool), &g_vp), 0);
-	cr_assert_eq(ts_iscsi_server_create(&so, &g_isrv), 0);
-	snprintf(portal, sizeof(portal), "127.0.0.1:%u", ts_iscsi_server_port(g_isrv));
-	ts_pool_status(g_pool, &st);
-	dpo.vpool = g_vp;
-	dpo.iscsi = g_isrv;
-	dpo.portal = portal;
-	dpo.state_dir = g_dpdir;
-	dpo.k = 4;
-	dpo.m = 2;
-	cr_assert_eq(ts_uuid_parse(st.group_uuid, dpo.group_uuid), 0);
-	cr_assert_eq(ts_csi_backend_dataplane_create(&dpo, &be, &be_ctx), 0);
-	tenv_init(&e, be, be_ctx, 0);
-	snprintf(ep, sizeof(ep), "unix://%s/csi.sock", e.dir);
-	cr_assert_eq(ts_csi_server_start(e.d, ep, 2, &g_srv), 0);
-	g_ch = gc_connect(ep);
+	dpenv_init(&g_dp, "snap");
 }
 
 static void teardown(void)
 {
-	char cmd[400];
-
-	gc_close(g_ch);
-	ts_csi_server_stop(g_srv, 2000);
-	tenv_fini(&e);
-	ts_iscsi_server_destroy(g_isrv);
-	ts_vpool_close(g_vp);
-	ts_pool_close(g_pool);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", g_dpdir);
-	cr_assert_eq(system(cmd), 0);
+	dpenv_fini(&g_dp);
 }
 
 TestSuite(csi_snapshot, .init = setup, .fini = teardown, .timeout = 240);
@@ -206,7 +164,7 @@ static void vwrite(const char *id, uint64_t off, size_t len, uint32_t seed)
 	uint8_t *buf = malloc(len);
 
 	fill(buf, len, seed);
-	cr_assert_eq(ts_volume_open(g_vp, pool_id(id), &v), 0);
+	cr_assert_eq(ts_volume_open(g_dp.vp, pool_id(id), &v), 0);
 	cr_assert_eq(ts_volume_write_sync(v, off, len, buf), 0);
 	cr_assert_eq(ts_volume_flush_sync(v), 0);
 	ts_volume_close(v);
@@ -221,7 +179,7 @@ static void vcheck(const char *id, uint64_t off, size_t len, uint32_t seed)
 
 	if (seed)
 		fill(want, len, seed);
-	cr_assert_eq(ts_volume_open(g_vp, pool_id(id), &v), 0);
+	cr_assert_eq(ts_volume_open(g_dp.vp, pool_id(id), &v), 0);
 	cr_assert_eq(ts_volume_read_sync(v, off, len, got), 0);
 	ts_volume_close(v);
 	cr_assert_eq(memcmp(want, got, len), 0, "%s at %lu+%zu is not pattern %u", id,
@@ -254,7 +212,7 @@ static int meta(const char *base, const char *target, int64_t start, int32_t max
 		r.target_snapshot_id = (char *)target;
 		r.starting_offset = start;
 		r.max_results = max_results;
-		code = gc_stream(g_ch, "/csi.v1.SnapshotMetadata/GetMetadataDelta", &r,
+		code = gc_stream(g_dp.ch, "/csi.v1.SnapshotMetadata/GetMetadataDelta", &r,
 				 &csi__v1__get_metadata_delta_response__descriptor, &resps, &nr,
 				 60000, g_msg, sizeof(g_msg));
 	} else {
@@ -263,7 +221,7 @@ static int meta(const char *base, const char *target, int64_t start, int32_t max
 		r.snapshot_id = (char *)target;
 		r.starting_offset = start;
 		r.max_results = max_results;
-		code = gc_stream(g_ch, "/csi.v1.SnapshotMetadata/GetMetadataAllocated", &r,
+		code = gc_stream(g_dp.ch, "/csi.v1.SnapshotMetadata/GetMetadataAllocated", &r,
 				 &csi__v1__get_metadata_allocated_response__descriptor, &resps, &nr,
 				 60000, g_msg, sizeof(g_msg));
 	}
@@ -418,8 +376,8 @@ Test(csi_snapshot, clone_of_snapshot_sees_the_snapshot_not_later_writes)
 		ctx.key = "csi.tessera.io/attach";
 		ctx.value = url;
 		ctxs[0] = (void *)&ctx;
-		snprintf(staging, sizeof(staging), "%s/st", e.dir);
-		snprintf(target, sizeof(target), "%s/tg", e.dir);
+		snprintf(staging, sizeof(staging), "%s/st", g_dp.e.dir);
+		snprintf(target, sizeof(target), "%s/tg", g_dp.e.dir);
 		mkdir(staging, 0750);
 		r.volume_id = clone;
 		r.staging_target_path = staging;
@@ -534,7 +492,7 @@ Test(csi_snapshot, delete_a_snapshot_in_the_middle)
 		uint8_t a[BLK], b[BLK];
 
 		fill(a, BLK, 3);
-		cr_assert_eq(ts_volume_open(g_vp, pool_id(c3), &v), 0);
+		cr_assert_eq(ts_volume_open(g_dp.vp, pool_id(c3), &v), 0);
 		cr_assert_eq(ts_volume_read_sync(v, 0, BLK, b), 0);
 		ts_volume_close(v);
 		cr_assert_eq(memcmp(a, b, BLK), 0);
@@ -792,8 +750,8 @@ Test(csi_snapshot, bad_input)
 	{
 		uint64_t found;
 
-		cr_assert_eq(ts_chain_volume_find(g_vp, "c-4", &found), -ENOENT);
-		cr_assert_eq(ts_chain_volume_find(g_vp, "c-1", &found), -ENOENT);
+		cr_assert_eq(ts_chain_volume_find(g_dp.vp, "c-4", &found), -ENOENT);
+		cr_assert_eq(ts_chain_volume_find(g_dp.vp, "c-1", &found), -ENOENT);
 	}
 
 	/* SnapshotMetadata */
@@ -832,7 +790,7 @@ Test(csi_snapshot, stream_cancelled_by_the_client)
 		Csi__V1__GetMetadataAllocatedRequest req = CSI__V1__GET_METADATA_ALLOCATED_REQUEST__INIT;
 		grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
 		grpc_call *call = grpc_channel_create_call(
-			g_ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+			g_dp.ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
 			grpc_slice_from_static_string("/csi.v1.SnapshotMetadata/GetMetadataAllocated"),
 			NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 		uint8_t buf[128];
@@ -910,7 +868,7 @@ Test(csi_snapshot, stream_cycle_rejects_bad_bytes_and_missing_ops)
 	uint8_t *buf;
 	size_t len;
 
-	st = csi_stream_open(e.d, &csi_snapmeta_methods[0], bad, sizeof(bad), NULL, 0);
+	st = csi_stream_open(g_dp.e.d, &csi_snapmeta_methods[0], bad, sizeof(bad), NULL, 0);
 	cr_assert_not_null(st);
 	cr_assert_eq(csi_stream_next(st, &buf, &len), -1);
 	cr_assert_null(buf);
@@ -957,7 +915,7 @@ Test(csi_snapshot, stream_cycle_rejects_bad_bytes_and_missing_ops)
 			}
 			if (it % 7 == 0)
 				rlen = (seed >> 4) % (blen + 1);
-			st = csi_stream_open(e.d, &csi_snapmeta_methods[it % 2], req, rlen, NULL, 0);
+			st = csi_stream_open(g_dp.e.d, &csi_snapmeta_methods[it % 2], req, rlen, NULL, 0);
 			cr_assert_not_null(st);
 			for (int m = 0; m < 100 && (rc = csi_stream_next(st, &buf, &len)) == 1; m++)
 				ts_free(buf);
