@@ -988,8 +988,8 @@ static int do_write(struct ts_agrp *g, struct scratch *sc, uint64_t off, uint64_
 		rc = TS_ERR_DEGRADED;
 		goto out;
 	}
-	if (live != all && g->opts.degraded_write) {
-		rc = g->opts.degraded_write(g->opts.degraded_write_ctx, off, len, buf, all & ~live);
+	if (g->opts.write_hook) {
+		rc = g->opts.write_hook(g->opts.write_hook_ctx, off, len, buf, all & ~live);
 		if (rc)
 			goto out;
 	}
@@ -1186,6 +1186,27 @@ uint64_t ts_agrp_generation(struct ts_agrp *g)
 uint64_t ts_agrp_live_mask(struct ts_agrp *g)
 {
 	return live_mask(g);
+}
+
+void ts_agrp_stats(struct ts_agrp *g, struct ts_agrp_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->live_mask = live_mask(g);
+	st->region_stripes = g->region_stripes;
+	pthread_mutex_lock(&g->bm_lock);
+	for (uint64_t r = 0; r < g->nregions; r++) {
+		int ood = 0;
+
+		for (unsigned i = 0; i < g->n && !ood; i++)
+			ood = bit_get(g->bm[1 + i], r);
+		if (ood) {
+			uint64_t first = r * g->region_stripes;
+
+			st->ood_regions++;
+			st->ood_stripes += TS_MIN((uint64_t)g->region_stripes, g->nstripes - first);
+		}
+	}
+	pthread_mutex_unlock(&g->bm_lock);
 }
 
 void ts_agrp_get_info(struct ts_agrp *g, struct ts_agrp_info *info)

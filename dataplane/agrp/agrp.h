@@ -104,20 +104,22 @@ int ts_agrp_probe(struct ts_member *m, struct ts_agrp_info *info);
 struct ts_agrp;
 
 /**
- * Called by a degraded write before it is applied: the hook for issue 6's
- * temporary replication. \p missing is the bitmask of slots that will not
- * receive the write. Return 0 to proceed, <0 to fail the write with that
- * error. Called on a worker thread, with the write's stripe range locked.
+ * Called before every write is applied (the hook of the replica journal,
+ * dataplane/replog): \p missing is the bitmask of slots that will not
+ * receive the write (0 when every member is live). Return 0 to proceed, <0
+ * to fail the write with that error. Called on a worker thread, with the
+ * write's stripe range locked, so overlapping writes reach it in the order
+ * they are applied. Synchronous member IO is allowed.
  */
-typedef int (*ts_agrp_degraded_write_fn)(void *ctx, uint64_t offset, uint64_t len,
-					 const void *buf, uint64_t missing);
+typedef int (*ts_agrp_write_hook_fn)(void *ctx, uint64_t offset, uint64_t len, const void *buf,
+				     uint64_t missing);
 
 /** Options; zero-initialise and set what you need (the struct may grow). */
 struct ts_agrp_opts {
 	uint32_t chunk_size;     /**< create: stripe unit, bytes (default 64 KiB) */
 	unsigned nthreads;       /**< worker threads (default 4) */
-	ts_agrp_degraded_write_fn degraded_write; /**< optional, see above */
-	void *degraded_write_ctx;
+	ts_agrp_write_hook_fn write_hook; /**< optional, see above */
+	void *write_hook_ctx;
 };
 
 /**
@@ -182,6 +184,15 @@ uint32_t ts_agrp_block_size(const struct ts_agrp *g);
 uint64_t ts_agrp_generation(struct ts_agrp *g);
 /** Bitmask of live slots. */
 uint64_t ts_agrp_live_mask(struct ts_agrp *g);
+/** Health counters (ts_agrp_stats()). */
+struct ts_agrp_stats {
+	uint64_t live_mask;
+	uint64_t ood_regions;     /**< regions some slot missed writes in (resync pending) */
+	uint64_t ood_stripes;     /**< stripes in those regions: the degraded stripes */
+	uint32_t region_stripes;  /**< stripes per bitmap region */
+};
+/** Fill *st (walks the out-of-date bitmaps; cheap enough for status calls). */
+void ts_agrp_stats(struct ts_agrp *g, struct ts_agrp_stats *st);
 /** Fill info (geometry, uuid, slots, generation) of the running group. */
 void ts_agrp_get_info(struct ts_agrp *g, struct ts_agrp_info *info);
 

@@ -41,7 +41,10 @@ struct ts_cluster {
 	unsigned n;
 	struct ts_member *members[TS_REG_MAX_SLOTS];
 	struct ts_agrp *agrp;
+	struct ts_member *device; /* the group as a block device (ts_cluster_device) */
 };
+
+static int device_open(struct ts_cluster *c);
 
 /* Live node records (heartbeat within max age). Caller frees *out. */
 static int live_nodes(struct ts_cluster *c, struct ts_reg_node **out, unsigned *cnt)
@@ -239,6 +242,8 @@ int ts_cluster_open(const struct ts_cluster_opts *o, struct ts_cluster **out)
 		c->n = c->grp.k + c->grp.m;
 		rc = cluster_assemble(c);
 	}
+	if (rc == 0)
+		rc = device_open(c);
 	if (rc) {
 		ts_cluster_close(c);
 		return rc;
@@ -278,10 +283,92 @@ int ts_cluster_rejoin(struct ts_cluster *c)
 	return joined;
 }
 
+/* ---- the group as a block device ---- */
+
+static void device_done(void *arg, int status)
+{
+	struct ts_member_io *io = arg;
+
+	io->cb(io, status);
+}
+
+static int device_submit(void *ctx, struct ts_member_io *io)
+{
+	struct ts_cluster *c = ctx;
+	int rc;
+
+	switch (io->op) {
+	case TS_MEMBER_READ:
+		return ts_agrp_read(c->agrp, io->offset, io->len, io->buf, device_done, io);
+	case TS_MEMBER_WRITE:
+		if (io->flags & TS_MEMBER_FUA) {
+			/* the group has no FUA: write, then flush, completing once */
+			rc = ts_agrp_write_sync(c->agrp, io->offset, io->len, io->buf);
+			if (rc == 0)
+				rc = ts_agrp_flush_sync(c->agrp);
+			io->cb(io, rc);
+			return 0;
+		}
+		return ts_agrp_write(c->agrp, io->offset, io->len, io->buf, device_done, io);
+	case TS_MEMBER_FLUSH:
+		return ts_agrp_flush(c->agrp, device_done, io);
+	default:
+		return -EOPNOTSUPP;
+	}
+}
+
+static const struct ts_member_ops g_device_ops = { .submit = device_submit };
+
+static int device_open(struct ts_cluster *c)
+{
+	struct ts_member_info info = { 0 };
+	char u[37];
+
+	info.size = ts_agrp_size(c->agrp);
+	info.block_size = ts_agrp_block_size(c->agrp);
+	memcpy(info.uuid, c->grp.uuid, 16);
+	ts_uuid_format(c->grp.uuid, u);
+	snprintf(info.name, sizeof(info.name), "agrp-%.8s", u);
+	return ts_member_create(&g_device_ops, c, &info, &c->device);
+}
+
+struct ts_member *ts_cluster_device(struct ts_cluster *c)
+{
+	return c->device;
+}
+
+int ts_cluster_tick(struct ts_cluster *c)
+{
+	return ts_cluster_rejoin(c);
+}
+
+void ts_cluster_status(struct ts_cluster *c, struct ts_cluster_status *st)
+{
+	uint64_t all = (1ull << c->n) - 1;
+
+	memset(st, 0, sizeof(*st));
+	memcpy(st->group_uuid, c->grp.uuid, 16);
+	st->k = c->grp.k;
+	st->m = c->grp.m;
+	st->n = c->n;
+	st->size = ts_agrp_size(c->agrp);
+	st->generation = ts_agrp_generation(c->agrp);
+	st->live_mask = ts_agrp_live_mask(c->agrp);
+	for (unsigned s = 0; s < c->n; s++)
+		st->slot_node[s] = c->grp.slots[s].node_id;
+	if (st->live_mask == all)
+		snprintf(st->state, sizeof(st->state), "healthy");
+	else if ((unsigned)__builtin_popcountll(st->live_mask) >= st->k)
+		snprintf(st->state, sizeof(st->state), "degraded");
+	else
+		snprintf(st->state, sizeof(st->state), "failed");
+}
+
 void ts_cluster_close(struct ts_cluster *c)
 {
 	if (!c)
 		return;
+	ts_member_destroy(c->device);
 	ts_agrp_close(c->agrp);
 	for (unsigned s = 0; s < TS_REG_MAX_SLOTS; s++)
 		ts_member_destroy(c->members[s]);

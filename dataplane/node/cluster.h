@@ -45,6 +45,7 @@ struct ts_cluster_opts {
 	uint32_t request_timeout_ms; /**< wait for a node's answer; 0: 10000 */
 	uint32_t local_node_id;      /**< 0: no local node */
 	struct ts_ldm *local_ldm;    /**< with local_node_id: this process's LDM (borrowed) */
+	uint64_t journal_size;       /**< first use only: bytes of replica journal per node; 0: member_size / 4 */
 };
 
 struct ts_cluster;
@@ -65,6 +66,47 @@ struct ts_agrp *ts_cluster_agrp(struct ts_cluster *c);
  * resync, then live). Returns the number of slots that rejoined (>= 0).
  */
 int ts_cluster_rejoin(struct ts_cluster *c);
+
+/**
+ * The group as a block device for the volume layer: READ, WRITE (FUA: write
+ * then flush) and FLUSH. Writes made while members are out are also
+ * replicated on the live nodes (the replica journal); a read the group cannot
+ * serve (more than m members out) is served from those replicas where they
+ * cover it. Owned by the cluster; valid until ts_cluster_close().
+ */
+struct ts_member *ts_cluster_device(struct ts_cluster *c);
+
+/**
+ * One round of the controller's maintenance: ts_cluster_rejoin(), then, once
+ * every member is live and resynced, heal: verify the replicated data against
+ * the erasure-coded copy and reclaim the journal space. Call it periodically
+ * (the controller loop: every 500 ms) from one thread. Returns the number of
+ * members that rejoined, or <0 when the heal step failed (it is retried at
+ * the next tick).
+ */
+int ts_cluster_tick(struct ts_cluster *c);
+
+/** Group health for the CLI and the admin service. */
+struct ts_cluster_status {
+	uint8_t group_uuid[16];
+	unsigned k, m, n;
+	uint64_t size;                /**< usable bytes */
+	uint64_t generation;
+	uint64_t live_mask;           /**< bit s: slot s serving */
+	uint32_t slot_node[TS_REG_MAX_SLOTS];
+	char state[16];               /**< "healthy", "degraded", "healing", "failed" */
+	uint64_t degraded_stripes;    /**< stripes with a fragment out of date */
+	uint64_t replicated_bytes;    /**< journal bytes held (all copies) */
+	uint64_t replica_copies;      /**< copies written per replicated write (last one) */
+	uint64_t unreplicated_bytes;  /**< degraded writes the journal had no room for */
+	uint64_t heal_total_bytes;    /**< current (or last) heal: bytes to verify */
+	uint64_t heal_done_bytes;     /**< of which done */
+	uint64_t heal_rate_bps;       /**< last heal's rate, bytes/s */
+	uint64_t heals;               /**< completed heals */
+};
+
+/** Fill *\p st (a consistent snapshot; cheap, callable while IO flows). */
+void ts_cluster_status(struct ts_cluster *c, struct ts_cluster_status *st);
 
 /** Close the group, then destroy the members. NULL: no-op. No IO in flight. */
 void ts_cluster_close(struct ts_cluster *c);
