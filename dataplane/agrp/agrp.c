@@ -384,11 +384,27 @@ static void member_fail(struct ts_agrp *g, unsigned i, int err)
 {
 	pthread_mutex_lock(&g->state_lock);
 	if (g->slot[i].live) {
+		unsigned left = 0;
+
 		g->slot[i].live = 0;
-		g->generation++;
-		ts_log(TS_LOG_WARN, "agrp", "member failed slot=%u node=%u err=\"%s\" generation=%llu",
-		       i, g->slot[i].node_id, ts_strerror(err), (unsigned long long)g->generation);
-		sb_write_locked(g, 0, 0);
+		for (unsigned j = 0; j < g->n; j++)
+			left += g->slot[j].live != 0;
+		if (left < g->k) {
+			/* the group has failed (no IO can succeed): leave the
+			 * superblocks alone, as md does, so the members lost last
+			 * are still current when they come back, instead of being
+			 * made stale by a generation only the survivors carry */
+			ts_log(TS_LOG_ERROR, "agrp",
+			       "member failed slot=%u node=%u err=\"%s\" group failed live=%u k=%u",
+			       i, g->slot[i].node_id, ts_strerror(err), left, g->k);
+		} else {
+			g->generation++;
+			ts_log(TS_LOG_WARN, "agrp",
+			       "member failed slot=%u node=%u err=\"%s\" generation=%llu", i,
+			       g->slot[i].node_id, ts_strerror(err),
+			       (unsigned long long)g->generation);
+			sb_write_locked(g, 0, 0);
+		}
 	}
 	pthread_mutex_unlock(&g->state_lock);
 }
