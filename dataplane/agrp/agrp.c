@@ -1016,6 +1016,10 @@ static int do_write(struct ts_agrp *g, struct scratch *sc, uint64_t off, uint64_
 		rc = stripe_write(g, sc, s, pos % kc, e - pos, buf + (pos - off));
 		pos = e;
 	}
+	/* members failed while it was applied: the hook sees the write again,
+	 * with the slots that missed it (the data is the same, now final) */
+	if (rc == 0 && g->opts.write_hook && (live & ~live_mask(g)))
+		rc = g->opts.write_hook(g->opts.write_hook_ctx, off, len, buf, all & ~live_mask(g));
 	bm_write_done(g, r0, r1);
 out:
 	range_release(g, &rg);

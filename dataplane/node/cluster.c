@@ -30,6 +30,7 @@
 #include "dataplane/common/ts_common.h"
 #include "dataplane/ldm/ldm.h"
 #include "dataplane/node/node.h"
+#include "dataplane/replog/replog.h"
 #include "dataplane/transport/export.h"
 #include "dataplane/transport/transport.h"
 
@@ -42,6 +43,9 @@ struct ts_cluster {
 	struct ts_member *members[TS_REG_MAX_SLOTS];
 	struct ts_agrp *agrp;
 	struct ts_member *device; /* the group as a block device (ts_cluster_device) */
+	struct ts_member *journals[TS_REG_MAX_NODES];
+	struct ts_replog *rl;     /* NULL: no journal (older record, or none reachable) */
+	int heal_err;             /* last heal result */
 };
 
 static int device_open(struct ts_cluster *c);
@@ -70,12 +74,10 @@ static int live_nodes(struct ts_cluster *c, struct ts_reg_node **out, unsigned *
 	return 0;
 }
 
-/* Connect slot \p s's member. */
-static int slot_member(struct ts_cluster *c, unsigned s, const struct ts_reg_node *nodes,
-		       unsigned nn, struct ts_member **out)
+/* Connect vdisk \p vd of \p size on \p node (local LDM or remote). */
+static int vdisk_member(struct ts_cluster *c, uint32_t node, const uint8_t vd[16], uint64_t size,
+			const struct ts_reg_node *nodes, unsigned nn, struct ts_member **out)
 {
-	uint32_t node = c->grp.slots[s].node_id;
-	const uint8_t *vd = c->grp.slots[s].vdisk;
 	struct ts_transport_opts to = { 0 };
 	char iqn[80], url[192];
 
@@ -96,7 +98,7 @@ static int slot_member(struct ts_cluster *c, unsigned s, const struct ts_reg_nod
 		to.chap_secret = c->chap_secret;
 		to.node_id = node;
 		to.uuid = vd;
-		to.size = c->grp.member_size;
+		to.size = size;
 		to.block_size = TS_LDM_BLOCK_SIZE;
 		to.io_timeout_ms = c->o.io_timeout_ms;
 		to.connect_timeout_ms = TS_MIN(c->o.io_timeout_ms, 2000u);
@@ -105,11 +107,100 @@ static int slot_member(struct ts_cluster *c, unsigned s, const struct ts_reg_nod
 	return -ENOENT; /* node not registered (yet) */
 }
 
+/* Connect slot \p s's member. */
+static int slot_member(struct ts_cluster *c, unsigned s, const struct ts_reg_node *nodes,
+		       unsigned nn, struct ts_member **out)
+{
+	return vdisk_member(c, c->grp.slots[s].node_id, c->grp.slots[s].vdisk, c->grp.member_size,
+			    nodes, nn, out);
+}
+
+/* Every registered node, live or not (remote members connect in the background). */
+static int all_nodes(struct ts_cluster *c, struct ts_reg_node **out, unsigned *cnt)
+{
+	struct ts_reg_node *all = ts_calloc(TS_REG_MAX_NODES, sizeof(*all));
+	int rc;
+
+	if (!all)
+		return -ENOMEM;
+	rc = ts_registry_list_nodes(c->o.reg, all, TS_REG_MAX_NODES, cnt);
+	if (rc) {
+		ts_free(all);
+		return rc;
+	}
+	*out = all;
+	return 0;
+}
+
+/*
+ * Connect the journals and open the replica journal (\p format: write empty
+ * ones first). A journal whose node is unknown is left out. Without any
+ * journal the group runs unreplicated (logged).
+ */
+static int journal_open(struct ts_cluster *c, int format)
+{
+	struct ts_member *js[TS_REG_MAX_NODES];
+	uint32_t slot_node[TS_REG_MAX_SLOTS];
+	struct ts_reg_node *nodes = NULL;
+	struct ts_replog_opts ro = { 0 };
+	unsigned nn = 0, nj = 0;
+	int rc;
+
+	if (!c->grp.njournals) {
+		ts_log(TS_LOG_WARN, "cluster", "group has no replica journal: degraded writes are not replicated");
+		return 0;
+	}
+	rc = all_nodes(c, &nodes, &nn);
+	if (rc)
+		return rc;
+	for (unsigned i = 0; i < c->grp.njournals; i++) {
+		if (!c->journals[i] &&
+		    vdisk_member(c, c->grp.journals[i].node_id, c->grp.journals[i].vdisk,
+				 c->grp.journal_size, nodes, nn, &c->journals[i]))
+			continue;
+		js[nj++] = c->journals[i];
+	}
+	ts_free(nodes);
+	for (unsigned s = 0; s < c->n; s++)
+		slot_node[s] = c->grp.slots[s].node_id;
+	ro.journals = js;
+	ro.njournals = nj;
+	memcpy(ro.group_uuid, c->grp.uuid, 16);
+	ro.block_size = TS_LDM_BLOCK_SIZE;
+	ro.slot_node = slot_node;
+	ro.nslots = c->n;
+	if (!nj) {
+		ts_log(TS_LOG_ERROR, "cluster", "no replica journal reachable: degraded writes are not replicated");
+		return format ? -ENOENT : 0;
+	}
+	if (format) {
+		rc = ts_replog_format(&ro);
+		if (rc)
+			return rc;
+	}
+	rc = ts_replog_open(&ro, &c->rl);
+	if (rc && !format) {
+		ts_log(TS_LOG_ERROR, "cluster", "replica journal unusable err=\"%s\": degraded writes are not replicated",
+		       ts_strerror(rc));
+		rc = 0;
+	}
+	return rc;
+}
+
+static void hook_opts(struct ts_cluster *c, struct ts_agrp_opts *ao)
+{
+	if (c->rl) {
+		ao->write_hook = ts_replog_write_hook;
+		ao->write_hook_ctx = c->rl;
+	}
+}
+
 static int cluster_create(struct ts_cluster *c)
 {
 	struct ts_agrp_node places[TS_REG_MAX_NODES];
 	uint32_t where[TS_REG_MAX_SLOTS];
-	struct ts_reg_request req[TS_REG_MAX_SLOTS];
+	struct ts_reg_request req[TS_REG_MAX_SLOTS + TS_REG_MAX_NODES];
+	uint32_t req_node[TS_REG_MAX_SLOTS + TS_REG_MAX_NODES];
 	struct ts_reg_node *nodes = NULL;
 	struct ts_agrp_opts ao = { .chunk_size = c->o.chunk_size };
 	unsigned nn = 0;
@@ -129,36 +220,55 @@ static int cluster_create(struct ts_cluster *c)
 	c->grp.k = c->o.k;
 	c->grp.m = c->o.m;
 	c->grp.member_size = c->o.member_size;
+	/* one replica journal per node that holds fragments */
+	c->grp.journal_size = c->o.journal_size ? c->o.journal_size : c->o.member_size / 4;
+	c->grp.journal_size -= c->grp.journal_size % TS_LDM_BLOCK_SIZE;
+	for (unsigned i = 0; i < nn; i++) {
+		int used = 0;
+
+		for (unsigned s = 0; s < c->n; s++)
+			used |= where[s] == nodes[i].node_id;
+		if (used)
+			c->grp.journals[c->grp.njournals++].node_id = nodes[i].node_id;
+	}
 	/* 1. ask every node for its vdisks (all requests out before waiting) */
-	for (unsigned s = 0; s < c->n; s++) {
-		c->grp.slots[s].node_id = where[s];
-		rc = ts_uuid_generate(c->grp.slots[s].vdisk);
+	for (unsigned s = 0; s < c->n + c->grp.njournals; s++) {
+		int journal = s >= c->n;
+		uint32_t node = journal ? c->grp.journals[s - c->n].node_id : where[s];
+		uint8_t *vd = journal ? c->grp.journals[s - c->n].vdisk : c->grp.slots[s].vdisk;
+		uint64_t size = journal ? c->grp.journal_size : c->o.member_size;
+
+		if (!journal)
+			c->grp.slots[s].node_id = node;
+		rc = ts_uuid_generate(vd);
 		if (rc)
 			goto out;
-		if (c->o.local_ldm && where[s] == c->o.local_node_id) {
-			rc = ts_ldm_create(c->o.local_ldm, c->grp.slots[s].vdisk, c->o.member_size, "local",
+		if (c->o.local_ldm && node == c->o.local_node_id) {
+			rc = ts_ldm_create(c->o.local_ldm, vd, size, journal ? "journal" : "local",
 					   TS_NODE_MEMBER_TAG, NULL);
 			req[s].id[0] = '\0';
 		} else {
 			memset(&req[s], 0, sizeof(req[s]));
 			ts_registry_new_request_id(req[s].id);
 			req[s].op = TS_REG_CREATE_VDISK;
-			memcpy(req[s].uuid, c->grp.slots[s].vdisk, 16);
-			req[s].size = c->o.member_size;
-			rc = ts_registry_post_request(c->o.reg, where[s], &req[s]);
+			memcpy(req[s].uuid, vd, 16);
+			req[s].size = size;
+			rc = ts_registry_post_request(c->o.reg, node, &req[s]);
 		}
+		req_node[s] = node;
 		if (rc)
 			goto out;
 	}
-	for (unsigned s = 0; s < c->n; s++) {
+	for (unsigned s = 0; s < c->n + c->grp.njournals; s++) {
 		if (!req[s].id[0])
 			continue;
-		rc = ts_registry_wait_request(c->o.reg, where[s], req[s].id, c->o.request_timeout_ms, &st);
+		rc = ts_registry_wait_request(c->o.reg, req_node[s], req[s].id,
+					      c->o.request_timeout_ms, &st);
 		if (rc == 0)
 			rc = st;
 		if (rc) {
-			ts_log(TS_LOG_ERROR, "cluster", "create request failed node=%u err=\"%s\"", where[s],
-			       ts_strerror(rc));
+			ts_log(TS_LOG_ERROR, "cluster", "create request failed node=%u err=\"%s\"",
+			       req_node[s], ts_strerror(rc));
 			goto out;
 		}
 	}
@@ -168,6 +278,10 @@ static int cluster_create(struct ts_cluster *c)
 		if (rc)
 			goto out;
 	}
+	rc = journal_open(c, 1);
+	if (rc)
+		goto out;
+	hook_opts(c, &ao);
 	rc = ts_agrp_create(c->members, c->n, c->o.k, c->o.m, &ao, &c->agrp);
 	if (rc)
 		goto out;
@@ -186,6 +300,7 @@ static int cluster_assemble(struct ts_cluster *c)
 	struct ts_member *found[TS_REG_MAX_SLOTS];
 	struct ts_reg_node *nodes = NULL;
 	struct ts_agrp_info info;
+	struct ts_agrp_opts ao = { 0 };
 	unsigned nn = 0, nf = 0;
 	int rc;
 
@@ -199,7 +314,11 @@ static int cluster_assemble(struct ts_cluster *c)
 			found[nf++] = c->members[s];
 	}
 	ts_free(nodes);
-	rc = ts_agrp_assemble(found, nf, NULL, &c->agrp);
+	rc = journal_open(c, 0);
+	if (rc)
+		return rc;
+	hook_opts(c, &ao);
+	rc = ts_agrp_assemble(found, nf, &ao, &c->agrp);
 	ts_log(rc ? TS_LOG_ERROR : TS_LOG_INFO, "cluster", "group assembled members=%u/%u err=\"%s\"", nf,
 	       c->n, ts_strerror(rc));
 	return rc;
@@ -292,6 +411,21 @@ static void device_done(void *arg, int status)
 	io->cb(io, status);
 }
 
+/*
+ * A read the group could not serve (more than m members out) is served from
+ * the replicas when they cover all of it. Runs on a group worker thread,
+ * where synchronous member IO is allowed.
+ */
+static void device_read_done(void *arg, int status)
+{
+	struct ts_member_io *io = arg;
+	struct ts_cluster *c = io->priv[0];
+
+	if (status && c->rl && ts_replog_read(c->rl, io->offset, io->len, io->buf) == 0)
+		status = 0;
+	io->cb(io, status);
+}
+
 static int device_submit(void *ctx, struct ts_member_io *io)
 {
 	struct ts_cluster *c = ctx;
@@ -299,7 +433,8 @@ static int device_submit(void *ctx, struct ts_member_io *io)
 
 	switch (io->op) {
 	case TS_MEMBER_READ:
-		return ts_agrp_read(c->agrp, io->offset, io->len, io->buf, device_done, io);
+		io->priv[0] = c;
+		return ts_agrp_read(c->agrp, io->offset, io->len, io->buf, device_read_done, io);
 	case TS_MEMBER_WRITE:
 		if (io->flags & TS_MEMBER_FUA) {
 			/* the group has no FUA: write, then flush, completing once */
@@ -337,14 +472,35 @@ struct ts_member *ts_cluster_device(struct ts_cluster *c)
 	return c->device;
 }
 
+static int heal_read(void *ctx, uint64_t off, uint64_t len, void *buf)
+{
+	return ts_agrp_read_sync(ctx, off, len, buf);
+}
+
 int ts_cluster_tick(struct ts_cluster *c)
 {
-	return ts_cluster_rejoin(c);
+	uint64_t all = (1ull << c->n) - 1;
+	struct ts_agrp_stats as;
+	int joined = ts_cluster_rejoin(c), rc;
+
+	if (!c->rl || ts_agrp_live_mask(c->agrp) != all)
+		return joined;
+	ts_agrp_stats(c->agrp, &as);
+	if (as.ood_regions)
+		return joined; /* resync first */
+	ts_replog_retry_journals(c->rl);
+	rc = ts_replog_heal(c->rl, heal_read, c->agrp);
+	if (rc != c->heal_err)
+		ts_log(rc ? TS_LOG_ERROR : TS_LOG_INFO, "cluster", "heal err=\"%s\"", ts_strerror(rc));
+	c->heal_err = rc;
+	return rc ? rc : joined;
 }
 
 void ts_cluster_status(struct ts_cluster *c, struct ts_cluster_status *st)
 {
 	uint64_t all = (1ull << c->n) - 1;
+	struct ts_agrp_stats as;
+	int pending = 0;
 
 	memset(st, 0, sizeof(*st));
 	memcpy(st->group_uuid, c->grp.uuid, 16);
@@ -356,12 +512,30 @@ void ts_cluster_status(struct ts_cluster *c, struct ts_cluster_status *st)
 	st->live_mask = ts_agrp_live_mask(c->agrp);
 	for (unsigned s = 0; s < c->n; s++)
 		st->slot_node[s] = c->grp.slots[s].node_id;
-	if (st->live_mask == all)
-		snprintf(st->state, sizeof(st->state), "healthy");
-	else if ((unsigned)__builtin_popcountll(st->live_mask) >= st->k)
-		snprintf(st->state, sizeof(st->state), "degraded");
+	ts_agrp_stats(c->agrp, &as);
+	st->degraded_stripes = as.ood_stripes;
+	if (c->rl) {
+		struct ts_replog_stats rs;
+
+		ts_replog_stats(c->rl, &rs);
+		st->replicated_bytes = rs.replicated_bytes;
+		st->replica_copies = rs.last_copies;
+		st->unreplicated_bytes = rs.unreplicated_bytes;
+		st->heal_total_bytes = rs.heal_total_bytes;
+		st->heal_done_bytes = rs.heal_done_bytes;
+		st->heal_rate_bps = rs.heal_ns ? (uint64_t)((double)rs.heal_total_bytes * 1e9 /
+							     (double)rs.heal_ns)
+					       : 0;
+		st->heals = rs.heals;
+		pending = rs.covered_bytes || rs.used_bytes > 4096 || rs.healing;
+	}
+	if (st->live_mask != all)
+		snprintf(st->state, sizeof(st->state), "%s",
+			 (unsigned)__builtin_popcountll(st->live_mask) >= st->k ? "degraded" : "failed");
+	else if (as.ood_regions || pending)
+		snprintf(st->state, sizeof(st->state), "healing");
 	else
-		snprintf(st->state, sizeof(st->state), "failed");
+		snprintf(st->state, sizeof(st->state), "healthy");
 }
 
 void ts_cluster_close(struct ts_cluster *c)
@@ -370,7 +544,10 @@ void ts_cluster_close(struct ts_cluster *c)
 		return;
 	ts_member_destroy(c->device);
 	ts_agrp_close(c->agrp);
+	ts_replog_close(c->rl);
 	for (unsigned s = 0; s < TS_REG_MAX_SLOTS; s++)
 		ts_member_destroy(c->members[s]);
+	for (unsigned i = 0; i < TS_REG_MAX_NODES; i++)
+		ts_member_destroy(c->journals[i]);
 	ts_free(c);
 }
