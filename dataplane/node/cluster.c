@@ -44,8 +44,13 @@ struct ts_cluster {
 	struct ts_agrp *agrp;
 	struct ts_member *device; /* the group as a block device (ts_cluster_device) */
 	struct ts_member *journals[TS_REG_MAX_NODES];
+	int jindex[TS_REG_MAX_NODES]; /* journal i's index in the replog, or -1 */
+	struct ts_member *retired[TS_REG_MAX_NODES]; /* replaced journals (replog may still read) */
+	unsigned nretired;
 	struct ts_replog *rl;     /* NULL: no journal (older record, or none reachable) */
 	int heal_err;             /* last heal result */
+	_Atomic int rebuilding;   /* a lost member is being rebuilt */
+	uint64_t rebuilds, rebuild_bytes, rebuild_ns; /* last rebuild */
 };
 
 static int device_open(struct ts_cluster *c);
@@ -154,10 +159,12 @@ static int journal_open(struct ts_cluster *c, int format)
 	if (rc)
 		return rc;
 	for (unsigned i = 0; i < c->grp.njournals; i++) {
+		c->jindex[i] = -1;
 		if (!c->journals[i] &&
 		    vdisk_member(c, c->grp.journals[i].node_id, c->grp.journals[i].vdisk,
 				 c->grp.journal_size, nodes, nn, &c->journals[i]))
 			continue;
+		c->jindex[i] = (int)nj;
 		js[nj++] = c->journals[i];
 	}
 	ts_free(nodes);
@@ -472,6 +479,147 @@ struct ts_member *ts_cluster_device(struct ts_cluster *c)
 	return c->device;
 }
 
+/* Is slot \p s's vdisk still on its node? (-1: cannot tell, node not live) */
+static int vdisk_present(struct ts_cluster *c, uint32_t node, const uint8_t vd[16],
+			 const struct ts_reg_node *nodes, unsigned nn)
+{
+	if (c->o.local_ldm && node == c->o.local_node_id) {
+		struct ts_ldm_vdisk *v;
+
+		return ts_ldm_get(c->o.local_ldm, vd, &v) == 0;
+	}
+	for (unsigned i = 0; i < nn; i++) {
+		if (nodes[i].node_id != node)
+			continue;
+		for (unsigned j = 0; j < nodes[i].nvdisks && j < TS_REG_MAX_VDISKS; j++)
+			if (!memcmp(nodes[i].vdisks[j].uuid, vd, 16))
+				return 1;
+		return 0;
+	}
+	return -1;
+}
+
+/* Create vdisk \p vd of \p size on \p node (mailbox, or our LDM). */
+static int vdisk_create(struct ts_cluster *c, uint32_t node, const uint8_t vd[16], uint64_t size)
+{
+	struct ts_reg_request req = { .op = TS_REG_CREATE_VDISK, .size = size };
+	int rc, st;
+
+	if (c->o.local_ldm && node == c->o.local_node_id)
+		return ts_ldm_create(c->o.local_ldm, vd, size, "local", TS_NODE_MEMBER_TAG, NULL);
+	ts_registry_new_request_id(req.id);
+	memcpy(req.uuid, vd, 16);
+	rc = ts_registry_post_request(c->o.reg, node, &req);
+	if (rc == 0)
+		rc = ts_registry_wait_request(c->o.reg, node, req.id, c->o.request_timeout_ms, &st);
+	return rc ? rc : st;
+}
+
+/*
+ * A live node that no longer has a slot's vdisk lost the disk under it
+ * (replaced, wiped): rebuild the slot onto a new vdisk, on the same node
+ * (placement unchanged), from the other members, then record it.
+ */
+static int replace_lost(struct ts_cluster *c, unsigned s, const struct ts_reg_node *nodes,
+			unsigned nn)
+{
+	uint32_t node = c->grp.slots[s].node_id;
+	struct ts_reg_group g = c->grp;
+	struct ts_member *m = NULL;
+	uint64_t t0 = ts_now_ns();
+	int rc;
+
+	rc = ts_uuid_generate(g.slots[s].vdisk);
+	if (rc == 0)
+		rc = vdisk_create(c, node, g.slots[s].vdisk, g.member_size);
+	if (rc == 0)
+		rc = vdisk_member(c, node, g.slots[s].vdisk, g.member_size, nodes, nn, &m);
+	if (rc == 0) {
+		ts_log(TS_LOG_INFO, "cluster", "rebuilding slot=%u node=%u onto a new vdisk", s, node);
+		c->rebuilding = 1;
+		rc = ts_agrp_replace(c->agrp, s, m);
+		c->rebuilding = 0;
+	}
+	if (rc == 0)
+		rc = ts_registry_put_group(c->o.reg, &g);
+	if (rc) {
+		ts_log(TS_LOG_ERROR, "cluster", "rebuild failed slot=%u node=%u err=\"%s\"", s, node,
+		       ts_strerror(rc));
+		/* a vdisk created but not recorded is garbage for a later GC */
+		ts_member_destroy(m);
+		return rc;
+	}
+	ts_member_destroy(c->members[s]);
+	c->members[s] = m;
+	c->grp = g;
+	c->rebuilds++;
+	c->rebuild_bytes = ts_agrp_size(c->agrp) / c->grp.k;
+	c->rebuild_ns = ts_now_ns() - t0;
+	ts_log(TS_LOG_INFO, "cluster", "rebuilt slot=%u node=%u bytes=%llu ms=%llu", s, node,
+	       (unsigned long long)c->rebuild_bytes, (unsigned long long)(c->rebuild_ns / 1000000));
+	return 0;
+}
+
+/* Same for a replica journal whose vdisk is gone: a fresh one on that node. */
+static int replace_lost_journal(struct ts_cluster *c, unsigned i, const struct ts_reg_node *nodes,
+				unsigned nn)
+{
+	uint32_t node = c->grp.journals[i].node_id;
+	struct ts_reg_group g = c->grp;
+	struct ts_member *m = NULL;
+	int rc;
+
+	if (c->nretired == TS_REG_MAX_NODES)
+		return -ENOSPC;
+	rc = ts_uuid_generate(g.journals[i].vdisk);
+	if (rc == 0)
+		rc = vdisk_create(c, node, g.journals[i].vdisk, g.journal_size);
+	if (rc == 0)
+		rc = vdisk_member(c, node, g.journals[i].vdisk, g.journal_size, nodes, nn, &m);
+	if (rc == 0)
+		rc = ts_replog_replace_journal(c->rl, (unsigned)c->jindex[i], m);
+	if (rc == 0)
+		rc = ts_registry_put_group(c->o.reg, &g);
+	if (rc) {
+		ts_log(TS_LOG_ERROR, "cluster", "journal replacement failed node=%u err=\"%s\"", node,
+		       ts_strerror(rc));
+		if (m && c->journals[i] != m)
+			ts_member_destroy(m); /* not handed over */
+		return rc;
+	}
+	c->retired[c->nretired++] = c->journals[i];
+	c->journals[i] = m;
+	c->grp = g;
+	ts_log(TS_LOG_INFO, "cluster", "replica journal replaced node=%u", node);
+	return 0;
+}
+
+static int replace_lost_members(struct ts_cluster *c)
+{
+	uint64_t live = ts_agrp_live_mask(c->agrp);
+	struct ts_reg_node *nodes = NULL;
+	unsigned nn = 0;
+	int rc = 0;
+
+	if (live_nodes(c, &nodes, &nn))
+		return 0;
+	for (unsigned s = 0; s < c->n && rc == 0; s++) {
+		if (live & (1ull << s))
+			continue;
+		if (vdisk_present(c, c->grp.slots[s].node_id, c->grp.slots[s].vdisk, nodes, nn) == 0)
+			rc = replace_lost(c, s, nodes, nn);
+	}
+	for (unsigned i = 0; c->rl && i < c->grp.njournals && rc == 0; i++) {
+		if (c->jindex[i] < 0)
+			continue;
+		if (vdisk_present(c, c->grp.journals[i].node_id, c->grp.journals[i].vdisk, nodes,
+				  nn) == 0)
+			rc = replace_lost_journal(c, i, nodes, nn);
+	}
+	ts_free(nodes);
+	return rc;
+}
+
 static int heal_read(void *ctx, uint64_t off, uint64_t len, void *buf)
 {
 	return ts_agrp_read_sync(ctx, off, len, buf);
@@ -483,6 +631,9 @@ int ts_cluster_tick(struct ts_cluster *c)
 	struct ts_agrp_stats as;
 	int joined = ts_cluster_rejoin(c), rc;
 
+	rc = replace_lost_members(c);
+	if (rc)
+		return rc;
 	if (!c->rl || ts_agrp_live_mask(c->agrp) != all)
 		return joined;
 	ts_agrp_stats(c->agrp, &as);
@@ -529,7 +680,14 @@ void ts_cluster_status(struct ts_cluster *c, struct ts_cluster_status *st)
 		st->heals = rs.heals;
 		pending = rs.covered_bytes || rs.used_bytes > 4096 || rs.healing;
 	}
-	if (st->live_mask != all)
+	st->rebuilds = c->rebuilds;
+	st->rebuild_bytes = c->rebuild_bytes;
+	st->rebuild_rate_bps = c->rebuild_ns ? (uint64_t)((double)c->rebuild_bytes * 1e9 /
+							   (double)c->rebuild_ns)
+					     : 0;
+	if (c->rebuilding)
+		snprintf(st->state, sizeof(st->state), "rebuilding");
+	else if (st->live_mask != all)
 		snprintf(st->state, sizeof(st->state), "%s",
 			 (unsigned)__builtin_popcountll(st->live_mask) >= st->k ? "degraded" : "failed");
 	else if (as.ood_regions || pending)
@@ -549,5 +707,7 @@ void ts_cluster_close(struct ts_cluster *c)
 		ts_member_destroy(c->members[s]);
 	for (unsigned i = 0; i < TS_REG_MAX_NODES; i++)
 		ts_member_destroy(c->journals[i]);
+	for (unsigned i = 0; i < c->nretired; i++)
+		ts_member_destroy(c->retired[i]);
 	ts_free(c);
 }

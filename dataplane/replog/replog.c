@@ -19,7 +19,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "dataplane/common/ts_common.h"
 
@@ -86,14 +85,6 @@ struct ts_replog {
 static uint32_t crc32c(const void *p, size_t n)
 {
 	return crc32_iscsi((unsigned char *)p, (int)n, 0xffffffffu);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 static int opts_valid(const struct ts_replog_opts *o)
@@ -525,6 +516,17 @@ int ts_replog_write_hook(void *ctx, uint64_t off, uint64_t len, const void *buf,
 
 /* ---- read ---- */
 
+/* Journal \p i (replaceable at run time: read the pointer under the lock). */
+static struct ts_member *jget(struct ts_replog *rl, unsigned i)
+{
+	struct ts_member *m;
+
+	pthread_mutex_lock(&rl->lock);
+	m = rl->j[i];
+	pthread_mutex_unlock(&rl->lock);
+	return m;
+}
+
 int ts_replog_read(struct ts_replog *rl, uint64_t off, uint64_t len, void *buf)
 {
 	uint8_t *out = buf;
@@ -546,7 +548,7 @@ int ts_replog_read(struct ts_replog *rl, uint64_t off, uint64_t len, void *buf)
 		for (unsigned i = 0; i < rl->o.njournals && !got; i++) {
 			uint8_t *dst = out + b * rl->bs;
 
-			if (ts_member_rw_sync(rl->j[i], TS_MEMBER_READ, 0, e.jpos, rl->bs, dst) == 0 &&
+			if (ts_member_rw_sync(jget(rl, i), TS_MEMBER_READ, 0, e.jpos, rl->bs, dst) == 0 &&
 			    crc32c(dst, rl->bs) == e.crc)
 				got = 1;
 		}
@@ -716,6 +718,33 @@ void ts_replog_close(struct ts_replog *rl)
 	ts_free(rl);
 }
 
+int ts_replog_replace_journal(struct ts_replog *rl, unsigned i, struct ts_member *m)
+{
+	const struct ts_member_info *mi;
+	uint64_t epoch;
+	int rc;
+
+	if (!rl || !m || i >= rl->o.njournals)
+		return -EINVAL;
+	mi = ts_member_info(m);
+	if (mi->size < rl->cap || mi->size % rl->bs || rl->bs % mi->block_size)
+		return -EINVAL;
+	pthread_mutex_lock(&rl->append_lock);
+	pthread_mutex_lock(&rl->lock);
+	epoch = rl->epoch;
+	pthread_mutex_unlock(&rl->lock);
+	rc = sb_write(m, rl->o.group_uuid, epoch, rl->bs);
+	if (rc == 0) {
+		pthread_mutex_lock(&rl->lock);
+		rl->j[i] = m;
+		rl->jnode[i] = mi->node_id;
+		rl->jout &= ~(1ull << i);
+		pthread_mutex_unlock(&rl->lock);
+	}
+	pthread_mutex_unlock(&rl->append_lock);
+	return rc;
+}
+
 void ts_replog_retry_journals(struct ts_replog *rl)
 {
 	pthread_mutex_lock(&rl->lock);
@@ -776,7 +805,7 @@ static int heal_run(struct ts_replog *rl, const struct ent *snap, uint64_t cnt, 
 	/* one read of the run from the first journal that answers; blocks whose
 	 * CRC fails there are retried on the other journals one by one */
 	for (unsigned j = 0; j < rl->o.njournals; j++)
-		if (ts_member_rw_sync(rl->j[j], TS_MEMBER_READ, 0, snap[0].jpos, bytes, rep) == 0) {
+		if (ts_member_rw_sync(jget(rl, j), TS_MEMBER_READ, 0, snap[0].jpos, bytes, rep) == 0) {
 			readable = 1;
 			break;
 		}
@@ -786,7 +815,7 @@ static int heal_run(struct ts_replog *rl, const struct ent *snap, uint64_t cnt, 
 		struct ent *e;
 
 		for (unsigned j = 0; j < rl->o.njournals && !got; j++)
-			got = ts_member_rw_sync(rl->j[j], TS_MEMBER_READ, 0, snap[b].jpos, rl->bs, r) ==
+			got = ts_member_rw_sync(jget(rl, j), TS_MEMBER_READ, 0, snap[b].jpos, rl->bs, r) ==
 				      0 &&
 			      crc32c(r, rl->bs) == snap[b].crc;
 		pthread_mutex_lock(&rl->lock);
@@ -813,7 +842,7 @@ static int heal_run(struct ts_replog *rl, const struct ent *snap, uint64_t cnt, 
 int ts_replog_heal(struct ts_replog *rl, ts_replog_read_fn rd, void *rd_ctx)
 {
 	struct ent *snap = NULL;
-	uint64_t n = 0, t0 = now_ns(), mism = 0;
+	uint64_t n = 0, t0 = ts_now_ns(), mism = 0;
 	uint8_t *ec = NULL, *rep = NULL;
 	int rc = 0, empty;
 
@@ -872,7 +901,7 @@ int ts_replog_heal(struct ts_replog *rl, ts_replog_read_fn rd, void *rd_ctx)
 			rc = reclaim(rl);
 		pthread_mutex_unlock(&rl->append_lock);
 		if (rc == 0 && empty) {
-			uint64_t ns = now_ns() - t0;
+			uint64_t ns = ts_now_ns() - t0;
 
 			pthread_mutex_lock(&rl->lock);
 			rl->st.heals++;

@@ -114,6 +114,15 @@ typedef int (*ts_replog_read_fn)(void *ctx, uint64_t off, uint64_t len, void *bu
  */
 int ts_replog_heal(struct ts_replog *rl, ts_replog_read_fn rd, void *rd_ctx);
 
+/**
+ * Journal \p i (its index in opts.journals) lost its vdisk: use blank member
+ * \p m instead (formatted here with the current epoch; it holds none of the
+ * current records, which keep their other copies). The old member must stay
+ * valid until ts_replog_close() (a read may still hold it). Returns 0,
+ * -EINVAL (bad index, \p m smaller than the journal), or an IO error.
+ */
+int ts_replog_replace_journal(struct ts_replog *rl, unsigned i, struct ts_member *m);
+
 /** Let journals marked out (an IO failed) take appends again. */
 void ts_replog_retry_journals(struct ts_replog *rl);
 
