@@ -58,7 +58,9 @@ struct ent {
 	uint64_t seq;
 	uint64_t jpos; /* journal byte offset of this block's copy */
 	uint32_t crc;
-	uint32_t copies;
+	uint16_t copies;
+	uint16_t verified; /* equal to the EC copy at the last heal: kept (so
+			    * writes still tombstone it) until the reclaim */
 };
 
 struct ts_replog {
@@ -73,9 +75,11 @@ struct ts_replog {
 
 	pthread_mutex_t lock; /* everything below */
 	uint64_t epoch, seq, head;
-	uint64_t jout; /* journals marked out */
+	uint64_t jout;   /* journals marked out */
+	uint64_t jstale; /* journals whose superblock is behind the epoch */
 	struct ent *tab;
 	uint64_t tabsz, used; /* slots (power of two), entries */
+	uint64_t nverified;   /* entries marked verified */
 	uint64_t copies_bytes; /* sum over entries of bs * copies */
 	struct ts_replog_stats st;
 };
@@ -198,6 +202,7 @@ static void tab_del_at(struct ts_replog *rl, uint64_t i)
 	uint64_t mask = rl->tabsz - 1;
 
 	rl->copies_bytes -= (uint64_t)rl->bs * rl->tab[i].copies;
+	rl->nverified -= rl->tab[i].verified;
 	rl->tab[i].blk = 0;
 	rl->used--;
 	/* backward-shift: move later members of the probe run into the hole */
@@ -238,7 +243,9 @@ static int tab_put(struct ts_replog *rl, const struct ent *in)
 		if (e->seq > in->seq)
 			return 0;
 		rl->copies_bytes -= (uint64_t)rl->bs * e->copies;
+		rl->nverified -= e->verified;
 		*e = *in;
+		rl->nverified += e->verified;
 		rl->copies_bytes += (uint64_t)rl->bs * e->copies;
 		return 0;
 	}
@@ -247,6 +254,7 @@ static int tab_put(struct ts_replog *rl, const struct ent *in)
 		if (!rl->tab[i].blk) {
 			rl->tab[i] = *in;
 			rl->used++;
+			rl->nverified += in->verified;
 			rl->copies_bytes += (uint64_t)rl->bs * in->copies;
 			return 0;
 		}
@@ -374,7 +382,7 @@ static uint64_t append_targets(struct ts_replog *rl, uint64_t missing)
 
 		for (unsigned s = 0; s < rl->o.nslots && !down; s++)
 			down = (missing >> s & 1) && rl->slot_node[s] == rl->jnode[i];
-		if (!down && !(rl->jout & (1ull << i)))
+		if (!down && !((rl->jout | rl->jstale) & (1ull << i)))
 			t |= 1ull << i;
 	}
 	pthread_mutex_unlock(&rl->lock);
@@ -427,7 +435,7 @@ static int append_one(struct ts_replog *rl, uint64_t targets, uint32_t kind, uin
 			} else {
 				struct ent e = { .blk = blk + 1, .seq = seq,
 						 .jpos = pos + HDR_SIZE + b * rl->bs,
-						 .crc = crcs[b], .copies = *copies };
+						 .crc = crcs[b], .copies = (uint16_t)*copies };
 
 				rc = tab_put(rl, &e);
 			}
@@ -622,7 +630,7 @@ static int scan(struct ts_replog *rl)
 				struct ent e = { .blk = vb + 1, .seq = h.seq,
 						 .jpos = rl->head + HDR_SIZE + b * rl->bs,
 						 .crc = crcs[b],
-						 .copies = (uint32_t)__builtin_popcountll(have) };
+						 .copies = (uint16_t)__builtin_popcountll(have) };
 
 				rc = tab_put(rl, &e);
 			}
@@ -637,6 +645,7 @@ static int scan(struct ts_replog *rl)
 
 int ts_replog_open(const struct ts_replog_opts *o, struct ts_replog **out)
 {
+	uint64_t sb_epoch[TS_REPLOG_MAX_JOURNALS] = { 0 };
 	struct ts_replog *rl;
 	uint8_t *blk;
 	int rc = 0, any = 0;
@@ -688,8 +697,12 @@ int ts_replog_open(const struct ts_replog_opts *o, struct ts_replog **out)
 			break;
 		}
 		any = 1;
+		sb_epoch[i] = sb.epoch;
 		rl->epoch = TS_MAX(rl->epoch, sb.epoch);
 	}
+	for (unsigned i = 0; i < o->njournals; i++)
+		if (!(rl->jout & (1ull << i)) && sb_epoch[i] < rl->epoch)
+			rl->jstale |= 1ull << i;
 	ts_free(blk);
 	if (rc == 0 && !any)
 		rc = TS_ERR_CORRUPT;
@@ -739,6 +752,7 @@ int ts_replog_replace_journal(struct ts_replog *rl, unsigned i, struct ts_member
 		rl->j[i] = m;
 		rl->jnode[i] = mi->node_id;
 		rl->jout &= ~(1ull << i);
+		rl->jstale &= ~(1ull << i);
 		pthread_mutex_unlock(&rl->lock);
 	}
 	pthread_mutex_unlock(&rl->append_lock);
@@ -769,26 +783,54 @@ static int reclaim(struct ts_replog *rl)
 	pthread_mutex_lock(&rl->lock);
 	epoch = rl->epoch + 1;
 	pthread_mutex_unlock(&rl->lock);
-	for (unsigned i = 0; i < rl->o.njournals; i++) {
-		int rc = sb_write(rl->j[i], rl->o.group_uuid, epoch, rl->bs);
+	uint64_t ok = 0;
+	int rc = 0;
 
-		if (rc) {
-			/* a journal left on the old epoch would resurrect the old
-			 * records if it were the only one read at the next open;
-			 * keep everything and retry at the next heal */
-			ts_log(TS_LOG_WARN, "replog", "reclaim failed journal=%s err=\"%s\"",
+	for (unsigned i = 0; i < rl->o.njournals; i++) {
+		rc = sb_write(rl->j[i], rl->o.group_uuid, epoch, rl->bs);
+		if (rc == 0)
+			ok |= 1ull << i;
+		else
+			ts_log(TS_LOG_WARN, "replog", "reclaim: journal left stale journal=%s err=\"%s\"",
 			       ts_member_info(rl->j[i])->name, ts_strerror(rc));
-			return rc;
-		}
 	}
+	if (!ok)
+		return rc; /* still the old epoch everywhere: keep it all */
+	/* The new epoch is on at least one journal, so the next open takes it
+	 * and ignores every older record. Journals that missed it are stale:
+	 * no appends (their superblock would hide the new records from a scan
+	 * that reads only them) until heal_stale() rewrites them. */
 	pthread_mutex_lock(&rl->lock);
+	rl->jstale |= ((1ull << rl->o.njournals) - 1) & ~ok;
 	rl->epoch = epoch;
 	rl->seq = 0;
 	rl->head = HDR_SIZE;
+	memset(rl->tab, 0, rl->tabsz * sizeof(*rl->tab));
+	rl->used = 0;
+	rl->nverified = 0;
+	rl->copies_bytes = 0;
 	rl->st.records = 0;
 	rl->st.unreplicated_bytes = 0;
 	pthread_mutex_unlock(&rl->lock);
 	return 0;
+}
+
+/* Bring stale journals to the current epoch (append_lock held). */
+static void heal_stale(struct ts_replog *rl)
+{
+	uint64_t stale, epoch;
+
+	pthread_mutex_lock(&rl->lock);
+	stale = rl->jstale;
+	epoch = rl->epoch;
+	pthread_mutex_unlock(&rl->lock);
+	for (unsigned i = 0; i < rl->o.njournals; i++) {
+		if (!(stale & (1ull << i)) || sb_write(rl->j[i], rl->o.group_uuid, epoch, rl->bs))
+			continue;
+		pthread_mutex_lock(&rl->lock);
+		rl->jstale &= ~(1ull << i);
+		pthread_mutex_unlock(&rl->lock);
+	}
 }
 
 /* Verify blocks snap[i..i+cnt) (consecutive in the volume and the journal). */
@@ -825,7 +867,9 @@ static int heal_run(struct ts_replog *rl, const struct ent *snap, uint64_t cnt, 
 		if (e && e->seq == snap[b].seq) {
 			if (!got || memcmp(ec + b * rl->bs, r, rl->bs) == 0) {
 				/* equal, or no intact replica left: the EC copy stands */
-				tab_del(rl, vb0 + b);
+				if (!e->verified)
+					rl->nverified++;
+				e->verified = 1;
 			} else {
 				(*mism)++;
 				rl->st.heal_mismatches++;
@@ -848,19 +892,22 @@ int ts_replog_heal(struct ts_replog *rl, ts_replog_read_fn rd, void *rd_ctx)
 
 	if (!rl || !rd)
 		return -EINVAL;
+	pthread_mutex_lock(&rl->append_lock);
+	heal_stale(rl);
+	pthread_mutex_unlock(&rl->append_lock);
 	pthread_mutex_lock(&rl->lock);
 	if (!rl->used && rl->head == HDR_SIZE) {
 		pthread_mutex_unlock(&rl->lock);
 		return 0; /* nothing to heal */
 	}
-	if (rl->used) {
-		snap = ts_malloc(rl->used * sizeof(*snap));
+	if (rl->used > rl->nverified) {
+		snap = ts_malloc((rl->used - rl->nverified) * sizeof(*snap));
 		if (!snap) {
 			pthread_mutex_unlock(&rl->lock);
 			return -ENOMEM;
 		}
 		for (uint64_t i = 0; i < rl->tabsz; i++)
-			if (rl->tab[i].blk)
+			if (rl->tab[i].blk && !rl->tab[i].verified)
 				snap[n++] = rl->tab[i];
 	}
 	rl->st.healing = 1;
@@ -895,7 +942,7 @@ int ts_replog_heal(struct ts_replog *rl, ts_replog_read_fn rd, void *rd_ctx)
 	if (rc == 0) {
 		pthread_mutex_lock(&rl->append_lock);
 		pthread_mutex_lock(&rl->lock);
-		empty = rl->used == 0;
+		empty = rl->used == rl->nverified; /* everything verified */
 		pthread_mutex_unlock(&rl->lock);
 		if (empty)
 			rc = reclaim(rl);
@@ -927,5 +974,6 @@ void ts_replog_stats(struct ts_replog *rl, struct ts_replog_stats *st)
 	st->used_bytes = rl->head;
 	st->capacity_bytes = rl->cap;
 	st->journals_out = rl->jout;
+	st->journals_stale = rl->jstale;
 	pthread_mutex_unlock(&rl->lock);
 }

@@ -104,13 +104,16 @@ int ts_replog_read(struct ts_replog *rl, uint64_t off, uint64_t len, void *buf);
 typedef int (*ts_replog_read_fn)(void *ctx, uint64_t off, uint64_t len, void *buf);
 
 /**
- * Heal: for every covered block, read the erasure-coded copy through \p rd
- * and compare it with the replica; then drop what was verified and, when
- * nothing is covered any more, reclaim the journal (new epoch on every
- * journal, append position back to the start). The caller guarantees every
- * group member is live and resynced. Appends may continue meanwhile; what
- * they add is left for the next heal. Returns 0, TS_ERR_CORRUPT when a block
- * differs (it stays covered; counted in heal_mismatches), or an IO error.
+ * Heal: for every covered block not yet verified, read the erasure-coded
+ * copy through \p rd and compare it with the replica; mark it verified.
+ * When every covered block is verified, reclaim the journal (new epoch on
+ * every journal, index emptied, append position back to the start).
+ * Verified blocks stay indexed until that reclaim succeeds, so writes to
+ * them keep appending tombstones (a reopen must not resurrect them). The
+ * caller guarantees every group member is live and resynced. Appends may
+ * continue meanwhile; what they add is left for the next heal. Returns 0,
+ * TS_ERR_CORRUPT when a block differs (it stays unverified; counted in
+ * heal_mismatches), or an IO error (e.g. a journal refused the reclaim).
  */
 int ts_replog_heal(struct ts_replog *rl, ts_replog_read_fn rd, void *rd_ctx);
 
@@ -141,6 +144,7 @@ struct ts_replog_stats {
 	uint64_t heals;               /**< completed heals (journal reclaimed) */
 	uint64_t heal_mismatches;     /**< blocks whose EC copy differed */
 	uint64_t journals_out;        /**< bitmask of journals marked out */
+	uint64_t journals_stale;      /**< bitmask of journals that missed a reclaim (no appends) */
 	int healing;
 };
 

@@ -328,6 +328,81 @@ Test(replog, heal_reports_a_replica_that_differs)
 	fx_fini(&f);
 }
 
+Test(replog, failed_reclaim_keeps_tombstoning_verified_blocks)
+{
+	struct fx f;
+	uint8_t buf[BS];
+
+	fx_init(&f, JSIZE);
+	node_down(&f, 0);
+	write_blocks(&f, 20, 4);
+	node_up(&f, 0);
+	/* no journal takes the reclaim: verified, but not reclaimed */
+	for (unsigned j = 0; j < 3; j++)
+		tm_set_mode(f.tj[j], TM_FAIL_WRITES);
+	cr_assert_neq(ts_replog_heal(f.rl, agrp_rd, f.g), 0);
+	cr_assert_eq(stats(&f).heals, 0);
+	cr_assert_eq(stats(&f).covered_bytes, 4 * BS);
+	cr_assert_eq(stats(&f).heal_done_bytes, 4 * BS);
+	for (unsigned j = 0; j < 3; j++)
+		tm_set_mode(f.tj[j], TM_OK);
+	ts_replog_retry_journals(f.rl);
+	/* a healthy overwrite of a verified block still tombstones it */
+	write_blocks(&f, 21, 1);
+	cr_assert_eq(stats(&f).covered_bytes, 3 * BS);
+	/* restart: the records come back, minus the tombstoned block */
+	{
+		struct ts_replog *old = f.rl;
+
+		cr_assert_eq(ts_replog_open(&f.ro, &f.rl), 0);
+		cr_assert_eq(stats(&f).covered_bytes, 3 * BS);
+		cr_assert_eq(ts_replog_read(f.rl, 21 * BS, BS, buf), -ENOENT);
+		ts_replog_close(f.rl);
+		f.rl = old;
+	}
+	cr_assert_eq(ts_replog_heal(f.rl, agrp_rd, f.g), 0);
+	cr_assert_eq(stats(&f).heals, 1);
+	cr_assert_eq(stats(&f).used_bytes, 4096);
+	fx_fini(&f);
+}
+
+Test(replog, reclaim_missed_by_one_journal_leaves_it_stale)
+{
+	struct fx f;
+	struct ts_replog *rl2;
+	struct ts_replog_stats st;
+
+	fx_init(&f, JSIZE);
+	node_down(&f, 0);
+	write_blocks(&f, 30, 2);
+	node_up(&f, 0);
+	tm_set_mode(f.tj[2], TM_FAIL_WRITES);
+	cr_assert_eq(ts_replog_heal(f.rl, agrp_rd, f.g), 0, "reclaimed on journals 0 and 1");
+	st = stats(&f);
+	cr_assert_eq(st.epoch, 2);
+	cr_assert_eq(st.covered_bytes, 0);
+	cr_assert_eq(st.journals_stale, 1u << 2);
+	/* the stale journal takes no appends: copies go to the others only */
+	tm_set_mode(f.tj[2], TM_OK);
+	node_down(&f, 1);
+	write_blocks(&f, 40, 1);
+	cr_assert_eq(stats(&f).last_copies, 1, "journal 0 only (1 is down, 2 stale)");
+	/* a reopen takes the newest epoch and finds the new record */
+	cr_assert_eq(ts_replog_open(&f.ro, &rl2), 0);
+	ts_replog_stats(rl2, &st);
+	cr_assert_eq(st.epoch, 2);
+	cr_assert_eq(st.covered_bytes, BS);
+	cr_assert_eq(st.journals_stale, 1u << 2);
+	ts_replog_close(rl2);
+	/* the next heal rewrites the stale superblock first */
+	node_up(&f, 1);
+	cr_assert_eq(ts_replog_heal(f.rl, agrp_rd, f.g), 0);
+	st = stats(&f);
+	cr_assert_eq(st.journals_stale, 0);
+	cr_assert_eq(st.epoch, 3);
+	fx_fini(&f);
+}
+
 Test(replog, full_journal_lets_writes_through)
 {
 	struct fx f;
