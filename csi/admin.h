@@ -14,7 +14,7 @@
  * cannot know (nodes, disks, array groups, pool usage) comes from the ops
  * table below, which whoever runs the data plane implements (csi/stack.c,
  * with the node and group view of `tessera dev` (csi/dev.c) or
- * `tessera controller` (csi/controller.c)).
+ * `tessera controller` (csi/controller_main.c)).
  *
  * THREAD SAFETY: the ops may be called from any gRPC worker thread at once;
  * an implementation must tolerate that. ts_csi_driver_set_admin() must be

@@ -12,8 +12,10 @@
 #  3. node 2 is kill -9ed: `agrp list -o json` must say degraded with 4 live
 #     members, and acknowledged writes must keep coming (the writer stops at
 #     its first failed command, so a live writer means no IO failed);
+#     the group must also count degraded stripes and replicated bytes;
 #  4. node 2 restarts: the maintenance loop must bring the group back to
-#     healthy with 6 live members while the writer runs;
+#     healthy with 6 live members while the writer runs, with no degraded
+#     stripe and no replicated byte left and at least one heal done;
 #  5. crash-verify reads every acknowledged block back (lost=0);
 #  6. the controller is stopped with SIGTERM (exit 0) and restarted on the
 #     same state dir and registry: same volume id and iscsi_url, every block
@@ -155,12 +157,21 @@ a1=$(acked)
 "$T" status >"$W/status.txt" || fail "status"
 grep -q "^group ${GROUP:0:8}:  degraded, " "$W/status.txt" || fail "status: $(cat "$W/status.txt")"
 grep -Eq "^$GROUP +4\+2 +degraded +4/6 " <("$T" agrp list) || fail "agrp list: $("$T" agrp list)"
-echo "degraded: acked while down $((a1 - a0)), $(jq -r .degraded_stripes <<<"$(group)") degraded stripes"
+g=$(group)
+# writes made during the outage: stripes out of date on node 2, and replicated on the live nodes
+jq -e '.degraded_stripes > 0 and .replicated_bytes > 0 and .heals == 0' <<<"$g" >/dev/null ||
+	fail "degraded group's counters: $g"
+echo "degraded: acked while down $((a1 - a0)), $(jq -r .degraded_stripes <<<"$g") degraded stripes," \
+	"$(jq -r .replicated_bytes <<<"$g") bytes replicated"
 
 # 4. node 2 returns
 start_node 2
 wait_state healthy 6 60
 writer_alive
+# healed: nothing out of date, the journal verified against EC and reclaimed
+g=$(group)
+jq -e '.degraded_stripes == 0 and .replicated_bytes == 0 and .heals >= 1 and
+	.heal_done_bytes == .heal_total_bytes' <<<"$g" >/dev/null || fail "healed group's counters: $g"
 echo "healthy again (states seen:$STATES), acked $(acked)"
 sleep 1
 
