@@ -44,6 +44,7 @@
 #include "csi/admin.h"
 #include "csi/stack.h"
 #include "dataplane/common/ts_common.h"
+#include "dataplane/ldm/ldm.h"
 #include "dataplane/node/cluster.h"
 #include "dataplane/node/registry.h"
 
@@ -235,16 +236,53 @@ static bool open_retryable(int rc)
 	       rc == TS_ERR_MEMBER_FAILED;
 }
 
+/* Registered nodes whose heartbeat is fresh. */
+static int live_node_count(struct ts_registry *reg, unsigned *live)
+{
+	struct ts_reg_node *nodes = ts_calloc(TS_REG_MAX_NODES, sizeof(*nodes));
+	uint64_t now = ts_registry_now_ms();
+	unsigned n = 0;
+	int rc;
+
+	if (!nodes)
+		return -ENOMEM;
+	rc = ts_registry_list_nodes(reg, nodes, TS_REG_MAX_NODES, &n);
+	*live = 0;
+	for (unsigned i = 0; rc == 0 && i < n; i++)
+		*live += nodes[i].heartbeat_ms + HEARTBEAT_MAX_AGE_MS >= now;
+	ts_free(nodes);
+	return rc;
+}
+
 /*
- * Open the cluster, retrying while nodes are missing. 0, 1 when a signal
- * asked to stop first, or the error.
+ * Open the cluster, retrying while nodes are missing: when the group is to
+ * be created, first until ceil((k+m)/m) nodes are live (at most m fragments
+ * per node), then while the open fails for a reason time can fix. 0, 1 when
+ * a signal asked to stop first, or the error.
  */
-static int open_cluster(struct ctl *c, const struct ts_cluster_opts *co, const sigset_t *sigs)
+static int open_cluster(struct ctl *c, const struct ts_cluster_opts *co, bool create,
+			const sigset_t *sigs)
 {
 	const struct timespec wait = { OPEN_RETRY_MS / 1000, (OPEN_RETRY_MS % 1000) * 1000000L };
+	unsigned need = (co->k + co->m + co->m - 1) / co->m, live, last_live = ~0u;
 	int rc, last = 0;
 
 	for (;;) {
+		if (create) {
+			rc = live_node_count(c->reg, &live);
+			if (rc < 0)
+				return rc;
+			if (live < need) {
+				if (live != last_live)
+					ts_log(TS_LOG_INFO, "controller",
+					       "waiting for nodes to create the group: live=%u need=%u",
+					       live, need);
+				last_live = live;
+				if (sigtimedwait(sigs, NULL, &wait) > 0)
+					return 1;
+				continue;
+			}
+		}
 		rc = ts_cluster_open(co, &c->cl);
 		if (rc == 0 || !open_retryable(rc))
 			return rc;
@@ -290,6 +328,7 @@ int ts_controller_main(int argc, char **argv)
 	struct ts_reg_group rec;
 	struct ctl c = { 0 };
 	struct ts_stack *stack = NULL;
+	bool create;
 	const char *regdir = NULL, *group = NULL, *state = NULL, *endpoint = NULL;
 	char sock[4200];
 	uint64_t v;
@@ -336,6 +375,11 @@ int ts_controller_main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (co.member_size % TS_LDM_BLOCK_SIZE) {
+		fprintf(stderr, "tessera controller: --member-size must be a multiple of %u bytes\n",
+			TS_LDM_BLOCK_SIZE);
+		return 2;
+	}
 	if (ts_uuid_parse(group, co.group_uuid) < 0) {
 		fprintf(stderr, "tessera controller: bad group uuid '%s'\n", group);
 		return 2;
@@ -376,9 +420,10 @@ int ts_controller_main(int argc, char **argv)
 		fprintf(stderr, "tessera controller: group record %s: %s\n", group, ts_strerror(rc));
 		goto out;
 	}
+	create = rc == -ENOENT;
 	co.reg = c.reg;
 	co.heartbeat_max_age_ms = HEARTBEAT_MAX_AGE_MS;
-	rc = open_cluster(&c, &co, &sigs);
+	rc = open_cluster(&c, &co, create, &sigs);
 	if (rc == 1) {
 		ts_log(TS_LOG_INFO, "controller", "stopped before the group came up");
 		rc = 0;

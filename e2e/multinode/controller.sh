@@ -4,7 +4,8 @@
 # 127.0.0.12-14 and the controller (portal 127.0.0.11) serving a 4+2 group
 # across them, all driven through the CLI and plain iSCSI initiators.
 #
-#  1. the controller creates the group from the registered nodes; the CLI
+#  1. the controller, started before the nodes, waits for them and creates
+#     the group from the registered nodes; the CLI
 #     creates a 64 MiB volume and iscsi-readcapacity16 sees its size at the
 #     iscsi_url it printed;
 #  2. crash-writer writes random 4 KiB blocks (WRITE(16) + SYNCHRONIZE
@@ -79,12 +80,14 @@ kill_node() { # $1: id, $2: signal
 	wait "${NP[$1]}" 2>/dev/null || true
 	unset "NP[$1]"
 }
-start_ctl() { # $1: run number
+spawn_ctl() { # $1: run number
 	: >"$W/ctl$1.out"
 	"$T" controller --registry "$W/registry" --group "$GROUP" --state-dir "$W/ctl" \
 		--portal "$PORTAL" --csi-endpoint "$TESSERA_ENDPOINT" --ec 4+2 --member-size 48Mi \
 		--io-timeout-ms 1000 >"$W/ctl$1.out" 2>>"$W/ctl.err" &
 	CP=$!
+}
+wait_ctl() { # $1: run number
 	for _ in $(seq 1 600); do
 		grep -q '^ready ' "$W/ctl$1.out" && break
 		kill -0 "$CP" 2>/dev/null || fail "tessera controller exited before ready"
@@ -93,6 +96,7 @@ start_ctl() { # $1: run number
 	grep -q "^ready csi=$TESSERA_ENDPOINT portal=$PORTAL\$" "$W/ctl$1.out" ||
 		fail "ready line: $(cat "$W/ctl$1.out")"
 }
+start_ctl() { spawn_ctl "$1"; wait_ctl "$1"; }
 stop_ctl() { # SIGTERM must end it with status 0
 	local rc=0
 	kill -TERM "$CP"
@@ -119,11 +123,16 @@ acked() { grep -c '^A' "$W/log" || true; }
 writer_alive() { kill -0 "$WP" 2>/dev/null || fail "crash-writer stopped (an IO failed): $(tail -2 "$W/log")"; }
 
 for i in 1 2 3; do truncate -s 256M "$W/node$i.disk"; done
+
+# 1. group + volume; the controller starts first and waits for the nodes
+spawn_ctl 1
+sleep 1
+kill -0 "$CP" 2>/dev/null || fail "tessera controller did not wait for the nodes"
+grep -q "waiting for nodes to create the group: live=0 need=3" "$W/ctl.err" ||
+	fail "no 'waiting for nodes' line"
 for i in 1 2 3; do start_node "$i"; done
 echo "nodes up on 127.0.0.12-14:$PORT"
-
-# 1. group + volume
-start_ctl 1
+wait_ctl 1
 wait_state healthy 6 10
 g=$(group)
 [ "$(jq -r '.k, .m, .uuid' <<<"$g" | tr '\n' ' ')" = "4 2 $GROUP " ] || fail "group: $g"
