@@ -65,7 +65,7 @@ static int parse_portal(const char *portal, char *addr, size_t addr_len, uint16_
 		return -EINVAL;
 	errno = 0;
 	p = strtoul(colon + 1, &end, 10);
-	if (errno || end == colon + 1 || p == 0 || p > 65535)
+	if (errno || end == colon + 1 || *end || p == 0 || p > 65535)
 		return -EINVAL;
 	memcpy(addr, portal, (size_t)(colon - portal));
 	addr[colon - portal] = '\0';
