@@ -419,7 +419,7 @@ static json_t *agrp_json(const struct ts_admin_agrp *g)
 			return NULL;
 		}
 	return json_pack("{s:s, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, "
-			 "s:o*}",
+			 "s:I, s:I, s:f, s:o*}",
 			 "uuid", g->uuid, "k", (json_int_t)g->k, "m", (json_int_t)g->m, "state",
 			 state, "live_members", (json_int_t)live, "generation",
 			 (json_int_t)g->generation, "size_bytes", (json_int_t)g->size_bytes,
@@ -428,7 +428,9 @@ static json_t *agrp_json(const struct ts_admin_agrp *g)
 			 (json_int_t)g->unreplicated_bytes, "heal_total_bytes",
 			 (json_int_t)g->heal_total_bytes, "heal_done_bytes",
 			 (json_int_t)g->heal_done_bytes, "heal_rate_mbps", g->heal_rate_mbps,
-			 "heals", (json_int_t)g->heals, "members", members);
+			 "heals", (json_int_t)g->heals, "rebuilds", (json_int_t)g->rebuilds,
+			 "rebuild_bytes", (json_int_t)g->rebuild_bytes, "rebuild_rate_mbps",
+			 g->rebuild_rate_mbps, "members", members);
 }
 
 static json_t *status_json(const struct ts_admin_status *st)

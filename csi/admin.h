@@ -61,7 +61,7 @@ struct ts_admin_agrp {
 	uint64_t size_bytes; /**< usable bytes */
 	struct ts_admin_slot slots[TS_ADMIN_MAX_SLOTS]; /**< k + m of them */
 	/**
-	 * "healthy", "degraded", "healing" or "failed"; "" lets the admin
+	 * "healthy", "degraded", "healing", "rebuilding" or "failed"; "" lets the admin
 	 * service derive it from the slots (all live: healthy, >= k: degraded,
 	 * else failed).
 	 */
@@ -73,6 +73,9 @@ struct ts_admin_agrp {
 	uint64_t heal_done_bytes;    /**< of which done */
 	double heal_rate_mbps;       /**< last heal's rate, MB/s (10^6 bytes) */
 	uint64_t heals;              /**< heals completed */
+	uint64_t rebuilds;           /**< lost members rebuilt onto new vdisks */
+	uint64_t rebuild_bytes;      /**< last rebuild: bytes reconstructed */
+	double rebuild_rate_mbps;    /**< last rebuild's rate, MB/s */
 };
 
 /** The thin-volume pool on the array group(s). */

@@ -505,7 +505,8 @@ static int render_status(json_t *resp, FILE *out)
 		char repl[32], unrepl[32], ht[32], hd[32];
 
 		if (!strcmp(jstr(x, "state"), "healthy") && !jint(x, "degraded_stripes") &&
-		    !jint(x, "replicated_bytes") && !jint(x, "unreplicated_bytes"))
+		    !jint(x, "replicated_bytes") && !jint(x, "unreplicated_bytes") &&
+		    !jint(x, "rebuilds"))
 			continue;
 		ts_cli_fmt_size(jint(x, "replicated_bytes"), repl, sizeof(repl));
 		ts_cli_fmt_size(jint(x, "unreplicated_bytes"), unrepl, sizeof(unrepl));
@@ -516,6 +517,9 @@ static int render_status(json_t *resp, FILE *out)
 			ts_cli_fmt_size(jint(x, "heal_total_bytes"), ht, sizeof(ht));
 			fprintf(out, ", heal %s of %s", hd, ht);
 		}
+		if (jint(x, "rebuilds"))
+			fprintf(out, ", %" PRIu64 " member%s rebuilt", jint(x, "rebuilds"),
+				jint(x, "rebuilds") == 1 ? "" : "s");
 		fputc('\n', out);
 	}
 	fprintf(out, "\n");

@@ -140,6 +140,9 @@ static int ctl_status(void *arg, struct ts_admin_status *out)
 	g->heal_done_bytes = st.heal_done_bytes;
 	g->heal_rate_mbps = (double)st.heal_rate_bps / 1e6;
 	g->heals = st.heals;
+	g->rebuilds = st.rebuilds;
+	g->rebuild_bytes = st.rebuild_bytes;
+	g->rebuild_rate_mbps = (double)st.rebuild_rate_bps / 1e6;
 	return 0;
 }
 

@@ -296,11 +296,14 @@ static const char *g_ctl_status =
 	"\"degraded_stripes\":0,\"replicated_bytes\":2097152,\"unreplicated_bytes\":0,"
 	"\"heal_total_bytes\":1048576,\"heal_done_bytes\":262144,\"heal_rate_mbps\":0.0,"
 	"\"heals\":2,\"members\":[]},"
-	"{\"uuid\":\"00000000-0000-0000-0000-000000000002\",\"k\":4,\"m\":2,"
+	"{\"uuid\":\"11111111-0000-0000-0000-000000000002\",\"k\":4,\"m\":2,"
 	"\"state\":\"healthy\",\"live_members\":6,\"generation\":1,\"size_bytes\":4194304,"
 	"\"degraded_stripes\":0,\"replicated_bytes\":0,\"unreplicated_bytes\":0,"
 	"\"heal_total_bytes\":0,\"heal_done_bytes\":0,\"heal_rate_mbps\":12.5,"
-	"\"heals\":3,\"members\":[]}],"
+	"\"heals\":3,\"members\":[]},"
+	"{\"uuid\":\"00000000-0000-0000-0000-000000000003\",\"k\":4,\"m\":2,"
+	"\"state\":\"rebuilding\",\"live_members\":5,\"generation\":2,\"size_bytes\":4194304,"
+	"\"degraded_stripes\":9,\"rebuilds\":1,\"members\":[]}],"
 	"\"volume_pool\":{\"total_bytes\":2097152,\"used_bytes\":0,\"free_bytes\":2097152,"
 	"\"volumes\":0}}";
 
@@ -316,18 +319,23 @@ Test(csi_cli, render_health)
 	free(out);
 	out = render(TS_CLI_AGRP_LIST, false, g_ctl_status, &rc);
 	cr_assert_eq(rc, 0);
-	cr_assert(strstr(out, "  4+2  healing  6/6   0                 2Mi         25%               9           4Mi"), "%s",
+	cr_assert(strstr(out, "  4+2  healing     6/6   0                 2Mi         25%               9           4Mi"), "%s",
 		  out);
-	cr_assert(strstr(out, "  4+2  healthy  6/6   0                 0B          3 done, 12.5MB/s  1           4Mi"),
+	cr_assert(strstr(out, "  4+2  healthy     6/6   0                 0B          3 done, 12.5MB/s  1           4Mi"),
+		  "%s", out);
+	cr_assert(strstr(out, "  4+2  rebuilding  5/6   9                 0B          -                 2   "),
 		  "%s", out);
 	free(out);
 	out = render(TS_CLI_STATUS, false, g_ctl_status, &rc);
 	cr_assert_eq(rc, 0);
-	cr_assert(strstr(out, "array groups: 2 (1 healthy)\n"), "%s", out);
+	cr_assert(strstr(out, "array groups: 3 (1 healthy)\n"), "%s", out);
+	cr_assert(strstr(out, "group 00000000:  rebuilding, 9 degraded stripes, 0B replicated, "
+			      "0B unreplicated, 1 member rebuilt\n"),
+		  "%s", out);
 	cr_assert(strstr(out, "group d4c1864d:  healing, 0 degraded stripes, 2Mi replicated, "
 			      "0B unreplicated, heal 256Ki of 1Mi\n"),
 		  "%s", out);
-	cr_assert_null(strstr(out, "group 00000000"), "%s", out);
+	cr_assert_null(strstr(out, "group 11111111"), "%s", out); /* healthy, nothing held: no line */
 	free(out);
 }
 
@@ -383,6 +391,8 @@ static int fake_status(void *ctx, struct ts_admin_status *out)
 	out->agrps[0].replicated_bytes = 3 << 20;
 	out->agrps[0].heal_rate_mbps = 1.5;
 	out->agrps[0].heals = 1;
+	out->agrps[0].rebuilds = 2;
+	out->agrps[0].rebuild_rate_mbps = 40.0;
 	/* a second group whose state the data plane names */
 	out->nagrps = 2;
 	strcpy(out->agrps[1].uuid, "00000000-0000-0000-0000-000000000002");
@@ -446,6 +456,9 @@ Test(csi_cli, admin_service)
 	cr_assert_eq(json_integer_value(json_object_get(g, "heal_total_bytes")), 0);
 	cr_assert_eq(json_integer_value(json_object_get(g, "heals")), 1);
 	cr_assert_float_eq(json_real_value(json_object_get(g, "heal_rate_mbps")), 1.5, 1e-9);
+	cr_assert_eq(json_integer_value(json_object_get(g, "rebuilds")), 2);
+	cr_assert_eq(json_integer_value(json_object_get(g, "rebuild_bytes")), 0);
+	cr_assert_float_eq(json_real_value(json_object_get(g, "rebuild_rate_mbps")), 40.0, 1e-9);
 	g = json_array_get(json_object_get(r, "array_groups"), 1);
 	cr_assert_str_eq(json_string_value(json_object_get(g, "state")), "healing");
 	{
