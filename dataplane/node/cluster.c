@@ -23,6 +23,7 @@
  */
 #include "dataplane/node/cluster.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -50,6 +51,7 @@ struct ts_cluster {
 	struct ts_replog *rl;     /* NULL: no journal (older record, or none reachable) */
 	int heal_err;             /* last heal result */
 	_Atomic int rebuilding;   /* a lost member is being rebuilt */
+	pthread_mutex_t grp_lock; /* c->grp writes (tick thread) vs ts_cluster_status readers */
 	uint64_t rebuilds, rebuild_bytes, rebuild_ns; /* last rebuild */
 };
 
@@ -219,6 +221,10 @@ static int cluster_create(struct ts_cluster *c)
 	/* at most m fragments per node: losing any one node must leave k */
 	for (unsigned i = 0; i < nn; i++)
 		places[i] = (struct ts_agrp_node){ .node_id = nodes[i].node_id, .slots = c->o.m };
+	if ((uint64_t)nn * c->o.m < c->n) {
+		rc = TS_ERR_NO_SPACE; /* too few live nodes for at most m fragments each */
+		goto out;
+	}
 	rc = ts_agrp_place(places, nn, c->n, where);
 	if (rc)
 		goto out;
@@ -344,6 +350,7 @@ int ts_cluster_open(const struct ts_cluster_opts *o, struct ts_cluster **out)
 	if (!c)
 		return -ENOMEM;
 	c->o = *o;
+	pthread_mutex_init(&c->grp_lock, NULL);
 	snprintf(c->chap_user, sizeof(c->chap_user), "%s", o->chap_user);
 	snprintf(c->chap_secret, sizeof(c->chap_secret), "%s", o->chap_secret);
 	if (o->local_node_id)
@@ -390,15 +397,22 @@ int ts_cluster_rejoin(struct ts_cluster *c)
 	unsigned nn = 0;
 	int joined = 0;
 
+	if (live == (1ull << c->n) - 1 || live_nodes(c, &nodes, &nn))
+		return 0;
 	for (unsigned s = 0; s < c->n; s++) {
+		uint32_t node = c->grp.slots[s].node_id;
+		int up = c->o.local_ldm && node == c->o.local_node_id;
+
 		if (live & (1ull << s))
 			continue;
-		if (!c->members[s]) {
-			if (!nodes && live_nodes(c, &nodes, &nn))
-				break;
-			if (slot_member(c, s, nodes, nn, &c->members[s]))
-				continue;
-		}
+		/* only members on nodes that heartbeat: a down node's member
+		 * would only time out (seconds per try) */
+		for (unsigned i = 0; i < nn && !up; i++)
+			up = nodes[i].node_id == node;
+		if (!up)
+			continue;
+		if (!c->members[s] && slot_member(c, s, nodes, nn, &c->members[s]))
+			continue;
 		if (ts_agrp_add_member(c->agrp, c->members[s]) == 0) {
 			ts_log(TS_LOG_INFO, "cluster", "member rejoined slot=%u node=%u", s,
 			       c->grp.slots[s].node_id);
@@ -433,25 +447,31 @@ static void device_read_done(void *arg, int status)
 	io->cb(io, status);
 }
 
+/* The group has no FUA: a FUA write is the write, then a flush (queued from
+ * the write's completion, so the submitter never waits). */
+static void device_fua_done(void *arg, int status)
+{
+	struct ts_member_io *io = arg;
+	struct ts_cluster *c = io->priv[0];
+
+	if (status == 0)
+		status = ts_agrp_flush(c->agrp, device_done, io);
+	if (status)
+		io->cb(io, status);
+}
+
 static int device_submit(void *ctx, struct ts_member_io *io)
 {
 	struct ts_cluster *c = ctx;
-	int rc;
 
 	switch (io->op) {
 	case TS_MEMBER_READ:
 		io->priv[0] = c;
 		return ts_agrp_read(c->agrp, io->offset, io->len, io->buf, device_read_done, io);
 	case TS_MEMBER_WRITE:
-		if (io->flags & TS_MEMBER_FUA) {
-			/* the group has no FUA: write, then flush, completing once */
-			rc = ts_agrp_write_sync(c->agrp, io->offset, io->len, io->buf);
-			if (rc == 0)
-				rc = ts_agrp_flush_sync(c->agrp);
-			io->cb(io, rc);
-			return 0;
-		}
-		return ts_agrp_write(c->agrp, io->offset, io->len, io->buf, device_done, io);
+		io->priv[0] = c;
+		return ts_agrp_write(c->agrp, io->offset, io->len, io->buf,
+				     (io->flags & TS_MEMBER_FUA) ? device_fua_done : device_done, io);
 	case TS_MEMBER_FLUSH:
 		return ts_agrp_flush(c->agrp, device_done, io);
 	default:
@@ -551,7 +571,9 @@ static int replace_lost(struct ts_cluster *c, unsigned s, const struct ts_reg_no
 	}
 	ts_member_destroy(c->members[s]);
 	c->members[s] = m;
+	pthread_mutex_lock(&c->grp_lock);
 	c->grp = g;
+	pthread_mutex_unlock(&c->grp_lock);
 	c->rebuilds++;
 	c->rebuild_bytes = ts_agrp_size(c->agrp) / c->grp.k;
 	c->rebuild_ns = ts_now_ns() - t0;
@@ -589,7 +611,9 @@ static int replace_lost_journal(struct ts_cluster *c, unsigned i, const struct t
 	}
 	c->retired[c->nretired++] = c->journals[i];
 	c->journals[i] = m;
+	pthread_mutex_lock(&c->grp_lock);
 	c->grp = g;
+	pthread_mutex_unlock(&c->grp_lock);
 	ts_log(TS_LOG_INFO, "cluster", "replica journal replaced node=%u", node);
 	return 0;
 }
@@ -661,8 +685,10 @@ void ts_cluster_status(struct ts_cluster *c, struct ts_cluster_status *st)
 	st->size = ts_agrp_size(c->agrp);
 	st->generation = ts_agrp_generation(c->agrp);
 	st->live_mask = ts_agrp_live_mask(c->agrp);
+	pthread_mutex_lock(&c->grp_lock);
 	for (unsigned s = 0; s < c->n; s++)
 		st->slot_node[s] = c->grp.slots[s].node_id;
+	pthread_mutex_unlock(&c->grp_lock);
 	ts_agrp_stats(c->agrp, &as);
 	st->degraded_stripes = as.ood_stripes;
 	if (c->rl) {
@@ -709,5 +735,6 @@ void ts_cluster_close(struct ts_cluster *c)
 		ts_member_destroy(c->journals[i]);
 	for (unsigned i = 0; i < c->nretired; i++)
 		ts_member_destroy(c->retired[i]);
+	pthread_mutex_destroy(&c->grp_lock);
 	ts_free(c);
 }
