@@ -53,6 +53,7 @@
 #define OPEN_RETRY_MS 1000
 
 struct ctl {
+	const struct ts_controller_cfg *cfg;
 	struct ts_registry *reg;
 	struct ts_cluster *cl;
 	/* maintenance thread */
@@ -117,7 +118,10 @@ static int ctl_status(void *arg, struct ts_admin_status *out)
 		an->up = nodes[i].heartbeat_ms + HEARTBEAT_MAX_AGE_MS >= now;
 		an->free_bytes = nodes[i].free_bytes;
 		snprintf(an->portal, sizeof(an->portal), "%s", nodes[i].portal);
-		/* disks and extents are the node's own business: extent_bytes 0 says unknown */
+		/* disks and extents are the node's own business (extent_bytes 0 says
+		 * unknown) unless the caller runs the nodes itself (tessera dev) */
+		if (c->cfg->node_detail)
+			c->cfg->node_detail(c->cfg->node_detail_arg, an);
 	}
 	ts_free(nodes);
 
@@ -309,6 +313,62 @@ static int parse_u64(const char *s, uint64_t *out, bool size)
 	return errno || end == s || *end || !*out ? -EINVAL : 0;
 }
 
+int ts_controller_serve(const struct ts_controller_cfg *cfg)
+{
+	struct ts_stack_opts so = { .name = cfg->name, .node_id = cfg->node_id,
+				    .portal = cfg->portal, .state_dir = cfg->state_dir,
+				    .csi_endpoint = cfg->csi_endpoint };
+	struct ts_cluster_opts co = cfg->co;
+	struct ts_cluster_status cst;
+	struct ctl c = { .cfg = cfg, .reg = cfg->reg };
+	struct ts_stack *stack = NULL;
+	char group[37];
+	int sig, rc;
+
+	ts_uuid_format(co.group_uuid, group);
+	co.reg = c.reg;
+	if (!co.heartbeat_max_age_ms)
+		co.heartbeat_max_age_ms = HEARTBEAT_MAX_AGE_MS;
+	rc = open_cluster(&c, &co, cfg->create, cfg->sigs);
+	if (rc == 1) {
+		ts_log(TS_LOG_INFO, cfg->name, "stopped before the group came up");
+		return 0;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "tessera %s: group %s: %s\n", cfg->name, group, ts_strerror(rc));
+		return 1;
+	}
+	rc = maint_start(&c);
+	if (rc < 0) {
+		fprintf(stderr, "tessera %s: maintenance thread: %s\n", cfg->name, ts_strerror(rc));
+		goto out;
+	}
+	ts_cluster_status(c.cl, &cst);
+	so.device = ts_cluster_device(c.cl);
+	memcpy(so.group_uuid, cst.group_uuid, 16);
+	so.k = cst.k;
+	so.m = cst.m;
+	so.probe = ctl_probe;
+	so.probe_arg = &c;
+	so.status = ctl_status;
+	so.status_arg = &c;
+	rc = ts_stack_start(&so, &stack);
+	if (rc < 0)
+		goto out; /* the stack said which layer failed */
+	ts_log(TS_LOG_INFO, cfg->name, "serving group=%s ec=%u+%u size=%llu state=%s", group,
+	       cst.k, cst.m, (unsigned long long)cst.size, cst.state);
+	printf("ready csi=%s portal=%s\n", cfg->csi_endpoint, cfg->portal);
+	fflush(stdout);
+	sigwait(cfg->sigs, &sig);
+	ts_log(TS_LOG_INFO, cfg->name, "signal %d, shutting down", sig);
+	rc = 0;
+out:
+	ts_stack_stop(stack);
+	maint_stop(&c);
+	ts_cluster_close(c.cl);
+	return rc < 0 ? 1 : rc;
+}
+
 int ts_controller_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -325,30 +385,28 @@ int ts_controller_main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct ts_cluster_opts co = { .k = 4, .m = 2 };
-	struct ts_stack_opts so = { .name = "controller", .node_id = "tessera-controller" };
-	struct ts_cluster_status cst;
+	struct ts_controller_cfg cfg = { .name = "controller", .node_id = "tessera-controller" };
+	struct ts_cluster_opts *co = &cfg.co;
 	struct ts_reg_group rec;
-	struct ctl c = { 0 };
-	struct ts_stack *stack = NULL;
-	bool create;
-	const char *regdir = NULL, *group = NULL, *state = NULL, *endpoint = NULL;
+	const char *regdir = NULL, *group = NULL, *endpoint = NULL;
 	char sock[4200];
 	uint64_t v;
 	sigset_t sigs;
-	int opt, sig, rc;
+	int opt, rc;
 
+	co->k = 4;
+	co->m = 2;
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'r': regdir = optarg; break;
 		case 'g': group = optarg; break;
-		case 's': state = optarg; break;
-		case 'p': so.portal = optarg; break;
+		case 's': cfg.state_dir = optarg; break;
+		case 'p': cfg.portal = optarg; break;
 		case 'c': endpoint = optarg; break;
-		case 'i': so.node_id = optarg; break;
+		case 'i': cfg.node_id = optarg; break;
 		case 'e':
-			if (ts_stack_parse_ec(optarg, &co.k, &co.m) < 0) {
+			if (ts_stack_parse_ec(optarg, &co->k, &co->m) < 0) {
 				fprintf(stderr, "tessera controller: bad erasure code '%s' (want K+M)\n",
 					optarg);
 				return 2;
@@ -356,7 +414,7 @@ int ts_controller_main(int argc, char **argv)
 			break;
 		case 'M':
 		case 'J':
-			if (parse_u64(optarg, opt == 'M' ? &co.member_size : &co.journal_size, true)) {
+			if (parse_u64(optarg, opt == 'M' ? &co->member_size : &co->journal_size, true)) {
 				fprintf(stderr, "tessera controller: bad size '%s'\n", optarg);
 				return 2;
 			}
@@ -366,32 +424,34 @@ int ts_controller_main(int argc, char **argv)
 				fprintf(stderr, "tessera controller: bad --io-timeout-ms '%s'\n", optarg);
 				return 2;
 			}
-			co.io_timeout_ms = (uint32_t)v;
+			co->io_timeout_ms = (uint32_t)v;
 			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
-	if (optind != argc || !regdir || !group || !state || !so.portal) {
+	if (optind != argc || !regdir || !group || !cfg.state_dir || !cfg.portal) {
 		fprintf(stderr, "tessera controller: --registry, --group, --state-dir and --portal "
 				"are required\n");
 		usage(stderr);
 		return 2;
 	}
-	if (co.member_size % TS_LDM_BLOCK_SIZE) {
+	if (co->member_size % TS_LDM_BLOCK_SIZE) {
 		fprintf(stderr, "tessera controller: --member-size must be a multiple of %u bytes\n",
 			TS_LDM_BLOCK_SIZE);
 		return 2;
 	}
-	if (ts_uuid_parse(group, co.group_uuid) < 0) {
+	if (ts_uuid_parse(group, co->group_uuid) < 0) {
 		fprintf(stderr, "tessera controller: bad group uuid '%s'\n", group);
 		return 2;
 	}
-	if (ts_stack_check_opts("controller", so.portal, state, &endpoint, sock, sizeof(sock)) < 0)
+	if (ts_stack_check_opts("controller", cfg.portal, cfg.state_dir, &endpoint, sock,
+				sizeof(sock)) < 0)
 		return 2;
-	co.chap_user = getenv("TESSERA_CHAP_USER");
-	co.chap_secret = getenv("TESSERA_CHAP_SECRET");
-	if (!co.chap_user || !co.chap_user[0] || !co.chap_secret || !co.chap_secret[0]) {
+	cfg.csi_endpoint = endpoint;
+	co->chap_user = getenv("TESSERA_CHAP_USER");
+	co->chap_secret = getenv("TESSERA_CHAP_SECRET");
+	if (!co->chap_user || !co->chap_user[0] || !co->chap_secret || !co->chap_secret[0]) {
 		fprintf(stderr, "tessera controller: set TESSERA_CHAP_USER and TESSERA_CHAP_SECRET "
 				"(the nodes' CHAP credential)\n");
 		return 2;
@@ -400,72 +460,34 @@ int ts_controller_main(int argc, char **argv)
 	/* Before any thread exists: TERM/INT are taken by sigwait, SIGPIPE never kills. */
 	signal(SIGPIPE, SIG_IGN);
 	ts_stack_block_signals(&sigs);
+	cfg.sigs = &sigs;
 
-	rc = ts_mkdir_p(state);
+	rc = ts_mkdir_p(cfg.state_dir);
 	if (rc < 0) {
-		fprintf(stderr, "tessera controller: cannot create %s: %s\n", state, ts_strerror(rc));
+		fprintf(stderr, "tessera controller: cannot create %s: %s\n", cfg.state_dir,
+			ts_strerror(rc));
 		return 1;
 	}
-	rc = ts_registry_dir_open(regdir, &c.reg);
+	rc = ts_registry_dir_open(regdir, &cfg.reg);
 	if (rc < 0) {
 		fprintf(stderr, "tessera controller: registry %s: %s\n", regdir, ts_strerror(rc));
 		return 1;
 	}
 	/* A group that does not exist yet is created: that needs its member size. */
-	rc = ts_registry_get_group(c.reg, co.group_uuid, &rec);
-	if (rc == -ENOENT && !co.member_size) {
+	rc = ts_registry_get_group(cfg.reg, co->group_uuid, &rec);
+	if (rc == -ENOENT && !co->member_size) {
 		fprintf(stderr, "tessera controller: group %s does not exist yet; creating it needs "
 				"--member-size\n", group);
-		ts_registry_close(c.reg);
+		ts_registry_close(cfg.reg);
 		return 2;
 	}
 	if (rc < 0 && rc != -ENOENT) {
 		fprintf(stderr, "tessera controller: group record %s: %s\n", group, ts_strerror(rc));
-		goto out;
+		ts_registry_close(cfg.reg);
+		return 1;
 	}
-	create = rc == -ENOENT;
-	co.reg = c.reg;
-	co.heartbeat_max_age_ms = HEARTBEAT_MAX_AGE_MS;
-	rc = open_cluster(&c, &co, create, &sigs);
-	if (rc == 1) {
-		ts_log(TS_LOG_INFO, "controller", "stopped before the group came up");
-		rc = 0;
-		goto out;
-	}
-	if (rc < 0) {
-		fprintf(stderr, "tessera controller: group %s: %s\n", group, ts_strerror(rc));
-		goto out;
-	}
-	rc = maint_start(&c);
-	if (rc < 0) {
-		fprintf(stderr, "tessera controller: maintenance thread: %s\n", ts_strerror(rc));
-		goto out;
-	}
-	ts_cluster_status(c.cl, &cst);
-	so.device = ts_cluster_device(c.cl);
-	so.state_dir = state;
-	so.csi_endpoint = endpoint;
-	memcpy(so.group_uuid, cst.group_uuid, 16);
-	so.k = cst.k;
-	so.m = cst.m;
-	so.probe = ctl_probe;
-	so.probe_arg = &c;
-	so.status = ctl_status;
-	so.status_arg = &c;
-	rc = ts_stack_start(&so, &stack);
-	if (rc < 0)
-		goto out; /* the stack said which layer failed */
-	ts_log(TS_LOG_INFO, "controller", "serving group=%s ec=%u+%u size=%llu state=%s", group,
-	       cst.k, cst.m, (unsigned long long)cst.size, cst.state);
-	printf("ready csi=%s portal=%s\n", endpoint, so.portal);
-	fflush(stdout);
-	sigwait(&sigs, &sig);
-	ts_log(TS_LOG_INFO, "controller", "signal %d, shutting down", sig);
-	rc = 0;
-out:
-	ts_stack_stop(stack);
-	maint_stop(&c);
-	ts_cluster_close(c.cl);
-	ts_registry_close(c.reg);
-	return rc < 0 ? 1 : rc;
+	cfg.create = rc == -ENOENT;
+	rc = ts_controller_serve(&cfg);
+	ts_registry_close(cfg.reg);
+	return rc;
 }
