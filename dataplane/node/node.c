@@ -276,6 +276,16 @@ fail:
 	return rc;
 }
 
+void ts_node_stats(struct ts_node *n, struct ts_node_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->disks = ts_pem_disk_count(n->pem);
+	for (uint32_t d = 0; d < st->disks; d++)
+		st->extents += ts_pem_disk_extents(n->pem, d);
+	st->free_extents = ts_pem_free_extents(n->pem);
+	st->extent_size = ts_pem_extent_size(n->pem);
+}
+
 void ts_node_stop(struct ts_node *n)
 {
 	if (!n)

@@ -50,6 +50,15 @@ struct ts_node;
  */
 int ts_node_start(const struct ts_node_opts *opts, struct ts_node **out);
 
+/** What a node's disks hold (for status displays). */
+struct ts_node_stats {
+	uint32_t disks;
+	uint64_t extents, free_extents, extent_size;
+};
+
+/** Fill *\p st. Callable while the node runs. */
+void ts_node_stats(struct ts_node *n, struct ts_node_stats *st);
+
 /** Stop serving (drops peers' sessions), close the disks. NULL: no-op. */
 void ts_node_stop(struct ts_node *n);
 

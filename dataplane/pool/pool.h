@@ -5,8 +5,9 @@
  * disk files, and one erasure-coded array group whose members are LDM
  * virtual disks spread over the nodes (ts_agrp_place()).
  *
- * This is the embedded default's data plane (`tessera dev`): all nodes live
- * in one process, each with its own disk files under
+ * A test and bench vehicle (the unit suites of the volume and CSI layers):
+ * all nodes live in one process, members are reached directly (no iSCSI),
+ * each node with its own disk files under
  * `<state_dir>/node<N>/disk<D>.img`. The multi-node build replaces the local
  * members of remote nodes with user-mode iSCSI members; nothing above the
  * member interface changes.
