@@ -352,7 +352,25 @@ int ts_controller_serve(const struct ts_controller_cfg *cfg)
 	so.probe_arg = &c;
 	so.status = ctl_status;
 	so.status_arg = &c;
-	rc = ts_stack_start(&so, &stack);
+	for (;;) {
+		const struct timespec wait = { OPEN_RETRY_MS / 1000, (OPEN_RETRY_MS % 1000) * 1000000L };
+
+		rc = ts_stack_start(&so, &stack);
+		ts_cluster_status(c.cl, &cst);
+		/* Restarted while degraded with writes in flight: regions the group
+		 * cannot vouch for (the degraded write hole, docs/ec-layout.md) may
+		 * keep the volume pool unreadable until the missing members are
+		 * back and resynced, which the maintenance thread does. Wait for
+		 * that instead of exiting. */
+		if (rc != -EIO || !strcmp(cst.state, "healthy"))
+			break;
+		ts_log(TS_LOG_WARN, cfg->name,
+		       "volume pool unreadable while the group is %s; waiting for members", cst.state);
+		if (sigtimedwait(cfg->sigs, NULL, &wait) > 0) {
+			rc = 0;
+			goto out;
+		}
+	}
 	if (rc < 0)
 		goto out; /* the stack said which layer failed */
 	ts_log(TS_LOG_INFO, cfg->name, "serving group=%s ec=%u+%u size=%llu state=%s", group,
