@@ -39,16 +39,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include "dataplane/agrp/agrp.h"
 #include "dataplane/common/ts_common.h"
 #include "dataplane/node/cluster.h"
 #include "dataplane/node/registry.h"
+#include "e2e/multinode/nodes.h"
 
 #define NNODES 3
 #define BLK (64u * 1024u)
@@ -146,40 +144,20 @@ static bool check_block(const uint8_t *buf, uint32_t b)
 
 static pid_t start_node(unsigned id)
 {
-	char idb[8], addr[16], port[8], disk[512], reg[512], log[512];
-	pid_t pid;
+	char addr[16], disk[512], reg[512], log[512], ns[32];
+	struct mn_node_spec spec = { .bin = g_bin, .id = id, .cluster = g_cluster, .addr = addr,
+				     .port = g_port, .registry = reg, .disk = disk,
+				     .extent_size = 1u << 20, .heartbeat_ms = 200, .log = log,
+				     .chap_user = USER, .chap_secret = SECRET };
 
-	snprintf(idb, sizeof(idb), "%u", id);
 	node_addr(id, addr, sizeof(addr));
-	snprintf(port, sizeof(port), "%u", g_port);
 	snprintf(disk, sizeof(disk), "%s/node%u.disk", g_work, id);
 	snprintf(reg, sizeof(reg), "%s/registry", g_work);
 	snprintf(log, sizeof(log), "%s/node%u.log", g_work, id);
-	pid = fork();
-	if (pid == 0) {
-		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-			close(fd);
-		}
-		setenv("TESSERA_CHAP_USER", USER, 1);
-		setenv("TESSERA_CHAP_SECRET", SECRET, 1);
-		char ns[32];
-
-		snprintf(ns, sizeof(ns), "tsmn%un%u", g_tag, id);
-		if (g_netns)
-			execlp("ip", "ip", "netns", "exec", ns, g_bin, "node", "--id", idb, "--cluster",
-			       g_cluster, "--addr", addr, "--port", port, "--registry", reg, "--disk", disk,
-			       "--extent-size", "1048576", "--heartbeat-ms", "200", (char *)NULL);
-		execl(g_bin, g_bin, "node", "--id", idb, "--cluster", g_cluster, "--addr", addr,
-		      "--port", port, "--registry",
-		      reg, "--disk", disk, "--extent-size", "1048576", "--heartbeat-ms", "200",
-		      (char *)NULL);
-		_exit(127);
-	}
-	return pid;
+	snprintf(ns, sizeof(ns), "tsmn%un%u", g_tag, id);
+	if (g_netns)
+		spec.netns = ns;
+	return mn_spawn_node(&spec);
 }
 
 static void kill_node(unsigned id, int sig)
@@ -189,25 +167,6 @@ static void kill_node(unsigned id, int sig)
 		waitpid(g_pid[id], NULL, 0);
 		g_pid[id] = 0;
 	}
-}
-
-static bool wait_nodes(struct ts_registry *reg, unsigned want, uint64_t since_ms)
-{
-	struct ts_reg_node *nodes = calloc(TS_REG_MAX_NODES, sizeof(*nodes));
-	bool ok = false;
-
-	for (int i = 0; i < 200 && !ok; i++) { /* <= 20 s */
-		unsigned n = 0, live = 0;
-
-		if (ts_registry_list_nodes(reg, nodes, TS_REG_MAX_NODES, &n) == 0)
-			for (unsigned j = 0; j < n; j++)
-				live += nodes[j].heartbeat_ms > since_ms;
-		ok = live >= want;
-		if (!ok)
-			usleep(100000);
-	}
-	free(nodes);
-	return ok;
 }
 
 static int write_block(uint8_t *buf, uint32_t b)
@@ -260,20 +219,6 @@ static void *writer(void *arg)
 	return NULL;
 }
 
-static bool loopback_ok(void)
-{
-	/* 127.0.0.2+ must be bindable (Linux routes all of 127/8 to lo). */
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	bool ok;
-
-	inet_pton(AF_INET, "127.0.0.3", &sa.sin_addr);
-	ok = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	if (fd >= 0)
-		close(fd);
-	return ok;
-}
-
 int main(int argc, char **argv)
 {
 	struct ts_cluster_opts co = { 0 };
@@ -307,7 +252,7 @@ int main(int argc, char **argv)
 			printf("skip: cannot create network namespaces\n");
 			return 77;
 		}
-	} else if (!loopback_ok()) {
+	} else if (!mn_addr_bindable("127.0.0.3")) {
 		printf("skip: cannot bind 127.0.0.3\n");
 		return 77;
 	}
@@ -336,7 +281,7 @@ int main(int argc, char **argv)
 	t0 = ts_registry_now_ms();
 	for (unsigned i = 1; i <= NNODES; i++)
 		g_pid[i] = start_node(i);
-	if (!wait_nodes(reg, NNODES, t0)) {
+	if (!mn_wait_nodes(reg, 0, NNODES, t0)) {
 		fprintf(stderr, "nodes did not register\n");
 		ok = false;
 		goto out;
@@ -421,7 +366,7 @@ int main(int argc, char **argv)
 	}
 	t0 = ts_registry_now_ms();
 	g_pid[2] = start_node(2);
-	if (!wait_nodes(reg, NNODES, t0))
+	if (!mn_wait_nodes(reg, 0, NNODES, t0))
 		fprintf(stderr, "node 2 did not come back\n");
 	/* 3. rejoin (resync) while the load runs */
 	for (int i = 0; i < 100 && ts_agrp_live_mask(g_grp) != 0x3f; i++) {
