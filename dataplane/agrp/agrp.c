@@ -1830,9 +1830,10 @@ int ts_agrp_create(struct ts_member *const *members, unsigned n, unsigned k, uns
 		g->slot[i].live = 1;
 		/* zero bitmaps; all-zero data has all-zero parity: unmap the data area */
 		rc = bm_io_member(g, members[i], TS_MEMBER_WRITE, NULL);
-		if (!rc)
-			rc = ts_member_rw_sync(members[i], TS_MEMBER_UNMAP, 0, g->data_off,
-					       g->nstripes * g->chunk, NULL);
+		/* in pieces: a member may bound one IO (remote members: 1 GiB) */
+		for (uint64_t o = 0, len = g->nstripes * g->chunk; !rc && o < len; o += 256ull << 20)
+			rc = ts_member_rw_sync(members[i], TS_MEMBER_UNMAP, 0, g->data_off + o,
+					       TS_MIN(len - o, 256ull << 20), NULL);
 		if (!rc)
 			rc = ts_member_rw_sync(members[i], TS_MEMBER_FLUSH, 0, 0, 0, NULL);
 	}

@@ -56,6 +56,8 @@ struct ts_cluster {
 };
 
 static int device_open(struct ts_cluster *c);
+static int vdisk_present(struct ts_cluster *c, uint32_t node, const uint8_t vd[16],
+			 const struct ts_reg_node *nodes, unsigned nn);
 
 /* Live node records (heartbeat within max age). Caller frees *out. */
 static int live_nodes(struct ts_cluster *c, struct ts_reg_node **out, unsigned *cnt)
@@ -409,7 +411,8 @@ int ts_cluster_rejoin(struct ts_cluster *c)
 		 * would only time out (seconds per try) */
 		for (unsigned i = 0; i < nn && !up; i++)
 			up = nodes[i].node_id == node;
-		if (!up)
+		/* a vdisk gone from its node is rebuilt, not offered back */
+		if (!up || vdisk_present(c, node, c->grp.slots[s].vdisk, nodes, nn) == 0)
 			continue;
 		if (!c->members[s] && slot_member(c, s, nodes, nn, &c->members[s]))
 			continue;

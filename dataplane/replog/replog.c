@@ -57,6 +57,7 @@ struct ent {
 	uint64_t blk;  /* volume block + 1; 0 = empty */
 	uint64_t seq;
 	uint64_t jpos; /* journal byte offset of this block's copy */
+	uint64_t jmask; /* journals that took the record */
 	uint32_t crc;
 	uint16_t copies;
 	uint16_t verified; /* equal to the EC copy at the last heal: kept (so
@@ -435,7 +436,8 @@ static int append_one(struct ts_replog *rl, uint64_t targets, uint32_t kind, uin
 			} else {
 				struct ent e = { .blk = blk + 1, .seq = seq,
 						 .jpos = pos + HDR_SIZE + b * rl->bs,
-						 .crc = crcs[b], .copies = (uint16_t)*copies };
+						 .crc = crcs[b], .copies = (uint16_t)*copies,
+						 .jmask = ok };
 
 				rc = tab_put(rl, &e);
 			}
@@ -553,13 +555,18 @@ int ts_replog_read(struct ts_replog *rl, uint64_t off, uint64_t len, void *buf)
 		pthread_mutex_unlock(&rl->lock);
 		if (!p)
 			return -ENOENT;
-		for (unsigned i = 0; i < rl->o.njournals && !got; i++) {
-			uint8_t *dst = out + b * rl->bs;
+		/* the journals that took the record first, then the others */
+		for (unsigned pass = 0; pass < 2 && !got; pass++)
+			for (unsigned i = 0; i < rl->o.njournals && !got; i++) {
+				uint8_t *dst = out + b * rl->bs;
+				int holds = (int)(e.jmask >> i & 1);
 
-			if (ts_member_rw_sync(jget(rl, i), TS_MEMBER_READ, 0, e.jpos, rl->bs, dst) == 0 &&
-			    crc32c(dst, rl->bs) == e.crc)
-				got = 1;
-		}
+				if (pass == 0 ? !holds : holds)
+					continue;
+				got = ts_member_rw_sync(jget(rl, i), TS_MEMBER_READ, 0, e.jpos, rl->bs,
+							dst) == 0 &&
+				      crc32c(dst, rl->bs) == e.crc;
+			}
 		if (!got)
 			return -EIO;
 	}
@@ -603,7 +610,7 @@ static int scan(struct ts_replog *rl)
 		return -ENOMEM;
 	rl->head = HDR_SIZE;
 	for (;;) {
-		struct rec_hdr h;
+		struct rec_hdr h = { 0 };
 		uint64_t have, bytes;
 
 		if (rl->head + HDR_SIZE > rl->cap || scan_at(rl, rl->head, blk, &h, &have))
@@ -630,7 +637,8 @@ static int scan(struct ts_replog *rl)
 				struct ent e = { .blk = vb + 1, .seq = h.seq,
 						 .jpos = rl->head + HDR_SIZE + b * rl->bs,
 						 .crc = crcs[b],
-						 .copies = (uint16_t)__builtin_popcountll(have) };
+						 .copies = (uint16_t)__builtin_popcountll(have),
+						 .jmask = have };
 
 				rc = tab_put(rl, &e);
 			}
@@ -847,7 +855,8 @@ static int heal_run(struct ts_replog *rl, const struct ent *snap, uint64_t cnt, 
 	/* one read of the run from the first journal that answers; blocks whose
 	 * CRC fails there are retried on the other journals one by one */
 	for (unsigned j = 0; j < rl->o.njournals; j++)
-		if (ts_member_rw_sync(jget(rl, j), TS_MEMBER_READ, 0, snap[0].jpos, bytes, rep) == 0) {
+		if ((snap[0].jmask >> j & 1) &&
+		    ts_member_rw_sync(jget(rl, j), TS_MEMBER_READ, 0, snap[0].jpos, bytes, rep) == 0) {
 			readable = 1;
 			break;
 		}
