@@ -1420,18 +1420,6 @@ static int bm_io_member(struct ts_agrp *g, struct ts_member *mem, enum ts_member
 }
 
 /* Clear one bit durably on the live members. */
-static void bm_clear_bit(struct ts_agrp *g, unsigned which, uint64_t r)
-{
-	uint64_t live = live_mask(g), bad;
-	struct bm_dirty d = { which, r / 8 / AGRP_BM_BLOCK };
-
-	pthread_mutex_lock(&g->bm_lock);
-	bit_set(g->bm[which], r, 0);
-	bad = bm_persist_locked(g, live, &d, 1);
-	pthread_mutex_unlock(&g->bm_lock);
-	fail_mask(g, bad, -EIO);
-}
-
 static int bm_test(struct ts_agrp *g, unsigned which, uint64_t r)
 {
 	int v;
@@ -1450,31 +1438,23 @@ static uint64_t region_last(const struct ts_agrp *g, uint64_t r)
 #define RB_STRIPES 32u /* stripes rebuilt per batch: one IO per member of 32 chunks */
 
 /*
- * Rebuild slot \p sl's chunks of region r onto its (not live) member.
- * Stripe s is chunk s of every member, so a batch of consecutive stripes is
- * one contiguous range on each member: read it from k live members at once
- * (one IO each), decode every stripe of the batch in memory, write the
- * rebuilt chunks with one IO, and flush once per region before the caller
- * clears the region's out-of-date bit. \p rb holds n * RB_STRIPES chunks.
+ * Rebuild slot \p sl's chunks of stripes [s, s+cnt) (cnt <= RB_STRIPES) onto
+ * its (not live) member, without FUA. Stripe s is chunk s of every member,
+ * so the run is one contiguous range on each member: read it from k live
+ * members at once (one IO each), decode every stripe in memory, write the
+ * rebuilt chunks with one IO. \p rb holds n * RB_STRIPES chunks.
  */
-static int rebuild_region(struct ts_agrp *g, struct scratch *sc, uint8_t *rb, unsigned sl,
-			  uint64_t r)
+static int rebuild_stripes(struct ts_agrp *g, struct scratch *sc, uint8_t *rb, unsigned sl,
+			   uint64_t s, uint64_t cnt)
 {
 	const size_t span = (size_t)RB_STRIPES * g->chunk;
-	uint64_t s1 = region_last(g, r);
-	unsigned attempts = 0;
-	int rc = 0;
 
-	if (bm_test(g, ~0u, r))
-		ts_log(TS_LOG_WARN, "agrp",
-		       "rebuilding from a region dirty at a degraded assembly slot=%u region=%llu",
-		       sl, (unsigned long long)r);
-	for (uint64_t s = r * g->region_stripes; s <= s1 && rc == 0;) {
-		uint64_t cnt = TS_MIN((uint64_t)RB_STRIPES, s1 - s + 1);
+	for (unsigned attempt = 0; attempt <= g->n; attempt++) {
 		uint64_t live = live_mask(g) & ~(1ull << sl), src = 0;
 		struct mio x[MAXN];
 		struct batch b;
 		unsigned nsrc = 0, bad = 0;
+		int rc = 0;
 
 		for (unsigned i = 0; i < g->n && nsrc < g->k; i++)
 			if (live & (1ull << i)) {
@@ -1494,11 +1474,8 @@ static int rebuild_region(struct ts_agrp *g, struct scratch *sc, uint8_t *rb, un
 				member_fail(g, x[j].slot, x[j].status);
 				bad = 1;
 			}
-		if (bad) {
-			if (++attempts > g->n)
-				return TS_ERR_DEGRADED;
+		if (bad)
 			continue; /* again with the members still live */
-		}
 		for (uint64_t j = 0; j < cnt && rc == 0; j++) {
 			uint8_t *frags[MAXN];
 			uint64_t missing = 0;
@@ -1519,11 +1496,69 @@ static int rebuild_region(struct ts_agrp *g, struct scratch *sc, uint8_t *rb, un
 		if (rc == 0)
 			rc = ts_member_rw_sync(g->slot[sl].m, TS_MEMBER_WRITE, 0, moff(g, s, 0),
 					       cnt * g->chunk, rb + sl * span);
-		s += cnt;
+		return rc;
 	}
-	if (rc == 0)
-		rc = ts_member_rw_sync(g->slot[sl].m, TS_MEMBER_FLUSH, 0, 0, 0, NULL);
-	return rc;
+	return TS_ERR_DEGRADED;
+}
+
+/*
+ * Rebuild slot \p sl's out-of-date regions among [r0, r1] (the caller holds
+ * their stripes' range lock): runs of consecutive out-of-date stripes in
+ * batches, one flush of the member, then the regions' bits are cleared with
+ * one bitmap write. Regions are one stripe on members below 64 GiB, so
+ * batching across regions is what makes a rebuild stream.
+ */
+static int rebuild_span(struct ts_agrp *g, struct scratch *sc, uint8_t *rb, unsigned sl,
+			uint64_t r0, uint64_t r1)
+{
+	uint64_t run0 = 0, runlen = 0, nbits = 0;
+	struct bm_dirty d[2];
+	uint64_t live, bad;
+	unsigned nd = 0;
+	int rc = 0;
+
+	for (uint64_t r = r0; r <= r1 + 1 && rc == 0; r++) {
+		int ood = r <= r1 && bm_test(g, 1 + sl, r);
+
+		if (ood && bm_test(g, ~0u, r))
+			ts_log(TS_LOG_WARN, "agrp",
+			       "rebuilding from a region dirty at a degraded assembly slot=%u region=%llu",
+			       sl, (unsigned long long)r);
+		if (ood && runlen && run0 + runlen == r * g->region_stripes) {
+			runlen = region_last(g, r) + 1 - run0; /* extends the run */
+		} else {
+			/* flush the run so far, in batches */
+			for (uint64_t o = 0; o < runlen && rc == 0; o += RB_STRIPES)
+				rc = rebuild_stripes(g, sc, rb, sl, run0 + o,
+						     TS_MIN((uint64_t)RB_STRIPES, runlen - o));
+			runlen = 0;
+			if (ood) {
+				run0 = r * g->region_stripes;
+				runlen = region_last(g, r) + 1 - run0;
+			}
+		}
+		nbits += ood;
+	}
+	if (rc || !nbits)
+		return rc;
+	rc = ts_member_rw_sync(g->slot[sl].m, TS_MEMBER_FLUSH, 0, 0, 0, NULL);
+	if (rc)
+		return rc;
+	live = live_mask(g);
+	pthread_mutex_lock(&g->bm_lock);
+	for (uint64_t r = r0; r <= r1; r++) {
+		uint64_t blk = r / 8 / AGRP_BM_BLOCK;
+
+		if (!bit_get(g->bm[1 + sl], r))
+			continue;
+		bit_set(g->bm[1 + sl], r, 0);
+		if (!nd || d[nd - 1].block != blk)
+			d[nd++] = (struct bm_dirty){ 1 + sl, blk };
+	}
+	bad = bm_persist_locked(g, live, d, nd);
+	pthread_mutex_unlock(&g->bm_lock);
+	fail_mask(g, bad, -EIO);
+	return 0;
 }
 
 /*
@@ -1537,6 +1572,7 @@ static int resync_slot(struct ts_agrp *g, unsigned sl)
 {
 	struct scratch sc = { 0 };
 	struct range rg;
+	uint64_t per = TS_MAX(1u, RB_STRIPES / g->region_stripes); /* regions per span */
 	uint8_t *rb;
 	int rc, any_untrusted = 0;
 
@@ -1548,27 +1584,25 @@ static int resync_slot(struct ts_agrp *g, unsigned sl)
 		scratch_free(&sc);
 		return -ENOMEM;
 	}
-	for (uint64_t r = 0; r < g->nregions && !rc; r++) {
-		if (!bm_test(g, 1 + sl, r))
+	/* spans of regions covering up to RB_STRIPES stripes, each under its
+	 * own range lock, so IO elsewhere keeps flowing */
+	for (uint64_t r0 = 0; r0 < g->nregions && !rc; r0 += per) {
+		uint64_t r1 = TS_MIN(g->nregions, r0 + per) - 1;
+		int any = 0;
+
+		for (uint64_t r = r0; r <= r1 && !any; r++)
+			any = bm_test(g, 1 + sl, r);
+		if (!any)
 			continue;
-		range_acquire(g, &rg, r * g->region_stripes, region_last(g, r), 1);
-		if (bm_test(g, 1 + sl, r)) {
-			rc = rebuild_region(g, &sc, rb, sl, r);
-			if (!rc)
-				bm_clear_bit(g, 1 + sl, r);
-		}
+		range_acquire(g, &rg, r0 * g->region_stripes, region_last(g, r1), 1);
+		rc = rebuild_span(g, &sc, rb, sl, r0, r1);
 		range_release(g, &rg);
 	}
 	if (rc)
 		goto out;
 	range_acquire(g, &rg, 0, g->nstripes - 1, 1);
-	for (uint64_t r = 0; r < g->nregions && !rc; r++) {
-		if (!bm_test(g, 1 + sl, r))
-			continue;
-		rc = rebuild_region(g, &sc, rb, sl, r);
-		if (!rc)
-			bm_clear_bit(g, 1 + sl, r);
-	}
+	for (uint64_t r0 = 0; r0 < g->nregions && !rc; r0 += per)
+		rc = rebuild_span(g, &sc, rb, sl, r0, TS_MIN(g->nregions, r0 + per) - 1);
 	if (!rc) { /* the returning member gets the current bitmaps */
 		pthread_mutex_lock(&g->bm_lock);
 		rc = bm_io_member(g, g->slot[sl].m, TS_MEMBER_WRITE, NULL);
