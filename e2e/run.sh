@@ -131,20 +131,37 @@ start() { # name cmd...   (logs in $WORK/logs/name.log)
 cleanup() {
   local rc=$?
   set +e
-  # The real node first: kubelet, then every container, sandbox netns and mount;
-  # and the firewall rule of pod-target-down if that test did not remove it.
-  [ "${PODS:-0}" = 1 ] && node_stop
+  # pod-target-down's firewall rule, if that test did not remove it.
   declare -F portal_open >/dev/null && portal_open
-  # Anything the node side left mounted or attached under WORK (a failed test).
-  { grep -o " $WORK/[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m"; done
+  # The real node first (kubelet, then every container, sandbox netns and
+  # mount), then anything else left mounted under WORK (a failed test). A
+  # filesystem still staged on an attached volume writes its journal on its
+  # last unmount, through Tessera's FUSE file and iSCSI session; if the volume
+  # is gone (deleted while staged) that IO waits forever, and so would umount,
+  # Tessera's exit and this shell's wait. So this runs in the background, and
+  # the attaches' FUSE connections are aborted (the IO then fails) if it takes
+  # more than 30 s.
+  local conns upid n
+  conns=$(awk -v p="$WORK/state/attach/" 'index($5, p) == 1 { split($3, a, ":"); print a[2] }' /proc/self/mountinfo)
+  {
+    [ "${PODS:-0}" = 1 ] && node_stop
+    { grep -o " $WORK/[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m"; done
+  } &
+  upid=$!
+  for n in $(seq 300); do kill -0 "$upid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$upid" 2>/dev/null && [ -n "$conns" ]; then
+    log "unmounting is stuck on an attached volume"; fuse_abort $conns; conns=""
+  fi
+  wait "$upid"
   local i
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
     local pid=${PIDS[i]%%:*}
     kill -TERM "$pid" 2>/dev/null
   done
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-    local pid=${PIDS[i]%%:*} n
+    local pid=${PIDS[i]%%:*}
     for n in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null && [ -n "$conns" ]; then fuse_abort $conns; conns=""; fi
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
   done
@@ -161,6 +178,16 @@ cleanup() {
     rm -rf "$WORK"
   fi
   exit "$rc"
+}
+# fuse_abort CONN...: abort FUSE connections (numbers in /sys/fs/fuse/connections).
+fuse_abort() {
+  local c d=/sys/fs/fuse/connections ours=0
+  [ -d "$d" ] || return 0
+  if ! mountpoint -q "$d"; then mount -t fusectl none "$d" && ours=1 || return 0; fi
+  for c in "$@"; do
+    [ -e "$d/$c/abort" ] && echo 1 >"$d/$c/abort" && log "aborted FUSE connection $c (an attach still in use at exit)"
+  done
+  [ "$ours" = 0 ] || umount "$d"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

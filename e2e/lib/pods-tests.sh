@@ -49,6 +49,28 @@ pod_delete() { # NAME: gone, and kubelet unmounted the volume
   k -n "$E2E_NS" delete pod "$1" --wait=true --timeout=120s
 }
 
+# still_staged PVC: kubelet has not unstaged the PVC's volume yet (Tessera's
+# staging record <state>/node/<handle>.json, or a mount at kubelet's staging path).
+still_staged() {
+  local pv h sha
+  pv=$(pv_of "$1"); h=$(handle_of "$pv")
+  sha=$(printf %s "$h" | sha256sum | cut -c1-64)
+  [ -e "$WORK/state/node/$h.json" ] ||
+    grep -qF -e "/$sha/globalmount " -e "/volumeDevices/staging/$pv " /proc/self/mountinfo
+}
+# pvc_delete PVC...: once kubelet has unstaged their volumes, delete the PVCs.
+# Kubernetes lets a PVC go as soon as no Pod object uses it, while kubelet may
+# still be about to call NodeUnstageVolume; deleting it then would delete the
+# volume (and its iSCSI target) under a filesystem still mounted on the node.
+pvc_delete() {
+  local pvc i
+  for pvc in "$@"; do
+    for i in $(seq 120); do still_staged "$pvc" || break; sleep 0.5; done
+    ! still_staged "$pvc" || fail "kubelet did not unstage the volume of $pvc within 60 s of its Pods' deletion"
+  done
+  k -n "$E2E_NS" delete pvc "$@" --wait=true --timeout=120s
+}
+
 pods_gone_on_exit() { # delete the test's Pods even when it fails (the PVC is left to pvc-delete)
   trap "k -n '$E2E_NS' delete pod $* --ignore-not-found --grace-period=1 --wait=true --timeout=60s >/dev/null 2>&1" EXIT
 }
@@ -71,7 +93,7 @@ t_pod_fs() {
   pod_done reader
   k -n "$E2E_NS" logs reader | grep -qx tessera-pod-data || fail "reader did not read the writer's data"
   pod_delete reader
-  k -n "$E2E_NS" delete pvc podfs --wait=true --timeout=120s
+  pvc_delete podfs
 }
 
 t_pod_block() {
@@ -88,7 +110,7 @@ t_pod_block() {
   pod_done breader
   k -n "$E2E_NS" logs breader | grep -qx tessera-block-data || fail "breader did not read the bwriter's data"
   pod_delete breader
-  k -n "$E2E_NS" delete pvc podblk --wait=true --timeout=120s
+  pvc_delete podblk
 }
 
 # A Pod on a PVC restored from a VolumeSnapshot sees the snapshot's data, not what
@@ -118,7 +140,7 @@ YAML
   k -n "$E2E_NS" logs sreader | grep -qx before-snapshot || fail "restored PVC does not hold the snapshot's data: $(k -n "$E2E_NS" logs sreader)"
   pod_delete sreader
   k -n "$E2E_NS" delete volumesnapshot podsnap --wait=true --timeout=120s
-  k -n "$E2E_NS" delete pvc podsnap-restore podsnap-src --wait=true --timeout=120s
+  pvc_delete podsnap-restore podsnap-src
 }
 
 # A node-side failure reaches the user as a Pod event: a hand-made PV that Tessera
@@ -226,7 +248,7 @@ t_pod_target_down() {
   pod_done tdpod
   k -n "$E2E_NS" logs tdpod | grep -qx after-outage || fail "the Pod did not write and read its volume after the outage"
   pod_delete tdpod
-  k -n "$E2E_NS" delete pvc podtd --wait=true --timeout=120s
+  pvc_delete podtd
 }
 
 # After the Pods are gone (control plane, kubelet and Tessera still running):
