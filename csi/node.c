@@ -23,6 +23,11 @@
  * across each mount change, so the steps of one volume never interleave with
  * another call's.
  *
+ * A failed attach is answered in the user's terms (attach_fail): which
+ * iSCSI target at which portal, and why, with UNAVAILABLE when the target
+ * cannot be reached, so the CO retries and its event (kubelet's FailedMount)
+ * tells the user the data plane is down or unreachable.
+ *
  * Paths from the CO are validated (absolute, no '..', no control
  * characters, under the configured prefix) before anything touches them.
  * NodeGetVolumeStats and NodeExpandVolume look the volume up first: an
@@ -353,6 +358,88 @@ void csi_node_free(struct ts_csi_driver *d)
 	}
 }
 
+/* ---- attach failures, as the user reads them ---- */
+
+/*
+ * Copy the part of \p s up to the first of \p stops (or its end) into \p out,
+ * keeping only characters that can appear in a host, port or IQN: the text
+ * comes from the volume context and ends up in a Pod event.
+ */
+static void copy_field(const char *s, const char *stops, char *out, size_t len)
+{
+	size_t n = 0;
+
+	for (; *s && !strchr(stops, *s) && n + 1 < len; s++)
+		if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+		    strchr(".:-_[]", *s))
+			out[n++] = *s;
+	out[n] = '\0';
+}
+
+/*
+ * The portal ("host:port") and target IQN of an iSCSI attach context
+ * "iscsi://[user[%secret]@]host[:port]/iqn/lun". The credentials are never
+ * copied: the host starts after the last '@' (an IQN has none). false when
+ * \p attach is not an iSCSI URL (another backend's context).
+ */
+static bool iscsi_where(const char *attach, char *portal, size_t plen, char *iqn, size_t ilen)
+{
+	const char *p, *at;
+
+	if (strncmp(attach, "iscsi://", 8) != 0)
+		return false;
+	p = attach + 8;
+	at = strrchr(p, '@');
+	if (at)
+		p = at + 1;
+	copy_field(p, "/", portal, plen);
+	p = strchr(p, '/');
+	copy_field(p ? p + 1 : "", "/", iqn, ilen);
+	return portal[0] != '\0';
+}
+
+/*
+ * Answer a failed backend attach. When the volume is reached over iSCSI, say
+ * which portal and target and what went wrong in words a user acts on: this
+ * message is what kubelet puts in the Pod's FailedMount event. A target that
+ * cannot be reached is UNAVAILABLE (transient: kubelet retries the stage,
+ * and it succeeds once the data plane is back).
+ */
+static int attach_fail(struct csi_call *c, int err, const char *attach)
+{
+	char portal[128], iqn[224];
+
+	if (!iscsi_where(attach, portal, sizeof(portal), iqn, sizeof(iqn)))
+		return csi_fail_err(c, err, "backend attach");
+	switch (err) {
+	case -ECONNREFUSED:
+	case -ECONNRESET:
+	case -ECONNABORTED:
+	case -EHOSTUNREACH:
+	case -EHOSTDOWN:
+	case -ENETUNREACH:
+	case -ENETDOWN:
+	case -ETIMEDOUT:
+		return csi_fail(c, CSI_UNAVAILABLE,
+				"cannot reach the volume's iSCSI target %s at %s: %s (the Tessera data "
+				"plane serving this volume is down or unreachable from this node)",
+				iqn, portal, ts_strerror(err));
+	case -ENOENT:
+		return csi_fail(c, CSI_NOT_FOUND,
+				"the iSCSI portal %s does not serve the volume's target %s (volume "
+				"deleted, or not exported by the data plane)",
+				portal, iqn);
+	case -EACCES:
+		return csi_fail(c, CSI_PERMISSION_DENIED,
+				"the iSCSI target %s at %s refused this node's login (CHAP "
+				"credentials?): %s",
+				iqn, portal, ts_strerror(err));
+	default:
+		return csi_fail(c, csi_code_from_err(err), "attaching iSCSI target %s at %s: %s",
+				iqn, portal, ts_strerror(err));
+	}
+}
+
 /* ---- handlers ---- */
 
 static int need_node(struct ts_csi_driver *d, struct csi_call *c)
@@ -433,7 +520,7 @@ static int node_stage(struct ts_csi_driver *d, struct csi_call *c, const void *r
 	v->block = cap_is_block(req->volume_capability);
 	rc = d->be->attach(d->be_ctx, v->id, attach, v->dev, sizeof(v->dev));
 	if (rc) {
-		rc = csi_fail_err(c, rc, "backend attach");
+		rc = attach_fail(c, rc, attach);
 		goto out;
 	}
 	attached = true;

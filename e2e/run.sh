@@ -5,9 +5,11 @@
 # (csi-provisioner, csi-resizer, snapshot-controller, csi-snapshotter) talking
 # to it through kubeconfigs, Tessera's CSI server, and kubectl tests.
 #
-# No kubelet runs: the harness plays kubelet's node-side part itself, calling
+# With the real node (E2E_PODS, on by default when kubelet is cached) kubelet +
+# containerd run Pods on Tessera volumes (lib/pods-tests.sh). The node-stage-*
+# tests also play kubelet's node-side part by hand, calling
 # NodeStage/NodePublish/NodeExpand on Tessera's socket (e2e/tools/csic) with the
-# PV's volume handle and volume attributes, then mounts and checks data.
+# PV's volume handle and volume attributes, then mount and check data.
 #
 # Usage: e2e/run.sh [--tessera PATH] [--keep] [--only REGEX]
 #   --tessera PATH  the tessera binary (default: build/bin/tessera, built if missing)
@@ -21,9 +23,12 @@
 #   E2E_SKIP_BUILD=1 (use the binary cache as it is, for development),
 #   E2E_SNAPSHOTS=auto|on|off (auto: run the snapshot tests only when the
 #   driver advertises CREATE_DELETE_SNAPSHOT).
-#   E2E_PODS=1 (opt-in, issue 8): also kube-scheduler, containerd, kubelet and
-#   e2e/tools/registrar (lib/node.sh), and the Pod tests (lib/pods-tests.sh);
-#   ports +48/+50 (kubelet), +59 (scheduler). See docs/e2e.md "Real Pods".
+#   E2E_PODS=auto|1|0 (issue 8): a real node, i.e. kube-scheduler, containerd,
+#   kubelet and e2e/tools/registrar (lib/node.sh), and the Pod tests
+#   (lib/pods-tests.sh); ports +48/+50 (kubelet), +59 (scheduler). auto (the
+#   default): on when kubelet and kube-scheduler are in the binary cache, else
+#   the Pod tests are reported as skipped; 1 builds them if missing; 0: off.
+#   See docs/e2e.md "Real Pods".
 # Needs root (loop devices, mounts), openssl, etcd (Debian etcd-server), Go and
 # the Go module proxy the first time (binaries are cached afterwards).
 # Exit status: 0 all run tests passed, 1 a failure, 2 setup failed.
@@ -77,9 +82,21 @@ if [ -z "$TESSERA" ]; then
   fi
 fi
 [ -x "$TESSERA" ] || setup_fail "no tessera binary at $TESSERA"
-# E2E_PODS=1 (opt-in, issue 8): a real node (containerd, kubelet, kube-scheduler,
-# the plugin registrar) and Pods that use Tessera volumes; see docs/e2e.md.
-PODS=${E2E_PODS:-0}
+# A real node (containerd, kubelet, kube-scheduler, the plugin registrar) and
+# Pods that use Tessera volumes (issue 8); see docs/e2e.md. By default it runs
+# when kubelet and kube-scheduler are cached (E2E_PODS=1 builds them above).
+PODS_WHY=""
+case ${E2E_PODS:-auto} in
+  1|on|yes) PODS=1 ;;
+  0|off|no) PODS=0 PODS_WHY="E2E_PODS=$E2E_PODS" ;;
+  auto)
+    PODS=1
+    for t in kubelet kube-scheduler; do
+      [ -x "$K8S_BIN/$t" ] || { PODS=0 PODS_WHY="no $t in the binary cache (E2E_PODS=1 builds it)"; }
+    done ;;
+  *) setup_fail "E2E_PODS must be auto, 1 or 0" ;;
+esac
+[ "$PODS" = 1 ] || log "no real node, Pod tests skipped: $PODS_WHY"
 if [ "$PODS" = 1 ]; then
   . "$here/lib/node.sh"
   REGISTRAR=$E2E_CACHE/registrar-$GO_VERSION_KEY-$(cat "$here/tools/registrar/main.go" "$here/tools/registrar/go.mod" | sha256sum | cut -c1-12)
@@ -114,18 +131,37 @@ start() { # name cmd...   (logs in $WORK/logs/name.log)
 cleanup() {
   local rc=$?
   set +e
-  # The real node first: kubelet, then every container, sandbox netns and mount.
-  [ "${PODS:-0}" = 1 ] && node_stop
-  # Anything the node side left mounted or attached under WORK (a failed test).
-  { grep -o " $WORK/[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m"; done
+  # pod-target-down's firewall rule, if that test did not remove it.
+  declare -F portal_open >/dev/null && portal_open
+  # The real node first (kubelet, then every container, sandbox netns and
+  # mount), then anything else left mounted under WORK (a failed test). A
+  # filesystem still staged on an attached volume writes its journal on its
+  # last unmount, through Tessera's FUSE file and iSCSI session; if the volume
+  # is gone (deleted while staged) that IO waits forever, and so would umount,
+  # Tessera's exit and this shell's wait. So this runs in the background, and
+  # the attaches' FUSE connections are aborted (the IO then fails) if it takes
+  # more than 30 s.
+  local conns upid n
+  conns=$(awk -v p="$WORK/state/attach/" 'index($5, p) == 1 { split($3, a, ":"); print a[2] }' /proc/self/mountinfo)
+  {
+    [ "${PODS:-0}" = 1 ] && node_stop
+    { grep -o " $WORK/[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m"; done
+  } &
+  upid=$!
+  for n in $(seq 300); do kill -0 "$upid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$upid" 2>/dev/null && [ -n "$conns" ]; then
+    log "unmounting is stuck on an attached volume"; fuse_abort $conns; conns=""
+  fi
+  wait "$upid"
   local i
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
     local pid=${PIDS[i]%%:*}
     kill -TERM "$pid" 2>/dev/null
   done
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-    local pid=${PIDS[i]%%:*} n
+    local pid=${PIDS[i]%%:*}
     for n in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null && [ -n "$conns" ]; then fuse_abort $conns; conns=""; fi
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
   done
@@ -142,6 +178,16 @@ cleanup() {
     rm -rf "$WORK"
   fi
   exit "$rc"
+}
+# fuse_abort CONN...: abort FUSE connections (numbers in /sys/fs/fuse/connections).
+fuse_abort() {
+  local c d=/sys/fs/fuse/connections ours=0
+  [ -d "$d" ] || return 0
+  if ! mountpoint -q "$d"; then mount -t fusectl none "$d" && ours=1 || return 0; fi
+  for c in "$@"; do
+    [ -e "$d/$c/abort" ] && echo 1 >"$d/$c/abort" && log "aborted FUSE connection $c (an attach still in use at exit)"
+  done
+  [ "$ours" = 0 ] || umount "$d"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -396,8 +442,19 @@ if [ "$PODS" = 1 ]; then
   run_test pod-filesystem t_pod_fs
   run_test pod-block t_pod_block
   run_test pod-failed-mount t_pod_failed_mount
+  if [ "${E2E_BACKEND:-dev}" != dev ] || [ -n "${E2E_CONTROLLER_CMD:-}" ]; then
+    skip_test pod-target-down "needs the tessera dev backend (volumes behind an iSCSI portal)"
+  elif ! command -v iptables >/dev/null; then
+    skip_test pod-target-down "no iptables to close the portal"
+  else
+    run_test pod-target-down t_pod_target_down
+  fi
   if [ "$SNAPSHOTS" = 1 ]; then run_test pod-snapshot-restore t_pod_snapshot_restore; fi
   run_test pod-no-leftovers t_pod_no_leftovers
+else
+  for t in pod-filesystem pod-block pod-failed-mount pod-target-down pod-snapshot-restore pod-no-leftovers; do
+    skip_test "$t" "$PODS_WHY"
+  done
 fi
 if [ "$SNAPSHOTS" = 1 ]; then
   run_test snapshot-ready t_snapshot_ready

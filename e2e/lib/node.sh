@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 # The node side of the real-Pod e2e (issue 8): containerd + runc + CNI from Debian,
 # two local images (no registry can be reached), and kubelet.
-# Sourced (not run) by e2e/run.sh when E2E_PODS=1, and by e2e/pods/node-smoke.sh.
+# Sourced (not run) by e2e/run.sh when the real node runs (E2E_PODS).
 # Needs from the caller: log, setup_fail, start (run.sh's process helpers), WORK.
 #
 # Functions:
-#   node_pkgs                     install containerd, runc, CNI plugins, busybox-static if missing
+#   node_pkgs                     install containerd, runc, CNI plugins, busybox-static, iptables if missing
 #   node_images OUTDIR            build pause.tar and busybox.tar (OCI layouts as tar) once
 #   node_containerd_start         own containerd (own root/state/socket, not the host's)
 #   node_images_import DIR        ctr -n k8s.io images import of both images
@@ -16,7 +16,8 @@
 NODE_PAUSE_IMAGE=${NODE_PAUSE_IMAGE:-tessera.local/pause:e2e}
 NODE_TEST_IMAGE=${NODE_TEST_IMAGE:-tessera.local/busybox:e2e}
 NODE_NAME=${NODE_NAME:-tessera-e2e-node}
-NODE_PKGS="containerd runc containernetworking-plugins busybox-static"
+# iptables: pod-target-down closes the data plane's portal to this node with it.
+NODE_PKGS="containerd runc containernetworking-plugins busybox-static iptables"
 NODE_CNI_BIN=${NODE_CNI_BIN:-/usr/lib/cni}
 # The Pod bridge; its gateway address is also the node's InternalIP, where kubelet
 # serves (the API server reaches it there for logs/exec). Host-only: nothing routes it out.

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-# Real-Pod tests of e2e/run.sh (issue 8; sourced only with E2E_PODS=1). Pods run
+# Real-Pod tests of e2e/run.sh (issue 8; sourced only when the real node runs). Pods run
 # on the e2e's own kubelet + containerd with the local busybox image; the volume
 # reaches them through kubelet's CSI calls to Tessera, not through the harness.
 # Same conventions as lib/tests.sh (subshell, set -e, k, fail, say, $E2E_NS).
@@ -49,6 +49,28 @@ pod_delete() { # NAME: gone, and kubelet unmounted the volume
   k -n "$E2E_NS" delete pod "$1" --wait=true --timeout=120s
 }
 
+# still_staged PVC: kubelet has not unstaged the PVC's volume yet (Tessera's
+# staging record <state>/node/<handle>.json, or a mount at kubelet's staging path).
+still_staged() {
+  local pv h sha
+  pv=$(pv_of "$1"); h=$(handle_of "$pv")
+  sha=$(printf %s "$h" | sha256sum | cut -c1-64)
+  [ -e "$WORK/state/node/$h.json" ] ||
+    grep -qF -e "/$sha/globalmount " -e "/volumeDevices/staging/$pv " /proc/self/mountinfo
+}
+# pvc_delete PVC...: once kubelet has unstaged their volumes, delete the PVCs.
+# Kubernetes lets a PVC go as soon as no Pod object uses it, while kubelet may
+# still be about to call NodeUnstageVolume; deleting it then would delete the
+# volume (and its iSCSI target) under a filesystem still mounted on the node.
+pvc_delete() {
+  local pvc i
+  for pvc in "$@"; do
+    for i in $(seq 120); do still_staged "$pvc" || break; sleep 0.5; done
+    ! still_staged "$pvc" || fail "kubelet did not unstage the volume of $pvc within 60 s of its Pods' deletion"
+  done
+  k -n "$E2E_NS" delete pvc "$@" --wait=true --timeout=120s
+}
+
 pods_gone_on_exit() { # delete the test's Pods even when it fails (the PVC is left to pvc-delete)
   trap "k -n '$E2E_NS' delete pod $* --ignore-not-found --grace-period=1 --wait=true --timeout=60s >/dev/null 2>&1" EXIT
 }
@@ -71,7 +93,7 @@ t_pod_fs() {
   pod_done reader
   k -n "$E2E_NS" logs reader | grep -qx tessera-pod-data || fail "reader did not read the writer's data"
   pod_delete reader
-  k -n "$E2E_NS" delete pvc podfs --wait=true --timeout=120s
+  pvc_delete podfs
 }
 
 t_pod_block() {
@@ -88,7 +110,7 @@ t_pod_block() {
   pod_done breader
   k -n "$E2E_NS" logs breader | grep -qx tessera-block-data || fail "breader did not read the bwriter's data"
   pod_delete breader
-  k -n "$E2E_NS" delete pvc podblk --wait=true --timeout=120s
+  pvc_delete podblk
 }
 
 # A Pod on a PVC restored from a VolumeSnapshot sees the snapshot's data, not what
@@ -118,7 +140,7 @@ YAML
   k -n "$E2E_NS" logs sreader | grep -qx before-snapshot || fail "restored PVC does not hold the snapshot's data: $(k -n "$E2E_NS" logs sreader)"
   pod_delete sreader
   k -n "$E2E_NS" delete volumesnapshot podsnap --wait=true --timeout=120s
-  k -n "$E2E_NS" delete pvc podsnap-restore podsnap-src --wait=true --timeout=120s
+  pvc_delete podsnap-restore podsnap-src
 }
 
 # A node-side failure reaches the user as a Pod event: a hand-made PV that Tessera
@@ -166,6 +188,67 @@ YAML
   echo "$ev" | grep -q "desc = .*$DRIVER" || fail "the FailedMount event does not carry the driver's message"
   [ "$(k -n "$E2E_NS" get pod broken -o jsonpath='{.status.phase}')" = Pending ] || fail "Pod left Pending without its volume"
   k -n "$E2E_NS" delete pod broken --grace-period=1 --wait=true --timeout=120s
+}
+
+# portal_close HOST PORT: refuse every new TCP connection from this machine to
+# the data plane's iSCSI portal, with a TCP reset, which is exactly what a node
+# sees when nothing listens there (the data plane is down). The rule is written
+# to $WORK/portal-closed so portal_open (the test's EXIT trap, and run.sh's
+# cleanup) removes it whatever happens.
+portal_rule() { # HOST PORT
+  echo "OUTPUT -p tcp -d $1 --dport $2 -m comment --comment tessera-e2e-portal-closed -j REJECT --reject-with tcp-reset"
+}
+portal_close() {
+  portal_rule "$1" "$2" >"$WORK/portal-closed"
+  # shellcheck disable=SC2046 # the rule is words on purpose
+  iptables -I $(cat "$WORK/portal-closed")
+}
+portal_open() {
+  [ -f "$WORK/portal-closed" ] || return 0
+  # shellcheck disable=SC2046
+  while iptables -D $(cat "$WORK/portal-closed") 2>/dev/null; do :; done
+  rm -f "$WORK/portal-closed"
+}
+
+# The data plane is down while a Pod wants its volume: kubelet's NodeStageVolume
+# fails and the Pod gets a FailedMount event that says the volume's iSCSI target
+# cannot be reached, at which portal and why, with code Unavailable. Then the
+# portal opens again and, with nothing else done, kubelet's retry stages the
+# volume and the Pod starts and uses it: what a user watching `kubectl describe
+# pod` needs to trust that the outage, not the volume, was the problem.
+t_pod_target_down() {
+  local pv url portal host port i ev=""
+  trap "portal_open
+        k -n '$E2E_NS' delete pod tdpod --ignore-not-found --grace-period=1 --wait=true --timeout=60s >/dev/null 2>&1" EXIT
+  make_pvc podtd 64Mi Filesystem
+  wait_bound podtd
+  pv=$(pv_of podtd)
+  url=$(k get pv "$pv" -o jsonpath='{.spec.csi.volumeAttributes.csi\.tessera\.io/attach}')
+  case $url in iscsi://*) ;; *) fail "PV $pv has no iSCSI attach context: '$url'" ;; esac
+  portal=${url#iscsi://}; portal=${portal##*@}; portal=${portal%%/*}
+  host=${portal%:*}; port=${portal##*:}
+  say "closing the data plane's portal $portal to this node (TCP reset, as when nothing listens there)"
+  portal_close "$host" "$port"
+  pod_apply tdpod podtd Filesystem "echo after-outage > /data/f && sync && cat /data/f"
+  for i in $(seq 90); do
+    ev=$(k -n "$E2E_NS" get events --field-selector involvedObject.name=tdpod,reason=FailedMount \
+         -o jsonpath='{range .items[*]}{.message}{"\n"}{end}')
+    echo "$ev" | grep -q "cannot reach" && break
+    sleep 1
+  done
+  say "FailedMount events while the portal is closed:"
+  echo "$ev"
+  echo "$ev" | grep -q "MountVolume.MountDevice failed for volume \"$pv\"" || { k -n "$E2E_NS" describe pod tdpod; fail "no FailedMount event naming $pv"; }
+  echo "$ev" | grep -q "code = Unavailable desc = cannot reach the volume's iSCSI target [^ ]* at $portal: Connection refused (the Tessera data plane serving this volume is down or unreachable from this node)" ||
+    fail "the FailedMount event does not say that the target at $portal cannot be reached"
+  [ "$(k -n "$E2E_NS" get pod tdpod -o jsonpath='{.status.phase}')" = Pending ] || fail "Pod left Pending without its volume"
+  say "opening the portal again: kubelet's retry must stage the volume and start the Pod"
+  portal_open
+  pod_running tdpod
+  pod_done tdpod
+  k -n "$E2E_NS" logs tdpod | grep -qx after-outage || fail "the Pod did not write and read its volume after the outage"
+  pod_delete tdpod
+  pvc_delete podtd
 }
 
 # After the Pods are gone (control plane, kubelet and Tessera still running):

@@ -3,8 +3,9 @@
 # Sourced by e2e/run.sh, e2e/lib/build.sh and e2e/image/build-base.sh.
 # Change a version here and the cache key changes with it (see docs/e2e.md).
 K8S_VERSION=${K8S_VERSION:-v1.37.2}            # k8s.io/kubernetes; staging modules at v0.<minor>.<patch>
-# Commands built from k8s.io/kubernetes/cmd/. The real-Pod tests (issue 8, opt-in with
-# E2E_PODS=1) also need kubelet and kube-scheduler; the default run does not build them.
+# Commands built from k8s.io/kubernetes/cmd/. The real-Pod tests (issue 8) also need
+# kubelet and kube-scheduler: built with E2E_PODS=1; with the default E2E_PODS=auto
+# the Pod tests run when they are already in the cache.
 K8S_POD_CMDS="kubelet kube-scheduler"
 if [ "${E2E_PODS:-0}" = 1 ]; then
   K8S_CMDS=${K8S_CMDS:-"kube-apiserver kube-controller-manager kubectl $K8S_POD_CMDS"}

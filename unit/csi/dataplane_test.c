@@ -10,15 +10,19 @@
  * filesystem. Block: a byte pattern written through the published device is
  * found in the pool volume itself (read straight from the data plane), and
  * survives unstage/restage. Delete removes the volume from the pool and its
- * target from the portal. Needs root (FUSE, loop devices, mounts).
+ * target from the portal. A portal that cannot be reached makes
+ * NodeStageVolume say so (UNAVAILABLE, target + portal + reason). Needs
+ * root (FUSE, loop devices, mounts).
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -266,6 +270,62 @@ Test(csi_dataplane, block_volume_pattern_lands_in_the_pool)
 	close(fd);
 	cr_assert_eq(memcmp(data, back, sizeof(data)), 0);
 	unpublish(v, target);
+	unstage(v, staging);
+	delete_vol(v);
+	tfree_all();
+}
+
+/*
+ * The data plane's portal cannot be reached (here: the volume's attach URL
+ * points at a loopback port nothing listens on, as when the data plane is
+ * down): NodeStageVolume answers UNAVAILABLE and names the target, the
+ * portal and the reason, never the CHAP secret in the URL; it leaves nothing
+ * staged, and the same stage succeeds once the portal is the live one.
+ */
+Test(csi_dataplane, stage_with_unreachable_target_says_so)
+{
+	Csi__V1__VolumeCapability *cap = tcap_mount("ext4");
+	Csi__V1__NodeStageVolumeRequest r = CSI__V1__NODE_STAGE_VOLUME_REQUEST__INIT;
+	Csi__V1__NodeStageVolumeRequest__VolumeContextEntry e =
+		CSI__V1__NODE_STAGE_VOLUME_REQUEST__VOLUME_CONTEXT_ENTRY__INIT;
+	Csi__V1__NodeStageVolumeRequest__VolumeContextEntry *ctx[1] = { &e };
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t alen = sizeof(a);
+	char staging[400], url[512], want[300];
+	const char *iqn;
+	const Csi__V1__Volume *v;
+	int fd;
+
+	v = create("pvc-unreachable", 16 << 20, cap);
+	cr_assert_eq(strcmp(v->volume_context[0]->key, "csi.tessera.io/attach"), 0);
+	iqn = strchr(v->volume_context[0]->value + 8, '/');
+	cr_assert_not_null(iqn);
+	/* A port that is bound but not listening: every connect to it is refused. */
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+	snprintf(url, sizeof(url), "iscsi://node1%%s3cr3t@127.0.0.1:%d%s", ntohs(a.sin_port), iqn);
+	e.key = "csi.tessera.io/attach";
+	e.value = url;
+	snprintf(staging, sizeof(staging), "%s/staging", g_dp.e.dir);
+	mkdir(staging, 0750);
+	r.volume_id = v->volume_id;
+	r.staging_target_path = staging;
+	r.volume_capability = cap;
+	r.volume_context = ctx;
+	r.n_volume_context = 1;
+	cr_assert_eq(RPC("Node/NodeStageVolume", &r, NULL, NULL), 14 /* UNAVAILABLE */, "%s", g_msg);
+	snprintf(want, sizeof(want), "cannot reach the volume's iSCSI target %.*s at 127.0.0.1:%d: ",
+		 (int)(strrchr(iqn, '/') - iqn - 1), iqn + 1, ntohs(a.sin_port));
+	cr_assert_not_null(strstr(g_msg, want), "message: %s\nwanted: %s", g_msg, want);
+	cr_assert_not_null(strstr(g_msg, "Connection refused"), "%s", g_msg);
+	cr_assert_not_null(strstr(g_msg, "data plane"), "%s", g_msg);
+	cr_assert_null(strstr(g_msg, "3cr3t"), "the CHAP secret leaked: %s", g_msg);
+	close(fd);
+
+	/* Nothing was left staged: the real context stages and unstages cleanly. */
+	stage(v, staging, cap);
 	unstage(v, staging);
 	delete_vol(v);
 	tfree_all();

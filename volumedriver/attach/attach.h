@@ -88,9 +88,12 @@ struct ts_attach;
  * \param opts  read during the call only.
  * \param out   set to the new handle on success.
  * \return 0; -EINVAL (bad URL or options); -EACCES (login refused, e.g. CHAP
- *   failure); -ECONNREFUSED / -EHOSTUNREACH / -ETIMEDOUT / -EIO (portal not
- *   reachable, SCSI failure); -EPERM (not root); -ENOMEM. On failure nothing is
- *   left behind.
+ *   failure); -ENOENT (the portal does not serve that target); the socket's
+ *   errno when the portal cannot be reached: -ECONNREFUSED (nothing listens),
+ *   -EHOSTUNREACH / -ENETUNREACH, -ECONNRESET (dropped during login),
+ *   -ETIMEDOUT (no answer: connect + login are bounded by io_timeout_s);
+ *   -EIO (other SCSI or session failure); -EPERM (not root); -ENOMEM. On
+ *   failure nothing is left behind.
  */
 int ts_attach_open(const struct ts_attach_opts *opts, struct ts_attach **out);
 

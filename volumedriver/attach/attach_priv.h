@@ -43,8 +43,8 @@ typedef void (*lun_cb)(void *arg, long status);
 struct lun;
 
 /**
- * Connect and log in (blocking, caller's thread), then READ CAPACITY(16).
- * Returns 0 or -errno (-EACCES for a refused login).
+ * Connect and log in (blocking, caller's thread, at most the IO timeout), then
+ * READ CAPACITY(16). Returns 0 or -errno as listed for ts_attach_open().
  */
 int lun_connect(const struct ts_attach_opts *o, struct lun **out);
 /** Log out (best effort) and free. No IO may be pending. NULL is a no-op. */

@@ -33,14 +33,19 @@
  * range). If libiscsi reports the session broken (no reconnect possible)
  * for longer than the IO timeout, every pending request fails with -EIO so
  * no caller waits forever; lun_fail_all() does the same on demand (detach).
+ * The first connect and login are bounded by the IO timeout too, and fail
+ * with the socket's own errno (refused, unreachable, timed out), which is
+ * what the node service tells the user when the target cannot be reached.
  *
  * THREAD SAFETY: none. lun_connect() runs on the caller's thread; after
  * that, every call is made from the attach thread, which owns the context.
  */
 #include <iscsi/iscsi.h>
 #include <iscsi/scsi-lowlevel.h>
+#include <errno.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "dataplane/common/ts_common.h"
 #include "volumedriver/attach/attach_priv.h"
@@ -119,7 +124,10 @@ int lun_events(struct lun *l)
 
 /* ---- connect ---- */
 
-/* libiscsi reports failures as text; sort them into errnos callers can act on. */
+/*
+ * libiscsi reports login failures as text; sort them into errnos callers can
+ * act on. Socket errors never get here: login() reads them from the socket.
+ */
 static int connect_errno(const char *msg)
 {
 	if (!msg)
@@ -128,9 +136,99 @@ static int connect_errno(const char *msg)
 		return -EACCES;
 	if (strstr(msg, "not found") || strstr(msg, "Not Found"))
 		return -ENOENT;
+	if (strstr(msg, "timed out"))
+		return -ETIMEDOUT; /* the target took the connection but never answered */
+	if (strstr(msg, "reconnect"))
+		return -ECONNRESET; /* the connection dropped before the login completed */
 	if (strstr(msg, "onnection refused") || strstr(msg, "connect"))
 		return -ECONNREFUSED;
 	return -EIO;
+}
+
+struct login_state {
+	bool done;
+	int status;
+};
+
+static void login_done(struct iscsi_context *iscsi, int status, void *data, void *arg)
+{
+	struct login_state *st = arg;
+
+	(void)iscsi;
+	(void)data;
+	st->done = true;
+	st->status = status;
+}
+
+/*
+ * Give up a connect or login still in flight: dissolve the socket's
+ * association (connect with AF_UNSPEC) so the pending connect ends in an
+ * error, and let libiscsi see that error once, which completes its connect
+ * callback and frees what it allocated for it.
+ */
+static void abort_connect(struct lun *l)
+{
+	struct sockaddr sa = { .sa_family = AF_UNSPEC };
+	struct pollfd p = { .fd = iscsi_get_fd(l->iscsi), .events = POLLIN | POLLOUT };
+
+	if (p.fd < 0)
+		return;
+	(void)connect(p.fd, &sa, sizeof(sa));
+	if (poll(&p, 1, 100) > 0)
+		(void)iscsi_service(l->iscsi, p.revents); /* fails: that is the point */
+}
+
+/*
+ * TCP connect + iSCSI login, bounded by \p timeout_s in all. libiscsi's own
+ * synchronous connect waits for the kernel's SYN retries (over two minutes
+ * when the portal's host does not answer) and reports every socket error as
+ * "Can not reconnect right now"; here a refused, unreachable or silent
+ * portal fails with its own errno (-ECONNREFUSED, -EHOSTUNREACH,
+ * -ENETUNREACH, -ETIMEDOUT...) within the bound, so the node's caller (a
+ * CSI NodeStageVolume under the CO's deadline) can say what is wrong.
+ */
+static int login(struct lun *l, const char *portal, int lun_id, int timeout_s)
+{
+	struct login_state st = { 0 };
+	uint64_t deadline = ts_now_ns() + (uint64_t)timeout_s * 1000000000ull;
+
+	if (iscsi_full_connect_async(l->iscsi, portal, lun_id, login_done, &st))
+		return connect_errno(iscsi_get_error(l->iscsi));
+	while (!st.done) {
+		struct pollfd p = { .fd = iscsi_get_fd(l->iscsi), .events = 0 };
+		uint64_t now = ts_now_ns();
+		int n, ms;
+
+		if (now >= deadline) {
+			abort_connect(l);
+			return -ETIMEDOUT;
+		}
+		ms = (int)((deadline - now) / 1000000u) + 1;
+		if (ms > 1000)
+			ms = 1000; /* libiscsi scans its PDU timeouts on every service call */
+		if (p.fd >= 0)
+			p.events = (short)iscsi_which_events(l->iscsi);
+		n = poll(&p, p.events ? 1 : 0, ms);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n > 0 && (p.revents & (POLLERR | POLLHUP))) {
+			int err = 0;
+			socklen_t len = sizeof(err);
+
+			/* The socket's own error says refused / unreachable / reset. */
+			if (getsockopt(p.fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err) {
+				/* Let libiscsi run its own error path (it frees its connect state). */
+				(void)iscsi_service(l->iscsi, p.revents);
+				return -err;
+			}
+		}
+		if (iscsi_service(l->iscsi, n > 0 ? p.revents : 0) < 0)
+			return connect_errno(iscsi_get_error(l->iscsi));
+	}
+	return st.status == SCSI_STATUS_GOOD ? 0 : connect_errno(iscsi_get_error(l->iscsi));
 }
 
 static int lun_read_capacity(struct lun *l)
@@ -175,7 +273,7 @@ int lun_connect(const struct ts_attach_opts *o, struct lun **out)
 	struct iscsi_url *url = NULL;
 	struct lun *l;
 	const char *user, *secret, *tuser, *tsecret;
-	int rc;
+	int rc, timeout_s;
 
 	l = ts_calloc(1, sizeof(*l));
 	if (!l)
@@ -214,9 +312,9 @@ int lun_connect(const struct ts_attach_opts *o, struct lun **out)
 		rc = -EINVAL;
 		goto fail;
 	}
-	iscsi_set_timeout(l->iscsi, o->io_timeout_s > 0 ? o->io_timeout_s : LUN_DEFAULT_TIMEOUT_S);
-	l->fail_after = (uint64_t)(o->io_timeout_s > 0 ? o->io_timeout_s : LUN_DEFAULT_TIMEOUT_S) *
-			1000000000ull;
+	timeout_s = o->io_timeout_s > 0 ? o->io_timeout_s : LUN_DEFAULT_TIMEOUT_S;
+	iscsi_set_timeout(l->iscsi, timeout_s);
+	l->fail_after = (uint64_t)timeout_s * 1000000000ull;
 	iscsi_set_reconnect_max_retries(l->iscsi, o->reconnect_max == 0 ? -1
 					: o->reconnect_max < 0 ? 0 : o->reconnect_max);
 	/*
@@ -226,11 +324,21 @@ int lun_connect(const struct ts_attach_opts *o, struct lun **out)
 	 * gone, and the next flush must not report success for them.
 	 */
 	iscsi_set_no_ua_on_reconnect(l->iscsi, 0);
-	if (iscsi_full_connect_sync(l->iscsi, url->portal, url->lun)) {
-		const char *msg = iscsi_get_error(l->iscsi);
-		rc = connect_errno(msg);
-		ts_log(TS_LOG_ERROR, "attach", "login failed portal=%s target=%s err=\"%s\"",
-		       url->portal, url->target, msg ? msg : "");
+	rc = login(l, url->portal, url->lun, timeout_s);
+	if (rc) {
+		const char *err = iscsi_get_error(l->iscsi);
+		char msg[256];
+		size_t i;
+
+		/* libiscsi's last text, on one line (it may end in a newline). */
+		for (i = 0; err && err[i] && i < sizeof(msg) - 1; i++)
+			msg[i] = (unsigned char)err[i] < 0x20 ? ' ' : err[i];
+		while (i && msg[i - 1] == ' ')
+			i--;
+		msg[i] = '\0';
+		ts_log(TS_LOG_ERROR, "attach",
+		       "login failed portal=%s target=%s timeout=%ds err=\"%s\" libiscsi=\"%s\"",
+		       url->portal, url->target, timeout_s, ts_strerror(rc), msg);
 		goto fail;
 	}
 	rc = lun_read_capacity(l);

@@ -2,10 +2,16 @@
 /*
  * Unit tests of the attach module's pure logic: block spans, the conflict
  * rule that orders IOs in the LUN engine, libiscsi error classification and
- * option validation. No network, no root. The engine's .c is included to
- * reach its static functions.
+ * option validation; and how a login fails when the portal cannot be
+ * reached (loopback sockets only: a closed port, a listener that never
+ * answers). No root. The engine's .c is included to reach its static
+ * functions.
  */
 #include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "volumedriver/attach/lun.c"
 
@@ -105,6 +111,9 @@ Test(attach_errors, login_messages)
 		     -ENOENT);
 	cr_assert_eq(connect_errno("Failed to connect to iSCSI socket. Connection refused"),
 		     -ECONNREFUSED);
+	cr_assert_eq(connect_errno("command timed out"), -ETIMEDOUT);
+	cr_assert_eq(connect_errno("iscsi_service_reconnect_if_loggedin. Can not reconnect right now."),
+		     -ECONNRESET);
 	cr_assert_eq(connect_errno(NULL), -EIO);
 	cr_assert_eq(connect_errno("something else"), -EIO);
 }
@@ -157,4 +166,49 @@ Test(attach_opts, lun_connect_validates)
 	o.url = "iscsi://127.0.0.1:1/no-lun-here";
 	cr_assert_eq(lun_connect(&o, &l), -EINVAL);
 	cr_assert_null(l);
+}
+
+/*
+ * lun_connect() to a loopback portal on a free port that is bound but not
+ * listening (every connect refused) or listening with nobody reading (the
+ * kernel completes the handshake; the login is never answered).
+ */
+static int login_to_loopback(bool listening, int timeout_s)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	struct ts_attach_opts o = { 0 };
+	struct lun *l = NULL;
+	char url[128];
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), rc;
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	if (listening)
+		cr_assert_eq(listen(fd, 1), 0);
+	snprintf(url, sizeof(url), "iscsi://127.0.0.1:%d/iqn.2026-11.io.tessera:x/0", ntohs(a.sin_port));
+	o.url = url;
+	o.io_timeout_s = timeout_s;
+	o.reconnect_max = -1;
+	rc = lun_connect(&o, &l);
+	cr_assert_null(l);
+	close(fd);
+	return rc;
+}
+
+/* Nothing listens on the portal (a data plane that is down): refused, with its own errno. */
+Test(attach_login, closed_port_is_refused)
+{
+	cr_assert_eq(login_to_loopback(false, 5), -ECONNREFUSED);
+}
+
+/*
+ * A portal that takes the connection but never answers the login (a hung
+ * target): the login gives up after the IO timeout with -ETIMEDOUT, instead
+ * of waiting on its own or reporting a generic I/O error.
+ */
+Test(attach_login, silent_target_times_out, .timeout = 30)
+{
+	cr_assert_eq(login_to_loopback(true, 1), -ETIMEDOUT);
 }
