@@ -26,7 +26,7 @@ spec:
   - name: c
     image: $NODE_TEST_IMAGE
     imagePullPolicy: Never
-    command: ["/bin/sh", "-c", "$script; echo DONE; sleep 3600"]
+    command: ["/bin/sh", "-c", "$script; echo exit=\$?; echo DONE; sleep 3600"]
     $vol
   volumes:
   - name: v
@@ -246,7 +246,8 @@ t_pod_target_down() {
   portal_open
   pod_running tdpod
   pod_done tdpod
-  k -n "$E2E_NS" logs tdpod | grep -qx after-outage || fail "the Pod did not write and read its volume after the outage"
+  k -n "$E2E_NS" logs tdpod | grep -qx after-outage ||
+    { k -n "$E2E_NS" logs tdpod; k -n "$E2E_NS" describe pod tdpod; fail "the Pod did not write and read its volume after the outage"; }
   pod_delete tdpod
   pvc_delete podtd
 }
