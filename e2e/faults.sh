@@ -26,6 +26,9 @@
 #               ways (iptables FORWARD in ts-fsw) for 0.5-5 s
 #   ctl-kill    kill -9 the controller, restart it 0-2 s later
 #   host-kill   kill -9 controller and node 1 together (host 1 crashes), restart
+#   node-ctl-kill  kill -9 node 2 or 3, 0.3-2 s later kill -9 the controller;
+#               the controller restarts without that node (k members left),
+#               the node 0.5-3 s after it
 # then wait until the group is healthy again (`tessera agrp list`) and the
 # load has acknowledged new writes.
 #
@@ -35,9 +38,10 @@
 # with node 3 and then node 2 killed in turn, verify again (degraded reads must
 # decode from the healed fragments).
 #
-# Usage: e2e/faults.sh --rounds N [--seed S] [--keep] [--tessera PATH] [--load PATH]
+# Usage: e2e/faults.sh --rounds N [--seed S] [--faults K,K..] [--keep] [--tessera PATH] [--load PATH]
 #   --rounds N      fault rounds (default 3)
 #   --seed S        seeds the choice of faults and timings (bash RANDOM) and the load
+#   --faults LIST   only these kinds, comma-separated (default: all of the above)
 #   --keep          keep the work dir (logs, disks, registry) even on success
 #   --tessera PATH  the tessera binary (default: build-test/bin, else build/bin)
 #   --load PATH     ts-faults-load (default: next to the tessera binary)
@@ -50,15 +54,22 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
+KINDS=(node-kill link-down link-drop ctl-kill host-kill node-ctl-kill)
 ROUNDS=3 SEED="" KEEP=0 T="" LD=""
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) ROUNDS=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --faults)
+      IFS=, read -r -a want <<<"$2"
+      for k in "${want[@]}"; do
+        [[ " ${KINDS[*]} " == *" $k "* ]] || { echo "faults: unknown fault $k (${KINDS[*]})" >&2; exit 2; }
+      done
+      KINDS=("${want[@]}"); shift 2 ;;
     --tessera) T=$(readlink -f "$2"); shift 2 ;;
     --load) LD=$(readlink -f "$2"); shift 2 ;;
-    *) echo "usage: $0 --rounds N [--seed S] [--keep] [--tessera PATH] [--load PATH]" >&2; exit 2 ;;
+    *) echo "usage: $0 --rounds N [--seed S] [--faults K,K..] [--keep] [--tessera PATH] [--load PATH]" >&2; exit 2 ;;
   esac
 done
 [[ $ROUNDS =~ ^[0-9]+$ ]] || { echo "faults: --rounds wants a number" >&2; exit 2; }
@@ -174,11 +185,21 @@ start_ctl() {
   for i in $(seq 1200); do # 120 s: the group is assembled first
     grep -q '^ready' "$W/ctl.out" && return 0
     if ! kill -0 "$CTL_PID" 2>/dev/null; then
-      tail -20 "$W/ctl.log"; log "controller died while starting"; CTL_PID=""; return 1
+      wait "$CTL_PID" 2>/dev/null || true
+      tail -5 "$W/ctl.log"; log "controller died while starting"; CTL_PID=""; return 1
     fi
     sleep 0.1
   done
-  tail -20 "$W/ctl.log"; log "controller not ready after 120 s"; return 1
+  tail -5 "$W/ctl.log"; log "controller not ready after 120 s"; return 1
+}
+
+ctl_alive() {
+  [ -n "$CTL_PID" ] && kill -0 "$CTL_PID" 2>/dev/null && return 0
+  if [ -n "$CTL_PID" ]; then
+    wait "$CTL_PID" 2>/dev/null || true
+    tail -5 "$W/ctl.log"; log "the controller exited"; CTL_PID=""
+  fi
+  return 1
 }
 
 stop_ctl() { # SIGNAL
@@ -221,6 +242,7 @@ group_json() {
 wait_group() {
   local want=$1 end=$((SECONDS + $2)) j st
   while [ $SECONDS -lt $end ]; do
+    ctl_alive || return 1
     j=$(group_json)
     if [ -n "$j" ]; then
       st=$(jq -r '.state' <<<"$j")
@@ -257,7 +279,7 @@ wait_io() {
 
 verify() { # label: full read-back of the load's log; adds to LOST
   local out l
-  out=$("$LD" --verify --interval-ms 0 --log "$W/load.wal" "$URL" 2>>"$W/verify.log" | tail -1) || true
+  out=$("$LD" --verify --verify-timeout-ms 120000 --interval-ms 0 --log "$W/load.wal" "$URL" 2>>"$W/verify.log" | tail -1) || true
   l=$(sed -n 's/.* lost=\([0-9]*\).*/\1/p' <<<"$out")
   log "verify ($1): ${out:-no result}"
   [ -n "$l" ] || { FAILED=1; return; }
@@ -297,12 +319,11 @@ vol=$(timeout 60 "$T" --endpoint "$EP" volume create faults --size 64Mi -o json)
   { log "volume create failed"; FAILED=1; finish; }
 URL=$(jq -r .iscsi_url <<<"$vol")
 log "volume $URL"
-"$LD" --log "$W/load.wal" --seed "$SEED" --qd 4 "$URL" >"$W/load.out" 2>"$W/load.log" &
+"$LD" --log "$W/load.wal" --seed "$SEED" --qd 4 --verify-timeout-ms 120000 "$URL" >"$W/load.out" 2>"$W/load.log" &
 LOAD_PID=$!
 wait_io 60 || { FAILED=1; finish; }
 
 # ---- rounds -----------------------------------------------------------------
-KINDS=(node-kill link-down link-drop ctl-kill host-kill)
 for r in $(seq "$ROUNDS"); do
   sleep "$(ms_s "$(rnd_ms 500 2500)")"
   kind=${KINDS[$((RANDOM % ${#KINDS[@]}))]}
@@ -325,6 +346,12 @@ for r in $(seq "$ROUNDS"); do
       log "round $r: $kind: kill -9 controller and node 1, restart after $(ms_s "$d") s"
       stop_ctl KILL; stop_node 1 KILL; sleep "$(ms_s "$d")"
       start_node 1; start_ctl || { FAILED=1; break; } ;;
+    node-ctl-kill)
+      n=$((2 + RANDOM % 2)) d=$(rnd_ms 300 2000) d2=$(rnd_ms 500 3000)
+      log "round $r: $kind: kill -9 node $n, $(ms_s "$d") s later the controller; node back $(ms_s "$d2") s after the controller"
+      stop_node "$n" KILL; sleep "$(ms_s "$d")"; stop_ctl KILL
+      start_ctl || { FAILED=1; break; }
+      sleep "$(ms_s "$d2")"; start_node "$n" ;;
   esac
   if ! wait_group healthy 180 || ! wait_io 60; then FAILED=1; break; fi
   DONE=$r
@@ -332,6 +359,13 @@ for r in $(seq "$ROUNDS"); do
 done
 
 # ---- end: verify, heal, verify, degraded verifies ----------------------------
+if [ "$FAILED" -ne 0 ]; then
+  # bring everything back, so that what follows tells lost from unavailable
+  log "round $((DONE + 1)) failed; restoring links, nodes and the controller"
+  for i in "${!CUT[@]}"; do restore_link "$i"; done
+  for i in 1 2 3; do [ -n "${NODE_PID[$i]}" ] || start_node "$i"; done
+  ctl_alive || start_ctl || true
+fi
 kill -TERM "$LOAD_PID" 2>/dev/null || true
 wait "$LOAD_PID" 2>/dev/null || true
 LOAD_PID=""
@@ -341,9 +375,9 @@ ACKED=$(sed -n 's/^acked=\([0-9]*\).*/\1/p' <<<"$res")
 l=$(sed -n 's/.* lost=\([0-9]*\).*/\1/p' <<<"$res")
 [ -n "$ACKED" ] && [ -n "$l" ] || { ACKED=${ACKED:-0}; FAILED=1; l=0; }
 LOST=$((LOST + l))
-if [ -n "$CTL_PID" ] && wait_group healed 300; then HEALED=yes; fi
+if ctl_alive && wait_group healed 300; then HEALED=yes; fi
 log "heal: $(group_json)"
-if [ -n "$CTL_PID" ]; then
+if ctl_alive; then
   verify "after heal"
   for n in 3 2; do
     stop_node "$n" KILL
