@@ -376,14 +376,61 @@ out:
 
 /* ---- cluster ---- */
 
+/* The data plane's word for the group's state, or one derived from the slots. */
 static const char *agrp_state(const struct ts_admin_agrp *g, unsigned *live)
 {
 	*live = 0;
 	for (uint32_t i = 0; i < g->k + g->m && i < TS_ADMIN_MAX_SLOTS; i++)
 		*live += g->slots[i].live;
+	if (g->state[0])
+		return g->state;
 	if (*live == g->k + g->m)
 		return "healthy";
-	return *live >= g->k ? "degraded" : "offline";
+	return *live >= g->k ? "degraded" : "failed";
+}
+
+static json_t *node_json(const struct ts_admin_node *n)
+{
+	json_t *j = json_pack("{s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "id", (json_int_t)n->id,
+			      "state", n->up ? "up" : "down", "disks", (json_int_t)n->disks,
+			      "extents", (json_int_t)n->extents, "free_extents",
+			      (json_int_t)n->free_extents, "extent_bytes",
+			      (json_int_t)n->extent_bytes, "free_bytes", (json_int_t)n->free_bytes);
+
+	if (j && n->portal[0] && json_object_set_new(j, "portal", json_string(n->portal))) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+static json_t *agrp_json(const struct ts_admin_agrp *g)
+{
+	json_t *members = json_array();
+	unsigned live;
+	const char *state = agrp_state(g, &live);
+
+	for (uint32_t s = 0; members && s < g->k + g->m && s < TS_ADMIN_MAX_SLOTS; s++)
+		if (json_array_append_new(members,
+					  json_pack("{s:I, s:I, s:b}", "slot", (json_int_t)s, "node",
+						    (json_int_t)g->slots[s].node, "live",
+						    g->slots[s].live))) {
+			json_decref(members);
+			return NULL;
+		}
+	return json_pack("{s:s, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, "
+			 "s:I, s:I, s:f, s:o*}",
+			 "uuid", g->uuid, "k", (json_int_t)g->k, "m", (json_int_t)g->m, "state",
+			 state, "live_members", (json_int_t)live, "generation",
+			 (json_int_t)g->generation, "size_bytes", (json_int_t)g->size_bytes,
+			 "degraded_stripes", (json_int_t)g->degraded_stripes, "replicated_bytes",
+			 (json_int_t)g->replicated_bytes, "unreplicated_bytes",
+			 (json_int_t)g->unreplicated_bytes, "heal_total_bytes",
+			 (json_int_t)g->heal_total_bytes, "heal_done_bytes",
+			 (json_int_t)g->heal_done_bytes, "heal_rate_mbps", g->heal_rate_mbps,
+			 "heals", (json_int_t)g->heals, "rebuilds", (json_int_t)g->rebuilds,
+			 "rebuild_bytes", (json_int_t)g->rebuild_bytes, "rebuild_rate_mbps",
+			 g->rebuild_rate_mbps, "members", members);
 }
 
 static json_t *status_json(const struct ts_admin_status *st)
@@ -395,34 +442,10 @@ static json_t *status_json(const struct ts_admin_status *st)
 		json_object_set(root, "nodes", nodes);
 		json_object_set(root, "array_groups", agrps);
 	}
-	for (size_t i = 0; ok && i < st->nnodes; i++) {
-		const struct ts_admin_node *n = &st->nodes[i];
-
-		ok = !json_array_append_new(
-			nodes, json_pack("{s:I, s:s, s:I, s:I, s:I, s:I}", "id", (json_int_t)n->id,
-					 "state", n->up ? "up" : "down", "disks", (json_int_t)n->disks,
-					 "extents", (json_int_t)n->extents, "free_extents",
-					 (json_int_t)n->free_extents, "extent_bytes",
-					 (json_int_t)n->extent_bytes));
-	}
-	for (size_t i = 0; ok && i < st->nagrps; i++) {
-		const struct ts_admin_agrp *g = &st->agrps[i];
-		json_t *members = json_array(), *gj;
-		unsigned live;
-		const char *state = agrp_state(g, &live);
-
-		for (uint32_t s = 0; members && s < g->k + g->m && s < TS_ADMIN_MAX_SLOTS; s++)
-			json_array_append_new(members,
-					      json_pack("{s:I, s:I, s:b}", "slot", (json_int_t)s,
-							"node", (json_int_t)g->slots[s].node,
-							"live", g->slots[s].live));
-		gj = json_pack("{s:s, s:I, s:I, s:s, s:I, s:I, s:I, s:o*}", "uuid", g->uuid, "k",
-			       (json_int_t)g->k, "m", (json_int_t)g->m, "state", state,
-			       "live_members", (json_int_t)live, "generation",
-			       (json_int_t)g->generation, "size_bytes", (json_int_t)g->size_bytes,
-			       "members", members);
-		ok = gj && !json_array_append_new(agrps, gj);
-	}
+	for (size_t i = 0; ok && i < st->nnodes; i++)
+		ok = !json_array_append_new(nodes, node_json(&st->nodes[i]));
+	for (size_t i = 0; ok && i < st->nagrps; i++)
+		ok = !json_array_append_new(agrps, agrp_json(&st->agrps[i]));
 	pool = json_pack("{s:I, s:I, s:I, s:I}", "total_bytes", (json_int_t)st->vpool.total_bytes,
 			 "used_bytes", (json_int_t)(st->vpool.total_bytes - st->vpool.free_bytes),
 			 "free_bytes", (json_int_t)st->vpool.free_bytes, "volumes",
@@ -452,7 +475,7 @@ static int cluster_status(struct ts_csi_driver *d, struct csi_call *c, const uin
 	json_decref(req);
 	if (!d->admin_ops)
 		return csi_fail(c, CSI_UNAVAILABLE,
-				"this endpoint serves no data plane status (it is not `tessera dev`)");
+				"this endpoint serves no data plane status (it is not `tessera dev` or `tessera controller`)");
 	st = ts_calloc(1, sizeof(*st));
 	if (!st)
 		return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
@@ -478,7 +501,7 @@ static int snapshot_tree(struct ts_csi_driver *d, struct csi_call *c, const uint
 	json_decref(req);
 	if (!d->admin_ops || !d->admin_ops->tree)
 		return csi_fail(c, CSI_UNAVAILABLE,
-				"this endpoint serves no snapshot tree (it is not `tessera dev`)");
+				"this endpoint serves no snapshot tree (it is not `tessera dev` or `tessera controller`)");
 	rc = d->admin_ops->tree(d->admin_ctx, &text);
 	if (rc < 0)
 		return csi_fail_err(c, rc, "snapshot tree");

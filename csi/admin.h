@@ -12,8 +12,9 @@
  * CreateVolume / DeleteVolume handlers (same validation, backend and metadata
  * store), listed and looked up in the CSI metadata store. What the CSI layer
  * cannot know (nodes, disks, array groups, pool usage) comes from the ops
- * table below, which whoever runs the data plane implements (`tessera dev`
- * in csi/dev.c).
+ * table below, which whoever runs the data plane implements (csi/stack.c,
+ * with the node and group view of `tessera dev` (csi/dev.c) or
+ * `tessera controller` (csi/controller_main.c)).
  *
  * THREAD SAFETY: the ops may be called from any gRPC worker thread at once;
  * an implementation must tolerate that. ts_csi_driver_set_admin() must be
@@ -36,12 +37,14 @@ struct ts_csi_driver;
 
 /** One data-plane node. */
 struct ts_admin_node {
-	uint32_t id;            /**< 1-based */
+	uint32_t id;            /**< non-zero */
 	bool up;
 	uint32_t disks;         /**< disks open (0 when down) */
 	uint64_t extents;       /**< extents on them */
 	uint64_t free_extents;  /**< of which unallocated */
-	uint64_t extent_bytes;  /**< extent size */
+	uint64_t extent_bytes;  /**< extent size; 0: the disk view is unknown (a remote node) */
+	uint64_t free_bytes;    /**< raw space left for new members */
+	char portal[64];        /**< "ip:port" of the node's iSCSI target; "" in-process */
 };
 
 /** One slot (member) of an array group. */
@@ -57,6 +60,22 @@ struct ts_admin_agrp {
 	uint64_t generation;
 	uint64_t size_bytes; /**< usable bytes */
 	struct ts_admin_slot slots[TS_ADMIN_MAX_SLOTS]; /**< k + m of them */
+	/**
+	 * "healthy", "degraded", "healing", "rebuilding" or "failed"; "" lets the admin
+	 * service derive it from the slots (all live: healthy, >= k: degraded,
+	 * else failed).
+	 */
+	char state[16];
+	uint64_t degraded_stripes;   /**< stripes with a fragment out of date */
+	uint64_t replicated_bytes;   /**< held in the replica journal (all copies) */
+	uint64_t unreplicated_bytes; /**< degraded writes the journal had no room for */
+	uint64_t heal_total_bytes;   /**< current (or last) heal: bytes to verify */
+	uint64_t heal_done_bytes;    /**< of which done */
+	double heal_rate_mbps;       /**< last heal's rate, MB/s (10^6 bytes) */
+	uint64_t heals;              /**< heals completed */
+	uint64_t rebuilds;           /**< lost members rebuilt onto new vdisks */
+	uint64_t rebuild_bytes;      /**< last rebuild: bytes reconstructed */
+	double rebuild_rate_mbps;    /**< last rebuild's rate, MB/s */
 };
 
 /** The thin-volume pool on the array group(s). */

@@ -56,7 +56,7 @@ static void usage(FILE *f)
 		"  node list                                   data-plane nodes and their disks\n"
 		"  agrp list (or array-group list)             array groups and their members\n"
 		"  status                                      nodes, array groups, pool usage\n"
-		"  dev, csi                                    run daemons (see tessera dev --help)\n"
+		"  dev, controller, node, csi                  run daemons (see tessera dev --help)\n"
 		"options:\n"
 		"  --endpoint EP   cluster endpoint (default $TESSERA_ENDPOINT, else the dev\n"
 		"                  cluster's unix://$XDG_STATE_HOME/tessera/dev/csi.sock)\n"
@@ -389,6 +389,14 @@ static int render_volumes(json_t *resp, FILE *out)
 	return 0;
 }
 
+/* A node's FREE: free_bytes when the server sends it, else free extents x extent size. */
+static uint64_t node_free(json_t *n)
+{
+	if (json_is_integer(json_object_get(n, "free_bytes")))
+		return jint(n, "free_bytes");
+	return jint(n, "free_extents") * jint(n, "extent_bytes");
+}
+
 static int render_nodes(json_t *resp, FILE *out, const char *indent)
 {
 	json_t *nodes = json_object_get(resp, "nodes"), *rows, *n;
@@ -399,18 +407,37 @@ static int render_nodes(json_t *resp, FILE *out, const char *indent)
 	rows = json_array();
 	row(rows, 6, "NODE", "STATE", "DISKS", "EXTENTS", "FREE EXTENTS", "FREE");
 	json_array_foreach(nodes, i, n) {
-		char id[24], disks[24], ext[24], fext[24], fb[32];
+		char id[24], disks[24] = "-", ext[24] = "-", fext[24] = "-", fb[32];
 
 		snprintf(id, sizeof(id), "%" PRIu64, jint(n, "id"));
-		snprintf(disks, sizeof(disks), "%" PRIu64, jint(n, "disks"));
-		snprintf(ext, sizeof(ext), "%" PRIu64, jint(n, "extents"));
-		snprintf(fext, sizeof(fext), "%" PRIu64, jint(n, "free_extents"));
-		ts_cli_fmt_size(jint(n, "free_extents") * jint(n, "extent_bytes"), fb, sizeof(fb));
+		/* extent_bytes 0: a remote node whose disks the server does not see */
+		if (jint(n, "extent_bytes")) {
+			snprintf(disks, sizeof(disks), "%" PRIu64, jint(n, "disks"));
+			snprintf(ext, sizeof(ext), "%" PRIu64, jint(n, "extents"));
+			snprintf(fext, sizeof(fext), "%" PRIu64, jint(n, "free_extents"));
+		}
+		ts_cli_fmt_size(node_free(n), fb, sizeof(fb));
 		row(rows, 6, id, jstr(n, "state"), disks, ext, fext, fb);
 	}
 	table_print(rows, out, indent);
 	json_decref(rows);
 	return 0;
+}
+
+/* HEAL cell: progress while healing, else how many heals completed. */
+static void heal_cell(json_t *g, char *buf, size_t len)
+{
+	uint64_t total = jint(g, "heal_total_bytes"), done = jint(g, "heal_done_bytes");
+	double rate = json_number_value(json_object_get(g, "heal_rate_mbps"));
+
+	if (!strcmp(jstr(g, "state"), "healing"))
+		snprintf(buf, len, "%" PRIu64 "%%", total ? TS_MIN(done, total) * 100 / total : 0);
+	else if (jint(g, "heals") && rate > 0)
+		snprintf(buf, len, "%" PRIu64 " done, %.1fMB/s", jint(g, "heals"), rate);
+	else if (jint(g, "heals"))
+		snprintf(buf, len, "%" PRIu64 " done", jint(g, "heals"));
+	else
+		snprintf(buf, len, "-");
 }
 
 static int render_agrps(json_t *resp, FILE *out, const char *indent)
@@ -421,15 +448,19 @@ static int render_agrps(json_t *resp, FILE *out, const char *indent)
 	if (!json_is_array(agrps))
 		return -EINVAL;
 	rows = json_array();
-	row(rows, 7, "UUID", "EC", "STATE", "LIVE", "GENERATION", "SIZE", "MEMBERS (slot:node)");
+	row(rows, 10, "UUID", "EC", "STATE", "LIVE", "DEGRADED STRIPES", "REPLICATED", "HEAL",
+	    "GENERATION", "SIZE", "MEMBERS (slot:node)");
 	json_array_foreach(agrps, i, g) {
-		char ec[48], live[48], gen[24], sz[32], members[1024] = "";
+		char ec[48], live[48], deg[24], repl[32], heal[64], gen[24], sz[32], members[1024] = "";
 		size_t used = 0, j;
 		json_t *mem;
 
 		snprintf(ec, sizeof(ec), "%" PRIu64 "+%" PRIu64, jint(g, "k"), jint(g, "m"));
 		snprintf(live, sizeof(live), "%" PRIu64 "/%" PRIu64, jint(g, "live_members"),
 			 jint(g, "k") + jint(g, "m"));
+		snprintf(deg, sizeof(deg), "%" PRIu64, jint(g, "degraded_stripes"));
+		ts_cli_fmt_size(jint(g, "replicated_bytes"), repl, sizeof(repl));
+		heal_cell(g, heal, sizeof(heal));
 		snprintf(gen, sizeof(gen), "%" PRIu64, jint(g, "generation"));
 		ts_cli_fmt_size(jint(g, "size_bytes"), sz, sizeof(sz));
 		json_array_foreach(json_object_get(g, "members"), j, mem) {
@@ -441,7 +472,8 @@ static int render_agrps(json_t *resp, FILE *out, const char *indent)
 				break;
 			used += (size_t)w;
 		}
-		row(rows, 7, jstr(g, "uuid"), ec, jstr(g, "state"), live, gen, sz, members);
+		row(rows, 10, jstr(g, "uuid"), ec, jstr(g, "state"), live, deg, repl, heal, gen, sz,
+		    members);
 	}
 	table_print(rows, out, indent);
 	json_decref(rows);
@@ -468,6 +500,28 @@ static int render_status(json_t *resp, FILE *out)
 	ts_cli_fmt_size(jint(pool, "free_bytes"), fr, sizeof(fr));
 	fprintf(out, "volume pool:  %s used of %s (%s free), %" PRIu64 " volume%s\n", used, total,
 		fr, jint(pool, "volumes"), jint(pool, "volumes") == 1 ? "" : "s");
+	/* One line per group that is not simply healthy, or has held replicas. */
+	json_array_foreach(agrps, i, x) {
+		char repl[32], unrepl[32], ht[32], hd[32];
+
+		if (!strcmp(jstr(x, "state"), "healthy") && !jint(x, "degraded_stripes") &&
+		    !jint(x, "replicated_bytes") && !jint(x, "unreplicated_bytes") &&
+		    !jint(x, "rebuilds"))
+			continue;
+		ts_cli_fmt_size(jint(x, "replicated_bytes"), repl, sizeof(repl));
+		ts_cli_fmt_size(jint(x, "unreplicated_bytes"), unrepl, sizeof(unrepl));
+		fprintf(out, "group %.8s:  %s, %" PRIu64 " degraded stripes, %s replicated, %s unreplicated",
+			jstr(x, "uuid"), jstr(x, "state"), jint(x, "degraded_stripes"), repl, unrepl);
+		if (!strcmp(jstr(x, "state"), "healing")) {
+			ts_cli_fmt_size(jint(x, "heal_done_bytes"), hd, sizeof(hd));
+			ts_cli_fmt_size(jint(x, "heal_total_bytes"), ht, sizeof(ht));
+			fprintf(out, ", heal %s of %s", hd, ht);
+		}
+		if (jint(x, "rebuilds"))
+			fprintf(out, ", %" PRIu64 " member%s rebuilt", jint(x, "rebuilds"),
+				jint(x, "rebuilds") == 1 ? "" : "s");
+		fputc('\n', out);
+	}
 	fprintf(out, "\n");
 	render_nodes(resp, out, "");
 	fprintf(out, "\n");

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "csi/cli.h"
+#include "csi/controller_main.h"
 #include "csi/csi.h"
 #include "csi/dev.h"
 #include "dataplane/common/ts_common.h"
@@ -26,6 +27,8 @@ static void usage(FILE *f)
 		   "               loopback with file-backed disks (CSI socket + iSCSI portal)\n"
 		   "  csi          serve the CSI driver (file backend) on a unix socket\n"
 		   "  node         run one host's data plane (disks, iSCSI exports, registration)\n"
+		   "  controller   serve the volumes of a multi-node array group (CSI socket +\n"
+		   "               iSCSI portal) assembled from the registered nodes\n"
 		   "  --version    print the version\n");
 }
 
@@ -45,6 +48,8 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "node") &&
 	    !(argc > 2 && (!strcmp(argv[2], "list") || !strcmp(argv[2], "ls"))))
 		return ts_node_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "controller"))
+		return ts_controller_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "csi"))
 		return ts_csi_main(argc - 1, argv + 1);
 	/* Everything else (including --help) is the CLI, which explains itself. */

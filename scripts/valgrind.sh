@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 B=build-valgrind
 cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTS_SANITIZE=OFF >/dev/null
 cmake --build "$B" >/dev/null
-FILTER=${1:-'^unit_(common|member|pem|ldm|ec|agrp|volume|chain|pool|iscsi_scsi|iscsi_lun_file|csi_store|csi_badinput|attach)$'}
+FILTER=${1:-'^unit_(common|member|pem|ldm|ec|agrp|replog|volume|chain|pool|iscsi_scsi|iscsi_lun_file|csi_store|csi_badinput|attach)$'}
 fail=0
 for t in "$B"/unit/unit_*; do
   name=$(basename "$t")

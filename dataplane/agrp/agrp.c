@@ -384,11 +384,27 @@ static void member_fail(struct ts_agrp *g, unsigned i, int err)
 {
 	pthread_mutex_lock(&g->state_lock);
 	if (g->slot[i].live) {
+		unsigned left = 0;
+
 		g->slot[i].live = 0;
-		g->generation++;
-		ts_log(TS_LOG_WARN, "agrp", "member failed slot=%u node=%u err=\"%s\" generation=%llu",
-		       i, g->slot[i].node_id, ts_strerror(err), (unsigned long long)g->generation);
-		sb_write_locked(g, 0, 0);
+		for (unsigned j = 0; j < g->n; j++)
+			left += g->slot[j].live != 0;
+		if (left < g->k) {
+			/* the group has failed (no IO can succeed): leave the
+			 * superblocks alone, as md does, so the members lost last
+			 * are still current when they come back, instead of being
+			 * made stale by a generation only the survivors carry */
+			ts_log(TS_LOG_ERROR, "agrp",
+			       "member failed slot=%u node=%u err=\"%s\" group failed live=%u k=%u",
+			       i, g->slot[i].node_id, ts_strerror(err), left, g->k);
+		} else {
+			g->generation++;
+			ts_log(TS_LOG_WARN, "agrp",
+			       "member failed slot=%u node=%u err=\"%s\" generation=%llu", i,
+			       g->slot[i].node_id, ts_strerror(err),
+			       (unsigned long long)g->generation);
+			sb_write_locked(g, 0, 0);
+		}
 	}
 	pthread_mutex_unlock(&g->state_lock);
 }
@@ -1000,6 +1016,10 @@ static int do_write(struct ts_agrp *g, struct scratch *sc, uint64_t off, uint64_
 		rc = stripe_write(g, sc, s, pos % kc, e - pos, buf + (pos - off));
 		pos = e;
 	}
+	/* members failed while it was applied: the hook sees the write again,
+	 * with the slots that missed it (the data is the same, now final) */
+	if (rc == 0 && g->opts.write_hook && (live & ~live_mask(g)))
+		rc = g->opts.write_hook(g->opts.write_hook_ctx, off, len, buf, all & ~live_mask(g));
 	bm_write_done(g, r0, r1);
 out:
 	range_release(g, &rg);
@@ -1427,27 +1447,83 @@ static uint64_t region_last(const struct ts_agrp *g, uint64_t r)
 	return TS_MIN(g->nstripes, (r + 1) * g->region_stripes) - 1;
 }
 
-/* Rebuild slot \p sl's chunks of region r onto its (not live) member. */
-static int rebuild_region(struct ts_agrp *g, struct scratch *sc, unsigned sl, uint64_t r)
+#define RB_STRIPES 32u /* stripes rebuilt per batch: one IO per member of 32 chunks */
+
+/*
+ * Rebuild slot \p sl's chunks of region r onto its (not live) member.
+ * Stripe s is chunk s of every member, so a batch of consecutive stripes is
+ * one contiguous range on each member: read it from k live members at once
+ * (one IO each), decode every stripe of the batch in memory, write the
+ * rebuilt chunks with one IO, and flush once per region before the caller
+ * clears the region's out-of-date bit. \p rb holds n * RB_STRIPES chunks.
+ */
+static int rebuild_region(struct ts_agrp *g, struct scratch *sc, uint8_t *rb, unsigned sl,
+			  uint64_t r)
 {
+	const size_t span = (size_t)RB_STRIPES * g->chunk;
+	uint64_t s1 = region_last(g, r);
+	unsigned attempts = 0;
+	int rc = 0;
+
 	if (bm_test(g, ~0u, r))
 		ts_log(TS_LOG_WARN, "agrp",
 		       "rebuilding from a region dirty at a degraded assembly slot=%u region=%llu",
 		       sl, (unsigned long long)r);
-	for (uint64_t s = r * g->region_stripes; s <= region_last(g, r); s++) {
-		unsigned role = (unsigned)((sl + g->n - s % g->n) % g->n);
-		uint8_t *bufs[MAXN] = { 0 };
-		int rc;
+	for (uint64_t s = r * g->region_stripes; s <= s1 && rc == 0;) {
+		uint64_t cnt = TS_MIN((uint64_t)RB_STRIPES, s1 - s + 1);
+		uint64_t live = live_mask(g) & ~(1ull << sl), src = 0;
+		struct mio x[MAXN];
+		struct batch b;
+		unsigned nsrc = 0, bad = 0;
 
-		bufs[role] = sc->work + (size_t)role * g->chunk;
-		rc = stripe_fetch(g, sc, s, 0, g->chunk, 1ull << role, bufs, 1);
-		if (!rc)
-			rc = ts_member_rw_sync(g->slot[sl].m, TS_MEMBER_WRITE, TS_MEMBER_FUA,
-					       moff(g, s, 0), g->chunk, bufs[role]);
-		if (rc)
-			return rc;
+		for (unsigned i = 0; i < g->n && nsrc < g->k; i++)
+			if (live & (1ull << i)) {
+				src |= 1ull << i;
+				nsrc++;
+			}
+		if (nsrc < g->k)
+			return TS_ERR_DEGRADED;
+		batch_init(&b);
+		for (unsigned i = 0, j = 0; i < g->n; i++)
+			if (src & (1ull << i))
+				batch_add(&b, &x[j++], g->slot[i].m, i, TS_MEMBER_READ, 0,
+					  moff(g, s, 0), cnt * g->chunk, rb + i * span);
+		batch_wait(&b);
+		for (unsigned j = 0; j < nsrc; j++)
+			if (x[j].status) {
+				member_fail(g, x[j].slot, x[j].status);
+				bad = 1;
+			}
+		if (bad) {
+			if (++attempts > g->n)
+				return TS_ERR_DEGRADED;
+			continue; /* again with the members still live */
+		}
+		for (uint64_t j = 0; j < cnt && rc == 0; j++) {
+			uint8_t *frags[MAXN];
+			uint64_t missing = 0;
+
+			for (unsigned role = 0; role < g->n; role++) {
+				unsigned i = slot_of(g, s + j, role);
+
+				if (src & (1ull << i)) {
+					frags[role] = rb + i * span + j * g->chunk;
+				} else {
+					missing |= 1ull << role;
+					frags[role] = i == sl ? rb + sl * span + j * g->chunk
+							      : sc->fetch + (size_t)role * g->chunk;
+				}
+			}
+			rc = ts_ec_decode(g->ec, g->chunk, frags, missing);
+		}
+		if (rc == 0)
+			rc = ts_member_rw_sync(g->slot[sl].m, TS_MEMBER_WRITE, 0, moff(g, s, 0),
+					       cnt * g->chunk, rb + sl * span);
+		s += cnt;
 	}
-	return 0;
+	if (rc == 0)
+		rc = ts_member_rw_sync(g->slot[sl].m, TS_MEMBER_FLUSH, 0, 0, 0, NULL);
+	return rc;
 }
 
 /*
@@ -1461,17 +1537,23 @@ static int resync_slot(struct ts_agrp *g, unsigned sl)
 {
 	struct scratch sc = { 0 };
 	struct range rg;
+	uint8_t *rb;
 	int rc, any_untrusted = 0;
 
 	rc = scratch_alloc(g, &sc);
 	if (rc)
 		return rc;
+	rb = ts_aligned_alloc(4096, (size_t)g->n * RB_STRIPES * g->chunk);
+	if (!rb) {
+		scratch_free(&sc);
+		return -ENOMEM;
+	}
 	for (uint64_t r = 0; r < g->nregions && !rc; r++) {
 		if (!bm_test(g, 1 + sl, r))
 			continue;
 		range_acquire(g, &rg, r * g->region_stripes, region_last(g, r), 1);
 		if (bm_test(g, 1 + sl, r)) {
-			rc = rebuild_region(g, &sc, sl, r);
+			rc = rebuild_region(g, &sc, rb, sl, r);
 			if (!rc)
 				bm_clear_bit(g, 1 + sl, r);
 		}
@@ -1483,7 +1565,7 @@ static int resync_slot(struct ts_agrp *g, unsigned sl)
 	for (uint64_t r = 0; r < g->nregions && !rc; r++) {
 		if (!bm_test(g, 1 + sl, r))
 			continue;
-		rc = rebuild_region(g, &sc, sl, r);
+		rc = rebuild_region(g, &sc, rb, sl, r);
 		if (!rc)
 			bm_clear_bit(g, 1 + sl, r);
 	}
@@ -1523,6 +1605,7 @@ static int resync_slot(struct ts_agrp *g, unsigned sl)
 	}
 	range_release(g, &rg);
 out:
+	ts_free(rb);
 	scratch_free(&sc);
 	return rc;
 }

@@ -107,7 +107,9 @@ struct ts_agrp;
  * Called before every write is applied (the hook of the replica journal,
  * dataplane/replog): \p missing is the bitmask of slots that will not
  * receive the write (0 when every member is live). Return 0 to proceed, <0
- * to fail the write with that error. Called on a worker thread, with the
+ * to fail the write with that error. If members fail while the write is
+ * applied, the hook is called once more afterwards (before the write
+ * completes) with the slots that missed it. Called on a worker thread, with the
  * write's stripe range locked, so overlapping writes reach it in the order
  * they are applied. Synchronous member IO is allowed.
  */

@@ -48,6 +48,8 @@ int ts_ec_create(unsigned k, unsigned m, struct ts_ec **out)
 	if (!ec->enc || !ec->ptbls)
 		goto fail;
 	gf_gen_cauchy1_matrix(ec->enc, (int)(k + m), (int)k);
+	if (k == 1) /* 1+m is (m+1)-way replication: every parity is a copy */
+		memset(ec->enc + 1, 1, m);
 	ec_init_tables((int)k, (int)m, ec->enc + (size_t)k * k, ec->ptbls);
 	*out = ec;
 	return 0;

@@ -6,7 +6,8 @@
  * (partial-stripe writes), and rebuilds any <= m missing fragments.
  *
  * The generator is ISA-L's Cauchy matrix (gf_gen_cauchy1_matrix): every k x k
- * submatrix of it is invertible, so any k surviving fragments decode. All
+ * submatrix of it is invertible, so any k surviving fragments decode. With
+ * k = 1 the parity rows are all ones: 1+m is plain (m+1)-way replication. All
  * Galois-field work is ISA-L's (ec_init_tables, ec_encode_data,
  * ec_encode_data_update, gf_invert_matrix); this module only picks rows.
  *

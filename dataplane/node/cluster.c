@@ -23,6 +23,7 @@
  */
 #include "dataplane/node/cluster.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -30,6 +31,7 @@
 #include "dataplane/common/ts_common.h"
 #include "dataplane/ldm/ldm.h"
 #include "dataplane/node/node.h"
+#include "dataplane/replog/replog.h"
 #include "dataplane/transport/export.h"
 #include "dataplane/transport/transport.h"
 
@@ -42,6 +44,15 @@ struct ts_cluster {
 	struct ts_member *members[TS_REG_MAX_SLOTS];
 	struct ts_agrp *agrp;
 	struct ts_member *device; /* the group as a block device (ts_cluster_device) */
+	struct ts_member *journals[TS_REG_MAX_NODES];
+	int jindex[TS_REG_MAX_NODES]; /* journal i's index in the replog, or -1 */
+	struct ts_member *retired[TS_REG_MAX_NODES]; /* replaced journals (replog may still read) */
+	unsigned nretired;
+	struct ts_replog *rl;     /* NULL: no journal (older record, or none reachable) */
+	int heal_err;             /* last heal result */
+	_Atomic int rebuilding;   /* a lost member is being rebuilt */
+	pthread_mutex_t grp_lock; /* c->grp writes (tick thread) vs ts_cluster_status readers */
+	uint64_t rebuilds, rebuild_bytes, rebuild_ns; /* last rebuild */
 };
 
 static int device_open(struct ts_cluster *c);
@@ -70,12 +81,10 @@ static int live_nodes(struct ts_cluster *c, struct ts_reg_node **out, unsigned *
 	return 0;
 }
 
-/* Connect slot \p s's member. */
-static int slot_member(struct ts_cluster *c, unsigned s, const struct ts_reg_node *nodes,
-		       unsigned nn, struct ts_member **out)
+/* Connect vdisk \p vd of \p size on \p node (local LDM or remote). */
+static int vdisk_member(struct ts_cluster *c, uint32_t node, const uint8_t vd[16], uint64_t size,
+			const struct ts_reg_node *nodes, unsigned nn, struct ts_member **out)
 {
-	uint32_t node = c->grp.slots[s].node_id;
-	const uint8_t *vd = c->grp.slots[s].vdisk;
 	struct ts_transport_opts to = { 0 };
 	char iqn[80], url[192];
 
@@ -96,7 +105,7 @@ static int slot_member(struct ts_cluster *c, unsigned s, const struct ts_reg_nod
 		to.chap_secret = c->chap_secret;
 		to.node_id = node;
 		to.uuid = vd;
-		to.size = c->grp.member_size;
+		to.size = size;
 		to.block_size = TS_LDM_BLOCK_SIZE;
 		to.io_timeout_ms = c->o.io_timeout_ms;
 		to.connect_timeout_ms = TS_MIN(c->o.io_timeout_ms, 2000u);
@@ -105,11 +114,102 @@ static int slot_member(struct ts_cluster *c, unsigned s, const struct ts_reg_nod
 	return -ENOENT; /* node not registered (yet) */
 }
 
+/* Connect slot \p s's member. */
+static int slot_member(struct ts_cluster *c, unsigned s, const struct ts_reg_node *nodes,
+		       unsigned nn, struct ts_member **out)
+{
+	return vdisk_member(c, c->grp.slots[s].node_id, c->grp.slots[s].vdisk, c->grp.member_size,
+			    nodes, nn, out);
+}
+
+/* Every registered node, live or not (remote members connect in the background). */
+static int all_nodes(struct ts_cluster *c, struct ts_reg_node **out, unsigned *cnt)
+{
+	struct ts_reg_node *all = ts_calloc(TS_REG_MAX_NODES, sizeof(*all));
+	int rc;
+
+	if (!all)
+		return -ENOMEM;
+	rc = ts_registry_list_nodes(c->o.reg, all, TS_REG_MAX_NODES, cnt);
+	if (rc) {
+		ts_free(all);
+		return rc;
+	}
+	*out = all;
+	return 0;
+}
+
+/*
+ * Connect the journals and open the replica journal (\p format: write empty
+ * ones first). A journal whose node is unknown is left out. Without any
+ * journal the group runs unreplicated (logged).
+ */
+static int journal_open(struct ts_cluster *c, int format)
+{
+	struct ts_member *js[TS_REG_MAX_NODES];
+	uint32_t slot_node[TS_REG_MAX_SLOTS];
+	struct ts_reg_node *nodes = NULL;
+	struct ts_replog_opts ro = { 0 };
+	unsigned nn = 0, nj = 0;
+	int rc;
+
+	if (!c->grp.njournals) {
+		ts_log(TS_LOG_WARN, "cluster", "group has no replica journal: degraded writes are not replicated");
+		return 0;
+	}
+	rc = all_nodes(c, &nodes, &nn);
+	if (rc)
+		return rc;
+	for (unsigned i = 0; i < c->grp.njournals; i++) {
+		c->jindex[i] = -1;
+		if (!c->journals[i] &&
+		    vdisk_member(c, c->grp.journals[i].node_id, c->grp.journals[i].vdisk,
+				 c->grp.journal_size, nodes, nn, &c->journals[i]))
+			continue;
+		c->jindex[i] = (int)nj;
+		js[nj++] = c->journals[i];
+	}
+	ts_free(nodes);
+	for (unsigned s = 0; s < c->n; s++)
+		slot_node[s] = c->grp.slots[s].node_id;
+	ro.journals = js;
+	ro.njournals = nj;
+	memcpy(ro.group_uuid, c->grp.uuid, 16);
+	ro.block_size = TS_LDM_BLOCK_SIZE;
+	ro.slot_node = slot_node;
+	ro.nslots = c->n;
+	if (!nj) {
+		ts_log(TS_LOG_ERROR, "cluster", "no replica journal reachable: degraded writes are not replicated");
+		return format ? -ENOENT : 0;
+	}
+	if (format) {
+		rc = ts_replog_format(&ro);
+		if (rc)
+			return rc;
+	}
+	rc = ts_replog_open(&ro, &c->rl);
+	if (rc && !format) {
+		ts_log(TS_LOG_ERROR, "cluster", "replica journal unusable err=\"%s\": degraded writes are not replicated",
+		       ts_strerror(rc));
+		rc = 0;
+	}
+	return rc;
+}
+
+static void hook_opts(struct ts_cluster *c, struct ts_agrp_opts *ao)
+{
+	if (c->rl) {
+		ao->write_hook = ts_replog_write_hook;
+		ao->write_hook_ctx = c->rl;
+	}
+}
+
 static int cluster_create(struct ts_cluster *c)
 {
 	struct ts_agrp_node places[TS_REG_MAX_NODES];
 	uint32_t where[TS_REG_MAX_SLOTS];
-	struct ts_reg_request req[TS_REG_MAX_SLOTS];
+	struct ts_reg_request req[TS_REG_MAX_SLOTS + TS_REG_MAX_NODES];
+	uint32_t req_node[TS_REG_MAX_SLOTS + TS_REG_MAX_NODES];
 	struct ts_reg_node *nodes = NULL;
 	struct ts_agrp_opts ao = { .chunk_size = c->o.chunk_size };
 	unsigned nn = 0;
@@ -121,6 +221,10 @@ static int cluster_create(struct ts_cluster *c)
 	/* at most m fragments per node: losing any one node must leave k */
 	for (unsigned i = 0; i < nn; i++)
 		places[i] = (struct ts_agrp_node){ .node_id = nodes[i].node_id, .slots = c->o.m };
+	if ((uint64_t)nn * c->o.m < c->n) {
+		rc = TS_ERR_NO_SPACE; /* too few live nodes for at most m fragments each */
+		goto out;
+	}
 	rc = ts_agrp_place(places, nn, c->n, where);
 	if (rc)
 		goto out;
@@ -129,36 +233,55 @@ static int cluster_create(struct ts_cluster *c)
 	c->grp.k = c->o.k;
 	c->grp.m = c->o.m;
 	c->grp.member_size = c->o.member_size;
+	/* one replica journal per node that holds fragments */
+	c->grp.journal_size = c->o.journal_size ? c->o.journal_size : c->o.member_size / 4;
+	c->grp.journal_size -= c->grp.journal_size % TS_LDM_BLOCK_SIZE;
+	for (unsigned i = 0; i < nn; i++) {
+		int used = 0;
+
+		for (unsigned s = 0; s < c->n; s++)
+			used |= where[s] == nodes[i].node_id;
+		if (used)
+			c->grp.journals[c->grp.njournals++].node_id = nodes[i].node_id;
+	}
 	/* 1. ask every node for its vdisks (all requests out before waiting) */
-	for (unsigned s = 0; s < c->n; s++) {
-		c->grp.slots[s].node_id = where[s];
-		rc = ts_uuid_generate(c->grp.slots[s].vdisk);
+	for (unsigned s = 0; s < c->n + c->grp.njournals; s++) {
+		int journal = s >= c->n;
+		uint32_t node = journal ? c->grp.journals[s - c->n].node_id : where[s];
+		uint8_t *vd = journal ? c->grp.journals[s - c->n].vdisk : c->grp.slots[s].vdisk;
+		uint64_t size = journal ? c->grp.journal_size : c->o.member_size;
+
+		if (!journal)
+			c->grp.slots[s].node_id = node;
+		rc = ts_uuid_generate(vd);
 		if (rc)
 			goto out;
-		if (c->o.local_ldm && where[s] == c->o.local_node_id) {
-			rc = ts_ldm_create(c->o.local_ldm, c->grp.slots[s].vdisk, c->o.member_size, "local",
+		if (c->o.local_ldm && node == c->o.local_node_id) {
+			rc = ts_ldm_create(c->o.local_ldm, vd, size, journal ? "journal" : "local",
 					   TS_NODE_MEMBER_TAG, NULL);
 			req[s].id[0] = '\0';
 		} else {
 			memset(&req[s], 0, sizeof(req[s]));
 			ts_registry_new_request_id(req[s].id);
 			req[s].op = TS_REG_CREATE_VDISK;
-			memcpy(req[s].uuid, c->grp.slots[s].vdisk, 16);
-			req[s].size = c->o.member_size;
-			rc = ts_registry_post_request(c->o.reg, where[s], &req[s]);
+			memcpy(req[s].uuid, vd, 16);
+			req[s].size = size;
+			rc = ts_registry_post_request(c->o.reg, node, &req[s]);
 		}
+		req_node[s] = node;
 		if (rc)
 			goto out;
 	}
-	for (unsigned s = 0; s < c->n; s++) {
+	for (unsigned s = 0; s < c->n + c->grp.njournals; s++) {
 		if (!req[s].id[0])
 			continue;
-		rc = ts_registry_wait_request(c->o.reg, where[s], req[s].id, c->o.request_timeout_ms, &st);
+		rc = ts_registry_wait_request(c->o.reg, req_node[s], req[s].id,
+					      c->o.request_timeout_ms, &st);
 		if (rc == 0)
 			rc = st;
 		if (rc) {
-			ts_log(TS_LOG_ERROR, "cluster", "create request failed node=%u err=\"%s\"", where[s],
-			       ts_strerror(rc));
+			ts_log(TS_LOG_ERROR, "cluster", "create request failed node=%u err=\"%s\"",
+			       req_node[s], ts_strerror(rc));
 			goto out;
 		}
 	}
@@ -168,6 +291,10 @@ static int cluster_create(struct ts_cluster *c)
 		if (rc)
 			goto out;
 	}
+	rc = journal_open(c, 1);
+	if (rc)
+		goto out;
+	hook_opts(c, &ao);
 	rc = ts_agrp_create(c->members, c->n, c->o.k, c->o.m, &ao, &c->agrp);
 	if (rc)
 		goto out;
@@ -186,6 +313,7 @@ static int cluster_assemble(struct ts_cluster *c)
 	struct ts_member *found[TS_REG_MAX_SLOTS];
 	struct ts_reg_node *nodes = NULL;
 	struct ts_agrp_info info;
+	struct ts_agrp_opts ao = { 0 };
 	unsigned nn = 0, nf = 0;
 	int rc;
 
@@ -199,7 +327,11 @@ static int cluster_assemble(struct ts_cluster *c)
 			found[nf++] = c->members[s];
 	}
 	ts_free(nodes);
-	rc = ts_agrp_assemble(found, nf, NULL, &c->agrp);
+	rc = journal_open(c, 0);
+	if (rc)
+		return rc;
+	hook_opts(c, &ao);
+	rc = ts_agrp_assemble(found, nf, &ao, &c->agrp);
 	ts_log(rc ? TS_LOG_ERROR : TS_LOG_INFO, "cluster", "group assembled members=%u/%u err=\"%s\"", nf,
 	       c->n, ts_strerror(rc));
 	return rc;
@@ -218,6 +350,7 @@ int ts_cluster_open(const struct ts_cluster_opts *o, struct ts_cluster **out)
 	if (!c)
 		return -ENOMEM;
 	c->o = *o;
+	pthread_mutex_init(&c->grp_lock, NULL);
 	snprintf(c->chap_user, sizeof(c->chap_user), "%s", o->chap_user);
 	snprintf(c->chap_secret, sizeof(c->chap_secret), "%s", o->chap_secret);
 	if (o->local_node_id)
@@ -264,15 +397,22 @@ int ts_cluster_rejoin(struct ts_cluster *c)
 	unsigned nn = 0;
 	int joined = 0;
 
+	if (live == (1ull << c->n) - 1 || live_nodes(c, &nodes, &nn))
+		return 0;
 	for (unsigned s = 0; s < c->n; s++) {
+		uint32_t node = c->grp.slots[s].node_id;
+		int up = c->o.local_ldm && node == c->o.local_node_id;
+
 		if (live & (1ull << s))
 			continue;
-		if (!c->members[s]) {
-			if (!nodes && live_nodes(c, &nodes, &nn))
-				break;
-			if (slot_member(c, s, nodes, nn, &c->members[s]))
-				continue;
-		}
+		/* only members on nodes that heartbeat: a down node's member
+		 * would only time out (seconds per try) */
+		for (unsigned i = 0; i < nn && !up; i++)
+			up = nodes[i].node_id == node;
+		if (!up)
+			continue;
+		if (!c->members[s] && slot_member(c, s, nodes, nn, &c->members[s]))
+			continue;
 		if (ts_agrp_add_member(c->agrp, c->members[s]) == 0) {
 			ts_log(TS_LOG_INFO, "cluster", "member rejoined slot=%u node=%u", s,
 			       c->grp.slots[s].node_id);
@@ -292,24 +432,46 @@ static void device_done(void *arg, int status)
 	io->cb(io, status);
 }
 
+/*
+ * A read the group could not serve (more than m members out) is served from
+ * the replicas when they cover all of it. Runs on a group worker thread,
+ * where synchronous member IO is allowed.
+ */
+static void device_read_done(void *arg, int status)
+{
+	struct ts_member_io *io = arg;
+	struct ts_cluster *c = io->priv[0];
+
+	if (status && c->rl && ts_replog_read(c->rl, io->offset, io->len, io->buf) == 0)
+		status = 0;
+	io->cb(io, status);
+}
+
+/* The group has no FUA: a FUA write is the write, then a flush (queued from
+ * the write's completion, so the submitter never waits). */
+static void device_fua_done(void *arg, int status)
+{
+	struct ts_member_io *io = arg;
+	struct ts_cluster *c = io->priv[0];
+
+	if (status == 0)
+		status = ts_agrp_flush(c->agrp, device_done, io);
+	if (status)
+		io->cb(io, status);
+}
+
 static int device_submit(void *ctx, struct ts_member_io *io)
 {
 	struct ts_cluster *c = ctx;
-	int rc;
 
 	switch (io->op) {
 	case TS_MEMBER_READ:
-		return ts_agrp_read(c->agrp, io->offset, io->len, io->buf, device_done, io);
+		io->priv[0] = c;
+		return ts_agrp_read(c->agrp, io->offset, io->len, io->buf, device_read_done, io);
 	case TS_MEMBER_WRITE:
-		if (io->flags & TS_MEMBER_FUA) {
-			/* the group has no FUA: write, then flush, completing once */
-			rc = ts_agrp_write_sync(c->agrp, io->offset, io->len, io->buf);
-			if (rc == 0)
-				rc = ts_agrp_flush_sync(c->agrp);
-			io->cb(io, rc);
-			return 0;
-		}
-		return ts_agrp_write(c->agrp, io->offset, io->len, io->buf, device_done, io);
+		io->priv[0] = c;
+		return ts_agrp_write(c->agrp, io->offset, io->len, io->buf,
+				     (io->flags & TS_MEMBER_FUA) ? device_fua_done : device_done, io);
 	case TS_MEMBER_FLUSH:
 		return ts_agrp_flush(c->agrp, device_done, io);
 	default:
@@ -337,14 +499,183 @@ struct ts_member *ts_cluster_device(struct ts_cluster *c)
 	return c->device;
 }
 
+/* Is slot \p s's vdisk still on its node? (-1: cannot tell, node not live) */
+static int vdisk_present(struct ts_cluster *c, uint32_t node, const uint8_t vd[16],
+			 const struct ts_reg_node *nodes, unsigned nn)
+{
+	if (c->o.local_ldm && node == c->o.local_node_id) {
+		struct ts_ldm_vdisk *v;
+
+		return ts_ldm_get(c->o.local_ldm, vd, &v) == 0;
+	}
+	for (unsigned i = 0; i < nn; i++) {
+		if (nodes[i].node_id != node)
+			continue;
+		for (unsigned j = 0; j < nodes[i].nvdisks && j < TS_REG_MAX_VDISKS; j++)
+			if (!memcmp(nodes[i].vdisks[j].uuid, vd, 16))
+				return 1;
+		return 0;
+	}
+	return -1;
+}
+
+/* Create vdisk \p vd of \p size on \p node (mailbox, or our LDM). */
+static int vdisk_create(struct ts_cluster *c, uint32_t node, const uint8_t vd[16], uint64_t size)
+{
+	struct ts_reg_request req = { .op = TS_REG_CREATE_VDISK, .size = size };
+	int rc, st;
+
+	if (c->o.local_ldm && node == c->o.local_node_id)
+		return ts_ldm_create(c->o.local_ldm, vd, size, "local", TS_NODE_MEMBER_TAG, NULL);
+	ts_registry_new_request_id(req.id);
+	memcpy(req.uuid, vd, 16);
+	rc = ts_registry_post_request(c->o.reg, node, &req);
+	if (rc == 0)
+		rc = ts_registry_wait_request(c->o.reg, node, req.id, c->o.request_timeout_ms, &st);
+	return rc ? rc : st;
+}
+
+/*
+ * A live node that no longer has a slot's vdisk lost the disk under it
+ * (replaced, wiped): rebuild the slot onto a new vdisk, on the same node
+ * (placement unchanged), from the other members, then record it.
+ */
+static int replace_lost(struct ts_cluster *c, unsigned s, const struct ts_reg_node *nodes,
+			unsigned nn)
+{
+	uint32_t node = c->grp.slots[s].node_id;
+	struct ts_reg_group g = c->grp;
+	struct ts_member *m = NULL;
+	uint64_t t0 = ts_now_ns();
+	int rc;
+
+	rc = ts_uuid_generate(g.slots[s].vdisk);
+	if (rc == 0)
+		rc = vdisk_create(c, node, g.slots[s].vdisk, g.member_size);
+	if (rc == 0)
+		rc = vdisk_member(c, node, g.slots[s].vdisk, g.member_size, nodes, nn, &m);
+	if (rc == 0) {
+		ts_log(TS_LOG_INFO, "cluster", "rebuilding slot=%u node=%u onto a new vdisk", s, node);
+		c->rebuilding = 1;
+		rc = ts_agrp_replace(c->agrp, s, m);
+		c->rebuilding = 0;
+	}
+	if (rc == 0)
+		rc = ts_registry_put_group(c->o.reg, &g);
+	if (rc) {
+		ts_log(TS_LOG_ERROR, "cluster", "rebuild failed slot=%u node=%u err=\"%s\"", s, node,
+		       ts_strerror(rc));
+		/* a vdisk created but not recorded is garbage for a later GC */
+		ts_member_destroy(m);
+		return rc;
+	}
+	ts_member_destroy(c->members[s]);
+	c->members[s] = m;
+	pthread_mutex_lock(&c->grp_lock);
+	c->grp = g;
+	pthread_mutex_unlock(&c->grp_lock);
+	c->rebuilds++;
+	c->rebuild_bytes = ts_agrp_size(c->agrp) / c->grp.k;
+	c->rebuild_ns = ts_now_ns() - t0;
+	ts_log(TS_LOG_INFO, "cluster", "rebuilt slot=%u node=%u bytes=%llu ms=%llu", s, node,
+	       (unsigned long long)c->rebuild_bytes, (unsigned long long)(c->rebuild_ns / 1000000));
+	return 0;
+}
+
+/* Same for a replica journal whose vdisk is gone: a fresh one on that node. */
+static int replace_lost_journal(struct ts_cluster *c, unsigned i, const struct ts_reg_node *nodes,
+				unsigned nn)
+{
+	uint32_t node = c->grp.journals[i].node_id;
+	struct ts_reg_group g = c->grp;
+	struct ts_member *m = NULL;
+	int rc;
+
+	if (c->nretired == TS_REG_MAX_NODES)
+		return -ENOSPC;
+	rc = ts_uuid_generate(g.journals[i].vdisk);
+	if (rc == 0)
+		rc = vdisk_create(c, node, g.journals[i].vdisk, g.journal_size);
+	if (rc == 0)
+		rc = vdisk_member(c, node, g.journals[i].vdisk, g.journal_size, nodes, nn, &m);
+	if (rc == 0)
+		rc = ts_replog_replace_journal(c->rl, (unsigned)c->jindex[i], m);
+	if (rc == 0)
+		rc = ts_registry_put_group(c->o.reg, &g);
+	if (rc) {
+		ts_log(TS_LOG_ERROR, "cluster", "journal replacement failed node=%u err=\"%s\"", node,
+		       ts_strerror(rc));
+		if (m && c->journals[i] != m)
+			ts_member_destroy(m); /* not handed over */
+		return rc;
+	}
+	c->retired[c->nretired++] = c->journals[i];
+	c->journals[i] = m;
+	pthread_mutex_lock(&c->grp_lock);
+	c->grp = g;
+	pthread_mutex_unlock(&c->grp_lock);
+	ts_log(TS_LOG_INFO, "cluster", "replica journal replaced node=%u", node);
+	return 0;
+}
+
+static int replace_lost_members(struct ts_cluster *c)
+{
+	uint64_t live = ts_agrp_live_mask(c->agrp);
+	struct ts_reg_node *nodes = NULL;
+	unsigned nn = 0;
+	int rc = 0;
+
+	if (live_nodes(c, &nodes, &nn))
+		return 0;
+	for (unsigned s = 0; s < c->n && rc == 0; s++) {
+		if (live & (1ull << s))
+			continue;
+		if (vdisk_present(c, c->grp.slots[s].node_id, c->grp.slots[s].vdisk, nodes, nn) == 0)
+			rc = replace_lost(c, s, nodes, nn);
+	}
+	for (unsigned i = 0; c->rl && i < c->grp.njournals && rc == 0; i++) {
+		if (c->jindex[i] < 0)
+			continue;
+		if (vdisk_present(c, c->grp.journals[i].node_id, c->grp.journals[i].vdisk, nodes,
+				  nn) == 0)
+			rc = replace_lost_journal(c, i, nodes, nn);
+	}
+	ts_free(nodes);
+	return rc;
+}
+
+static int heal_read(void *ctx, uint64_t off, uint64_t len, void *buf)
+{
+	return ts_agrp_read_sync(ctx, off, len, buf);
+}
+
 int ts_cluster_tick(struct ts_cluster *c)
 {
-	return ts_cluster_rejoin(c);
+	uint64_t all = (1ull << c->n) - 1;
+	struct ts_agrp_stats as;
+	int joined = ts_cluster_rejoin(c), rc;
+
+	rc = replace_lost_members(c);
+	if (rc)
+		return rc;
+	if (!c->rl || ts_agrp_live_mask(c->agrp) != all)
+		return joined;
+	ts_agrp_stats(c->agrp, &as);
+	if (as.ood_regions)
+		return joined; /* resync first */
+	ts_replog_retry_journals(c->rl);
+	rc = ts_replog_heal(c->rl, heal_read, c->agrp);
+	if (rc != c->heal_err)
+		ts_log(rc ? TS_LOG_ERROR : TS_LOG_INFO, "cluster", "heal err=\"%s\"", ts_strerror(rc));
+	c->heal_err = rc;
+	return rc ? rc : joined;
 }
 
 void ts_cluster_status(struct ts_cluster *c, struct ts_cluster_status *st)
 {
 	uint64_t all = (1ull << c->n) - 1;
+	struct ts_agrp_stats as;
+	int pending = 0;
 
 	memset(st, 0, sizeof(*st));
 	memcpy(st->group_uuid, c->grp.uuid, 16);
@@ -354,14 +685,41 @@ void ts_cluster_status(struct ts_cluster *c, struct ts_cluster_status *st)
 	st->size = ts_agrp_size(c->agrp);
 	st->generation = ts_agrp_generation(c->agrp);
 	st->live_mask = ts_agrp_live_mask(c->agrp);
+	pthread_mutex_lock(&c->grp_lock);
 	for (unsigned s = 0; s < c->n; s++)
 		st->slot_node[s] = c->grp.slots[s].node_id;
-	if (st->live_mask == all)
-		snprintf(st->state, sizeof(st->state), "healthy");
-	else if ((unsigned)__builtin_popcountll(st->live_mask) >= st->k)
-		snprintf(st->state, sizeof(st->state), "degraded");
+	pthread_mutex_unlock(&c->grp_lock);
+	ts_agrp_stats(c->agrp, &as);
+	st->degraded_stripes = as.ood_stripes;
+	if (c->rl) {
+		struct ts_replog_stats rs;
+
+		ts_replog_stats(c->rl, &rs);
+		st->replicated_bytes = rs.replicated_bytes;
+		st->replica_copies = rs.last_copies;
+		st->unreplicated_bytes = rs.unreplicated_bytes;
+		st->heal_total_bytes = rs.heal_total_bytes;
+		st->heal_done_bytes = rs.heal_done_bytes;
+		st->heal_rate_bps = rs.heal_ns ? (uint64_t)((double)rs.heal_total_bytes * 1e9 /
+							     (double)rs.heal_ns)
+					       : 0;
+		st->heals = rs.heals;
+		pending = rs.covered_bytes || rs.used_bytes > 4096 || rs.healing;
+	}
+	st->rebuilds = c->rebuilds;
+	st->rebuild_bytes = c->rebuild_bytes;
+	st->rebuild_rate_bps = c->rebuild_ns ? (uint64_t)((double)c->rebuild_bytes * 1e9 /
+							   (double)c->rebuild_ns)
+					     : 0;
+	if (c->rebuilding)
+		snprintf(st->state, sizeof(st->state), "rebuilding");
+	else if (st->live_mask != all)
+		snprintf(st->state, sizeof(st->state), "%s",
+			 (unsigned)__builtin_popcountll(st->live_mask) >= st->k ? "degraded" : "failed");
+	else if (as.ood_regions || pending)
+		snprintf(st->state, sizeof(st->state), "healing");
 	else
-		snprintf(st->state, sizeof(st->state), "failed");
+		snprintf(st->state, sizeof(st->state), "healthy");
 }
 
 void ts_cluster_close(struct ts_cluster *c)
@@ -370,7 +728,13 @@ void ts_cluster_close(struct ts_cluster *c)
 		return;
 	ts_member_destroy(c->device);
 	ts_agrp_close(c->agrp);
+	ts_replog_close(c->rl);
 	for (unsigned s = 0; s < TS_REG_MAX_SLOTS; s++)
 		ts_member_destroy(c->members[s]);
+	for (unsigned i = 0; i < TS_REG_MAX_NODES; i++)
+		ts_member_destroy(c->journals[i]);
+	for (unsigned i = 0; i < c->nretired; i++)
+		ts_member_destroy(c->retired[i]);
+	pthread_mutex_destroy(&c->grp_lock);
 	ts_free(c);
 }

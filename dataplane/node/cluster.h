@@ -77,7 +77,11 @@ int ts_cluster_rejoin(struct ts_cluster *c);
 struct ts_member *ts_cluster_device(struct ts_cluster *c);
 
 /**
- * One round of the controller's maintenance: ts_cluster_rejoin(), then, once
+ * One round of the controller's maintenance: ts_cluster_rejoin(); a member
+ * whose node is live but no longer has its vdisk (the disk under it was
+ * lost or replaced) is rebuilt onto a new vdisk on that node
+ * (ts_agrp_replace: reconstruct + re-fragment) and the group record
+ * updated; then, once
  * every member is live and resynced, heal: verify the replicated data against
  * the erasure-coded copy and reclaim the journal space. Call it periodically
  * (the controller loop: every 500 ms) from one thread. Returns the number of
@@ -94,7 +98,7 @@ struct ts_cluster_status {
 	uint64_t generation;
 	uint64_t live_mask;           /**< bit s: slot s serving */
 	uint32_t slot_node[TS_REG_MAX_SLOTS];
-	char state[16];               /**< "healthy", "degraded", "healing", "failed" */
+	char state[16];               /**< "healthy", "degraded", "healing", "rebuilding", "failed" */
 	uint64_t degraded_stripes;    /**< stripes with a fragment out of date */
 	uint64_t replicated_bytes;    /**< journal bytes held (all copies) */
 	uint64_t replica_copies;      /**< copies written per replicated write (last one) */
@@ -103,6 +107,9 @@ struct ts_cluster_status {
 	uint64_t heal_done_bytes;     /**< of which done */
 	uint64_t heal_rate_bps;       /**< last heal's rate, bytes/s */
 	uint64_t heals;               /**< completed heals */
+	uint64_t rebuilds;            /**< lost members rebuilt onto new vdisks */
+	uint64_t rebuild_bytes;       /**< last rebuild: bytes reconstructed */
+	uint64_t rebuild_rate_bps;    /**< last rebuild's rate, bytes/s */
 };
 
 /** Fill *\p st (a consistent snapshot; cheap, callable while IO flows). */

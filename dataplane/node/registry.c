@@ -293,11 +293,18 @@ static int dir_put_group(void *ctx, const struct ts_reg_group *g)
 	for (uint32_t i = 0; arr && i < g->k + g->m && i < TS_REG_MAX_SLOTS; i++)
 		json_array_append_new(arr, json_pack("{s:i,s:o}", "node_id", (int)g->slots[i].node_id,
 						     "vdisk", uuid_json(g->slots[i].vdisk)));
+	json_t *jarr = json_array();
+
+	for (uint32_t i = 0; jarr && i < g->njournals && i < TS_REG_MAX_NODES; i++)
+		json_array_append_new(jarr, json_pack("{s:i,s:o}", "node_id",
+						      (int)g->journals[i].node_id, "vdisk",
+						      uuid_json(g->journals[i].vdisk)));
 	ts_uuid_format(g->uuid, u);
 	snprintf(path, sizeof(path), "%s/groups/%s.json", d->root, u);
-	return write_json(path, json_pack("{s:s,s:i,s:i,s:I,s:o}", "uuid", u, "k", (int)g->k, "m",
-					  (int)g->m, "member_size", (json_int_t)g->member_size,
-					  "slots", arr));
+	return write_json(path, json_pack("{s:s,s:i,s:i,s:I,s:o,s:I,s:o}", "uuid", u, "k", (int)g->k,
+					  "m", (int)g->m, "member_size",
+					  (json_int_t)g->member_size, "slots", arr, "journal_size",
+					  (json_int_t)g->journal_size, "journals", jarr));
 }
 
 static int dir_get_group(void *ctx, const uint8_t uuid[16], struct ts_reg_group *g)
@@ -327,6 +334,25 @@ static int dir_get_group(void *ctx, const uint8_t uuid[16], struct ts_reg_group 
 		    uuid_of(json_object_get(v, "vdisk"), g->slots[i].vdisk))
 			goto out;
 		g->slots[i].node_id = (uint32_t)json_integer_value(json_object_get(v, "node_id"));
+	}
+	/* journals: absent in records written before the replica journal */
+	arr = json_object_get(j, "journals");
+	if (arr) {
+		json_t *js = json_object_get(j, "journal_size");
+
+		if (!json_is_array(arr) || json_array_size(arr) > TS_REG_MAX_NODES ||
+		    !json_is_integer(js) || json_integer_value(js) < 0 ||
+		    (json_array_size(arr) && json_integer_value(js) == 0))
+			goto out;
+		g->journal_size = (uint64_t)json_integer_value(js);
+		json_array_foreach(arr, i, v) {
+			if (!json_is_integer(json_object_get(v, "node_id")) ||
+			    uuid_of(json_object_get(v, "vdisk"), g->journals[i].vdisk))
+				goto out;
+			g->journals[i].node_id =
+				(uint32_t)json_integer_value(json_object_get(v, "node_id"));
+		}
+		g->njournals = (uint32_t)json_array_size(arr);
 	}
 	rc = 0;
 out:

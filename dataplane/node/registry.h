@@ -68,6 +68,12 @@ struct ts_reg_group {
 		uint32_t node_id;
 		uint8_t vdisk[16];
 	} slots[TS_REG_MAX_SLOTS];  /**< k+m valid */
+	uint32_t njournals;          /**< replica journals (dataplane/replog), one per node */
+	uint64_t journal_size;
+	struct {
+		uint32_t node_id;
+		uint8_t vdisk[16];
+	} journals[TS_REG_MAX_NODES];
 };
 
 /** Store operations (what another backend implements). All mandatory. */

@@ -14,6 +14,9 @@
  *     -T, --verify-timeout-ms  budget of the final verification (300000)
  *     -u USER -p SECRET        CHAP (credentials in the URL work too)
  *     -i, --interval-ms MS     progress line on stderr every MS (1000; 0 = never)
+ *     -x, --exit-on-error      exit (status 3) at the first command that fails or
+ *                              session lost while loading, instead of riding through:
+ *                              a test that must see no IO error keeps checking it runs
  *
  * The pattern. Every 4 KiB block written carries a header (magic, block
  * number, version, pattern seed) and 4064 bytes of a pseudo-random stream
@@ -60,7 +63,8 @@
  * every block and prints, as its last line:
  *   acked=A unacked=U retries=R sessions=C reads=N read_errors=E verified=V unreadable=X lost=L
  * (acked counts acknowledgements in the log, earlier runs included.)
- * Exit status: 0 nothing lost, 1 lost > 0, 2 usage or setup error.
+ * Exit status: 0 nothing lost, 1 lost > 0, 2 usage or setup error, 3 an IO
+ * failed with --exit-on-error.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -142,6 +146,7 @@ struct load {
 	uint32_t vnext; /* next block of the final pass */
 	uint64_t io_timeout, verify_budget, verify_deadline, drain_deadline;
 	int logfd;
+	bool exit_on_error;
 	/* counters */
 	uint64_t n_acked, n_unacked, n_retries, n_sessions, n_reads, n_read_errors;
 	uint64_t n_verified, n_unreadable, n_lost;
@@ -340,6 +345,15 @@ static void broken(struct load *ld, const char *why)
 	ld->broken = true;
 }
 
+/* With --exit-on-error, an IO that failed while loading ends the process. */
+static void io_failed(const struct load *ld, const char *what)
+{
+	if (!ld->exit_on_error || ld->phase != P_LOAD)
+		return;
+	say("%s: stopping (--exit-on-error)", what);
+	exit(3);
+}
+
 /* Drop the session (\p why: logged unless NULL); what was in flight stays pending. */
 static void teardown(struct load *ld, const char *why)
 {
@@ -349,6 +363,8 @@ static void teardown(struct load *ld, const char *why)
 		return;
 	if (why)
 		say("session %s (%s)", ld->sess == S_UP ? "lost" : "attempt failed", why);
+	if (why && ld->sess == S_UP)
+		io_failed(ld, "session lost");
 	ld->tearing = true;
 	iscsi_scsi_cancel_all_tasks(ld->ctx);
 	iscsi_destroy_context(ld->ctx);
@@ -575,13 +591,16 @@ static void lane_done(struct iscsi_context *iscsi, int status, void *command_dat
 	l->task = NULL;
 	l->op = OP_NONE;
 	if (status != SCSI_STATUS_GOOD) {
-		if (!transient(status, t)) {
+		bool tr = transient(status, t);
+
+		if (!tr || (ld->exit_on_error && ld->phase == P_LOAD))
 			say("%s of block %u: status 0x%x sense %s/%s", op == OP_READ ? "read" :
 			    op == OP_WRITE ? "write" : "flush", op == OP_READ ? l->rblk : l->wblk,
 			    (unsigned)status, scsi_sense_key_str(t->sense.key),
 			    scsi_sense_ascq_str(t->sense.ascq));
+		io_failed(ld, "command failed");
+		if (!tr)
 			l->not_before = ts_now_ns() + ERROR_DELAY;
-		}
 		if (op == OP_READ) {
 			ld->n_read_errors++;
 			if (ld->phase != P_VERIFY) { /* a check read: skip it */
@@ -825,7 +844,7 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: ts-faults-load [-n blocks] [-q qd] [-d seconds] [-l log] [-V] [-s seed]\n"
 		"                      [-t io_timeout_ms] [-T verify_timeout_ms] [-u user -p secret]\n"
-		"                      [-i interval_ms] URL\n");
+		"                      [-i interval_ms] [-x] URL\n");
 }
 
 int main(int argc, char **argv)
@@ -840,6 +859,7 @@ int main(int argc, char **argv)
 		{ "io-timeout-ms", required_argument, NULL, 't' },
 		{ "verify-timeout-ms", required_argument, NULL, 'T' },
 		{ "interval-ms", required_argument, NULL, 'i' },
+		{ "exit-on-error", no_argument, NULL, 'x' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct load L;
@@ -859,7 +879,7 @@ int main(int argc, char **argv)
 	ld->verify_budget = 300000 * MS;
 	ld->logfd = -1;
 	ld->backoff = BACKOFF_MIN;
-	while ((c = getopt_long(argc, argv, "n:q:d:l:Vs:t:T:u:p:i:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "n:q:d:l:Vs:t:T:u:p:i:x", opts, NULL)) != -1) {
 		switch (c) {
 		case 'n': blocks = strtoull(optarg, NULL, 0); break;
 		case 'q': ld->qd = (unsigned)strtoul(optarg, NULL, 0); break;
@@ -872,6 +892,7 @@ int main(int argc, char **argv)
 		case 'u': user = optarg; break;
 		case 'p': secret = optarg; break;
 		case 'i': interval = strtoull(optarg, NULL, 0) * MS; break;
+		case 'x': ld->exit_on_error = true; break;
 		default: usage(); return 2;
 		}
 	}

@@ -240,7 +240,9 @@ Test(csi_cli, render_tables)
 	free(out);
 	out = render(TS_CLI_AGRP_LIST, false, g_status, &rc);
 	cr_assert_eq(rc, 0);
-	cr_assert(strstr(out, "d4c1864d-3cf9-4788-9677-38478454d722  1+1  degraded  1/2   3           1Mi   0:n1 1:n2(down)\n"),
+	/* a server without the health fields: zeros, no heal */
+	cr_assert(strstr(out, "d4c1864d-3cf9-4788-9677-38478454d722  1+1  degraded  1/2   0                 "
+			      "0B          -     3           1Mi   0:n1 1:n2(down)\n"),
 		  "%s", out);
 	free(out);
 	out = render(TS_CLI_STATUS, false, g_status, &rc);
@@ -282,6 +284,58 @@ Test(csi_cli, render_tables)
 	free(out);
 	out = render(TS_CLI_VOLUME_SHOW, false, "{}", &rc);
 	cr_assert_eq(rc, -EINVAL);
+	free(out);
+}
+
+/* What `tessera controller` answers: remote nodes, a group that is healing. */
+static const char *g_ctl_status =
+	"{\"nodes\":[{\"id\":12,\"state\":\"up\",\"disks\":0,\"extents\":0,\"free_extents\":0,"
+	"\"extent_bytes\":0,\"free_bytes\":3145728,\"portal\":\"127.0.0.12:3270\"}],"
+	"\"array_groups\":[{\"uuid\":\"d4c1864d-3cf9-4788-9677-38478454d722\",\"k\":4,\"m\":2,"
+	"\"state\":\"healing\",\"live_members\":6,\"generation\":9,\"size_bytes\":4194304,"
+	"\"degraded_stripes\":0,\"replicated_bytes\":2097152,\"unreplicated_bytes\":0,"
+	"\"heal_total_bytes\":1048576,\"heal_done_bytes\":262144,\"heal_rate_mbps\":0.0,"
+	"\"heals\":2,\"members\":[]},"
+	"{\"uuid\":\"11111111-0000-0000-0000-000000000002\",\"k\":4,\"m\":2,"
+	"\"state\":\"healthy\",\"live_members\":6,\"generation\":1,\"size_bytes\":4194304,"
+	"\"degraded_stripes\":0,\"replicated_bytes\":0,\"unreplicated_bytes\":0,"
+	"\"heal_total_bytes\":0,\"heal_done_bytes\":0,\"heal_rate_mbps\":12.5,"
+	"\"heals\":3,\"members\":[]},"
+	"{\"uuid\":\"00000000-0000-0000-0000-000000000003\",\"k\":4,\"m\":2,"
+	"\"state\":\"rebuilding\",\"live_members\":5,\"generation\":2,\"size_bytes\":4194304,"
+	"\"degraded_stripes\":9,\"rebuilds\":1,\"members\":[]}],"
+	"\"volume_pool\":{\"total_bytes\":2097152,\"used_bytes\":0,\"free_bytes\":2097152,"
+	"\"volumes\":0}}";
+
+Test(csi_cli, render_health)
+{
+	char *out;
+	int rc;
+
+	out = render(TS_CLI_NODE_LIST, false, g_ctl_status, &rc);
+	cr_assert_eq(rc, 0);
+	cr_assert_str_eq(out, "NODE  STATE  DISKS  EXTENTS  FREE EXTENTS  FREE\n"
+			      "12    up     -      -        -             3Mi\n");
+	free(out);
+	out = render(TS_CLI_AGRP_LIST, false, g_ctl_status, &rc);
+	cr_assert_eq(rc, 0);
+	cr_assert(strstr(out, "  4+2  healing     6/6   0                 2Mi         25%               9           4Mi"), "%s",
+		  out);
+	cr_assert(strstr(out, "  4+2  healthy     6/6   0                 0B          3 done, 12.5MB/s  1           4Mi"),
+		  "%s", out);
+	cr_assert(strstr(out, "  4+2  rebuilding  5/6   9                 0B          -                 2   "),
+		  "%s", out);
+	free(out);
+	out = render(TS_CLI_STATUS, false, g_ctl_status, &rc);
+	cr_assert_eq(rc, 0);
+	cr_assert(strstr(out, "array groups: 3 (1 healthy)\n"), "%s", out);
+	cr_assert(strstr(out, "group 00000000:  rebuilding, 9 degraded stripes, 0B replicated, "
+			      "0B unreplicated, 1 member rebuilt\n"),
+		  "%s", out);
+	cr_assert(strstr(out, "group d4c1864d:  healing, 0 degraded stripes, 2Mi replicated, "
+			      "0B unreplicated, heal 256Ki of 1Mi\n"),
+		  "%s", out);
+	cr_assert_null(strstr(out, "group 11111111"), "%s", out); /* healthy, nothing held: no line */
 	free(out);
 }
 
@@ -333,6 +387,20 @@ static int fake_status(void *ctx, struct ts_admin_status *out)
 		out->agrps[0].slots[i].node = (uint32_t)(i % 3) + 1;
 		out->agrps[0].slots[i].live = i % 3 != 2;
 	}
+	out->agrps[0].degraded_stripes = 7;
+	out->agrps[0].replicated_bytes = 3 << 20;
+	out->agrps[0].heal_rate_mbps = 1.5;
+	out->agrps[0].heals = 1;
+	out->agrps[0].rebuilds = 2;
+	out->agrps[0].rebuild_rate_mbps = 40.0;
+	/* a second group whose state the data plane names */
+	out->nagrps = 2;
+	strcpy(out->agrps[1].uuid, "00000000-0000-0000-0000-000000000002");
+	out->agrps[1].k = 1;
+	out->agrps[1].m = 1;
+	strcpy(out->agrps[1].state, "healing");
+	out->nodes[0].free_bytes = 5;
+	strcpy(out->nodes[0].portal, "127.0.0.12:3270");
 	out->vpool.total_bytes = 100 << 20;
 	out->vpool.free_bytes = 60 << 20;
 	return 0;
@@ -382,6 +450,25 @@ Test(csi_cli, admin_service)
 	json_t *g = json_array_get(json_object_get(r, "array_groups"), 0);
 	cr_assert_str_eq(json_string_value(json_object_get(g, "state")), "degraded");
 	cr_assert_eq(json_integer_value(json_object_get(g, "live_members")), 4);
+	cr_assert_eq(json_integer_value(json_object_get(g, "degraded_stripes")), 7);
+	cr_assert_eq(json_integer_value(json_object_get(g, "replicated_bytes")), 3 << 20);
+	cr_assert_eq(json_integer_value(json_object_get(g, "unreplicated_bytes")), 0);
+	cr_assert_eq(json_integer_value(json_object_get(g, "heal_total_bytes")), 0);
+	cr_assert_eq(json_integer_value(json_object_get(g, "heals")), 1);
+	cr_assert_float_eq(json_real_value(json_object_get(g, "heal_rate_mbps")), 1.5, 1e-9);
+	cr_assert_eq(json_integer_value(json_object_get(g, "rebuilds")), 2);
+	cr_assert_eq(json_integer_value(json_object_get(g, "rebuild_bytes")), 0);
+	cr_assert_float_eq(json_real_value(json_object_get(g, "rebuild_rate_mbps")), 40.0, 1e-9);
+	g = json_array_get(json_object_get(r, "array_groups"), 1);
+	cr_assert_str_eq(json_string_value(json_object_get(g, "state")), "healing");
+	{
+		json_t *n0 = json_array_get(json_object_get(r, "nodes"), 0),
+		       *n1 = json_array_get(json_object_get(r, "nodes"), 1);
+
+		cr_assert_eq(json_integer_value(json_object_get(n0, "free_bytes")), 5);
+		cr_assert_str_eq(json_string_value(json_object_get(n0, "portal")), "127.0.0.12:3270");
+		cr_assert_null(json_object_get(n1, "portal"));
+	}
 	cr_assert_eq(json_integer_value(json_object_get(json_object_get(r, "volume_pool"), "used_bytes")), 40 << 20);
 	json_decref(r);
 

@@ -60,6 +60,23 @@ static void all_erasures(unsigned k, unsigned m)
 
 Test(ec, every_erasure_4_2) { all_erasures(4, 2); }
 Test(ec, every_erasure_8_3) { all_erasures(8, 3); }
+Test(ec, every_erasure_1_2) { all_erasures(1, 2); }
+
+Test(ec, one_data_fragment_is_replication)
+{
+	struct ts_ec *ec;
+	uint8_t *d = malloc(LEN), *p[2] = { malloc(LEN), malloc(LEN) };
+
+	cr_assert_eq(ts_ec_create(1, 2, &ec), 0);
+	fill(d, LEN, 7);
+	ts_ec_encode(ec, LEN, &d, p);
+	cr_assert_arr_eq(p[0], d, LEN);
+	cr_assert_arr_eq(p[1], d, LEN);
+	ts_ec_destroy(ec);
+	free(d);
+	free(p[0]);
+	free(p[1]);
+}
 
 Test(ec, delta_update_matches_reencode)
 {

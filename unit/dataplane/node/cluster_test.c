@@ -5,8 +5,10 @@
  * with its own LDM (local members). A 4+2 group is created through the
  * registry mailbox (two members per node, placement checked against the
  * group record), written, closed and re-assembled from the record; a remote
- * node stops (IO continues degraded), restarts on the same disks and its
- * members rejoin; all data verifies.
+ * node stops (IO continues degraded, writes are replicated on the two live
+ * nodes' journals), a second one stops (reads come from the replicas),
+ * both restart on the same disks, their members rejoin and the heal
+ * reclaims the replicas; all data verifies.
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -113,12 +115,14 @@ Test(node_cluster, local_and_remote_members_survive_a_node)
 {
 	struct ts_cluster_opts co = { .reg = g_reg, .k = 4, .m = 2, .member_size = 8 * MIB,
 				      .chap_user = USER, .chap_secret = SECRET, .io_timeout_ms = 800,
-				      .local_node_id = 3, .local_ldm = g_ldm };
+				      .local_node_id = 3, .local_ldm = g_ldm, .journal_size = 12 * MIB };
 	struct ts_cluster *c = NULL;
 	struct ts_reg_group grp;
 	const size_t len = 4 * MIB;
 	uint8_t *a = ts_malloc(len), *b = ts_malloc(len), *r = ts_malloc(len);
 	unsigned per_node[4] = { 0 };
+	struct ts_cluster_status st;
+	struct ts_member *dev;
 
 	ts_uuid_generate(co.group_uuid);
 	fill(a, len, 1);
@@ -155,22 +159,48 @@ Test(node_cluster, local_and_remote_members_survive_a_node)
 	cr_assert_eq(ts_agrp_read_sync(ts_cluster_agrp(c), 0, len, r), 0);
 	cr_assert_eq(memcmp(a, r, len), 0);
 
-	/* node 1 stops: writes and reads continue degraded */
+	/* node 1 stops: writes and reads continue degraded, and the writes
+	 * are replicated on the two live nodes' journals */
 	ts_node_stop(g_node[1]);
 	g_node[1] = NULL;
-	cr_assert_eq(ts_agrp_write_sync(ts_cluster_agrp(c), 0, len, b), 0);
-	cr_assert_eq(ts_agrp_read_sync(ts_cluster_agrp(c), 0, len, r), 0);
+	dev = ts_cluster_device(c);
+	cr_assert_eq(ts_member_rw_sync(dev, TS_MEMBER_WRITE, 0, 0, len, b), 0);
+	cr_assert_eq(ts_member_rw_sync(dev, TS_MEMBER_READ, 0, 0, len, r), 0);
 	cr_assert_eq(memcmp(b, r, len), 0);
 	cr_assert_neq(ts_agrp_live_mask(ts_cluster_agrp(c)), 0x3fu);
+	ts_cluster_status(c, &st);
+	cr_assert_str_eq(st.state, "degraded");
+	cr_assert_eq(st.replica_copies, 2);
+	cr_assert_eq(st.replicated_bytes, 2 * len);
+	cr_assert_gt(st.degraded_stripes, 0);
 
-	/* it returns on the same disk and port: its members rejoin (resync) */
+	/* node 2 stops too: the group cannot decode; what was written during
+	 * the outage is still read, from the replica in our (node 3) journal */
+	ts_node_stop(g_node[2]);
+	g_node[2] = NULL;
+	memset(r, 0, len);
+	cr_assert_eq(ts_member_rw_sync(dev, TS_MEMBER_READ, 0, 0, len, r), 0);
+	cr_assert_eq(memcmp(b, r, len), 0);
+	ts_cluster_status(c, &st);
+	cr_assert_str_eq(st.state, "failed");
+
+	/* both return on the same disks and ports: members rejoin (resync),
+	 * then the heal verifies the replicas against EC and reclaims them */
 	cr_assert_eq(start_node(1), 0);
-	for (int i = 0; i < 50 && ts_agrp_live_mask(ts_cluster_agrp(c)) != 0x3f; i++) {
-		ts_cluster_rejoin(c);
-		if (ts_agrp_live_mask(ts_cluster_agrp(c)) != 0x3f)
-			usleep(100000);
+	cr_assert_eq(start_node(2), 0);
+	for (int i = 0; i < 100; i++) {
+		publish_local();
+		ts_cluster_tick(c);
+		ts_cluster_status(c, &st);
+		if (!strcmp(st.state, "healthy"))
+			break;
+		usleep(100000);
 	}
-	cr_assert_eq(ts_agrp_live_mask(ts_cluster_agrp(c)), 0x3fu);
+	cr_assert_str_eq(st.state, "healthy");
+	cr_assert_eq(st.replicated_bytes, 0);
+	cr_assert_eq(st.heals, 1);
+	cr_assert_eq(st.heal_total_bytes, len);
+	cr_assert_eq(st.degraded_stripes, 0);
 
 	/* node 2 stops: node 1's resynced fragments must carry the data */
 	ts_node_stop(g_node[2]);
@@ -179,6 +209,73 @@ Test(node_cluster, local_and_remote_members_survive_a_node)
 	cr_assert_eq(ts_agrp_read_sync(ts_cluster_agrp(c), 0, len, r), 0);
 	cr_assert_eq(memcmp(b, r, len), 0);
 
+	ts_cluster_close(c);
+	ts_free(a);
+	ts_free(b);
+	ts_free(r);
+}
+
+Test(node_cluster, lost_disk_is_rebuilt_onto_a_new_vdisk)
+{
+	struct ts_cluster_opts co = { .reg = g_reg, .k = 4, .m = 2, .member_size = 8 * MIB,
+				      .chap_user = USER, .chap_secret = SECRET, .io_timeout_ms = 800,
+				      .local_node_id = 3, .local_ldm = g_ldm, .journal_size = 8 * MIB };
+	struct ts_cluster *c = NULL;
+	struct ts_cluster_status st;
+	struct ts_reg_group before, after;
+	const size_t len = 4 * MIB;
+	uint8_t *a = ts_malloc(len), *b = ts_malloc(len), *r = ts_malloc(len);
+	struct ts_member *dev;
+	int fd;
+
+	ts_uuid_generate(co.group_uuid);
+	fill(a, len, 3);
+	fill(b, len, 4);
+	cr_assert_eq(ts_cluster_open(&co, &c), 0);
+	dev = ts_cluster_device(c);
+	cr_assert_eq(ts_member_rw_sync(dev, TS_MEMBER_WRITE, 0, 0, len, a), 0);
+	cr_assert_eq(ts_registry_get_group(g_reg, co.group_uuid, &before), 0);
+	cr_assert_eq(before.njournals, 3);
+
+	/* node 1 goes down; half the data is rewritten meanwhile (replicated) */
+	ts_node_stop(g_node[1]);
+	g_node[1] = NULL;
+	cr_assert_eq(ts_member_rw_sync(dev, TS_MEMBER_WRITE, 0, 0, len / 2, b), 0);
+	memcpy(a, b, len / 2);
+	/* ... and comes back with a new, blank disk */
+	fd = open(g_disk[1], O_RDWR | O_TRUNC);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(ftruncate(fd, 64 * MIB), 0);
+	close(fd);
+	cr_assert_eq(start_node(1), 0);
+	for (int i = 0; i < 150; i++) {
+		publish_local();
+		ts_cluster_tick(c);
+		ts_cluster_status(c, &st);
+		if (!strcmp(st.state, "healthy"))
+			break;
+		usleep(100000);
+	}
+	cr_assert_str_eq(st.state, "healthy");
+	cr_assert_eq(st.rebuilds, 2, "both of node 1's slots rebuilt");
+	cr_assert_gt(st.rebuild_rate_bps, 0);
+	cr_assert_eq(st.replicated_bytes, 0, "heal done with the replaced journal");
+	cr_assert_eq(st.heals, 1);
+	/* the record names the new vdisks, still two per node */
+	cr_assert_eq(ts_registry_get_group(g_reg, co.group_uuid, &after), 0);
+	for (unsigned s = 0; s < 6; s++) {
+		cr_assert_eq(after.slots[s].node_id, before.slots[s].node_id);
+		cr_assert_eq(!memcmp(after.slots[s].vdisk, before.slots[s].vdisk, 16),
+			     before.slots[s].node_id != 1);
+	}
+	for (unsigned i = 0; i < 3; i++)
+		cr_assert_eq(!memcmp(after.journals[i].vdisk, before.journals[i].vdisk, 16),
+			     before.journals[i].node_id != 1);
+	/* node 2 stops: the rebuilt fragments carry the data */
+	ts_node_stop(g_node[2]);
+	g_node[2] = NULL;
+	cr_assert_eq(ts_member_rw_sync(dev, TS_MEMBER_READ, 0, 0, len, r), 0);
+	cr_assert_eq(memcmp(a, r, len), 0);
 	ts_cluster_close(c);
 	ts_free(a);
 	ts_free(b);
