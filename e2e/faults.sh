@@ -277,13 +277,22 @@ wait_io() {
   return 1
 }
 
-verify() { # label: full read-back of the load's log; adds to LOST
-  local out l
-  out=$("$LD" --verify --verify-timeout-ms 120000 --interval-ms 0 --log "$W/load.wal" "$URL" 2>>"$W/verify.log" | tail -1) || true
-  l=$(sed -n 's/.* lost=\([0-9]*\).*/\1/p' <<<"$out")
-  log "verify ($1): ${out:-no result}"
-  [ -n "$l" ] || { FAILED=1; return; }
+# count RESULT: add a verification's lost blocks to LOST; unreadable ones (or
+# no result) fail the run without counting as lost
+count() {
+  local l u
+  l=$(sed -n 's/.* lost=\([0-9]*\).*/\1/p' <<<"$1")
+  u=$(sed -n 's/.* unreadable=\([0-9]*\).*/\1/p' <<<"$1")
+  [ -n "$l" ] && [ -n "$u" ] || { FAILED=1; return; }
   LOST=$((LOST + l))
+  [ "$u" -eq 0 ] || FAILED=1
+}
+
+verify() { # label: full read-back of the load's log
+  local out
+  out=$("$LD" --verify --verify-timeout-ms 120000 --interval-ms 0 --log "$W/load.wal" "$URL" 2>>"$W/verify.log" | tail -1) || true
+  log "verify ($1): ${out:-no result}"
+  count "$out"
 }
 
 # ---- setup ------------------------------------------------------------------
@@ -360,11 +369,23 @@ done
 
 # ---- end: verify, heal, verify, degraded verifies ----------------------------
 if [ "$FAILED" -ne 0 ]; then
-  # bring everything back, so that what follows tells lost from unavailable
+  # Bring everything back as an operator would, so that what follows tells
+  # lost data from unavailable data: links, nodes, then the controller
+  # (restarted if it is not serving a healthy group within 30 s).
   log "round $((DONE + 1)) failed; restoring links, nodes and the controller"
   for i in "${!CUT[@]}"; do restore_link "$i"; done
   for i in 1 2 3; do [ -n "${NODE_PID[$i]}" ] || start_node "$i"; done
-  ctl_alive || start_ctl || true
+  sleep 2 # (fresh heartbeats)
+  if ! ctl_alive || ! wait_group healthy 30; then
+    if [ -n "$CTL_PID" ]; then
+      log "restarting the controller"
+      kill -TERM "$CTL_PID" 2>/dev/null || true
+      for _ in $(seq 200); do kill -0 "$CTL_PID" 2>/dev/null || break; sleep 0.1; done
+      stop_ctl KILL
+    fi
+    start_ctl || { sleep 5; start_ctl; } || true
+  fi
+  ctl_alive && wait_group healthy 120 || true
 fi
 kill -TERM "$LOAD_PID" 2>/dev/null || true
 wait "$LOAD_PID" 2>/dev/null || true
@@ -372,13 +393,14 @@ LOAD_PID=""
 res=$(tail -1 "$W/load.out")
 log "load: $res"
 ACKED=$(sed -n 's/^acked=\([0-9]*\).*/\1/p' <<<"$res")
-l=$(sed -n 's/.* lost=\([0-9]*\).*/\1/p' <<<"$res")
-[ -n "$ACKED" ] && [ -n "$l" ] || { ACKED=${ACKED:-0}; FAILED=1; l=0; }
-LOST=$((LOST + l))
+ACKED=${ACKED:-0}
+count "$res"
 if ctl_alive && wait_group healed 300; then HEALED=yes; fi
 log "heal: $(group_json)"
 if ctl_alive; then
   verify "after heal"
+fi
+if [ "$HEALED" = yes ]; then
   for n in 3 2; do
     stop_node "$n" KILL
     verify "node $n down"

@@ -42,8 +42,8 @@
  * pass over all blocks, must find a version v with acked(b) <= v <=
  * attempted(b) and exactly that version's content. v < acked(b) is a lost
  * write; anything else is corruption. Both count in `lost`, once per block.
- * A block that cannot be read before the verification budget runs out counts
- * as lost too (`unreadable`).
+ * A block that cannot be read before the verification budget runs out is
+ * `unreadable`: unavailable, not proven lost, but a failure all the same.
  *
  * Sessions. One libiscsi context at a time, driven by this single thread
  * with poll(2); libiscsi's own reconnect is off (it would replay commands
@@ -63,8 +63,8 @@
  * every block and prints, as its last line:
  *   acked=A unacked=U retries=R sessions=C reads=N read_errors=E verified=V unreadable=X lost=L
  * (acked counts acknowledgements in the log, earlier runs included.)
- * Exit status: 0 nothing lost, 1 lost > 0, 2 usage or setup error, 3 an IO
- * failed with --exit-on-error.
+ * Exit status: 0 every block verified, 1 lost or unreadable blocks, 2 usage or
+ * setup error, 3 an IO failed with --exit-on-error.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -969,11 +969,8 @@ int main(int argc, char **argv)
 	say("%s %u blocks of %s, qd %u", verify_only ? "verifying" : "loading", ld->nblk,
 	    argv[optind], ld->qd);
 	run(ld, (uint64_t)(duration * 1e9), interval);
-	if (ld->lun_bytes && (uint64_t)ld->nblk * BLK > ld->lun_bytes) {
+	if (ld->lun_bytes && (uint64_t)ld->nblk * BLK > ld->lun_bytes)
 		say("the LUN shrank to %llu bytes", (unsigned long long)ld->lun_bytes);
-		ld->n_lost++;
-	}
-	ld->n_lost += ld->n_unreadable;
 	printf("acked=%llu unacked=%llu retries=%llu sessions=%llu reads=%llu read_errors=%llu "
 	       "verified=%llu unreadable=%llu lost=%llu\n",
 	       (unsigned long long)ld->n_acked, (unsigned long long)ld->n_unacked,
@@ -981,7 +978,7 @@ int main(int argc, char **argv)
 	       (unsigned long long)ld->n_reads, (unsigned long long)ld->n_read_errors,
 	       (unsigned long long)ld->n_verified, (unsigned long long)ld->n_unreadable,
 	       (unsigned long long)ld->n_lost);
-	rc = ld->n_lost ? 1 : 0;
+	rc = ld->n_lost || ld->n_unreadable ? 1 : 0;
 out:
 	if (pc)
 		iscsi_destroy_context(pc);
