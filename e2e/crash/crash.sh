@@ -27,30 +27,17 @@ ATTACH=$(readlink -f "$2")
 ROUNDS=${3:-3}
 [ "$(id -u)" -eq 0 ] || { echo "crash: needs root"; exit 77; }
 W=$(mktemp -d /tmp/ts-crash.XXXXXX)
-PORT=$((30000 + RANDOM % 20000))
-DEV_PID="" ATT_PID=""
-export TESSERA_ENDPOINT=unix://$W/state/csi.sock
+DEV_BIN=$TESSERA DEV_DIR=$W DEV_PORT=$((30000 + RANDOM % 20000))
+. "$(dirname "$0")/../lib/dev.sh"
+ATT_PID=""
 cleanup() {
   set +e
   [ -n "$ATT_PID" ] && kill -TERM "$ATT_PID" 2>/dev/null && wait "$ATT_PID" 2>/dev/null
-  [ -n "$DEV_PID" ] && kill -KILL "$DEV_PID" 2>/dev/null && wait "$DEV_PID" 2>/dev/null
+  dev_kill KILL
   grep -o " $W/[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m"; done
   if [ "${lost:-0}" = 0 ]; then rm -rf "$W"; else echo "crash: logs kept in $W"; fi
 }
 trap cleanup EXIT
-
-start_dev() {
-  : >"$W/dev.out"
-  "$TESSERA" dev --state-dir "$W/state" --disk-size 128Mi --portal "127.0.0.1:$PORT" \
-    >"$W/dev.out" 2>>"$W/dev.log" &
-  DEV_PID=$!
-  for _ in $(seq 300); do
-    grep -q '^ready' "$W/dev.out" && return 0
-    kill -0 "$DEV_PID" 2>/dev/null || { tail -20 "$W/dev.log"; echo "crash: tessera dev died"; exit 1; }
-    sleep 0.1
-  done
-  echo "crash: tessera dev not ready"; exit 1
-}
 
 attach() {
   : >"$W/att.out"
@@ -71,9 +58,8 @@ detach() {
   ATT_PID=""
 }
 
-start_dev
-URL=$("$TESSERA" volume create crashvol --size 16Mi -o json | sed -n 's/.*"iscsi_url": *"\([^"]*\)".*/\1/p')
-[ -n "$URL" ] || { echo "crash: no iscsi_url"; exit 1; }
+dev_start
+URL=$(dev_volume crashvol 16Mi)
 : >"$W/acked"
 total_acked=0 lost=0
 for r in $(seq "$ROUNDS"); do
@@ -100,9 +86,9 @@ while True:
 PY
   WPID=$!
   sleep "$(python3 -c 'import random; print(round(random.uniform(0.5, 2.5), 2))')"
-  kill -KILL "$DEV_PID"; wait "$DEV_PID" 2>/dev/null || true; DEV_PID=""
+  dev_kill KILL
   echo "round $r: killed tessera dev after $(grep -c '^A' "$W/acked" || true) acks"
-  start_dev
+  dev_start
   sleep 1
   kill -KILL "$WPID" 2>/dev/null || true
   wait "$WPID" 2>/dev/null || true

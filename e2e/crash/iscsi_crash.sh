@@ -2,57 +2,48 @@
 # SPDX-License-Identifier: Apache-2.0
 # kill -9 of `tessera dev` under synchronous iSCSI writes loses nothing.
 #
-# A libiscsi writer (crash-writer) writes 4 KiB blocks, each WRITE(16)
-# followed by SYNCHRONIZE CACHE(16), logging what was acknowledged; the
-# harness SIGKILLs `tessera dev` at a random moment, restarts it on the same
+# A libiscsi load (ts-faults-load, e2e/faults/tools) writes 4 KiB blocks,
+# each WRITE(16) followed by SYNCHRONIZE CACHE(16), logging every attempt
+# before it is sent and every acknowledgement; the harness SIGKILLs `tessera
+# dev` at a random moment (and the load with it), restarts it on the same
 # state (pool reassembly, thin-volume log replay, targets re-exported) and
-# crash-verify reads every acknowledged block back over iSCSI. Several rounds
-# on the same volume. Loopback only; no root needed.
-# Usage: iscsi_crash.sh <tessera> <crash-writer> <crash-verify> [rounds]
+# `ts-faults-load --verify` reads every block back over iSCSI: each must hold
+# its last acknowledged version or a later attempted one. Several rounds on
+# the same volume and log. Loopback only; no root needed.
+# Usage: iscsi_crash.sh <tessera> <ts-faults-load> [rounds]
 # Last line: rounds=N acked=… lost=0|N
 set -euo pipefail
-T=$(readlink -f "$1") WR=$(readlink -f "$2") VE=$(readlink -f "$3")
-ROUNDS=${4:-4}
+T=$(readlink -f "$1") LD=$(readlink -f "$2")
+ROUNDS=${3:-4}
 W=$(mktemp -d /tmp/ts-iscsi-crash.XXXXXX)
-PORT=$((30000 + RANDOM % 20000))
-export TESSERA_ENDPOINT=unix://$W/state/csi.sock
-DP="" WP=""
+DEV_BIN=$T DEV_DIR=$W DEV_PORT=$((30000 + RANDOM % 20000))
+. "$(dirname "$0")/../lib/dev.sh"
+WP=""
 cleanup() {
   set +e
   [ -n "$WP" ] && kill -KILL "$WP" 2>/dev/null
-  [ -n "$DP" ] && kill -KILL "$DP" 2>/dev/null
+  dev_kill KILL
   wait 2>/dev/null
   rm -rf "$W"
 }
 trap cleanup EXIT
-start_dev() {
-  : >"$W/dev.out"
-  "$T" dev --state-dir "$W/state" --disk-size 128Mi --portal "127.0.0.1:$PORT" \
-    >"$W/dev.out" 2>>"$W/dev.log" &
-  DP=$!
-  for _ in $(seq 300); do
-    grep -q '^ready' "$W/dev.out" && return 0
-    kill -0 "$DP" 2>/dev/null || { tail -20 "$W/dev.log"; echo "iscsi_crash: tessera dev died"; exit 1; }
-    sleep 0.1
-  done
-  echo "iscsi_crash: tessera dev not ready"; exit 1
-}
-start_dev
-URL=$("$T" volume create crashvol --size 16Mi -o json | sed -n 's/.*"iscsi_url": *"\([^"]*\)".*/\1/p')
-[ -n "$URL" ] || { echo "iscsi_crash: no iscsi_url"; exit 1; }
+dev_start
+URL=$(dev_volume crashvol 16Mi)
 lost=0
 for r in $(seq "$ROUNDS"); do
-  "$WR" "$URL" "$W/log" "$r" &
+  "$LD" --blocks 4096 --seed "$r" --interval-ms 0 --log "$W/log" "$URL" 2>>"$W/load.log" &
   WP=$!
   sleep "0.$((3 + RANDOM % 7))"
-  kill -KILL "$DP"; wait "$DP" 2>/dev/null || true; DP=""
-  kill -KILL "$WP" 2>/dev/null || true   # (libiscsi would keep reconnecting)
+  dev_kill KILL
+  kill -KILL "$WP" 2>/dev/null || true   # (it would reconnect and go on)
   wait "$WP" 2>/dev/null || true; WP=""
-  start_dev
-  if ! "$VE" "$URL" "$W/log"; then lost=1; tail -3 "$W/log"; fi
+  dev_start
+  if ! "$LD" --verify --interval-ms 0 --log "$W/log" "$URL" 2>>"$W/load.log"; then
+    lost=1; tail -5 "$W/load.log"
+  fi
   echo "round $r: acknowledged so far $(grep -c '^A' "$W/log")"
   [ "$lost" -eq 0 ] || break
 done
-kill -INT "$DP"; wait "$DP"; DP=""
+dev_kill INT
 echo "rounds=$ROUNDS acked=$(grep -c '^A' "$W/log") lost=$lost"
 [ "$lost" -eq 0 ]

@@ -8,8 +8,9 @@
 #     the group from the registered nodes; the CLI
 #     creates a 64 MiB volume and iscsi-readcapacity16 sees its size at the
 #     iscsi_url it printed;
-#  2. crash-writer writes random 4 KiB blocks (WRITE(16) + SYNCHRONIZE
-#     CACHE(16) each, acknowledged writes logged) through the whole test;
+#  2. ts-faults-load --exit-on-error writes random 4 KiB blocks (WRITE(16) +
+#     SYNCHRONIZE CACHE(16) each, attempts and acknowledgements logged)
+#     through the whole test;
 #  3. node 2 is kill -9ed: `agrp list -o json` must say degraded with 4 live
 #     members, and acknowledged writes must keep coming (the writer stops at
 #     its first failed command, so a live writer means no IO failed);
@@ -17,18 +18,19 @@
 #  4. node 2 restarts: the maintenance loop must bring the group back to
 #     healthy with 6 live members while the writer runs, with no degraded
 #     stripe and no replicated byte left and at least one heal done;
-#  5. crash-verify reads every acknowledged block back (lost=0);
+#  5. ts-faults-load --verify reads every block back: each holds its last
+#     acknowledged version or a later attempted one (lost=0);
 #  6. the controller is stopped with SIGTERM (exit 0) and restarted on the
 #     same state dir and registry: same volume id and iscsi_url, every block
 #     verified again;
 #  7. node 3 is kill -9ed and every block verified once more: decoding
 #     without node 3 needs node 2's resynced fragments.
 #
-# Usage: controller.sh <tessera> <crash-writer> <crash-verify>  (TS_KEEP_WORK=1 keeps
+# Usage: controller.sh <tessera> <ts-faults-load>  (TS_KEEP_WORK=1 keeps
 # the work dir and its logs on success)
 # Last line: acked=N lost=0|1 states=<states seen>; exit 0 iff all held.
 set -euo pipefail
-T=$(readlink -f "$1") WR=$(readlink -f "$2") VE=$(readlink -f "$3")
+T=$(readlink -f "$1") LD=$(readlink -f "$2")
 for t in iscsi-readcapacity16 jq ss; do
 	command -v "$t" >/dev/null || { echo "FAIL: $t missing (scripts/deps.sh installs it)"; exit 1; }
 done
@@ -120,7 +122,8 @@ wait_state() {
 	fail "group not $1 with $2 live members after $3 s: $g"
 }
 acked() { grep -c '^A' "$W/log" || true; }
-writer_alive() { kill -0 "$WP" 2>/dev/null || fail "crash-writer stopped (an IO failed): $(tail -2 "$W/log")"; }
+writer_alive() { kill -0 "$WP" 2>/dev/null || fail "the writer stopped (an IO failed): $(tail -2 "$W/writer.err")"; }
+verify() { "$LD" --verify --interval-ms 0 --log "$W/log" "$URL" 2>>"$W/writer.err" || fail "verify $1"; }
 
 for i in 1 2 3; do truncate -s 256M "$W/node$i.disk"; done
 
@@ -146,9 +149,9 @@ iscsi-readcapacity16 "$URL" >"$W/cap.txt" 2>&1 || fail "readcapacity: $(cat "$W/
 grep -q "Total size:67108864" "$W/cap.txt" || fail "capacity: $(cat "$W/cap.txt")"
 echo "volume $ID at $URL"
 
-# 2. writer
-: >"$W/log"
-"$WR" "$URL" "$W/log" 1 2>>"$W/writer.err" &
+# 2. writer (16 MiB of the volume; stops at its first failed command)
+"$LD" --exit-on-error --blocks 4096 --seed 1 --interval-ms 0 --log "$W/log" "$URL" \
+	>/dev/null 2>>"$W/writer.err" &
 WP=$!
 sleep 2
 writer_alive
@@ -186,7 +189,7 @@ sleep 1
 
 # 5. verify
 kill -KILL "$WP"; wait "$WP" 2>/dev/null || true; WP=""
-"$VE" "$URL" "$W/log" || fail "verify after rejoin"
+verify "after rejoin"
 
 # 6. controller restart: same volume, same IQN, same data
 stop_ctl
@@ -195,11 +198,11 @@ wait_state healthy 6 20
 V2=$("$T" volume show v1 -o json) || fail "volume show after restart"
 [ "$(jq -r .iscsi_url <<<"$V2")" = "$URL" ] && [ "$(jq -r .id <<<"$V2")" = "$ID" ] ||
 	fail "volume after restart: $V2 (was $V)"
-"$VE" "$URL" "$W/log" || fail "verify after controller restart"
+verify "after controller restart"
 
 # 7. without node 3: reads decode from node 2's resynced fragments
 kill_node 3 KILL
-"$VE" "$URL" "$W/log" || fail "verify without node 3"
+verify "without node 3"
 wait_state degraded 4 20
 stop_ctl
 PASSED=1

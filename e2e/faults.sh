@@ -1,0 +1,411 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Fault harness (issue 6): three hosts as network namespaces running the real
+# daemons, a verifying iSCSI load, and random faults; nothing acknowledged may
+# be lost, and the group must heal afterwards.
+#
+#   hosts  ts-f1, ts-f2, ts-f3: network namespaces, each with veth ts-fvN
+#          (10.99.0.N/24) whose peer ts-fsN is a port of bridge ts-fbr in a
+#          fourth namespace, the switch ts-fsw; the root namespace is on port
+#          ts-fs0 through ts-fh0 (10.99.0.254). The bridge lives in its own
+#          namespace because bridged frames go through the iptables FORWARD
+#          chain of the bridge's namespace (br_netfilter), and the root one
+#          may drop them (Docker sets its policy to DROP).
+#   nodes  `tessera node --id N` in ts-fN, iSCSI on 10.99.0.N:3260, two file
+#          disks each under the work dir, one shared registry directory
+#   target `tessera controller` in ts-f1 (host 1 is "the node serving the
+#          target"): a 4+2 group across the nodes, volumes on 10.99.0.1:3261
+#   load   ts-faults-load in the root namespace on one 64 MiB volume: WRITE +
+#          SYNCHRONIZE CACHE of versioned 4 KiB blocks, read checks, rides
+#          through outages (reconnects, re-issues unacknowledged writes)
+#
+# Each round, after a random 0.5-2.5 s of load, one fault picked at random:
+#   node-kill   kill -9 (1 in 4: SIGTERM) node 2 or 3, restart it 0.5-4 s later
+#   link-down   node 1, 2 or 3: its switch port down (carrier lost) for 0.5-5 s
+#   link-drop   node 1, 2 or 3: the switch silently drops its packets both
+#               ways (iptables FORWARD in ts-fsw) for 0.5-5 s
+#   ctl-kill    kill -9 the controller, restart it 0-2 s later
+#   host-kill   kill -9 controller and node 1 together (host 1 crashes), restart
+#   node-ctl-kill  kill -9 node 2 or 3, 0.3-2 s later kill -9 the controller;
+#               the controller restarts without that node (k members left),
+#               the node 0.5-3 s after it
+# then wait until the group is healthy again (`tessera agrp list`) and the
+# load has acknowledged new writes.
+#
+# At the end: stop the load (it verifies every block: each must hold its last
+# acknowledged version or a later attempted one); wait for heal (state
+# healthy, replicated_bytes 0) -> healed=yes|no; verify again after heal; then,
+# with node 3 and then node 2 killed in turn, verify again (degraded reads must
+# decode from the healed fragments).
+#
+# Usage: e2e/faults.sh --rounds N [--seed S] [--faults K,K..] [--keep] [--tessera PATH] [--load PATH]
+#   --rounds N      fault rounds (default 3)
+#   --seed S        seeds the choice of faults and timings (bash RANDOM) and the load
+#   --faults LIST   only these kinds, comma-separated (default: all of the above)
+#   --keep          keep the work dir (logs, disks, registry) even on success
+#   --tessera PATH  the tessera binary (default: build-test/bin, else build/bin)
+#   --load PATH     ts-faults-load (default: next to the tessera binary)
+# Needs root (namespaces, veth, iptables in ts-fsw only), iproute2, iptables,
+# jq. Exit 77
+# (ctest skip) when not root or a tool is missing; one run at a time (flock).
+# Last line: rounds=N acked=A lost=L healed=yes|no. Exit 0 iff lost=0, healed=yes
+# and every step (group healthy after each round, IO resumed) succeeded.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+
+KINDS=(node-kill link-down link-drop ctl-kill host-kill node-ctl-kill)
+ROUNDS=3 SEED="" KEEP=0 T="" LD=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --seed) SEED=$2; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    --faults)
+      IFS=, read -r -a want <<<"$2"
+      for k in "${want[@]}"; do
+        [[ " ${KINDS[*]} " == *" $k "* ]] || { echo "faults: unknown fault $k (${KINDS[*]})" >&2; exit 2; }
+      done
+      KINDS=("${want[@]}"); shift 2 ;;
+    --tessera) T=$(readlink -f "$2"); shift 2 ;;
+    --load) LD=$(readlink -f "$2"); shift 2 ;;
+    *) echo "usage: $0 --rounds N [--seed S] [--faults K,K..] [--keep] [--tessera PATH] [--load PATH]" >&2; exit 2 ;;
+  esac
+done
+[[ $ROUNDS =~ ^[0-9]+$ ]] || { echo "faults: --rounds wants a number" >&2; exit 2; }
+[ -n "$SEED" ] || SEED=$(( (RANDOM << 15) | RANDOM ))
+[[ $SEED =~ ^[0-9]+$ ]] || { echo "faults: --seed wants a number" >&2; exit 2; }
+RANDOM=$SEED
+if [ -z "$T" ]; then
+  for d in build-test build; do
+    [ -x "$repo/$d/bin/tessera" ] && { T=$repo/$d/bin/tessera; break; }
+  done
+fi
+[ -n "$LD" ] || LD=$(dirname "${T:-.}")/ts-faults-load
+[ -x "$T" ] && [ -x "$LD" ] || { echo "faults: no tessera/ts-faults-load binary (build first, or --tessera/--load)" >&2; exit 2; }
+
+[ "$(id -u)" -eq 0 ] || { echo "faults: needs root (network namespaces)"; exit 77; }
+"$T" controller --help 2>&1 | grep -q -- --registry ||
+  { echo "faults: $T has no \`tessera controller\`"; exit 77; }
+for t in ip iptables jq flock; do
+  command -v $t >/dev/null || { echo "faults: missing $t"; exit 77; }
+done
+
+T0=$SECONDS
+log() { printf '[faults %4ds] %s\n' "$((SECONDS - T0))" "$*"; }
+# rnd_ms LO HI: a random number of milliseconds in [LO, HI]
+rnd_ms() { echo $(( $1 + RANDOM % ($2 - $1 + 1) )); }
+ms_s() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
+
+# One run at a time: names and subnet are fixed. Holding the lock, any ts-f*
+# namespace left over is from a run that died: remove it.
+exec 9>/run/lock/ts-faults.lock
+flock -n 9 || { echo "faults: another run holds /run/lock/ts-faults.lock"; exit 1; }
+
+SUBNET=10.99.0
+PORT=3260 CPORT=3261
+USER_=tessera-faults SECRET_=faults-secret-$RANDOM$RANDOM
+W=$(mktemp -d /tmp/ts-faults.XXXXXX)
+EP=unix://$W/ctl.sock
+NODE_PID=("" "" "" "") CTL_PID="" LOAD_PID=""
+declare -A CUT=()
+status=fail
+
+net_down() {
+  ip link del ts-fh0 2>/dev/null || true # (would go with ts-fsw, but later)
+  for i in 1 2 3; do ip netns del ts-f$i 2>/dev/null || true; done
+  ip netns del ts-fsw 2>/dev/null || true
+}
+
+# Every exit: processes, namespaces, and the work dir unless kept. Each pid
+# is waited for by name (a bare `wait` would print "Killed" for each).
+cleanup() {
+  set +e
+  local p
+  for p in "$LOAD_PID" "$CTL_PID" "${NODE_PID[@]}"; do
+    [ -n "$p" ] && kill -KILL "$p" 2>/dev/null && wait "$p" 2>/dev/null
+  done
+  net_down
+  if [ "$KEEP" = 1 ] || [ "$status" != ok ]; then
+    [ "$status" = done ] || echo "faults: work dir kept: $W" >&2
+  else
+    rm -rf "$W"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+net_up() {
+  net_down
+  ip netns add ts-fsw
+  ip -n ts-fsw link set lo up
+  ip -n ts-fsw link add ts-fbr type bridge
+  ip -n ts-fsw link set ts-fbr up
+  ip link add ts-fh0 type veth peer name ts-fs0 netns ts-fsw
+  ip addr add $SUBNET.254/24 dev ts-fh0
+  ip link set ts-fh0 up
+  ip -n ts-fsw link set ts-fs0 master ts-fbr
+  ip -n ts-fsw link set ts-fs0 up
+  for i in 1 2 3; do
+    ip netns add ts-f$i
+    ip -n ts-f$i link set lo up
+    ip -n ts-f$i link add ts-fv$i type veth peer name ts-fs$i netns ts-fsw
+    ip -n ts-f$i addr add $SUBNET.$i/24 dev ts-fv$i
+    ip -n ts-f$i link set ts-fv$i up
+    ip -n ts-fsw link set ts-fs$i master ts-fbr
+    ip -n ts-fsw link set ts-fs$i up
+  done
+}
+
+start_node() { # N
+  local i=$1
+  ip netns exec ts-f$i env TESSERA_CHAP_USER=$USER_ TESSERA_CHAP_SECRET=$SECRET_ \
+    "$T" node --id "$i" --cluster "$CLUSTER" --addr $SUBNET.$i --port $PORT \
+    --registry "$W/registry" --disk "$W/n$i/d1" --disk "$W/n$i/d2" \
+    --extent-size 1048576 --heartbeat-ms 200 >>"$W/node$i.log" 2>&1 &
+  NODE_PID[$i]=$!
+}
+
+stop_node() { # N SIGNAL
+  local i=$1
+  [ -n "${NODE_PID[$i]}" ] || return 0
+  kill -"$2" "${NODE_PID[$i]}" 2>/dev/null || true
+  wait "${NODE_PID[$i]}" 2>/dev/null || true
+  NODE_PID[$i]=""
+}
+
+start_ctl() {
+  : >"$W/ctl.out"
+  ip netns exec ts-f1 env TESSERA_CHAP_USER=$USER_ TESSERA_CHAP_SECRET=$SECRET_ \
+    "$T" controller --registry "$W/registry" --group "$GROUP" --state-dir "$W/ctl" \
+    --portal $SUBNET.1:$CPORT --csi-endpoint "$EP" --ec 4+2 --member-size 48Mi \
+    --io-timeout-ms 1500 >"$W/ctl.out" 2>>"$W/ctl.log" &
+  CTL_PID=$!
+  local i
+  for i in $(seq 1200); do # 120 s: the group is assembled first
+    grep -q '^ready' "$W/ctl.out" && return 0
+    if ! kill -0 "$CTL_PID" 2>/dev/null; then
+      wait "$CTL_PID" 2>/dev/null || true
+      tail -5 "$W/ctl.log"; log "controller died while starting"; CTL_PID=""; return 1
+    fi
+    sleep 0.1
+  done
+  tail -5 "$W/ctl.log"; log "controller not ready after 120 s"; return 1
+}
+
+ctl_alive() {
+  [ -n "$CTL_PID" ] && kill -0 "$CTL_PID" 2>/dev/null && return 0
+  if [ -n "$CTL_PID" ]; then
+    wait "$CTL_PID" 2>/dev/null || true
+    tail -5 "$W/ctl.log"; log "the controller exited"; CTL_PID=""
+  fi
+  return 1
+}
+
+stop_ctl() { # SIGNAL
+  [ -n "$CTL_PID" ] || return 0
+  kill -"$1" "$CTL_PID" 2>/dev/null || true
+  wait "$CTL_PID" 2>/dev/null || true
+  CTL_PID=""
+}
+
+# cut_link N down|drop: node N's switch port goes down (carrier lost), or
+# the switch drops every frame from or to N (no RST, no ICMP: packets vanish).
+cut_link() {
+  CUT[$1]=$2
+  if [ "$2" = down ]; then
+    ip -n ts-fsw link set ts-fs$1 down
+  else
+    ip netns exec ts-fsw iptables -I FORWARD -s $SUBNET.$1 -j DROP
+    ip netns exec ts-fsw iptables -I FORWARD -d $SUBNET.$1 -j DROP
+  fi
+}
+
+restore_link() { # N
+  if [ "${CUT[$1]}" = down ]; then
+    ip -n ts-fsw link set ts-fs$1 up
+  else
+    ip netns exec ts-fsw iptables -D FORWARD -s $SUBNET.$1 -j DROP
+    ip netns exec ts-fsw iptables -D FORWARD -d $SUBNET.$1 -j DROP
+  fi
+  unset "CUT[$1]"
+}
+
+# The group's record from `tessera agrp list -o json` (empty if unreachable).
+group_json() {
+  timeout 10 "$T" --endpoint "$EP" agrp list -o json 2>/dev/null |
+    jq -c --arg g "$GROUP" '.array_groups[] | select(.uuid == $g)' 2>/dev/null || true
+}
+
+# wait_group healthy|healed SECONDS: 0 once the group is healthy (healed: and
+# replicated_bytes 0), 1 at the deadline.
+wait_group() {
+  local want=$1 end=$((SECONDS + $2)) j st
+  while [ $SECONDS -lt $end ]; do
+    ctl_alive || return 1
+    j=$(group_json)
+    if [ -n "$j" ]; then
+      st=$(jq -r '.state' <<<"$j")
+      if [ "$st" = healthy ] && { [ "$want" = healthy ] ||
+           [ "$(jq -r '.replicated_bytes // "missing"' <<<"$j")" = 0 ]; }; then
+        return 0
+      fi
+    fi
+    sleep 0.5
+  done
+  log "group not $want after $2 s: ${j:-unreachable}"
+  return 1
+}
+
+load_acked() { # last acked= of the load's progress lines
+  local a
+  a=$(grep -o 'acked=[0-9]*' "$W/load.log" 2>/dev/null | tail -1)
+  echo "${a#acked=}"
+}
+
+# wait until the load acknowledges a write after now (IO flows again)
+wait_io() {
+  local a0 end=$((SECONDS + $1)) a
+  a0=$(load_acked)
+  while [ $SECONDS -lt $end ]; do
+    sleep 1.1 # progress lines come every second
+    a=$(load_acked)
+    [ "${a:-0}" -gt "${a0:-0}" ] && return 0
+    kill -0 "$LOAD_PID" 2>/dev/null || { log "the load exited"; return 1; }
+  done
+  log "no write acknowledged for $1 s (acked=${a:-0})"
+  return 1
+}
+
+# count RESULT: add a verification's lost blocks to LOST; unreadable ones (or
+# no result) fail the run without counting as lost
+count() {
+  local l u
+  l=$(sed -n 's/.* lost=\([0-9]*\).*/\1/p' <<<"$1")
+  u=$(sed -n 's/.* unreadable=\([0-9]*\).*/\1/p' <<<"$1")
+  [ -n "$l" ] && [ -n "$u" ] || { FAILED=1; return; }
+  LOST=$((LOST + l))
+  [ "$u" -eq 0 ] || FAILED=1
+}
+
+verify() { # label: full read-back of the load's log
+  local out
+  out=$("$LD" --verify --verify-timeout-ms 120000 --interval-ms 0 --log "$W/load.wal" "$URL" 2>>"$W/verify.log" | tail -1) || true
+  log "verify ($1): ${out:-no result}"
+  count "$out"
+}
+
+# ---- setup ------------------------------------------------------------------
+log "seed=$SEED rounds=$ROUNDS work=$W tessera=$T"
+net_up
+CLUSTER=$(cat /proc/sys/kernel/random/uuid)
+GROUP=$(cat /proc/sys/kernel/random/uuid)
+mkdir -p "$W/registry" "$W/ctl"
+for i in 1 2 3; do
+  mkdir -p "$W/n$i"
+  truncate -s 256M "$W/n$i/d1" "$W/n$i/d2"
+  start_node "$i"
+done
+LOST=0 ACKED=0 FAILED=0 HEALED=no DONE=0
+finish() { # the last line, and the exit status
+  local rc=1
+  [ "$LOST" -eq 0 ] && [ "$HEALED" = yes ] && [ "$FAILED" -eq 0 ] && rc=0
+  if [ "$KEEP" = 1 ] || [ $rc -ne 0 ]; then echo "faults: work dir kept: $W"; status=done; else status=ok; fi
+  echo "rounds=$DONE acked=$ACKED lost=$LOST healed=$HEALED"
+  exit $rc
+}
+# the group is placed on the nodes registered when the controller first starts
+for i in 1 2 3; do
+  for _ in $(seq 300); do
+    [ -s "$W/registry/nodes/$i.json" ] && break
+    kill -0 "${NODE_PID[$i]}" 2>/dev/null || { tail -5 "$W/node$i.log"; log "node $i died"; FAILED=1; finish; }
+    sleep 0.1
+  done
+done
+start_ctl || { FAILED=1; finish; }
+log "controller ready: $(head -1 "$W/ctl.out")"
+vol=$(timeout 60 "$T" --endpoint "$EP" volume create faults --size 64Mi -o json) ||
+  { log "volume create failed"; FAILED=1; finish; }
+URL=$(jq -r .iscsi_url <<<"$vol")
+log "volume $URL"
+"$LD" --log "$W/load.wal" --seed "$SEED" --qd 4 --verify-timeout-ms 120000 "$URL" >"$W/load.out" 2>"$W/load.log" &
+LOAD_PID=$!
+wait_io 60 || { FAILED=1; finish; }
+
+# ---- rounds -----------------------------------------------------------------
+for r in $(seq "$ROUNDS"); do
+  sleep "$(ms_s "$(rnd_ms 500 2500)")"
+  kind=${KINDS[$((RANDOM % ${#KINDS[@]}))]}
+  case $kind in
+    node-kill)
+      n=$((2 + RANDOM % 2)) sig=KILL d=$(rnd_ms 500 4000)
+      [ $((RANDOM % 4)) -eq 0 ] && sig=TERM
+      log "round $r: $kind: SIG$sig node $n, restart after $(ms_s "$d") s"
+      stop_node "$n" "$sig"; sleep "$(ms_s "$d")"; start_node "$n" ;;
+    link-down|link-drop)
+      n=$((1 + RANDOM % 3)) d=$(rnd_ms 500 5000)
+      log "round $r: $kind: node $n for $(ms_s "$d") s"
+      cut_link "$n" "${kind#link-}"; sleep "$(ms_s "$d")"; restore_link "$n" ;;
+    ctl-kill)
+      d=$(rnd_ms 0 2000)
+      log "round $r: $kind: kill -9 the controller, restart after $(ms_s "$d") s"
+      stop_ctl KILL; sleep "$(ms_s "$d")"; start_ctl || { FAILED=1; break; } ;;
+    host-kill)
+      d=$(rnd_ms 0 2000)
+      log "round $r: $kind: kill -9 controller and node 1, restart after $(ms_s "$d") s"
+      stop_ctl KILL; stop_node 1 KILL; sleep "$(ms_s "$d")"
+      start_node 1; start_ctl || { FAILED=1; break; } ;;
+    node-ctl-kill)
+      n=$((2 + RANDOM % 2)) d=$(rnd_ms 300 2000) d2=$(rnd_ms 500 3000)
+      log "round $r: $kind: kill -9 node $n, $(ms_s "$d") s later the controller; node back $(ms_s "$d2") s after the controller"
+      stop_node "$n" KILL; sleep "$(ms_s "$d")"; stop_ctl KILL
+      start_ctl || { FAILED=1; break; }
+      sleep "$(ms_s "$d2")"; start_node "$n" ;;
+  esac
+  if ! wait_group healthy 180 || ! wait_io 60; then FAILED=1; break; fi
+  DONE=$r
+  log "round $r: healthy, acked=$(load_acked)"
+done
+
+# ---- end: verify, heal, verify, degraded verifies ----------------------------
+if [ "$FAILED" -ne 0 ]; then
+  # Bring everything back as an operator would, so that what follows tells
+  # lost data from unavailable data: links, nodes, then the controller
+  # (restarted if it is not serving a healthy group within 30 s).
+  log "round $((DONE + 1)) failed; restoring links, nodes and the controller"
+  for i in "${!CUT[@]}"; do restore_link "$i"; done
+  for i in 1 2 3; do [ -n "${NODE_PID[$i]}" ] || start_node "$i"; done
+  sleep 2 # (fresh heartbeats)
+  if ! ctl_alive || ! wait_group healthy 30; then
+    if [ -n "$CTL_PID" ]; then
+      log "restarting the controller"
+      kill -TERM "$CTL_PID" 2>/dev/null || true
+      for _ in $(seq 200); do kill -0 "$CTL_PID" 2>/dev/null || break; sleep 0.1; done
+      stop_ctl KILL
+    fi
+    start_ctl || { sleep 5; start_ctl; } || true
+  fi
+  ctl_alive && wait_group healthy 120 || true
+fi
+kill -TERM "$LOAD_PID" 2>/dev/null || true
+wait "$LOAD_PID" 2>/dev/null || true
+LOAD_PID=""
+res=$(tail -1 "$W/load.out")
+log "load: $res"
+ACKED=$(sed -n 's/^acked=\([0-9]*\).*/\1/p' <<<"$res")
+ACKED=${ACKED:-0}
+count "$res"
+if ctl_alive && wait_group healed 300; then HEALED=yes; fi
+log "heal: $(group_json)"
+if ctl_alive; then
+  verify "after heal"
+fi
+if [ "$HEALED" = yes ]; then
+  for n in 3 2; do
+    stop_node "$n" KILL
+    verify "node $n down"
+    start_node "$n"
+    wait_group healthy 120 || FAILED=1
+  done
+fi
+finish
