@@ -46,8 +46,8 @@
 #   --tessera PATH  the tessera binary (default: build-test/bin, else build/bin)
 #   --load PATH     ts-faults-load (default: next to the tessera binary)
 # Needs root (namespaces, veth, iptables in ts-fsw only), iproute2, iptables,
-# jq. Exit 77
-# (ctest skip) when not root or a tool is missing; one run at a time (flock).
+# jq. Exit 77 (ctest skip) when not root, a tool is missing or tessera has no
+# controller; one run at a time (flock: a second run waits up to 20 min).
 # Last line: rounds=N acked=A lost=L healed=yes|no. Exit 0 iff lost=0, healed=yes
 # and every step (group healthy after each round, IO resumed) succeeded.
 set -euo pipefail
@@ -100,7 +100,10 @@ ms_s() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
 # One run at a time: names and subnet are fixed. Holding the lock, any ts-f*
 # namespace left over is from a run that died: remove it.
 exec 9>/run/lock/ts-faults.lock
-flock -n 9 || { echo "faults: another run holds /run/lock/ts-faults.lock"; exit 1; }
+if ! flock -n 9; then
+  echo "faults: another run holds /run/lock/ts-faults.lock; waiting (20 min at most)"
+  flock -w 1200 9 || { echo "faults: still busy"; exit 1; }
+fi
 
 SUBNET=10.99.0
 PORT=3260 CPORT=3261
