@@ -762,6 +762,10 @@ static int rescue_record(struct ts_agrp *g, struct scratch *sc, uint64_t s, uint
 
 	if (!dd || sc->wid < 0)
 		return 0;
+	/* members failed since the write began: more than m out, nothing can
+	 * be written (and the record has room for m roles) */
+	if ((unsigned)popcount64(dead_roles(g, s, live)) > g->m)
+		return TS_ERR_DEGRADED;
 	for (unsigned r = 0; r < g->k; r++) {
 		if (!(dd & (1ull << r)))
 			continue;

@@ -24,8 +24,10 @@
 #include "dataplane/node/cluster.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dataplane/agrp/agrp.h"
 #include "dataplane/common/ts_common.h"
@@ -51,7 +53,10 @@ struct ts_cluster {
 	struct ts_replog *rl;     /* NULL: no journal (older record, or none reachable) */
 	int heal_err;             /* last heal result */
 	_Atomic int rebuilding;   /* a lost member is being rebuilt */
-	pthread_mutex_t grp_lock; /* c->grp writes (tick thread) vs ts_cluster_status readers */
+	pthread_mutex_t grp_lock; /* c->grp and c->agrp writes (tick thread) vs status readers */
+	_Atomic long inflight;    /* device IOs submitted and not yet completed */
+	_Atomic int reassembling; /* device submissions refused meanwhile */
+	uint64_t reassembled_ms;  /* last re-assembly attempt (CLOCK_REALTIME ms) */
 	uint64_t rebuilds, rebuild_bytes, rebuild_ns; /* last rebuild */
 };
 
@@ -152,6 +157,7 @@ static int journal_open(struct ts_cluster *c, int format)
 	uint32_t slot_node[TS_REG_MAX_SLOTS];
 	struct ts_reg_node *nodes = NULL;
 	struct ts_replog_opts ro = { 0 };
+	struct ts_replog *rl = NULL;
 	unsigned nn = 0, nj = 0;
 	int rc;
 
@@ -189,7 +195,10 @@ static int journal_open(struct ts_cluster *c, int format)
 		if (rc)
 			return rc;
 	}
-	rc = ts_replog_open(&ro, &c->rl);
+	rc = ts_replog_open(&ro, &rl);
+	pthread_mutex_lock(&c->grp_lock);
+	c->rl = rc ? NULL : rl;
+	pthread_mutex_unlock(&c->grp_lock);
 	if (rc && !format) {
 		ts_log(TS_LOG_ERROR, "cluster", "replica journal unusable err=\"%s\": degraded writes are not replicated",
 		       ts_strerror(rc));
@@ -316,6 +325,7 @@ static int cluster_assemble(struct ts_cluster *c)
 	struct ts_reg_node *nodes = NULL;
 	struct ts_agrp_info info;
 	struct ts_agrp_opts ao = { 0 };
+	struct ts_agrp *g = NULL;
 	unsigned nn = 0, nf = 0;
 	int rc;
 
@@ -323,7 +333,7 @@ static int cluster_assemble(struct ts_cluster *c)
 	if (rc)
 		return rc;
 	for (unsigned s = 0; s < c->n; s++) {
-		if (slot_member(c, s, nodes, nn, &c->members[s]))
+		if (!c->members[s] && slot_member(c, s, nodes, nn, &c->members[s]))
 			continue;
 		if (ts_agrp_probe(c->members[s], &info) == 0)
 			found[nf++] = c->members[s];
@@ -333,7 +343,10 @@ static int cluster_assemble(struct ts_cluster *c)
 	if (rc)
 		return rc;
 	hook_opts(c, &ao);
-	rc = ts_agrp_assemble(found, nf, &ao, &c->agrp);
+	rc = ts_agrp_assemble(found, nf, &ao, &g);
+	pthread_mutex_lock(&c->grp_lock);
+	c->agrp = rc ? NULL : g;
+	pthread_mutex_unlock(&c->grp_lock);
 	ts_log(rc ? TS_LOG_ERROR : TS_LOG_INFO, "cluster", "group assembled members=%u/%u err=\"%s\"", nf,
 	       c->n, ts_strerror(rc));
 	return rc;
@@ -394,12 +407,12 @@ struct ts_agrp *ts_cluster_agrp(struct ts_cluster *c)
 
 int ts_cluster_rejoin(struct ts_cluster *c)
 {
-	uint64_t live = ts_agrp_live_mask(c->agrp);
+	uint64_t live = c->agrp ? ts_agrp_live_mask(c->agrp) : 0;
 	struct ts_reg_node *nodes = NULL;
 	unsigned nn = 0;
 	int joined = 0;
 
-	if (live == (1ull << c->n) - 1 || live_nodes(c, &nodes, &nn))
+	if (!c->agrp || live == (1ull << c->n) - 1 || live_nodes(c, &nodes, &nn))
 		return 0;
 	for (unsigned s = 0; s < c->n; s++) {
 		uint32_t node = c->grp.slots[s].node_id;
@@ -428,11 +441,22 @@ int ts_cluster_rejoin(struct ts_cluster *c)
 
 /* ---- the group as a block device ---- */
 
-static void device_done(void *arg, int status)
+/*
+ * Every device IO is counted in c->inflight from submission until its
+ * callback has returned, so a re-assembly (reassemble()) can wait until
+ * none is left before it swaps the array group underneath.
+ */
+static void device_complete(struct ts_member_io *io, int status)
 {
-	struct ts_member_io *io = arg;
+	struct ts_cluster *c = io->priv[0];
 
 	io->cb(io, status);
+	atomic_fetch_sub(&c->inflight, 1);
+}
+
+static void device_done(void *arg, int status)
+{
+	device_complete(arg, status);
 }
 
 /*
@@ -447,7 +471,7 @@ static void device_read_done(void *arg, int status)
 
 	if (status && c->rl && ts_replog_read(c->rl, io->offset, io->len, io->buf) == 0)
 		status = 0;
-	io->cb(io, status);
+	device_complete(io, status);
 }
 
 /* The group has no FUA: a FUA write is the write, then a flush (queued from
@@ -460,26 +484,39 @@ static void device_fua_done(void *arg, int status)
 	if (status == 0)
 		status = ts_agrp_flush(c->agrp, device_done, io);
 	if (status)
-		io->cb(io, status);
+		device_complete(io, status);
 }
 
 static int device_submit(void *ctx, struct ts_member_io *io)
 {
 	struct ts_cluster *c = ctx;
+	int rc;
 
-	switch (io->op) {
-	case TS_MEMBER_READ:
-		io->priv[0] = c;
-		return ts_agrp_read(c->agrp, io->offset, io->len, io->buf, device_read_done, io);
-	case TS_MEMBER_WRITE:
-		io->priv[0] = c;
-		return ts_agrp_write(c->agrp, io->offset, io->len, io->buf,
-				     (io->flags & TS_MEMBER_FUA) ? device_fua_done : device_done, io);
-	case TS_MEMBER_FLUSH:
-		return ts_agrp_flush(c->agrp, device_done, io);
-	default:
-		return -EOPNOTSUPP;
+	io->priv[0] = c;
+	atomic_fetch_add(&c->inflight, 1);
+	if (atomic_load(&c->reassembling) || !c->agrp) {
+		rc = TS_ERR_DEGRADED; /* being re-assembled: the group serves nothing */
+	} else {
+		switch (io->op) {
+		case TS_MEMBER_READ:
+			rc = ts_agrp_read(c->agrp, io->offset, io->len, io->buf, device_read_done,
+					  io);
+			break;
+		case TS_MEMBER_WRITE:
+			rc = ts_agrp_write(c->agrp, io->offset, io->len, io->buf,
+					   (io->flags & TS_MEMBER_FUA) ? device_fua_done : device_done,
+					   io);
+			break;
+		case TS_MEMBER_FLUSH:
+			rc = ts_agrp_flush(c->agrp, device_done, io);
+			break;
+		default:
+			rc = -EOPNOTSUPP;
+		}
 	}
+	if (rc)
+		atomic_fetch_sub(&c->inflight, 1);
+	return rc;
 }
 
 static const struct ts_member_ops g_device_ops = { .submit = device_submit };
@@ -647,17 +684,84 @@ static int replace_lost_members(struct ts_cluster *c)
 	return rc;
 }
 
+/*
+ * The group failed (fewer than k live) and rejoining cannot bring it back:
+ * members that failed in the same burst (a partition of this host) carry
+ * out-of-date marks for the writes that were in flight, and a resync needs
+ * k live members to read from. Do what a restart would: with no device IO
+ * in flight, close the group and assemble it again from the members'
+ * superblocks (the members lost last are current, docs/ec-layout.md), which
+ * repairs or fences the dirty regions and resyncs the stale members.
+ * Attempted at most every 5 s; until it succeeds the device refuses IO.
+ */
+static int reassemble(struct ts_cluster *c)
+{
+	uint64_t now = ts_registry_now_ms();
+	struct ts_replog *oldrl;
+	struct ts_agrp *old;
+	int rc;
+
+	if (now < c->reassembled_ms + 5000)
+		return TS_ERR_DEGRADED;
+	c->reassembled_ms = now;
+	ts_log(TS_LOG_WARN, "cluster", "group failed and members are back: re-assembling");
+	atomic_store(&c->reassembling, 1);
+	while (atomic_load(&c->inflight))
+		usleep(1000);
+	pthread_mutex_lock(&c->grp_lock);
+	old = c->agrp;
+	oldrl = c->rl;
+	c->agrp = NULL;
+	c->rl = NULL;
+	pthread_mutex_unlock(&c->grp_lock);
+	ts_agrp_close(old);
+	ts_replog_close(oldrl);
+	rc = cluster_assemble(c);
+	atomic_store(&c->reassembling, 0);
+	return rc;
+}
+
+/* Slots whose node heartbeats and still lists the slot's vdisk. */
+static unsigned slots_reachable(struct ts_cluster *c)
+{
+	struct ts_reg_node *nodes = NULL;
+	unsigned nn = 0, cnt = 0;
+
+	if (live_nodes(c, &nodes, &nn))
+		return 0;
+	for (unsigned s = 0; s < c->n; s++)
+		cnt += vdisk_present(c, c->grp.slots[s].node_id, c->grp.slots[s].vdisk, nodes, nn) ==
+		       1;
+	ts_free(nodes);
+	return cnt;
+}
+
 static int heal_read(void *ctx, uint64_t off, uint64_t len, void *buf)
 {
 	return ts_agrp_read_sync(ctx, off, len, buf);
+}
+
+static int heal_write(void *ctx, uint64_t off, uint64_t len, const void *buf)
+{
+	int rc = ts_agrp_write_sync(ctx, off, len, buf);
+
+	return rc ? rc : ts_agrp_flush_sync(ctx);
 }
 
 int ts_cluster_tick(struct ts_cluster *c)
 {
 	uint64_t all = (1ull << c->n) - 1;
 	struct ts_agrp_stats as;
-	int joined = ts_cluster_rejoin(c), rc;
+	int joined, rc;
 
+	if (!c->agrp ||
+	    ((unsigned)__builtin_popcountll(ts_agrp_live_mask(c->agrp)) < c->grp.k &&
+	     ts_cluster_rejoin(c) == 0 && slots_reachable(c) >= c->grp.k)) {
+		rc = reassemble(c);
+		if (rc)
+			return rc;
+	}
+	joined = ts_cluster_rejoin(c);
 	rc = replace_lost_members(c);
 	if (rc)
 		return rc;
@@ -667,7 +771,11 @@ int ts_cluster_tick(struct ts_cluster *c)
 	if (as.ood_regions)
 		return joined; /* resync first */
 	ts_replog_retry_journals(c->rl);
-	rc = ts_replog_heal(c->rl, heal_read, c->agrp);
+	{
+		struct ts_replog_ec ec = { .read = heal_read, .write = heal_write, .ctx = c->agrp };
+
+		rc = ts_replog_heal(c->rl, &ec);
+	}
 	if (rc != c->heal_err)
 		ts_log(rc ? TS_LOG_ERROR : TS_LOG_INFO, "cluster", "heal err=\"%s\"", ts_strerror(rc));
 	c->heal_err = rc;
@@ -685,13 +793,18 @@ void ts_cluster_status(struct ts_cluster *c, struct ts_cluster_status *st)
 	st->k = c->grp.k;
 	st->m = c->grp.m;
 	st->n = c->n;
-	st->size = ts_agrp_size(c->agrp);
-	st->generation = ts_agrp_generation(c->agrp);
-	st->live_mask = ts_agrp_live_mask(c->agrp);
+	/* under grp_lock: a re-assembly swaps c->agrp and c->rl */
 	pthread_mutex_lock(&c->grp_lock);
 	for (unsigned s = 0; s < c->n; s++)
 		st->slot_node[s] = c->grp.slots[s].node_id;
-	pthread_mutex_unlock(&c->grp_lock);
+	if (!c->agrp) {
+		pthread_mutex_unlock(&c->grp_lock);
+		snprintf(st->state, sizeof(st->state), "failed");
+		return;
+	}
+	st->size = ts_agrp_size(c->agrp);
+	st->generation = ts_agrp_generation(c->agrp);
+	st->live_mask = ts_agrp_live_mask(c->agrp);
 	ts_agrp_stats(c->agrp, &as);
 	st->degraded_stripes = as.ood_stripes;
 	if (c->rl) {
@@ -709,6 +822,7 @@ void ts_cluster_status(struct ts_cluster *c, struct ts_cluster_status *st)
 		st->heals = rs.heals;
 		pending = rs.covered_bytes || rs.used_bytes > 4096 || rs.healing;
 	}
+	pthread_mutex_unlock(&c->grp_lock);
 	st->rebuilds = c->rebuilds;
 	st->rebuild_bytes = c->rebuild_bytes;
 	st->rebuild_rate_bps = c->rebuild_ns ? (uint64_t)((double)c->rebuild_bytes * 1e9 /

@@ -82,6 +82,9 @@ struct ts_replog {
 	uint64_t tabsz, used; /* slots (power of two), entries */
 	uint64_t nverified;   /* entries marked verified */
 	uint64_t copies_bytes; /* sum over entries of bs * copies */
+	/* the heal's repair in progress: its buffer, block and entry seq */
+	const void *repair_buf;
+	uint64_t repair_blk, repair_seq;
 	struct ts_replog_stats st;
 };
 
@@ -472,6 +475,18 @@ int ts_replog_write_hook(void *ctx, uint64_t off, uint64_t len, const void *buf,
 
 	if (!rl || off % rl->bs || len % rl->bs || !len)
 		return -EINVAL;
+	pthread_mutex_lock(&rl->lock);
+	if (buf && buf == rl->repair_buf) {
+		/* the heal writing a replica back, now under the group's stripe
+		 * lock: only if no newer write or tombstone replaced the entry */
+		struct ent *e = tab_find(rl, rl->repair_blk);
+		int ok = !missing && off == rl->repair_blk * rl->bs && len == rl->bs && e &&
+			 e->seq == rl->repair_seq;
+
+		pthread_mutex_unlock(&rl->lock);
+		return ok ? 0 : -EAGAIN;
+	}
+	pthread_mutex_unlock(&rl->lock);
 	if (!missing && !overlaps(rl, off, len))
 		return 0; /* the common, healthy case: no journal IO */
 	pthread_mutex_lock(&rl->append_lock);
@@ -843,13 +858,13 @@ static void heal_stale(struct ts_replog *rl)
 
 /* Verify blocks snap[i..i+cnt) (consecutive in the volume and the journal). */
 static int heal_run(struct ts_replog *rl, const struct ent *snap, uint64_t cnt, uint8_t *ec,
-		    uint8_t *rep, ts_replog_read_fn rd, void *rd_ctx, uint64_t *mism)
+		    uint8_t *rep, const struct ts_replog_ec *x, uint64_t *mism)
 {
 	uint64_t vb0 = snap[0].blk - 1, bytes = cnt * rl->bs;
 	uint64_t readable = 0;
 	int rc;
 
-	rc = rd(rd_ctx, vb0 * rl->bs, bytes, ec);
+	rc = x->read(x->ctx, vb0 * rl->bs, bytes, ec);
 	if (rc)
 		return rc;
 	/* one read of the run from the first journal that answers; blocks whose
@@ -873,13 +888,37 @@ static int heal_run(struct ts_replog *rl, const struct ent *snap, uint64_t cnt, 
 		e = tab_find(rl, vb0 + b);
 		/* judge only what is still the entry we verified: a newer record
 		 * or a tombstone in between is not ours to judge */
+		if (e && e->seq == snap[b].seq && got && memcmp(ec + b * rl->bs, r, rl->bs) &&
+		    x->write) {
+			/* differs: write the replica back through the group; the
+			 * hook lets it through only if the entry is still this one */
+			int wr;
+
+			rl->repair_buf = r;
+			rl->repair_blk = vb0 + b;
+			rl->repair_seq = snap[b].seq;
+			pthread_mutex_unlock(&rl->lock);
+			wr = x->write(x->ctx, (vb0 + b) * rl->bs, rl->bs, r);
+			pthread_mutex_lock(&rl->lock);
+			rl->repair_buf = NULL;
+			e = tab_find(rl, vb0 + b);
+			if (wr == 0) {
+				rl->st.heal_mismatches++;
+				ts_log(TS_LOG_WARN, "replog",
+				       "heal: EC copy differed, replica written back block=%llu",
+				       (unsigned long long)(vb0 + b));
+				memcpy(ec + b * rl->bs, r, rl->bs); /* now equal */
+			} else if (wr != -EAGAIN) {
+				(*mism)++; /* retried at the next heal */
+			}
+		}
 		if (e && e->seq == snap[b].seq) {
 			if (!got || memcmp(ec + b * rl->bs, r, rl->bs) == 0) {
 				/* equal, or no intact replica left: the EC copy stands */
 				if (!e->verified)
 					rl->nverified++;
 				e->verified = 1;
-			} else {
+			} else if (!x->write) {
 				(*mism)++;
 				rl->st.heal_mismatches++;
 			}
@@ -892,14 +931,14 @@ static int heal_run(struct ts_replog *rl, const struct ent *snap, uint64_t cnt, 
 
 #define HEAL_RUN_BLOCKS 256u
 
-int ts_replog_heal(struct ts_replog *rl, ts_replog_read_fn rd, void *rd_ctx)
+int ts_replog_heal(struct ts_replog *rl, const struct ts_replog_ec *x)
 {
 	struct ent *snap = NULL;
 	uint64_t n = 0, t0 = ts_now_ns(), mism = 0;
 	uint8_t *ec = NULL, *rep = NULL;
 	int rc = 0, empty;
 
-	if (!rl || !rd)
+	if (!rl || !x || !x->read)
 		return -EINVAL;
 	pthread_mutex_lock(&rl->append_lock);
 	heal_stale(rl);
@@ -937,14 +976,14 @@ int ts_replog_heal(struct ts_replog *rl, ts_replog_read_fn rd, void *rd_ctx)
 		       snap[i + cnt].blk == snap[i + cnt - 1].blk + 1 &&
 		       snap[i + cnt].jpos == snap[i + cnt - 1].jpos + rl->bs)
 			cnt++;
-		rc = heal_run(rl, snap + i, cnt, ec, rep, rd, rd_ctx, &mism);
+		rc = heal_run(rl, snap + i, cnt, ec, rep, x, &mism);
 		i += cnt;
 	}
 	ts_free(snap);
 	ts_free(ec);
 	ts_free(rep);
 	if (rc == 0 && mism) {
-		ts_log(TS_LOG_ERROR, "replog", "heal found blocks whose EC copy differs blocks=%llu",
+		ts_log(TS_LOG_ERROR, "replog", "heal: blocks whose EC copy differs, not repaired blocks=%llu",
 		       (unsigned long long)mism);
 		rc = TS_ERR_CORRUPT;
 	}

@@ -100,22 +100,34 @@ int ts_replog_write_hook(void *ctx, uint64_t off, uint64_t len, const void *buf,
  */
 int ts_replog_read(struct ts_replog *rl, uint64_t off, uint64_t len, void *buf);
 
-/** Reads the erasure-coded data for the heal (e.g. ts_agrp_read_sync). */
-typedef int (*ts_replog_read_fn)(void *ctx, uint64_t off, uint64_t len, void *buf);
+/** The erasure-coded copy, for the heal (e.g. ts_agrp_read_sync/write_sync). */
+struct ts_replog_ec {
+	int (*read)(void *ctx, uint64_t off, uint64_t len, void *buf);
+	/** Repairs a block from its replica; optional (without it a differing
+	 *  block is only reported). Must go through the group, so the write hook
+	 *  runs: that is how a repair is checked against newer writes. */
+	int (*write)(void *ctx, uint64_t off, uint64_t len, const void *buf);
+	void *ctx;
+};
 
 /**
  * Heal: for every covered block not yet verified, read the erasure-coded
- * copy through \p rd and compare it with the replica; mark it verified.
- * When every covered block is verified, reclaim the journal (new epoch on
- * every journal, index emptied, append position back to the start).
- * Verified blocks stay indexed until that reclaim succeeds, so writes to
- * them keep appending tombstones (a reopen must not resurrect them). The
- * caller guarantees every group member is live and resynced. Appends may
- * continue meanwhile; what they add is left for the next heal. Returns 0,
- * TS_ERR_CORRUPT when a block differs (it stays unverified; counted in
- * heal_mismatches), or an IO error (e.g. a journal refused the reclaim).
+ * copy and compare it with the replica. Equal: verified. Different: the
+ * block's last write was not acknowledged by the group (it failed, or the
+ * controller died under it) — both contents are valid outcomes of it — or
+ * the erasure-coded copy lost it; either way the replica is written back
+ * through \p ec->write (a repair, counted in heal_mismatches), unless a newer
+ * write reached the block meanwhile (the hook refuses the repair then, and
+ * the next heal looks again). When every covered block is verified, reclaim
+ * the journal (new epoch on every journal, index emptied, append position
+ * back to the start). Verified blocks stay indexed until that reclaim
+ * succeeds, so writes to them keep appending tombstones (a reopen must not
+ * resurrect them). The caller guarantees every group member is live and
+ * resynced. Appends may continue meanwhile. Returns 0, TS_ERR_CORRUPT when a
+ * differing block could not be repaired (no write fn), or an IO error (e.g.
+ * a journal refused the reclaim).
  */
-int ts_replog_heal(struct ts_replog *rl, ts_replog_read_fn rd, void *rd_ctx);
+int ts_replog_heal(struct ts_replog *rl, const struct ts_replog_ec *ec);
 
 /**
  * Journal \p i (its index in opts.journals) lost its vdisk: use blank member
@@ -142,7 +154,7 @@ struct ts_replog_stats {
 	uint64_t heal_done_bytes;
 	uint64_t heal_ns;             /**< duration of the last completed heal */
 	uint64_t heals;               /**< completed heals (journal reclaimed) */
-	uint64_t heal_mismatches;     /**< blocks whose EC copy differed */
+	uint64_t heal_mismatches;     /**< blocks whose EC copy differed (repaired from the replica) */
 	uint64_t journals_out;        /**< bitmask of journals marked out */
 	uint64_t journals_stale;      /**< bitmask of journals that missed a reclaim (no appends) */
 	int healing;

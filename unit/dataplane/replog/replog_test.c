@@ -136,6 +136,18 @@ static int agrp_rd(void *ctx, uint64_t off, uint64_t len, void *buf)
 	return ts_agrp_read_sync(ctx, off, len, buf);
 }
 
+static int agrp_wr(void *ctx, uint64_t off, uint64_t len, const void *buf)
+{
+	return ts_agrp_write_sync(ctx, off, len, buf);
+}
+
+static int heal(struct fx *f)
+{
+	struct ts_replog_ec ec = { .read = agrp_rd, .write = agrp_wr, .ctx = f->g };
+
+	return ts_replog_heal(f->rl, &ec);
+}
+
 static struct ts_replog_stats stats(struct fx *f)
 {
 	struct ts_replog_stats st;
@@ -249,7 +261,7 @@ Test(replog, outage_replicated_survives_second_loss_and_restart)
 		cr_assert_eq(as.ood_regions, 0);
 	}
 	ts_replog_retry_journals(f.rl);
-	cr_assert_eq(ts_replog_heal(f.rl, agrp_rd, f.g), 0);
+	cr_assert_eq(heal(&f), 0);
 	st = stats(&f);
 	cr_assert_eq(st.covered_bytes, 0);
 	cr_assert_eq(st.replicated_bytes, 0);
@@ -301,30 +313,41 @@ Test(replog, healthy_overwrite_tombstones_across_restart)
 		ts_replog_close(f.rl);
 		f.rl = old;
 	}
-	cr_assert_eq(ts_replog_heal(f.rl, agrp_rd, f.g), 0);
+	cr_assert_eq(heal(&f), 0);
 	cr_assert_eq(stats(&f).covered_bytes, 0);
 	cr_assert_eq(stats(&f).heals, 1);
 	fx_fini(&f);
 }
 
-Test(replog, heal_reports_a_replica_that_differs)
+Test(replog, heal_writes_back_a_replica_that_differs)
 {
 	struct fx f;
-	uint8_t other[BS];
+	struct ts_replog_ec ro;
+	uint8_t other[BS], buf[BS];
 
 	fx_init(&f, JSIZE);
 	write_blocks(&f, 5, 1);
-	/* a replica that never reached the group (as if the EC write failed) */
+	write_blocks(&f, 9, 1);
+	/* replicas that never reached the group (as if the EC write failed) */
 	fill(other, BS);
 	cr_assert_eq(ts_replog_write_hook(f.rl, 5 * BS, BS, other, 1), 0);
-	cr_assert_eq(ts_replog_heal(f.rl, agrp_rd, f.g), TS_ERR_CORRUPT);
-	cr_assert_eq(stats(&f).heal_mismatches, 1);
-	cr_assert_eq(stats(&f).covered_bytes, BS, "kept, not reclaimed");
+	cr_assert_eq(ts_replog_write_hook(f.rl, 9 * BS, BS, other, 1), 0);
+	/* without a write fn a difference is only reported, and kept */
+	ro = (struct ts_replog_ec){ .read = agrp_rd, .ctx = f.g };
+	cr_assert_eq(ts_replog_heal(f.rl, &ro), TS_ERR_CORRUPT);
+	cr_assert_eq(stats(&f).heal_mismatches, 2);
+	cr_assert_eq(stats(&f).covered_bytes, 2 * BS, "kept, not reclaimed");
 	cr_assert_eq(stats(&f).heals, 0);
-	/* a healthy overwrite settles it: tombstone, then the heal reclaims */
-	write_blocks(&f, 5, 1);
-	cr_assert_eq(ts_replog_heal(f.rl, agrp_rd, f.g), 0);
+	/* a newer healthy write to block 9 supersedes its replica (tombstone) */
+	write_blocks(&f, 9, 1);
+	/* with one: block 5 gets the replica back, block 9 keeps the newer data */
+	cr_assert_eq(heal(&f), 0);
+	cr_assert_eq(stats(&f).heals, 1);
 	cr_assert_eq(stats(&f).used_bytes, 4096);
+	cr_assert_eq(ts_agrp_read_sync(f.g, 5 * BS, BS, buf), 0);
+	cr_assert_eq(memcmp(buf, other, BS), 0);
+	cr_assert_eq(ts_agrp_read_sync(f.g, 9 * BS, BS, buf), 0);
+	cr_assert_eq(memcmp(buf, f.ref + 9 * BS, BS), 0);
 	fx_fini(&f);
 }
 
@@ -340,7 +363,7 @@ Test(replog, failed_reclaim_keeps_tombstoning_verified_blocks)
 	/* no journal takes the reclaim: verified, but not reclaimed */
 	for (unsigned j = 0; j < 3; j++)
 		tm_set_mode(f.tj[j], TM_FAIL_WRITES);
-	cr_assert_neq(ts_replog_heal(f.rl, agrp_rd, f.g), 0);
+	cr_assert_neq(heal(&f), 0);
 	cr_assert_eq(stats(&f).heals, 0);
 	cr_assert_eq(stats(&f).covered_bytes, 4 * BS);
 	cr_assert_eq(stats(&f).heal_done_bytes, 4 * BS);
@@ -360,7 +383,7 @@ Test(replog, failed_reclaim_keeps_tombstoning_verified_blocks)
 		ts_replog_close(f.rl);
 		f.rl = old;
 	}
-	cr_assert_eq(ts_replog_heal(f.rl, agrp_rd, f.g), 0);
+	cr_assert_eq(heal(&f), 0);
 	cr_assert_eq(stats(&f).heals, 1);
 	cr_assert_eq(stats(&f).used_bytes, 4096);
 	fx_fini(&f);
@@ -377,7 +400,7 @@ Test(replog, reclaim_missed_by_one_journal_leaves_it_stale)
 	write_blocks(&f, 30, 2);
 	node_up(&f, 0);
 	tm_set_mode(f.tj[2], TM_FAIL_WRITES);
-	cr_assert_eq(ts_replog_heal(f.rl, agrp_rd, f.g), 0, "reclaimed on journals 0 and 1");
+	cr_assert_eq(heal(&f), 0, "reclaimed on journals 0 and 1");
 	st = stats(&f);
 	cr_assert_eq(st.epoch, 2);
 	cr_assert_eq(st.covered_bytes, 0);
@@ -396,7 +419,7 @@ Test(replog, reclaim_missed_by_one_journal_leaves_it_stale)
 	ts_replog_close(rl2);
 	/* the next heal rewrites the stale superblock first */
 	node_up(&f, 1);
-	cr_assert_eq(ts_replog_heal(f.rl, agrp_rd, f.g), 0);
+	cr_assert_eq(heal(&f), 0);
 	st = stats(&f);
 	cr_assert_eq(st.journals_stale, 0);
 	cr_assert_eq(st.epoch, 3);
@@ -417,7 +440,7 @@ Test(replog, full_journal_lets_writes_through)
 	node_up(&f, 1);
 	cr_assert_eq(ts_agrp_read_sync(f.g, 0, 80 * BS, buf), 0);
 	cr_assert_eq(memcmp(buf, f.ref, 80 * BS), 0);
-	cr_assert_eq(ts_replog_heal(f.rl, agrp_rd, f.g), 0);
+	cr_assert_eq(heal(&f), 0);
 	cr_assert_eq(stats(&f).unreplicated_bytes, 0);
 	cr_assert_eq(stats(&f).used_bytes, 4096);
 	free(buf);
@@ -481,7 +504,7 @@ Test(replog, bad_input)
 	cr_assert_eq(ts_replog_open(&o, &rl), TS_ERR_FOREIGN);
 	cr_assert_eq(ts_replog_write_hook(f.rl, 100, BS, buf, 1), -EINVAL);
 	cr_assert_eq(ts_replog_read(f.rl, 0, 100, buf), -EINVAL);
-	cr_assert_eq(ts_replog_heal(f.rl, NULL, NULL), -EINVAL);
+	cr_assert_eq(ts_replog_heal(f.rl, NULL), -EINVAL);
 	/* blank journals: nothing to open */
 	for (unsigned j = 0; j < 3; j++)
 		memset(tm_ram_data(f.tj[j]), 0, BS);
