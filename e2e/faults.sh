@@ -177,15 +177,18 @@ stop_node() { # N SIGNAL
   NODE_PID[$i]=""
 }
 
-start_ctl() {
+spawn_ctl() {
   : >"$W/ctl.out"
   ip netns exec ts-f1 env TESSERA_CHAP_USER=$USER_ TESSERA_CHAP_SECRET=$SECRET_ \
     "$T" controller --registry "$W/registry" --group "$GROUP" --state-dir "$W/ctl" \
     --portal $SUBNET.1:$CPORT --csi-endpoint "$EP" --ec 4+2 --member-size 48Mi \
     --io-timeout-ms 1500 >"$W/ctl.out" 2>>"$W/ctl.log" &
   CTL_PID=$!
+}
+
+wait_ctl() { # until it prints ready; 1 if it died or is not ready in 120 s
   local i
-  for i in $(seq 1200); do # 120 s: the group is assembled first
+  for i in $(seq 1200); do # the group is assembled first
     grep -q '^ready' "$W/ctl.out" && return 0
     if ! kill -0 "$CTL_PID" 2>/dev/null; then
       wait "$CTL_PID" 2>/dev/null || true
@@ -195,6 +198,8 @@ start_ctl() {
   done
   tail -5 "$W/ctl.log"; log "controller not ready after 120 s"; return 1
 }
+
+start_ctl() { spawn_ctl; wait_ctl; }
 
 ctl_alive() {
   [ -n "$CTL_PID" ] && kill -0 "$CTL_PID" 2>/dev/null && return 0
@@ -362,8 +367,8 @@ for r in $(seq "$ROUNDS"); do
       n=$((2 + RANDOM % 2)) d=$(rnd_ms 300 2000) d2=$(rnd_ms 500 3000)
       log "round $r: $kind: kill -9 node $n, $(ms_s "$d") s later the controller; node back $(ms_s "$d2") s after the controller"
       stop_node "$n" KILL; sleep "$(ms_s "$d")"; stop_ctl KILL
-      start_ctl || { FAILED=1; break; }
-      sleep "$(ms_s "$d2")"; start_node "$n" ;;
+      spawn_ctl; sleep "$(ms_s "$d2")"; start_node "$n"
+      wait_ctl || { FAILED=1; break; } ;;
   esac
   if ! wait_group healthy 180 || ! wait_io 60; then FAILED=1; break; fi
   DONE=$r
