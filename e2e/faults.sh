@@ -46,8 +46,8 @@
 #   --tessera PATH  the tessera binary (default: build-test/bin, else build/bin)
 #   --load PATH     ts-faults-load (default: next to the tessera binary)
 # Needs root (namespaces, veth, iptables in ts-fsw only), iproute2, iptables,
-# jq. Exit 77
-# (ctest skip) when not root or a tool is missing; one run at a time (flock).
+# jq. Exit 77 (ctest skip) when not root, a tool is missing or tessera has no
+# controller; one run at a time (flock: a second run waits up to 20 min).
 # Last line: rounds=N acked=A lost=L healed=yes|no. Exit 0 iff lost=0, healed=yes
 # and every step (group healthy after each round, IO resumed) succeeded.
 set -euo pipefail
@@ -100,7 +100,10 @@ ms_s() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
 # One run at a time: names and subnet are fixed. Holding the lock, any ts-f*
 # namespace left over is from a run that died: remove it.
 exec 9>/run/lock/ts-faults.lock
-flock -n 9 || { echo "faults: another run holds /run/lock/ts-faults.lock"; exit 1; }
+if ! flock -n 9; then
+  echo "faults: another run holds /run/lock/ts-faults.lock; waiting (20 min at most)"
+  flock -w 1200 9 || { echo "faults: still busy"; exit 1; }
+fi
 
 SUBNET=10.99.0
 PORT=3260 CPORT=3261
@@ -174,15 +177,18 @@ stop_node() { # N SIGNAL
   NODE_PID[$i]=""
 }
 
-start_ctl() {
+spawn_ctl() {
   : >"$W/ctl.out"
   ip netns exec ts-f1 env TESSERA_CHAP_USER=$USER_ TESSERA_CHAP_SECRET=$SECRET_ \
     "$T" controller --registry "$W/registry" --group "$GROUP" --state-dir "$W/ctl" \
     --portal $SUBNET.1:$CPORT --csi-endpoint "$EP" --ec 4+2 --member-size 48Mi \
     --io-timeout-ms 1500 >"$W/ctl.out" 2>>"$W/ctl.log" &
   CTL_PID=$!
+}
+
+wait_ctl() { # until it prints ready; 1 if it died or is not ready in 120 s
   local i
-  for i in $(seq 1200); do # 120 s: the group is assembled first
+  for i in $(seq 1200); do # the group is assembled first
     grep -q '^ready' "$W/ctl.out" && return 0
     if ! kill -0 "$CTL_PID" 2>/dev/null; then
       wait "$CTL_PID" 2>/dev/null || true
@@ -192,6 +198,8 @@ start_ctl() {
   done
   tail -5 "$W/ctl.log"; log "controller not ready after 120 s"; return 1
 }
+
+start_ctl() { spawn_ctl; wait_ctl; }
 
 ctl_alive() {
   [ -n "$CTL_PID" ] && kill -0 "$CTL_PID" 2>/dev/null && return 0
@@ -359,8 +367,8 @@ for r in $(seq "$ROUNDS"); do
       n=$((2 + RANDOM % 2)) d=$(rnd_ms 300 2000) d2=$(rnd_ms 500 3000)
       log "round $r: $kind: kill -9 node $n, $(ms_s "$d") s later the controller; node back $(ms_s "$d2") s after the controller"
       stop_node "$n" KILL; sleep "$(ms_s "$d")"; stop_ctl KILL
-      start_ctl || { FAILED=1; break; }
-      sleep "$(ms_s "$d2")"; start_node "$n" ;;
+      spawn_ctl; sleep "$(ms_s "$d2")"; start_node "$n"
+      wait_ctl || { FAILED=1; break; } ;;
   esac
   if ! wait_group healthy 180 || ! wait_io 60; then FAILED=1; break; fi
   DONE=$r
