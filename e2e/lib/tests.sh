@@ -76,13 +76,14 @@ busy_holders() { # HANDLE: mounts of its staged device, here and in other mount 
   mm=$((0x$(stat -c %t "$dev"))):$((0x$(stat -c %T "$dev")))
   me=$(readlink /proc/self/ns/mnt)
   echo "--- $dev ($mm) is busy; its mounts:"
-  grep " $mm " /proc/self/mountinfo | awk '{print "  here: " $5}'
+  # (set -e and pipefail are on: a grep that finds nothing must not end the test)
+  grep " $mm " /proc/self/mountinfo | awk '{print "  here: " $5}' || true
   for p in /proc/[0-9]*; do
     [ "$(readlink "$p/ns/mnt" 2>/dev/null)" != "$me" ] || continue
     grep -q " $mm " "$p/mountinfo" 2>/dev/null || continue
     echo "  pid ${p#/proc/} ($(cat "$p/comm" 2>/dev/null)): $(grep " $mm " "$p/mountinfo" | awk '{print $5}' | head -3 | tr '\n' ' ')"
   done
-  ls "/sys/block/${dev#/dev/}/holders" 2>/dev/null | sed 's/^/  holder: /'
+  ls "/sys/block/${dev#/dev/}/holders" 2>/dev/null | sed 's/^/  holder: /' || true
 }
 
 make_pvc() { # name size mode [extra spec yaml]
