@@ -109,6 +109,21 @@ static void fill(uint8_t *p, size_t n, unsigned seed)
 		p[i] = (uint8_t)((i * 31u) ^ (seed * 131u) ^ (i >> 12));
 }
 
+/* Run the controller's maintenance (as its loop does) until the group is
+ * healthy, for at most \p seconds; asserts it got there. */
+static void tick_until_healthy(struct ts_cluster *c, int seconds, struct ts_cluster_status *st)
+{
+	for (int i = 0; i < seconds * 10; i++) {
+		publish_local();
+		ts_cluster_tick(c);
+		ts_cluster_status(c, st);
+		if (!strcmp(st->state, "healthy"))
+			break;
+		usleep(100000);
+	}
+	cr_assert_str_eq(st->state, "healthy");
+}
+
 TestSuite(node_cluster, .init = setup, .fini = teardown, .timeout = 60);
 
 Test(node_cluster, local_and_remote_members_survive_a_node)
@@ -188,15 +203,7 @@ Test(node_cluster, local_and_remote_members_survive_a_node)
 	 * then the heal verifies the replicas against EC and reclaims them */
 	cr_assert_eq(start_node(1), 0);
 	cr_assert_eq(start_node(2), 0);
-	for (int i = 0; i < 100; i++) {
-		publish_local();
-		ts_cluster_tick(c);
-		ts_cluster_status(c, &st);
-		if (!strcmp(st.state, "healthy"))
-			break;
-		usleep(100000);
-	}
-	cr_assert_str_eq(st.state, "healthy");
+	tick_until_healthy(c, 10, &st);
 	cr_assert_eq(st.replicated_bytes, 0);
 	cr_assert_eq(st.heals, 1);
 	cr_assert_eq(st.heal_total_bytes, len);
@@ -248,15 +255,7 @@ Test(node_cluster, lost_disk_is_rebuilt_onto_a_new_vdisk)
 	cr_assert_eq(ftruncate(fd, 64 * MIB), 0);
 	close(fd);
 	cr_assert_eq(start_node(1), 0);
-	for (int i = 0; i < 150; i++) {
-		publish_local();
-		ts_cluster_tick(c);
-		ts_cluster_status(c, &st);
-		if (!strcmp(st.state, "healthy"))
-			break;
-		usleep(100000);
-	}
-	cr_assert_str_eq(st.state, "healthy");
+	tick_until_healthy(c, 15, &st);
 	cr_assert_eq(st.rebuilds, 2, "both of node 1's slots rebuilt");
 	cr_assert_gt(st.rebuild_rate_bps, 0);
 	cr_assert_eq(st.replicated_bytes, 0, "heal done with the replaced journal");
@@ -323,15 +322,7 @@ Test(node_cluster, failed_group_recovers_after_a_failed_write)
 	 * copy and writes them back. */
 	cr_assert_eq(start_node(1), 0);
 	cr_assert_eq(start_node(2), 0);
-	for (int i = 0; i < 200; i++) {
-		publish_local();
-		ts_cluster_tick(c);
-		ts_cluster_status(c, &st);
-		if (!strcmp(st.state, "healthy"))
-			break;
-		usleep(100000);
-	}
-	cr_assert_str_eq(st.state, "healthy");
+	tick_until_healthy(c, 20, &st);
 	cr_assert_eq(st.live_mask, 0x3fu);
 	/* the acknowledged data is intact; the failed write's range holds old or new blocks */
 	cr_assert_eq(ts_member_rw_sync(dev, TS_MEMBER_READ, 0, 0, len, r), 0);
