@@ -12,9 +12,9 @@
  * CreateVolume / DeleteVolume handlers (same validation, backend and metadata
  * store), listed and looked up in the CSI metadata store. What the CSI layer
  * cannot know (nodes, disks, array groups, pool usage) comes from the ops
- * table below, which whoever runs the data plane implements (csi/stack.c,
- * with the node and group view of `tessera dev` (csi/dev.c) or
- * `tessera controller` (csi/controller_main.c)).
+ * table below, which whoever runs the data plane implements (programs/stack.c,
+ * with the node and group view of `tessera dev` (programs/dev_main.c) or
+ * `tessera controller` (programs/controller_main.c)).
  *
  * THREAD SAFETY: the ops may be called from any gRPC worker thread at once;
  * an implementation must tolerate that. ts_csi_driver_set_admin() must be

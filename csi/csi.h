@@ -6,8 +6,8 @@
  * at build time from the CSI spec's csi.proto).
  *
  * A driver (struct ts_csi_driver) holds the configuration, a backend
- * (csi/backend.h) and, when it runs the controller, a metadata store
- * (csi/store.h). A server (struct ts_csi_server) exposes one driver on one
+ * (csi/backend/backend.h) and, when it runs the controller, a metadata store
+ * (csi/store/store.h). A server (struct ts_csi_server) exposes one driver on one
  * endpoint with a small worker pool. gRPC status codes never leave csi/.
  *
  * THREAD SAFETY: a driver may be used by any number of threads at once
@@ -21,8 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "csi/backend.h"
-#include "csi/store.h"
+#include "csi/backend/backend.h"
+#include "csi/store/store.h"
 
 /** Name returned by GetPluginInfo (a DNS-style name, as the spec asks). */
 #define TS_CSI_DRIVER_NAME "csi.tessera.io"

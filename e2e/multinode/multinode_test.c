@@ -44,8 +44,8 @@
 
 #include "dataplane/agrp/agrp.h"
 #include "dataplane/common/ts_common.h"
-#include "dataplane/node/cluster.h"
-#include "dataplane/node/registry.h"
+#include "control/cluster/cluster.h"
+#include "control/registry/registry.h"
 #include "e2e/multinode/nodes.h"
 
 #define NNODES 3

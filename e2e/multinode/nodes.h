@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "dataplane/node/registry.h"
+#include "control/registry/registry.h"
 
 /**
  * True if a TCP socket can bind \p addr (an IPv4 literal such as

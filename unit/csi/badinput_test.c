@@ -13,7 +13,7 @@
 
 #include "csi/csi_priv.h"
 #include "dataplane/common/ts_common.h"
-#include "unit/csi/csi_test_util.h"
+#include "unit/support/csi/csi_test_util.h"
 
 #define C_OK 0
 #define C_INVALID 3

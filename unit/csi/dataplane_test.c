@@ -27,15 +27,15 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include "csi/backend_dataplane.h"
+#include "csi/backend/backend_dataplane.h"
 #include "csi/csi.h"
 #include "dataplane/common/ts_common.h"
 #include "dataplane/iscsi/iscsi.h"
 #include "dataplane/pool/pool.h"
 #include "dataplane/volume/volume.h"
 #include "snapshots/chain/chain.h"
-#include "unit/csi/csi_test_util.h"
-#include "unit/csi/grpc_client.h"
+#include "unit/support/csi/csi_test_util.h"
+#include "unit/support/csi/grpc_client.h"
 #include "unit/csi/dp_fixture.h"
 
 static struct dpenv g_dp;

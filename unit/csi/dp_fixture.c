@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "csi/backend_dataplane.h"
+#include "csi/backend/backend_dataplane.h"
 #include "dataplane/common/ts_common.h"
 #include "dataplane/iscsi/iscsi.h"
 #include "dataplane/pool/pool.h"

@@ -8,8 +8,8 @@
 #ifndef TS_UNIT_CSI_DP_FIXTURE_H
 #define TS_UNIT_CSI_DP_FIXTURE_H
 
-#include "unit/csi/csi_test_util.h"
-#include "unit/csi/grpc_client.h"
+#include "unit/support/csi/csi_test_util.h"
+#include "unit/support/csi/grpc_client.h"
 
 struct dpenv {
 	struct tenv e;                 /* driver, scratch dir */

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "dataplane/common/ts_common.h"
-#include "unit/csi/csi_test_util.h"
+#include "unit/support/csi/csi_test_util.h"
 
 struct seed {
 	const char *method;

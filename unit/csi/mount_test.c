@@ -31,8 +31,8 @@
 
 #include "csi/csi_priv.h"
 #include "dataplane/common/ts_common.h"
-#include "unit/csi/csi_test_util.h"
-#include "unit/csi/grpc_client.h"
+#include "unit/support/csi/csi_test_util.h"
+#include "unit/support/csi/grpc_client.h"
 
 #ifndef XFS_SUPER_MAGIC
 #define XFS_SUPER_MAGIC 0x58465342

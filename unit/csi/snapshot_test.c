@@ -20,7 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "csi/backend_dataplane.h"
+#include "csi/backend/backend_dataplane.h"
 #include "csi/csi.h"
 #include "csi/csi_priv.h"
 #include "dataplane/common/ts_common.h"
@@ -28,8 +28,8 @@
 #include "dataplane/pool/pool.h"
 #include "dataplane/volume/volume.h"
 #include "snapshots/chain/chain.h"
-#include "unit/csi/csi_test_util.h"
-#include "unit/csi/grpc_client.h"
+#include "unit/support/csi/csi_test_util.h"
+#include "unit/support/csi/grpc_client.h"
 #include "unit/csi/dp_fixture.h"
 
 #define MIB (1 << 20)

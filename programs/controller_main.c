@@ -1,0 +1,511 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * `tessera controller`: the daemon that serves multi-node volumes.
+ *
+ * Node daemons (`tessera node`, control/node/node.h) export their member
+ * vdisks over iSCSI and register in a registry; this process assembles the
+ * array group across them (ts_cluster_open, creating the group from the live
+ * nodes on first use), and runs on the group's block device
+ * (ts_cluster_device) the same serving stack as `tessera dev` (programs/stack.h):
+ * thin volume pool, iSCSI target for the volumes, CSI services and the admin
+ * service the `tessera` CLI talks to.
+ *
+ * Three kinds of thread touch the cluster:
+ *  - this one: open, then close at the end (no IO in flight by then);
+ *  - the maintenance thread: ts_cluster_tick() every 500 ms (members of
+ *    nodes that came back rejoin and resync; heal once all are live), the
+ *    only caller of tick as cluster.h asks, plus a log line whenever the
+ *    group's state changes;
+ *  - IO (iSCSI loops) and the admin/probe callbacks (gRPC workers), which
+ *    only call ts_cluster_device IO and ts_cluster_status.
+ * No lock of ours: the stop flag and its condition variable belong to the
+ * maintenance thread's loop.
+ *
+ * Startup waits for the group: until enough nodes are registered and live
+ * (first use) or at least k members answer (later starts), ts_cluster_open
+ * is retried every second and a line says why; SIGTERM/SIGINT still stop it.
+ * Startup order is registry, cluster, maintenance, stack; shutdown the
+ * reverse. Restarting on the same --state-dir and registry reassembles the
+ * same group and serves the same volumes under the same IQNs (they derive
+ * from the group uuid and the volume ids, which live on the group).
+ */
+#include "programs/controller_main.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "csi/admin.h"
+#include "programs/stack.h"
+#include "dataplane/common/ts_common.h"
+#include "dataplane/ldm/ldm.h"
+#include "control/cluster/cluster.h"
+#include "control/registry/registry.h"
+
+#define TICK_MS 500
+#define HEARTBEAT_MAX_AGE_MS 3000 /* the cluster's default: a node is up within it */
+#define OPEN_RETRY_MS 1000
+
+struct ctl {
+	const struct ts_controller_cfg *cfg;
+	struct ts_registry *reg;
+	struct ts_cluster *cl;
+	/* maintenance thread */
+	pthread_t maint;
+	bool maint_running;
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* CLOCK_MONOTONIC */
+	bool stop;         /* under mu */
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: TESSERA_CHAP_USER=U TESSERA_CHAP_SECRET=S tessera controller [options]\n"
+		"  --registry DIR        the nodes' registry (required)\n"
+		"  --group UUID          the array group to serve (required)\n"
+		"  --state-dir DIR       controller state: CSI records, pool marker (required)\n"
+		"  --portal HOST:PORT    iSCSI portal for the volumes (required)\n"
+		"  --csi-endpoint EP     CSI + admin socket (default unix://<state-dir>/csi.sock)\n"
+		"  --ec K+M              erasure code when the group is created (default 4+2)\n"
+		"  --member-size BYTES   bytes per member vdisk when the group is created\n"
+		"                        (required then, ignored later)\n"
+		"  --journal-size BYTES  replica journal per node when the group is created\n"
+		"                        (default member-size / 4)\n"
+		"  --io-timeout-ms MS    IO timeout towards the nodes (default 2000)\n"
+		"  --node-id ID          CSI node id (default tessera-controller)\n"
+		"TESSERA_CHAP_USER/SECRET: the credential the nodes' targets require.\n");
+}
+
+/* ---- the admin service's view: nodes from the registry, the group from the cluster ---- */
+
+static int cmp_node(const void *a, const void *b)
+{
+	const struct ts_reg_node *x = a, *y = b;
+
+	return x->node_id < y->node_id ? -1 : x->node_id > y->node_id;
+}
+
+static int ctl_status(void *arg, struct ts_admin_status *out)
+{
+	struct ctl *c = arg;
+	struct ts_admin_agrp *g = &out->agrps[0];
+	struct ts_cluster_status st;
+	struct ts_reg_node *nodes = ts_calloc(TS_REG_MAX_NODES, sizeof(*nodes));
+	uint64_t now = ts_registry_now_ms();
+	unsigned n = 0;
+	int rc;
+
+	if (!nodes)
+		return -ENOMEM;
+	rc = ts_registry_list_nodes(c->reg, nodes, TS_REG_MAX_NODES, &n);
+	if (rc < 0) {
+		ts_free(nodes);
+		return rc;
+	}
+	qsort(nodes, n, sizeof(*nodes), cmp_node);
+	out->nnodes = TS_MIN(n, TS_ADMIN_MAX_NODES);
+	for (size_t i = 0; i < out->nnodes; i++) {
+		struct ts_admin_node *an = &out->nodes[i];
+
+		an->id = nodes[i].node_id;
+		an->up = nodes[i].heartbeat_ms + HEARTBEAT_MAX_AGE_MS >= now;
+		an->free_bytes = nodes[i].free_bytes;
+		snprintf(an->portal, sizeof(an->portal), "%s", nodes[i].portal);
+		/* disks and extents are the node's own business (extent_bytes 0 says
+		 * unknown) unless the caller runs the nodes itself (tessera dev) */
+		if (c->cfg->node_detail)
+			c->cfg->node_detail(c->cfg->node_detail_arg, an);
+	}
+	ts_free(nodes);
+
+	ts_cluster_status(c->cl, &st);
+	out->nagrps = 1;
+	ts_uuid_format(st.group_uuid, g->uuid);
+	g->k = st.k;
+	g->m = st.m;
+	g->generation = st.generation;
+	g->size_bytes = st.size;
+	for (unsigned s = 0; s < st.n && s < TS_ADMIN_MAX_SLOTS && s < TS_REG_MAX_SLOTS; s++) {
+		g->slots[s].node = st.slot_node[s];
+		g->slots[s].live = st.live_mask >> s & 1;
+	}
+	snprintf(g->state, sizeof(g->state), "%s", st.state);
+	g->degraded_stripes = st.degraded_stripes;
+	g->replicated_bytes = st.replicated_bytes;
+	g->unreplicated_bytes = st.unreplicated_bytes;
+	g->heal_total_bytes = st.heal_total_bytes;
+	g->heal_done_bytes = st.heal_done_bytes;
+	g->heal_rate_mbps = (double)st.heal_rate_bps / 1e6;
+	g->heals = st.heals;
+	g->rebuilds = st.rebuilds;
+	g->rebuild_bytes = st.rebuild_bytes;
+	g->rebuild_rate_mbps = (double)st.rebuild_rate_bps / 1e6;
+	return 0;
+}
+
+/* CSI Probe: ready while at least k members serve. */
+static int ctl_probe(void *arg)
+{
+	struct ctl *c = arg;
+	struct ts_cluster_status st;
+
+	ts_cluster_status(c->cl, &st);
+	return (unsigned)__builtin_popcountll(st.live_mask) >= st.k ? 0 : -EAGAIN;
+}
+
+/* ---- maintenance ---- */
+
+static void *maint_main(void *arg)
+{
+	struct ctl *c = arg;
+	struct ts_cluster_status st;
+	char state[sizeof(st.state)] = "";
+	int last_rc = 0;
+
+	pthread_mutex_lock(&c->mu);
+	while (!c->stop) {
+		struct timespec until;
+		int rc;
+
+		pthread_mutex_unlock(&c->mu);
+		rc = ts_cluster_tick(c->cl);
+		if (rc > 0)
+			ts_log(TS_LOG_INFO, "controller", "members rejoined count=%d", rc);
+		else if (rc < 0 && rc != last_rc) /* retried every tick: say it once */
+			ts_log(TS_LOG_WARN, "controller", "maintenance step failed: %s",
+			       ts_strerror(rc));
+		last_rc = rc < 0 ? rc : 0;
+		ts_cluster_status(c->cl, &st);
+		if (strcmp(st.state, state)) {
+			ts_log(TS_LOG_INFO, "controller",
+			       "group state=%s live=0x%llx degraded_stripes=%llu replicated_bytes=%llu",
+			       st.state, (unsigned long long)st.live_mask,
+			       (unsigned long long)st.degraded_stripes,
+			       (unsigned long long)st.replicated_bytes);
+			snprintf(state, sizeof(state), "%s", st.state);
+		}
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_nsec += TICK_MS * 1000000L;
+		until.tv_sec += until.tv_nsec / 1000000000L;
+		until.tv_nsec %= 1000000000L;
+		pthread_mutex_lock(&c->mu);
+		while (!c->stop && pthread_cond_timedwait(&c->cv, &c->mu, &until) != ETIMEDOUT)
+			;
+	}
+	pthread_mutex_unlock(&c->mu);
+	return NULL;
+}
+
+static int maint_start(struct ctl *c)
+{
+	pthread_condattr_t ca;
+	int rc;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	rc = -pthread_cond_init(&c->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (rc == 0)
+		rc = -pthread_mutex_init(&c->mu, NULL);
+	if (rc == 0)
+		rc = -pthread_create(&c->maint, NULL, maint_main, c);
+	c->maint_running = rc == 0;
+	return rc;
+}
+
+static void maint_stop(struct ctl *c)
+{
+	if (!c->maint_running)
+		return;
+	pthread_mutex_lock(&c->mu);
+	c->stop = true;
+	pthread_cond_signal(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+	pthread_join(c->maint, NULL);
+	pthread_cond_destroy(&c->cv);
+	pthread_mutex_destroy(&c->mu);
+	c->maint_running = false;
+}
+
+/* ---- startup ---- */
+
+static bool open_retryable(int rc)
+{
+	return rc == TS_ERR_NO_SPACE || rc == TS_ERR_DEGRADED || rc == -ETIMEDOUT ||
+	       rc == -EAGAIN || rc == -ECONNREFUSED || rc == -EHOSTUNREACH || rc == -ENOENT ||
+	       rc == TS_ERR_MEMBER_FAILED;
+}
+
+/* Registered nodes whose heartbeat is fresh. */
+static int live_node_count(struct ts_registry *reg, unsigned *live)
+{
+	struct ts_reg_node *nodes = ts_calloc(TS_REG_MAX_NODES, sizeof(*nodes));
+	uint64_t now = ts_registry_now_ms();
+	unsigned n = 0;
+	int rc;
+
+	if (!nodes)
+		return -ENOMEM;
+	rc = ts_registry_list_nodes(reg, nodes, TS_REG_MAX_NODES, &n);
+	*live = 0;
+	for (unsigned i = 0; rc == 0 && i < n; i++)
+		*live += nodes[i].heartbeat_ms + HEARTBEAT_MAX_AGE_MS >= now;
+	ts_free(nodes);
+	return rc;
+}
+
+/*
+ * Open the cluster, retrying while nodes are missing: when the group is to
+ * be created, first until ceil((k+m)/m) nodes are live (at most m fragments
+ * per node), then while the open fails for a reason time can fix. 0, 1 when
+ * a signal asked to stop first, or the error.
+ */
+static int open_cluster(struct ctl *c, const struct ts_cluster_opts *co, bool create,
+			const sigset_t *sigs)
+{
+	const struct timespec wait = { OPEN_RETRY_MS / 1000, (OPEN_RETRY_MS % 1000) * 1000000L };
+	unsigned need = (co->k + co->m + co->m - 1) / co->m, live, last_live = ~0u;
+	int rc, last = 0;
+
+	for (;;) {
+		if (create) {
+			rc = live_node_count(c->reg, &live);
+			if (rc < 0)
+				return rc;
+			if (live < need) {
+				if (live != last_live)
+					ts_log(TS_LOG_INFO, "controller",
+					       "waiting for nodes to create the group: live=%u need=%u",
+					       live, need);
+				last_live = live;
+				if (sigtimedwait(sigs, NULL, &wait) > 0)
+					return 1;
+				continue;
+			}
+		}
+		rc = ts_cluster_open(co, &c->cl);
+		if (rc == 0 || !open_retryable(rc))
+			return rc;
+		if (rc != last)
+			ts_log(TS_LOG_WARN, "controller", "group not up yet (%s); retrying",
+			       ts_strerror(rc));
+		last = rc;
+		if (sigtimedwait(sigs, NULL, &wait) > 0)
+			return 1;
+	}
+}
+
+static int parse_u64(const char *s, uint64_t *out, bool size)
+{
+	char *end;
+
+	if (size)
+		return ts_parse_size(s, out) == 0 && *out ? 0 : -EINVAL;
+	errno = 0;
+	*out = strtoull(s, &end, 10);
+	return errno || end == s || *end || !*out ? -EINVAL : 0;
+}
+
+int ts_controller_serve(const struct ts_controller_cfg *cfg)
+{
+	struct ts_stack_opts so = { .name = cfg->name, .node_id = cfg->node_id,
+				    .portal = cfg->portal, .state_dir = cfg->state_dir,
+				    .csi_endpoint = cfg->csi_endpoint };
+	struct ts_cluster_opts co = cfg->co;
+	struct ts_cluster_status cst;
+	struct ctl c = { .cfg = cfg, .reg = cfg->reg };
+	struct ts_stack *stack = NULL;
+	char group[37];
+	int sig, rc;
+
+	ts_uuid_format(co.group_uuid, group);
+	co.reg = c.reg;
+	if (!co.heartbeat_max_age_ms)
+		co.heartbeat_max_age_ms = HEARTBEAT_MAX_AGE_MS;
+	rc = open_cluster(&c, &co, cfg->create, cfg->sigs);
+	if (rc == 1) {
+		ts_log(TS_LOG_INFO, cfg->name, "stopped before the group came up");
+		return 0;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "tessera %s: group %s: %s\n", cfg->name, group, ts_strerror(rc));
+		return 1;
+	}
+	rc = maint_start(&c);
+	if (rc < 0) {
+		fprintf(stderr, "tessera %s: maintenance thread: %s\n", cfg->name, ts_strerror(rc));
+		goto out;
+	}
+	ts_cluster_status(c.cl, &cst);
+	so.device = ts_cluster_device(c.cl);
+	memcpy(so.group_uuid, cst.group_uuid, 16);
+	so.k = cst.k;
+	so.m = cst.m;
+	so.probe = ctl_probe;
+	so.probe_arg = &c;
+	so.status = ctl_status;
+	so.status_arg = &c;
+	for (;;) {
+		const struct timespec wait = { OPEN_RETRY_MS / 1000, (OPEN_RETRY_MS % 1000) * 1000000L };
+
+		rc = ts_stack_start(&so, &stack);
+		ts_cluster_status(c.cl, &cst);
+		/* Restarted while degraded with writes in flight: regions the group
+		 * cannot vouch for (the degraded write hole, docs/ec-layout.md) may
+		 * keep the volume pool unreadable until the missing members are
+		 * back and resynced, which the maintenance thread does. Wait for
+		 * that instead of exiting. */
+		if (rc != -EIO || !strcmp(cst.state, "healthy"))
+			break;
+		ts_log(TS_LOG_WARN, cfg->name,
+		       "volume pool unreadable while the group is %s; waiting for members", cst.state);
+		if (sigtimedwait(cfg->sigs, NULL, &wait) > 0) {
+			rc = 0;
+			goto out;
+		}
+	}
+	if (rc < 0)
+		goto out; /* the stack said which layer failed */
+	ts_log(TS_LOG_INFO, cfg->name, "serving group=%s ec=%u+%u size=%llu state=%s", group,
+	       cst.k, cst.m, (unsigned long long)cst.size, cst.state);
+	printf("ready csi=%s portal=%s\n", cfg->csi_endpoint, cfg->portal);
+	fflush(stdout);
+	sigwait(cfg->sigs, &sig);
+	ts_log(TS_LOG_INFO, cfg->name, "signal %d, shutting down", sig);
+	rc = 0;
+out:
+	ts_stack_stop(stack);
+	maint_stop(&c);
+	ts_cluster_close(c.cl);
+	return rc < 0 ? 1 : rc;
+}
+
+int ts_controller_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "registry", required_argument, NULL, 'r' },
+		{ "group", required_argument, NULL, 'g' },
+		{ "state-dir", required_argument, NULL, 's' },
+		{ "portal", required_argument, NULL, 'p' },
+		{ "csi-endpoint", required_argument, NULL, 'c' },
+		{ "ec", required_argument, NULL, 'e' },
+		{ "member-size", required_argument, NULL, 'M' },
+		{ "journal-size", required_argument, NULL, 'J' },
+		{ "io-timeout-ms", required_argument, NULL, 't' },
+		{ "node-id", required_argument, NULL, 'i' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct ts_controller_cfg cfg = { .name = "controller", .node_id = "tessera-controller" };
+	struct ts_cluster_opts *co = &cfg.co;
+	struct ts_reg_group rec;
+	const char *regdir = NULL, *group = NULL, *endpoint = NULL;
+	char sock[4200];
+	uint64_t v;
+	sigset_t sigs;
+	int opt, rc;
+
+	co->k = 4;
+	co->m = 2;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'r': regdir = optarg; break;
+		case 'g': group = optarg; break;
+		case 's': cfg.state_dir = optarg; break;
+		case 'p': cfg.portal = optarg; break;
+		case 'c': endpoint = optarg; break;
+		case 'i': cfg.node_id = optarg; break;
+		case 'e':
+			if (ts_stack_parse_ec(optarg, &co->k, &co->m) < 0) {
+				fprintf(stderr, "tessera controller: bad erasure code '%s' (want K+M)\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case 'M':
+		case 'J':
+			if (parse_u64(optarg, opt == 'M' ? &co->member_size : &co->journal_size, true)) {
+				fprintf(stderr, "tessera controller: bad size '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case 't':
+			if (parse_u64(optarg, &v, false) || v > 600000) {
+				fprintf(stderr, "tessera controller: bad --io-timeout-ms '%s'\n", optarg);
+				return 2;
+			}
+			co->io_timeout_ms = (uint32_t)v;
+			break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc || !regdir || !group || !cfg.state_dir || !cfg.portal) {
+		fprintf(stderr, "tessera controller: --registry, --group, --state-dir and --portal "
+				"are required\n");
+		usage(stderr);
+		return 2;
+	}
+	if (co->member_size % TS_LDM_BLOCK_SIZE) {
+		fprintf(stderr, "tessera controller: --member-size must be a multiple of %u bytes\n",
+			TS_LDM_BLOCK_SIZE);
+		return 2;
+	}
+	if (ts_uuid_parse(group, co->group_uuid) < 0) {
+		fprintf(stderr, "tessera controller: bad group uuid '%s'\n", group);
+		return 2;
+	}
+	if (ts_stack_check_opts("controller", cfg.portal, cfg.state_dir, &endpoint, sock,
+				sizeof(sock)) < 0)
+		return 2;
+	cfg.csi_endpoint = endpoint;
+	co->chap_user = getenv("TESSERA_CHAP_USER");
+	co->chap_secret = getenv("TESSERA_CHAP_SECRET");
+	if (!co->chap_user || !co->chap_user[0] || !co->chap_secret || !co->chap_secret[0]) {
+		fprintf(stderr, "tessera controller: set TESSERA_CHAP_USER and TESSERA_CHAP_SECRET "
+				"(the nodes' CHAP credential)\n");
+		return 2;
+	}
+
+	/* Before any thread exists: TERM/INT are taken by sigwait, SIGPIPE never kills. */
+	signal(SIGPIPE, SIG_IGN);
+	ts_stack_block_signals(&sigs);
+	cfg.sigs = &sigs;
+
+	rc = ts_mkdir_p(cfg.state_dir);
+	if (rc < 0) {
+		fprintf(stderr, "tessera controller: cannot create %s: %s\n", cfg.state_dir,
+			ts_strerror(rc));
+		return 1;
+	}
+	rc = ts_registry_dir_open(regdir, &cfg.reg);
+	if (rc < 0) {
+		fprintf(stderr, "tessera controller: registry %s: %s\n", regdir, ts_strerror(rc));
+		return 1;
+	}
+	/* A group that does not exist yet is created: that needs its member size. */
+	rc = ts_registry_get_group(cfg.reg, co->group_uuid, &rec);
+	if (rc == -ENOENT && !co->member_size) {
+		fprintf(stderr, "tessera controller: group %s does not exist yet; creating it needs "
+				"--member-size\n", group);
+		ts_registry_close(cfg.reg);
+		return 2;
+	}
+	if (rc < 0 && rc != -ENOENT) {
+		fprintf(stderr, "tessera controller: group record %s: %s\n", group, ts_strerror(rc));
+		ts_registry_close(cfg.reg);
+		return 1;
+	}
+	cfg.create = rc == -ENOENT;
+	rc = ts_controller_serve(&cfg);
+	ts_registry_close(cfg.reg);
+	return rc;
+}
