@@ -8,8 +8,8 @@
  *
  * THREAD SAFETY: none needed (a CLI); the functions keep no global state.
  */
-#ifndef TS_CSI_CLI_H
-#define TS_CSI_CLI_H
+#ifndef TS_CLI_H
+#define TS_CLI_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -84,4 +84,4 @@ void ts_cli_endpoint(const struct ts_cli_args *a, char *buf, size_t len);
 /** Run the CLI (argv[0] is the program name). Returns the exit status. */
 int ts_cli_main(int argc, char **argv);
 
-#endif /* TS_CSI_CLI_H */
+#endif /* TS_CLI_H */

@@ -88,10 +88,4 @@ int ts_csi_server_start(struct ts_csi_driver *d, const char *endpoint, unsigned 
  */
 void ts_csi_server_stop(struct ts_csi_server *s, unsigned grace_ms);
 
-/**
- * The `tessera csi` subcommand: serve Identity+Controller+Node with the file
- * backend until SIGTERM/SIGINT. argv[0] is "csi". Returns the exit status.
- */
-int ts_csi_main(int argc, char **argv);
-
 #endif /* TS_CSI_H */

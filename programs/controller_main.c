@@ -44,6 +44,7 @@
 #include "csi/admin.h"
 #include "programs/stack.h"
 #include "dataplane/common/ts_common.h"
+#include "programs/programs.h"
 #include "dataplane/ldm/ldm.h"
 #include "control/cluster/cluster.h"
 #include "control/registry/registry.h"

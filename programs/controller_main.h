@@ -5,8 +5,8 @@
  * (control/cluster/cluster.h) through the iSCSI target, CSI and the admin
  * service (see controller_main.c and docs/multinode.md).
  */
-#ifndef TS_CSI_CONTROLLER_MAIN_H
-#define TS_CSI_CONTROLLER_MAIN_H
+#ifndef TS_PROGRAMS_CONTROLLER_MAIN_H
+#define TS_PROGRAMS_CONTROLLER_MAIN_H
 
 #include <signal.h>
 #include <stdbool.h>
@@ -39,11 +39,4 @@ struct ts_controller_cfg {
  */
 int ts_controller_serve(const struct ts_controller_cfg *cfg);
 
-/**
- * Run `tessera controller` (argv[0] is "controller") until SIGINT/SIGTERM.
- * CHAP credentials for the nodes come from TESSERA_CHAP_USER and
- * TESSERA_CHAP_SECRET. Returns the exit status (0, 1 failure, 2 usage).
- */
-int ts_controller_main(int argc, char **argv);
-
-#endif /* TS_CSI_CONTROLLER_MAIN_H */
+#endif /* TS_PROGRAMS_CONTROLLER_MAIN_H */

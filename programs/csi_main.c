@@ -19,6 +19,7 @@
 
 #include "csi/csi.h"
 #include "dataplane/common/ts_common.h"
+#include "programs/programs.h"
 
 static void usage(FILE *f)
 {

@@ -25,7 +25,7 @@
  * Startup order is bottom-up (nodes, group, stack) and shutdown the
  * reverse. Signals are blocked in every thread and taken with sigwait().
  */
-#include "programs/dev_main.h"
+#include "programs/programs.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -28,8 +28,8 @@
  * THREAD SAFETY: start/stop from one thread. The callbacks are called from
  * gRPC worker threads, several at once.
  */
-#ifndef TS_CSI_STACK_H
-#define TS_CSI_STACK_H
+#ifndef TS_PROGRAMS_STACK_H
+#define TS_PROGRAMS_STACK_H
 
 #include <signal.h>
 #include <stddef.h>
@@ -90,4 +90,4 @@ int ts_stack_parse_ec(const char *s, unsigned *k, unsigned *m);
  */
 void ts_stack_block_signals(sigset_t *set);
 
-#endif /* TS_CSI_STACK_H */
+#endif /* TS_PROGRAMS_STACK_H */

@@ -7,11 +7,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "programs/controller_main.h"
-#include "csi/csi.h"
-#include "programs/dev_main.h"
-#include "dataplane/common/ts_common.h"
-#include "control/node/node.h"
+#include "programs/programs.h"
 
 #ifndef TS_VERSION
 #define TS_VERSION "0.1.0"

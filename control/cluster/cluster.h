@@ -22,8 +22,8 @@
  * from one thread; ts_cluster_rejoin() may run while IO flows, from one
  * thread at a time.
  */
-#ifndef TS_NODE_CLUSTER_H
-#define TS_NODE_CLUSTER_H
+#ifndef TS_CONTROL_CLUSTER_H
+#define TS_CONTROL_CLUSTER_H
 
 #include <stdint.h>
 
@@ -118,4 +118,4 @@ void ts_cluster_status(struct ts_cluster *c, struct ts_cluster_status *st);
 /** Close the group, then destroy the members. NULL: no-op. No IO in flight. */
 void ts_cluster_close(struct ts_cluster *c);
 
-#endif /* TS_NODE_CLUSTER_H */
+#endif /* TS_CONTROL_CLUSTER_H */

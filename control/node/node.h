@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /**
  * \file
- * The node daemon (`tessera node`): one host's data plane.
+ * The node agent (`tessera node`, programs/node_main.c): one host's data plane
+ * as the control plane sees it.
  *
  * A node opens its disks (PEM, formatting blank disks on first start; LDM),
  * starts its iSCSI target on its portal, exports every member vdisk (LDM tag
@@ -61,12 +62,5 @@ void ts_node_stats(struct ts_node *n, struct ts_node_stats *st);
 
 /** Stop serving (drops peers' sessions), close the disks. NULL: no-op. */
 void ts_node_stop(struct ts_node *n);
-
-/**
- * `tessera node` entry point: parses argv (see docs/multinode.md), runs until
- * SIGTERM/SIGINT. CHAP credentials come from TESSERA_CHAP_USER and
- * TESSERA_CHAP_SECRET. Returns the process exit code.
- */
-int ts_node_main(int argc, char **argv);
 
 #endif /* TS_NODE_H */

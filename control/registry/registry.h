@@ -28,8 +28,8 @@
  * THREAD SAFETY: every function may be called from any thread; the
  * directory store has no in-memory state besides its path.
  */
-#ifndef TS_NODE_REGISTRY_H
-#define TS_NODE_REGISTRY_H
+#ifndef TS_CONTROL_REGISTRY_H
+#define TS_CONTROL_REGISTRY_H
 
 #include <stdint.h>
 
@@ -128,4 +128,4 @@ void ts_registry_new_request_id(char out[40]);
 /** CLOCK_REALTIME in ms (heartbeats compare across processes). */
 uint64_t ts_registry_now_ms(void);
 
-#endif /* TS_NODE_REGISTRY_H */
+#endif /* TS_CONTROL_REGISTRY_H */

@@ -7,8 +7,8 @@
  *
  * THREAD SAFETY: one client per thread; calls on one client are sequential.
  */
-#ifndef TS_CSI_CLIENT_H
-#define TS_CSI_CLIENT_H
+#ifndef TS_CSI_RPC_CLIENT_H
+#define TS_CSI_RPC_CLIENT_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -38,4 +38,4 @@ void ts_client_close(struct ts_client *c);
 int ts_client_call(struct ts_client *c, const char *method, const void *req, size_t req_len,
 		   char **resp, size_t *resp_len, int timeout_ms, char *msg, size_t msg_len);
 
-#endif /* TS_CSI_CLIENT_H */
+#endif /* TS_CSI_RPC_CLIENT_H */
