@@ -173,7 +173,8 @@ static int resolve(struct ts_csi_driver *d, struct csi_call *c, json_t *req,
 static int csi_call_method(struct ts_csi_driver *d, struct csi_call *c, const char *path,
 			   const ProtobufCMessage *msg, ProtobufCMessage **out)
 {
-	const struct csi_method *m = csi_method_find(path);
+	const struct csi_method *m =
+		csi_method_in(csi_controller_methods, csi_controller_method_count, path);
 	size_t n = protobuf_c_message_get_packed_size(msg), resp_len = 0;
 	uint8_t *buf = ts_malloc(n ? n : 1), *resp = NULL;
 	int rc;

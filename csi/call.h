@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Private to csi/: the request cycle (call.c). A call's context (arena,
+ * status, deadline, cancellation), a method-table entry, dispatch of one
+ * decoded request, and the helpers and validation every service's handlers
+ * share. This layer knows no service and calls none; services and the
+ * driver include it.
+ */
+#ifndef TS_CSI_CALL_H
+#define TS_CSI_CALL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "csi.pb-c.h"
+
+struct ts_csi_driver;
+
+/* gRPC status codes, as numbers (grpc/status.h is only included by server.c). */
+enum csi_code {
+	CSI_OK = 0,
+	CSI_CANCELLED = 1,
+	CSI_UNKNOWN = 2,
+	CSI_INVALID_ARGUMENT = 3,
+	CSI_DEADLINE_EXCEEDED = 4,
+	CSI_NOT_FOUND = 5,
+	CSI_ALREADY_EXISTS = 6,
+	CSI_PERMISSION_DENIED = 7,
+	CSI_RESOURCE_EXHAUSTED = 8,
+	CSI_FAILED_PRECONDITION = 9,
+	CSI_ABORTED = 10,
+	CSI_OUT_OF_RANGE = 11,
+	CSI_UNIMPLEMENTED = 12,
+	CSI_INTERNAL = 13,
+	CSI_UNAVAILABLE = 14,
+};
+
+/* Per-call context: response memory arena, status, deadline, cancellation. */
+struct csi_arena_blk;
+struct csi_call {
+	struct csi_arena_blk *arena;
+	int code;
+	char msg[512];
+	uint64_t deadline_ns;       /* monotonic (ts_now_ns); 0 = none */
+	const atomic_bool *cancelled; /* set by the server when the client goes away; may be NULL */
+};
+
+typedef int (*csi_handler_fn)(struct ts_csi_driver *d, struct csi_call *c, const void *req,
+			      void *resp);
+
+struct csi_method {
+	const char *path;
+	const ProtobufCMessageDescriptor *req_desc;
+	const ProtobufCMessageDescriptor *resp_desc;
+	csi_handler_fn fn;
+	/*
+	 * Methods whose messages are not protobuf (the admin service's JSON):
+	 * req_desc/resp_desc/fn are NULL and this gets the raw request bytes and
+	 * returns a ts_malloc'd response (0), or -1 after csi_fail().
+	 */
+	int (*raw)(struct ts_csi_driver *d, struct csi_call *c, const uint8_t *req, size_t req_len,
+		   uint8_t **resp, size_t *resp_len);
+};
+
+/* The entry of \p path in the table \p tab of \p n methods, or NULL. */
+const struct csi_method *csi_method_in(const struct csi_method *tab, size_t n,
+				      const char *path);
+
+/* Run one decoded-request cycle (also used by the server loop). */
+int csi_dispatch(struct ts_csi_driver *d, const struct csi_method *m, struct csi_call *c,
+		 const uint8_t *req, size_t req_len, uint8_t **resp, size_t *resp_len);
+
+/* ---- call helpers ---- */
+void *csi_alloc(struct csi_call *c, size_t size); /* zeroed; freed with the call */
+char *csi_strdup(struct csi_call *c, const char *s);
+/* Record a status and message; returns -1 so handlers can `return csi_fail(...)`. */
+int csi_fail(struct csi_call *c, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Map a Tessera error (0/-errno/TS_ERR_*) to a code: the one place that does. */
+int csi_code_from_err(int err);
+int csi_fail_err(struct csi_call *c, int err, const char *what);
+/* -1 (with CANCELLED / DEADLINE_EXCEEDED set) when the call should stop now. */
+int csi_check_live(struct csi_call *c);
+void csi_call_init(struct csi_call *c);
+void csi_call_fini(struct csi_call *c);
+
+/*
+ * Map entries: protobuf-c generates one struct per map type, all laid out as
+ * {base, key, value}; these helpers work on any string->string map.
+ */
+struct csi_kv {
+	ProtobufCMessage base;
+	char *key;
+	char *value;
+};
+/* Value for \p key in a map field (entries, n), or NULL. */
+const char *csi_kv_get(void *const *entries, size_t n, const char *key);
+/* A new map entry of type \p desc in the call arena; NULL on ENOMEM. */
+void *csi_kv_new(struct csi_call *c, const ProtobufCMessageDescriptor *desc, const char *key,
+		 const char *value);
+
+/* ---- validation (each sets INVALID_ARGUMENT with a message naming the field) ---- */
+int csi_check_id(struct csi_call *c, const char *field, const char *s);
+int csi_check_name(struct csi_call *c, const char *field, const char *s);
+int csi_check_path(struct ts_csi_driver *d, struct csi_call *c, const char *field, const char *s);
+/* Volume capability: access type set, access mode known, fs type/flags sane. */
+int csi_check_cap(struct csi_call *c, const Csi__V1__VolumeCapability *cap);
+/* Flags for the mount_flags of a capability; -1 with INVALID_ARGUMENT for unknown ones. */
+int csi_mount_flags(struct csi_call *c, const Csi__V1__VolumeCapability *cap,
+		    unsigned long *flags);
+
+#endif /* TS_CSI_CALL_H */
