@@ -52,8 +52,8 @@
 #include <jansson.h>
 
 #include "csi/csi_priv.h"
-#include "csi/loop.h"
 #include "dataplane/common/ts_common.h"
+#include "volumedriver/attach/loop.h"
 
 /* Tag of the read-only loop devices a read-only Block publish creates. */
 #define RO_TAG "tessera-ro:"
@@ -707,7 +707,7 @@ static int node_publish(struct ts_csi_driver *d, struct csi_call *c, const void 
 		char tag[TS_CSI_ID_MAX + 16];
 
 		snprintf(tag, sizeof(tag), RO_TAG "%s", v->id);
-		rc = ts_csi_loop_attach(v->dev, true, tag, rodev, sizeof(rodev));
+		rc = ts_loop_attach(v->dev, true, tag, rodev, sizeof(rodev));
 		if (rc) {
 			rc = csi_fail_err(c, rc, "attaching a read-only loop device");
 			goto undo;
@@ -728,7 +728,7 @@ static int node_publish(struct ts_csi_driver *d, struct csi_call *c, const void 
 	goto out;
 undo:
 	if (rodev[0])
-		ts_csi_loop_detach(rodev);
+		ts_loop_detach(rodev);
 	if (v->block)
 		unlink(tp);
 	else if (created)
@@ -766,7 +766,7 @@ static int node_unpublish(struct ts_csi_driver *d, struct csi_call *c, const voi
 	if (S_ISREG(sb.st_mode) || S_ISBLK(sb.st_mode)) {
 		char tag[80];
 
-		if (ts_csi_loop_tag(req->target_path, tag, sizeof(tag), rodev, sizeof(rodev)) ||
+		if (ts_loop_tag(req->target_path, tag, sizeof(tag), rodev, sizeof(rodev)) ||
 		    strncmp(tag, RO_TAG, strlen(RO_TAG)))
 			rodev[0] = '\0';
 	}
@@ -776,7 +776,7 @@ static int node_unpublish(struct ts_csi_driver *d, struct csi_call *c, const voi
 		goto out;
 	}
 	if (rodev[0]) {
-		rc = ts_csi_loop_detach(rodev);
+		rc = ts_loop_detach(rodev);
 		if (rc) {
 			rc = csi_fail_err(c, rc, "detaching the read-only loop device");
 			goto out;

@@ -9,7 +9,7 @@
  * digits), so create is idempotent across a crash between the backend and
  * the metadata store. The attach context is "file://<path>".
  *
- * Attach puts the image on a loop device (csi/loop.h: ioctls on
+ * Attach puts the image on a loop device (volumedriver/attach/loop.h: ioctls on
  * /dev/loop-control and /dev/loopN, no losetup); detach is LOOP_CLR_FD;
  * refresh is LOOP_SET_CAPACITY after a grow.
  *
@@ -31,8 +31,8 @@
 #include <unistd.h>
 
 #include "csi/backend/backend.h"
-#include "csi/loop.h"
 #include "dataplane/common/ts_common.h"
+#include "volumedriver/attach/loop.h"
 
 struct file_be {
 	char *dir;
@@ -224,21 +224,21 @@ static int file_attach(void *ctx, const char *id, const char *attach, char *dev,
 	rc = vol_path(b, id, path, sizeof(path));
 	if (rc)
 		return rc;
-	return ts_csi_loop_attach(path, false, path, dev, dev_len);
+	return ts_loop_attach(path, false, path, dev, dev_len);
 }
 
 static int file_detach(void *ctx, const char *id, const char *dev)
 {
 	(void)ctx;
 	(void)id;
-	return ts_csi_loop_detach(dev);
+	return ts_loop_detach(dev);
 }
 
 static int file_refresh(void *ctx, const char *id, const char *dev, uint64_t *out)
 {
 	(void)ctx;
 	(void)id;
-	return ts_csi_loop_refresh(dev, out);
+	return ts_loop_refresh(dev, out);
 }
 
 static void file_destroy(void *ctx)

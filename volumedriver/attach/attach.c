@@ -22,6 +22,7 @@
 
 #include "dataplane/common/ts_common.h"
 #include "volumedriver/attach/attach_priv.h"
+#include "volumedriver/attach/loop.h"
 
 #define DEFAULT_MOUNT_PARENT "/run/tessera/attach"
 
@@ -93,7 +94,12 @@ int ts_attach_open(const struct ts_attach_opts *opts, struct ts_attach **out)
 		rc = -errno;
 		goto fail;
 	}
-	rc = loop_attach(fd, lun_block_size(a->lun), opts->read_only, &a->loop_fd);
+	rc = ts_loop_attach_fd(fd,
+			       &(struct ts_loop_opts){ .block_size = lun_block_size(a->lun),
+						       .read_only = opts->read_only,
+						       .autoclear = true,
+						       .tag = "tessera-attach" },
+			       &a->loop_fd);
 	if (rc < 0)
 		goto fail;
 	a->loop_n = rc;
@@ -139,7 +145,7 @@ int ts_attach_close(struct ts_attach *a)
 
 	if (!a)
 		return 0;
-	rc = loop_detach(a->loop_fd, a->loop_n);
+	rc = ts_loop_detach_fd(a->loop_fd, a->loop_n);
 	if (rc)
 		return rc; /* still held: nothing changed */
 	attach_fuse_stop(a->fuse);
@@ -168,7 +174,7 @@ int ts_attach_refresh(struct ts_attach *a, uint64_t *size)
 	rc = attach_fuse_invalidate(a->fuse);
 	if (rc && rc != -ENOENT)
 		return rc;
-	rc = loop_refresh(a->loop_fd, size);
+	rc = ts_loop_refresh_fd(a->loop_fd, size);
 	if (rc == 0)
 		ts_log(TS_LOG_INFO, "attach", "refreshed dev=%s size=%llu", a->dev,
 		       (unsigned long long)*size);

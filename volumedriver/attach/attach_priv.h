@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Internals of the attach module: the iSCSI LUN engine (lun.c), the FUSE
- * front (fuse.c) and the loop device helpers (loop.c). Not installed.
+ * front (fuse.c); the loop devices are loop.h. Not installed.
  */
 #ifndef TS_ATTACH_PRIV_H
 #define TS_ATTACH_PRIV_H
@@ -72,23 +72,6 @@ int lun_service(struct lun *l, int revents);
 void lun_fail_all(struct lun *l);
 /** IOs submitted and not yet completed. */
 unsigned lun_pending(const struct lun *l);
-
-/* ---- loop devices (loop.c) ---- */
-
-/**
- * Bind \p backing_fd to a free loop device with logical block size \p bs,
- * buffered IO, read-only if asked. Returns the device number (N of
- * /dev/loopN) and an open fd on it in *\p loop_fd, or -errno.
- */
-int loop_attach(int backing_fd, uint32_t bs, bool read_only, int *loop_fd);
-/**
- * Unbind. -EBUSY (nothing changed) if someone holds the device exclusively.
- * Waits (bounded) until the kernel has dropped the backing file. Closes
- * \p loop_fd on success.
- */
-int loop_detach(int loop_fd, int devnum);
-/** Re-read the backing file's size (LOOP_SET_CAPACITY); 0 and the new size, or -errno. */
-int loop_refresh(int loop_fd, uint64_t *size);
 
 /* ---- FUSE front (fuse.c) ---- */
 
