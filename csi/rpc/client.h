@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /**
  * \file
- * A small unary gRPC client on gRPC C core, used by the `tessera` CLI to
- * reach the admin (and CSI) services. Messages are raw bytes: the caller
- * encodes and decodes them.
+ * A small gRPC client on gRPC C core (unary and server-streaming calls),
+ * used by the `tessera` CLI to reach the admin service and by the unit
+ * tests' CSI client (unit/support/csi/grpc_client.h). Messages are raw
+ * bytes: the caller encodes and decodes them.
  *
  * THREAD SAFETY: one client per thread; calls on one client are sequential.
  */
@@ -12,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 struct ts_client;
 
@@ -37,5 +39,30 @@ void ts_client_close(struct ts_client *c);
  */
 int ts_client_call(struct ts_client *c, const char *method, const void *req, size_t req_len,
 		   char **resp, size_t *resp_len, int timeout_ms, char *msg, size_t msg_len);
+
+/**
+ * ts_client_call() with an absolute deadline: \p deadline is CLOCK_REALTIME
+ * (NULL: none); one already past fails the call with DEADLINE_EXCEEDED.
+ * Same returns, ownership and status message as ts_client_call().
+ */
+int ts_client_call_at(struct ts_client *c, const char *method, const void *req, size_t req_len,
+		      char **resp, size_t *resp_len, const struct timespec *deadline, char *msg,
+		      size_t msg_len);
+
+/** *\p out = now (CLOCK_REALTIME) + \p timeout_ms; negative values give a past deadline. */
+void ts_client_deadline(int64_t timeout_ms, struct timespec *out);
+
+/**
+ * A server-streaming call of \p method with the request bytes \p req:
+ * \p on_msg gets each response's bytes (valid during the callback only,
+ * NUL-terminated) in order and returns 0 to go on, or non-zero to cancel
+ * the call (its status is then CANCELLED). \p deadline as for
+ * ts_client_call_at(). Returns the gRPC status code, or -errno when the
+ * call could not be run; the status message goes to \p msg.
+ */
+int ts_client_stream(struct ts_client *c, const char *method, const void *req, size_t req_len,
+		     const struct timespec *deadline,
+		     int (*on_msg)(void *arg, const char *buf, size_t len), void *arg, char *msg,
+		     size_t msg_len);
 
 #endif /* TS_CSI_RPC_CLIENT_H */

@@ -17,7 +17,7 @@ struct dpenv {
 	struct ts_vpool *vp;
 	struct ts_iscsi_server *isrv;
 	struct ts_csi_server *srv;
-	grpc_channel *ch;
+	struct ts_client *ch;
 	char dir[300];                 /* the pool's state dir */
 };
 

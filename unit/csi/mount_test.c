@@ -42,7 +42,7 @@ static struct tenv e;
 static Csi__V1__CreateVolumeResponse *g_created[4];
 static int g_ncreated;
 static struct ts_csi_server *g_srv;
-static grpc_channel *g_ch;
+static struct ts_client *g_ch;
 static char g_ep[320];
 static char g_msg[512];
 
