@@ -314,50 +314,63 @@ static int parse_u64(const char *s, uint64_t *out, bool size)
 	return errno || end == s || *end || !*out ? -EINVAL : 0;
 }
 
-int ts_controller_serve(const struct ts_controller_cfg *cfg)
+/* A started controller: the cluster, its maintenance thread, the stack. */
+struct ts_controller {
+	struct ctl c;
+	struct ts_stack *stack;
+	sigset_t none; /* waited on when the caller gave no signals */
+};
+
+int ts_controller_start(const struct ts_controller_cfg *cfg, struct ts_controller **out)
 {
 	struct ts_stack_opts so = { .name = cfg->name, .node_id = cfg->node_id,
 				    .portal = cfg->portal, .state_dir = cfg->state_dir,
 				    .csi_endpoint = cfg->csi_endpoint };
 	struct ts_cluster_opts co = cfg->co;
 	struct ts_cluster_status cst;
-	struct ctl c = { .cfg = cfg, .reg = cfg->reg };
-	struct ts_stack *stack = NULL;
+	struct ts_controller *t;
+	const sigset_t *sigs;
 	char group[37];
-	int sig, rc;
+	int rc;
 
+	*out = NULL;
+	t = ts_calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->c.cfg = cfg;
+	t->c.reg = cfg->reg;
+	sigemptyset(&t->none);
+	sigs = cfg->sigs ? cfg->sigs : &t->none;
 	ts_uuid_format(co.group_uuid, group);
-	co.reg = c.reg;
+	co.reg = t->c.reg;
 	if (!co.heartbeat_max_age_ms)
 		co.heartbeat_max_age_ms = HEARTBEAT_MAX_AGE_MS;
-	rc = open_cluster(&c, &co, cfg->create, cfg->sigs);
-	if (rc == 1) {
-		ts_log(TS_LOG_INFO, cfg->name, "stopped before the group came up");
-		return 0;
-	}
+	rc = open_cluster(&t->c, &co, cfg->create, sigs);
+	if (rc == 1)
+		goto stopped;
 	if (rc < 0) {
 		fprintf(stderr, "tessera %s: group %s: %s\n", cfg->name, group, ts_strerror(rc));
-		return 1;
+		goto fail;
 	}
-	rc = maint_start(&c);
+	rc = maint_start(&t->c);
 	if (rc < 0) {
 		fprintf(stderr, "tessera %s: maintenance thread: %s\n", cfg->name, ts_strerror(rc));
-		goto out;
+		goto fail;
 	}
-	ts_cluster_status(c.cl, &cst);
-	so.device = ts_cluster_device(c.cl);
+	ts_cluster_status(t->c.cl, &cst);
+	so.device = ts_cluster_device(t->c.cl);
 	memcpy(so.group_uuid, cst.group_uuid, 16);
 	so.k = cst.k;
 	so.m = cst.m;
 	so.probe = ctl_probe;
-	so.probe_arg = &c;
+	so.probe_arg = &t->c;
 	so.status = ctl_status;
-	so.status_arg = &c;
+	so.status_arg = &t->c;
 	for (;;) {
 		const struct timespec wait = { OPEN_RETRY_MS / 1000, (OPEN_RETRY_MS % 1000) * 1000000L };
 
-		rc = ts_stack_start(&so, &stack);
-		ts_cluster_status(c.cl, &cst);
+		rc = ts_stack_start(&so, &t->stack);
+		ts_cluster_status(t->c.cl, &cst);
 		/* Restarted while degraded with writes in flight: regions the group
 		 * cannot vouch for (the degraded write hole, docs/ec-layout.md) may
 		 * keep the volume pool unreadable until the missing members are
@@ -367,25 +380,59 @@ int ts_controller_serve(const struct ts_controller_cfg *cfg)
 			break;
 		ts_log(TS_LOG_WARN, cfg->name,
 		       "volume pool unreadable while the group is %s; waiting for members", cst.state);
-		if (sigtimedwait(cfg->sigs, NULL, &wait) > 0) {
-			rc = 0;
-			goto out;
+		if (sigtimedwait(sigs, NULL, &wait) > 0) {
+			rc = 1;
+			goto stopped;
 		}
 	}
 	if (rc < 0)
-		goto out; /* the stack said which layer failed */
+		goto fail; /* the stack said which layer failed */
 	ts_log(TS_LOG_INFO, cfg->name, "serving group=%s ec=%u+%u size=%llu state=%s", group,
 	       cst.k, cst.m, (unsigned long long)cst.size, cst.state);
+	*out = t;
+	return 0;
+stopped:
+	ts_log(TS_LOG_INFO, cfg->name, "stopped before the group came up");
+	rc = 1;
+fail:
+	ts_controller_stop(t);
+	return rc;
+}
+
+struct ts_stack *ts_controller_stack(struct ts_controller *t)
+{
+	return t->stack;
+}
+
+void ts_controller_stop(struct ts_controller *t)
+{
+	if (!t)
+		return;
+	ts_stack_stop(t->stack);
+	maint_stop(&t->c);
+	ts_cluster_close(t->c.cl);
+	ts_free(t);
+}
+
+void ts_controller_print_ready(const struct ts_controller_cfg *cfg)
+{
 	printf("ready csi=%s portal=%s\n", cfg->csi_endpoint, cfg->portal);
 	fflush(stdout);
+}
+
+int ts_controller_serve(const struct ts_controller_cfg *cfg)
+{
+	struct ts_controller *t;
+	int sig, rc;
+
+	rc = ts_controller_start(cfg, &t);
+	if (rc)
+		return rc == 1 ? 0 : 1;
+	ts_controller_print_ready(cfg);
 	sigwait(cfg->sigs, &sig);
 	ts_log(TS_LOG_INFO, cfg->name, "signal %d, shutting down", sig);
-	rc = 0;
-out:
-	ts_stack_stop(stack);
-	maint_stop(&c);
-	ts_cluster_close(c.cl);
-	return rc < 0 ? 1 : rc;
+	ts_controller_stop(t);
+	return 0;
 }
 
 int ts_controller_main(int argc, char **argv)

@@ -31,11 +31,34 @@ struct ts_controller_cfg {
 	void *node_detail_arg;
 };
 
+struct ts_controller;
+struct ts_stack;
+
 /**
- * Open the group (waiting while nodes are missing), start the maintenance
- * thread (ts_cluster_tick every 500 ms) and the serving stack, print
- * `ready csi=… portal=…`, serve until a signal in *sigs, then stop in
- * reverse order. Returns the exit status (0 or 1).
+ * Open the group (waiting while nodes are missing, and while a restarted
+ * group's volume pool is unreadable until its members are back), start the
+ * maintenance thread (ts_cluster_tick every 500 ms) and the serving stack.
+ * \p cfg is borrowed and must outlive the controller. With cfg->sigs NULL
+ * nothing stops the waits early (in-process use: tests, `tessera dev`'s
+ * library form). Returns 0 and *\p out; 1 when a signal in *cfg->sigs asked
+ * to stop before the group came up (nothing left running); a negative
+ * error, after one line "tessera <name>: ..." on stderr.
+ */
+int ts_controller_start(const struct ts_controller_cfg *cfg, struct ts_controller **out);
+
+/** The serving stack of a started controller (valid until ts_controller_stop). */
+struct ts_stack *ts_controller_stack(struct ts_controller *t);
+
+/** Stop the stack, the maintenance thread and close the group. NULL is a no-op. */
+void ts_controller_stop(struct ts_controller *t);
+
+/** Print the daemons' `ready csi=… portal=…` line on stdout. */
+void ts_controller_print_ready(const struct ts_controller_cfg *cfg);
+
+/**
+ * ts_controller_start(), `ready csi=… portal=…`, serve until a signal in
+ * *cfg->sigs (required here), then stop in reverse order. Returns the exit
+ * status (0 or 1).
  */
 int ts_controller_serve(const struct ts_controller_cfg *cfg);
 

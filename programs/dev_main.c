@@ -25,6 +25,8 @@
  * Startup order is bottom-up (nodes, group, stack) and shutdown the
  * reverse. Signals are blocked in every thread and taken with sigwait().
  */
+#include "programs/dev.h"
+
 #include "programs/programs.h"
 
 #include <errno.h>
@@ -58,12 +60,15 @@ struct dev_cfg {
 	uint64_t disk_size, member_size, journal_size;
 };
 
-struct dev {
+struct ts_dev {
 	struct dev_cfg cfg;
 	char state[4096];
 	char paths[DEV_MAX_NODES][DEV_MAX_DISKS][4200];
 	const char *pathv[DEV_MAX_NODES][DEV_MAX_DISKS];
 	struct ts_node *node[DEV_MAX_NODES];
+	struct ts_registry *reg;
+	struct ts_controller_cfg cc; /* borrowed by ctl */
+	struct ts_controller *ctl;
 };
 
 static void usage(FILE *f)
@@ -187,7 +192,7 @@ static int make_secret(char out[33])
 }
 
 /* First start: identities, geometry, disk files. */
-static int dev_create(struct dev *d, const struct dev_cfg *want, const char *json_path)
+static int dev_create(struct ts_dev *d, const struct dev_cfg *want, const char *json_path)
 {
 	int rc;
 
@@ -225,7 +230,7 @@ static int dev_create(struct dev *d, const struct dev_cfg *want, const char *jso
 	return rc;
 }
 
-static void stop_nodes(struct dev *d)
+static void stop_nodes(struct ts_dev *d)
 {
 	for (unsigned n = 0; n < DEV_MAX_NODES; n++) {
 		ts_node_stop(d->node[n]);
@@ -233,7 +238,7 @@ static void stop_nodes(struct dev *d)
 	}
 }
 
-static int start_nodes(struct dev *d, struct ts_registry *reg, uint16_t port)
+static int start_nodes(struct ts_dev *d, struct ts_registry *reg, uint16_t port)
 {
 	for (unsigned n = 0; n < d->cfg.nodes; n++) {
 		struct ts_node_opts o = { .node_id = n + 1, .ndisks = d->cfg.disks,
@@ -266,7 +271,7 @@ static int start_nodes(struct dev *d, struct ts_registry *reg, uint16_t port)
 /* The admin service's node lines: the registry's, plus what our nodes' disks hold. */
 static void node_detail(void *arg, struct ts_admin_node *an)
 {
-	struct dev *d = arg;
+	struct ts_dev *d = arg;
 	struct ts_node_stats st;
 
 	if (an->id < 1 || an->id > d->cfg.nodes || !d->node[an->id - 1])
@@ -276,6 +281,106 @@ static void node_detail(void *arg, struct ts_admin_node *an)
 	an->extents = st.extents;
 	an->free_extents = st.free_extents;
 	an->extent_bytes = st.extent_size;
+}
+
+int ts_dev_start(const struct ts_dev_opts *o, struct ts_dev **out)
+{
+	struct dev_cfg want = { .nodes = o->nodes, .disks = o->disks, .disk_size = o->disk_size,
+				.k = o->k, .m = o->m };
+	char json_path[4200], regdir[4200];
+	const char *colon = strrchr(o->portal, ':');
+	struct ts_dev *d;
+	int rc;
+
+	*out = NULL;
+	if (!colon || want.nodes < 1 || want.nodes > DEV_MAX_NODES || want.disks < 1 ||
+	    want.disks > DEV_MAX_DISKS || !o->state_dir || strlen(o->state_dir) >= 4096)
+		return -EINVAL;
+	d = ts_calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	snprintf(d->state, sizeof(d->state), "%s", o->state_dir);
+	d->cc = (struct ts_controller_cfg){ .name = "dev", .node_id = o->node_id,
+					    .portal = o->portal, .csi_endpoint = o->csi_endpoint,
+					    .state_dir = d->state, .sigs = o->sigs };
+	rc = ts_mkdir_p(d->state);
+	if (rc < 0) {
+		fprintf(stderr, "tessera dev: cannot create %s: %s\n", d->state, ts_strerror(rc));
+		goto fail;
+	}
+	snprintf(json_path, sizeof(json_path), "%s/dev.json", d->state);
+	snprintf(regdir, sizeof(regdir), "%s/registry", d->state);
+	rc = cfg_load(json_path, &d->cfg);
+	if (rc == -ENOENT) {
+		char old[4200];
+
+		snprintf(old, sizeof(old), "%s/pool.json", d->state);
+		if (access(old, F_OK) == 0) {
+			fprintf(stderr, "tessera dev: %s holds a single-process pool from an older "
+					"tessera dev; use another --state-dir\n", d->state);
+			rc = -EEXIST;
+			goto fail;
+		}
+		rc = dev_create(d, &want, json_path);
+	} else if (rc) {
+		fprintf(stderr, "tessera dev: %s: %s\n", json_path, ts_strerror(rc));
+	} else if (o->geometry_given &&
+		   (want.nodes != d->cfg.nodes || want.disks != d->cfg.disks ||
+		    want.disk_size != d->cfg.disk_size || want.k != d->cfg.k ||
+		    want.m != d->cfg.m)) {
+		fprintf(stderr, "tessera dev: %s was created with --nodes %u --disks %u "
+				"--disk-size %llu --ec %u+%u; those are fixed at first start\n",
+			d->state, d->cfg.nodes, d->cfg.disks, (unsigned long long)d->cfg.disk_size,
+			d->cfg.k, d->cfg.m);
+		rc = -EINVAL;
+	}
+	if (rc)
+		goto fail;
+	rc = ts_registry_dir_open(regdir, &d->reg);
+	if (rc == 0)
+		rc = start_nodes(d, d->reg, (uint16_t)atoi(colon + 1));
+	if (rc)
+		goto fail;
+	d->cc.reg = d->reg;
+	memcpy(d->cc.co.group_uuid, d->cfg.group, 16);
+	d->cc.co.k = d->cfg.k;
+	d->cc.co.m = d->cfg.m;
+	d->cc.co.member_size = d->cfg.member_size;
+	d->cc.co.journal_size = d->cfg.journal_size;
+	d->cc.co.chap_user = DEV_CHAP_USER;
+	d->cc.co.chap_secret = d->cfg.secret;
+	{
+		struct ts_reg_group rec;
+
+		d->cc.create = ts_registry_get_group(d->reg, d->cfg.group, &rec) == -ENOENT;
+	}
+	d->cc.node_detail = node_detail;
+	d->cc.node_detail_arg = d;
+	ts_log(TS_LOG_INFO, "dev", "nodes up state=%s nodes=%u ec=%u+%u", d->state, d->cfg.nodes,
+	       d->cfg.k, d->cfg.m);
+	rc = ts_controller_start(&d->cc, &d->ctl);
+	if (rc)
+		goto fail;
+	*out = d;
+	return 0;
+fail:
+	ts_dev_stop(d);
+	return rc;
+}
+
+struct ts_stack *ts_dev_stack(struct ts_dev *d)
+{
+	return ts_controller_stack(d->ctl);
+}
+
+void ts_dev_stop(struct ts_dev *d)
+{
+	if (!d)
+		return;
+	ts_controller_stop(d->ctl);
+	stop_nodes(d);
+	ts_registry_close(d->reg);
+	ts_free(d);
 }
 
 int ts_dev_main(int argc, char **argv)
@@ -292,146 +397,82 @@ int ts_dev_main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct dev_cfg want = { .nodes = 3, .disks = 2, .disk_size = 1ull << 30, .k = 4, .m = 2 };
-	struct ts_controller_cfg cc = { .name = "dev", .node_id = "tessera-dev",
-					.portal = "127.0.0.1:3260" };
-	struct ts_registry *reg = NULL;
-	struct dev *d;
-	const char *endpoint = NULL, *colon;
-	char json_path[4200], regdir[4200], sock[4200];
+	struct ts_dev_opts o = { .nodes = 3, .disks = 2, .disk_size = 1ull << 30, .k = 4, .m = 2,
+				 .node_id = "tessera-dev", .portal = "127.0.0.1:3260" };
+	struct ts_controller_cfg ready;
+	struct ts_dev *d = NULL;
+	char state[4096] = "", sock[4200];
 	uint64_t v;
 	sigset_t sigs;
-	int opt, rc = 2, given = 0;
+	int opt, rc;
 
-	d = ts_calloc(1, sizeof(*d));
-	if (!d)
-		return 1;
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (opt == 'n' || opt == 'D' || opt == 'd' || opt == 'e')
-			given = 1;
+			o.geometry_given = true;
 		switch (opt) {
 		case 's':
-			snprintf(d->state, sizeof(d->state), "%s", optarg);
+			snprintf(state, sizeof(state), "%s", optarg);
 			break;
 		case 'n':
 		case 'D':
 			if (parse_size(optarg, &v) < 0 ||
 			    v > (opt == 'n' ? DEV_MAX_NODES : DEV_MAX_DISKS)) {
 				fprintf(stderr, "tessera dev: bad count '%s'\n", optarg);
-				goto out;
+				return 2;
 			}
 			if (opt == 'n')
-				want.nodes = (unsigned)v;
+				o.nodes = (unsigned)v;
 			else
-				want.disks = (unsigned)v;
+				o.disks = (unsigned)v;
 			break;
 		case 'd':
-			if (parse_size(optarg, &want.disk_size) < 0) {
+			if (parse_size(optarg, &o.disk_size) < 0) {
 				fprintf(stderr, "tessera dev: bad size '%s'\n", optarg);
-				goto out;
+				return 2;
 			}
 			break;
 		case 'e':
-			if (ts_stack_parse_ec(optarg, &want.k, &want.m) < 0) {
+			if (ts_stack_parse_ec(optarg, &o.k, &o.m) < 0) {
 				fprintf(stderr, "tessera dev: bad erasure code '%s' (want K+M)\n", optarg);
-				goto out;
+				return 2;
 			}
 			break;
-		case 'c': endpoint = optarg; break;
-		case 'p': cc.portal = optarg; break;
-		case 'i': cc.node_id = optarg; break;
-		case 'h': usage(stdout); rc = 0; goto out;
-		default: usage(stderr); goto out;
+		case 'c': o.csi_endpoint = optarg; break;
+		case 'p': o.portal = optarg; break;
+		case 'i': o.node_id = optarg; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
 		}
 	}
 	if (optind != argc) {
 		usage(stderr);
-		goto out;
+		return 2;
 	}
-	if (!d->state[0]) {
+	if (!state[0]) {
 		const char *x = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
 
 		if (x && *x)
-			snprintf(d->state, sizeof(d->state), "%s/tessera/dev", x);
+			snprintf(state, sizeof(state), "%s/tessera/dev", x);
 		else
-			snprintf(d->state, sizeof(d->state), "%s/.local/state/tessera/dev",
+			snprintf(state, sizeof(state), "%s/.local/state/tessera/dev",
 				 home && *home ? home : "/var/lib");
 	}
-	if (ts_stack_check_opts("dev", cc.portal, d->state, &endpoint, sock, sizeof(sock)) < 0)
-		goto out;
-	cc.csi_endpoint = endpoint;
-	cc.state_dir = d->state;
-	colon = strrchr(cc.portal, ':');
+	o.state_dir = state;
+	if (ts_stack_check_opts("dev", o.portal, state, &o.csi_endpoint, sock, sizeof(sock)) < 0)
+		return 2;
 
 	/* Before any thread exists: TERM/INT are taken by sigwait, SIGPIPE never kills. */
 	signal(SIGPIPE, SIG_IGN);
 	ts_stack_block_signals(&sigs);
-	cc.sigs = &sigs;
-
-	rc = ts_mkdir_p(d->state);
-	if (rc < 0) {
-		fprintf(stderr, "tessera dev: cannot create %s: %s\n", d->state, ts_strerror(rc));
-		rc = 1;
-		goto out;
-	}
-	snprintf(json_path, sizeof(json_path), "%s/dev.json", d->state);
-	snprintf(regdir, sizeof(regdir), "%s/registry", d->state);
-	rc = cfg_load(json_path, &d->cfg);
-	if (rc == -ENOENT) {
-		char old[4200];
-
-		snprintf(old, sizeof(old), "%s/pool.json", d->state);
-		if (access(old, F_OK) == 0) {
-			fprintf(stderr, "tessera dev: %s holds a single-process pool from an older "
-					"tessera dev; use another --state-dir\n", d->state);
-			rc = 1;
-			goto out;
-		}
-		rc = dev_create(d, &want, json_path);
-	} else if (rc) {
-		fprintf(stderr, "tessera dev: %s: %s\n", json_path, ts_strerror(rc));
-	} else if (given && (want.nodes != d->cfg.nodes || want.disks != d->cfg.disks ||
-			     want.disk_size != d->cfg.disk_size || want.k != d->cfg.k ||
-			     want.m != d->cfg.m)) {
-		fprintf(stderr, "tessera dev: %s was created with --nodes %u --disks %u "
-				"--disk-size %llu --ec %u+%u; those are fixed at first start\n",
-			d->state, d->cfg.nodes, d->cfg.disks, (unsigned long long)d->cfg.disk_size,
-			d->cfg.k, d->cfg.m);
-		rc = -EINVAL;
-	}
-	if (rc) {
-		rc = 1;
-		goto out;
-	}
-	rc = ts_registry_dir_open(regdir, &reg);
-	if (rc == 0)
-		rc = start_nodes(d, reg, (uint16_t)atoi(colon + 1));
-	if (rc) {
-		rc = 1;
-		goto out;
-	}
-	cc.reg = reg;
-	memcpy(cc.co.group_uuid, d->cfg.group, 16);
-	cc.co.k = d->cfg.k;
-	cc.co.m = d->cfg.m;
-	cc.co.member_size = d->cfg.member_size;
-	cc.co.journal_size = d->cfg.journal_size;
-	cc.co.chap_user = DEV_CHAP_USER;
-	cc.co.chap_secret = d->cfg.secret;
-	{
-		struct ts_reg_group rec;
-
-		cc.create = ts_registry_get_group(reg, d->cfg.group, &rec) == -ENOENT;
-	}
-	cc.node_detail = node_detail;
-	cc.node_detail_arg = d;
-	ts_log(TS_LOG_INFO, "dev", "nodes up state=%s nodes=%u ec=%u+%u", d->state, d->cfg.nodes,
-	       d->cfg.k, d->cfg.m);
-	rc = ts_controller_serve(&cc);
-out:
-	stop_nodes(d);
-	ts_registry_close(reg);
-	ts_free(d);
-	return rc;
+	o.sigs = &sigs;
+	rc = ts_dev_start(&o, &d);
+	if (rc)
+		return rc == 1 ? 0 : 1;
+	ready = (struct ts_controller_cfg){ .csi_endpoint = o.csi_endpoint, .portal = o.portal };
+	ts_controller_print_ready(&ready);
+	sigwait(&sigs, &opt);
+	ts_log(TS_LOG_INFO, "dev", "signal %d, shutting down", opt);
+	ts_dev_stop(d);
+	return 0;
 }

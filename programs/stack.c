@@ -291,6 +291,16 @@ fail:
 	return rc;
 }
 
+struct ts_vpool *ts_stack_vpool(struct ts_stack *s)
+{
+	return s->vp;
+}
+
+struct ts_csi_driver *ts_stack_driver(struct ts_stack *s)
+{
+	return s->d;
+}
+
 void ts_stack_stop(struct ts_stack *s)
 {
 	if (!s)

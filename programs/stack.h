@@ -5,10 +5,10 @@
  * volume pool (dataplane/volume) on a block device, Tessera's iSCSI target
  * on a portal, the data-plane CSI backend (backend_dataplane.h), the CSI
  * metadata store, and the CSI driver with its admin service on a unix
- * socket. `tessera dev` gives it the single-process pool's device
- * (ts_pool_device), `tessera controller` the multi-node group's
- * (ts_cluster_device); what each knows about nodes and array groups reaches
- * the admin service through a status callback.
+ * socket. `tessera dev` and `tessera controller` both give it the
+ * multi-node group's block device (ts_cluster_device, through
+ * ts_controller_start); what each knows about nodes and array groups
+ * reaches the admin service through a status callback.
  *
  * Start is bottom-up (pool, target, backend, store, driver, server) and stop
  * the reverse, so nothing is served that cannot do IO.
@@ -69,6 +69,15 @@ int ts_stack_start(const struct ts_stack_opts *o, struct ts_stack **out);
 
 /** Stop serving and close the pool (top-down). NULL is a no-op. */
 void ts_stack_stop(struct ts_stack *s);
+
+struct ts_vpool;
+struct ts_csi_driver;
+
+/** The thin-volume pool the stack serves (borrowed; valid until ts_stack_stop). */
+struct ts_vpool *ts_stack_vpool(struct ts_stack *s);
+
+/** The CSI driver object behind the stack's gRPC server (borrowed, same lifetime). */
+struct ts_csi_driver *ts_stack_driver(struct ts_stack *s);
 
 /**
  * Check a daemon's --portal ("host:port", port 1-65535) and CSI endpoint

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The whole stack behind CSI, in one process, driven over gRPC: a 4+2 pool
- * on three simulated nodes (file disks), thin volumes on it, Tessera's iSCSI
- * target on a free loopback port, the data-plane backend, and the node side
- * attaching through libiscsi -> FUSE -> loop device.
+ * The whole stack behind CSI, in one process, driven over gRPC: the
+ * production assembly of `tessera dev` (unit/support/cluster: three node
+ * daemons with file disks and their own iSCSI targets, a 4+2 array group over
+ * them through user-mode iSCSI, thin volumes on it, Tessera's iSCSI target on
+ * a free loopback port, the data-plane backend), and the node side attaching
+ * through libiscsi -> FUSE -> loop device.
  *
  * Filesystem: create, stage (mkfs + mount), publish, write files, unpublish,
  * unstage, stage again, read back; expand (controller + node) grows the
@@ -31,12 +33,11 @@
 #include "csi/csi.h"
 #include "dataplane/common/ts_common.h"
 #include "dataplane/iscsi/iscsi.h"
-#include "dataplane/pool/pool.h"
 #include "dataplane/volume/volume.h"
 #include "snapshots/chain/chain.h"
 #include "unit/support/csi/csi_test_util.h"
 #include "unit/support/csi/grpc_client.h"
-#include "unit/csi/dp_fixture.h"
+#include "unit/support/cluster/cluster_fixture.h"
 
 static struct dpenv g_dp;
 static char g_msg[512];
@@ -153,8 +154,8 @@ Test(csi_dataplane, filesystem_volume_round_trip_through_the_data_plane)
 	v = create("pvc-fs-1", 64 << 20, cap);
 	cr_assert_eq(strncmp(v->volume_context[0]->value, "iscsi://127.0.0.1:", 18), 0,
 		     "attach context %s", v->volume_context[0]->value);
-	snprintf(staging, sizeof(staging), "%s/staging", g_dp.e.dir);
-	snprintf(target, sizeof(target), "%s/target", g_dp.e.dir);
+	snprintf(staging, sizeof(staging), "%s/staging", g_dp.dir);
+	snprintf(target, sizeof(target), "%s/target", g_dp.dir);
 	mkdir(staging, 0750);
 	stage(v, staging, cap);
 	publish(v, staging, target, cap);
@@ -237,8 +238,8 @@ Test(csi_dataplane, block_volume_pattern_lands_in_the_pool)
 	struct ts_volume *vol;
 
 	v = create("pvc-block-1", 32 << 20, cap);
-	snprintf(staging, sizeof(staging), "%s/bstaging", g_dp.e.dir);
-	snprintf(target, sizeof(target), "%s/btarget", g_dp.e.dir);
+	snprintf(staging, sizeof(staging), "%s/bstaging", g_dp.dir);
+	snprintf(target, sizeof(target), "%s/btarget", g_dp.dir);
 	mkdir(staging, 0750);
 	stage(v, staging, cap);
 	publish(v, staging, target, cap);
@@ -308,7 +309,7 @@ Test(csi_dataplane, stage_with_unreachable_target_says_so)
 	snprintf(url, sizeof(url), "iscsi://node1%%s3cr3t@127.0.0.1:%d%s", ntohs(a.sin_port), iqn);
 	e.key = "csi.tessera.io/attach";
 	e.value = url;
-	snprintf(staging, sizeof(staging), "%s/staging", g_dp.e.dir);
+	snprintf(staging, sizeof(staging), "%s/staging", g_dp.dir);
 	mkdir(staging, 0750);
 	r.volume_id = v->volume_id;
 	r.staging_target_path = staging;

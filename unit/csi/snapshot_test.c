@@ -23,12 +23,11 @@
 #include "csi/csi_priv.h"
 #include "dataplane/common/ts_common.h"
 #include "dataplane/iscsi/iscsi.h"
-#include "dataplane/pool/pool.h"
 #include "dataplane/volume/volume.h"
 #include "snapshots/chain/chain.h"
 #include "unit/support/csi/csi_test_util.h"
 #include "unit/support/csi/grpc_client.h"
-#include "unit/csi/dp_fixture.h"
+#include "unit/support/cluster/cluster_fixture.h"
 
 #define MIB (1 << 20)
 #define BLK 4096
@@ -374,8 +373,8 @@ Test(csi_snapshot, clone_of_snapshot_sees_the_snapshot_not_later_writes)
 		ctx.key = "csi.tessera.io/attach";
 		ctx.value = url;
 		ctxs[0] = (void *)&ctx;
-		snprintf(staging, sizeof(staging), "%s/st", g_dp.e.dir);
-		snprintf(target, sizeof(target), "%s/tg", g_dp.e.dir);
+		snprintf(staging, sizeof(staging), "%s/st", g_dp.dir);
+		snprintf(target, sizeof(target), "%s/tg", g_dp.dir);
 		mkdir(staging, 0750);
 		r.volume_id = clone;
 		r.staging_target_path = staging;
@@ -825,7 +824,7 @@ Test(csi_snapshot, stream_cycle_rejects_bad_bytes_and_missing_ops)
 	uint8_t *buf;
 	size_t len;
 
-	st = csi_stream_open(g_dp.e.d, &csi_snapmeta_methods[0], bad, sizeof(bad), NULL, 0);
+	st = csi_stream_open(g_dp.d, &csi_snapmeta_methods[0], bad, sizeof(bad), NULL, 0);
 	cr_assert_not_null(st);
 	cr_assert_eq(csi_stream_next(st, &buf, &len), -1);
 	cr_assert_null(buf);
@@ -872,7 +871,7 @@ Test(csi_snapshot, stream_cycle_rejects_bad_bytes_and_missing_ops)
 			}
 			if (it % 7 == 0)
 				rlen = (seed >> 4) % (blen + 1);
-			st = csi_stream_open(g_dp.e.d, &csi_snapmeta_methods[it % 2], req, rlen, NULL, 0);
+			st = csi_stream_open(g_dp.d, &csi_snapmeta_methods[it % 2], req, rlen, NULL, 0);
 			cr_assert_not_null(st);
 			for (int m = 0; m < 100 && (rc = csi_stream_next(st, &buf, &len)) == 1; m++)
 				ts_free(buf);

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/**
+ * \file
+ * The embedded default as a library: N data-plane nodes (control/node, each
+ * its own file disks and iSCSI target on 127.0.1.<N> at the portal's port)
+ * and the controller over them (programs/controller_main.h: the array group
+ * over user-mode iSCSI, maintenance, the serving stack), all in this
+ * process. `tessera dev` (dev_main.c) is argument parsing around it; tests
+ * that need a whole cluster in-process (unit/support/cluster) start the
+ * same assembly, so there is one way to put the data plane together.
+ *
+ * THREAD SAFETY: start/stop from one thread; the stack serves from its own
+ * threads in between.
+ */
+#ifndef TS_PROGRAMS_DEV_H
+#define TS_PROGRAMS_DEV_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct ts_dev;
+struct ts_stack;
+
+/** Options (the struct may grow; zero-initialise it). */
+struct ts_dev_opts {
+	const char *state_dir;    /**< required; created if missing */
+	unsigned nodes, disks;    /**< first start: nodes (1-16), disks per node (1-8) */
+	uint64_t disk_size;       /**< first start: bytes per disk file */
+	unsigned k, m;            /**< first start: erasure code */
+	bool geometry_given;      /**< refuse a state dir created with another geometry */
+	const char *portal;       /**< required, checked "host:port"; nodes use its port */
+	const char *csi_endpoint; /**< required, checked "unix:///abs.sock" */
+	const char *node_id;      /**< required: CSI node id */
+	const sigset_t *sigs;     /**< optional: signals that end the startup waits */
+};
+
+/**
+ * Create (first start: dev.json, disk files) or reopen the cluster in
+ * o->state_dir and bring it up. \p o's strings are borrowed for the
+ * lifetime of the cluster. Returns 0 and *\p out; 1 when a signal in
+ * *o->sigs stopped the startup; a negative error after a line on stderr
+ * (-EINVAL also for options out of range).
+ */
+int ts_dev_start(const struct ts_dev_opts *o, struct ts_dev **out);
+
+/** The serving stack (vpool, driver, CSI endpoint) of a started cluster. */
+struct ts_stack *ts_dev_stack(struct ts_dev *d);
+
+/** Stop the controller, then the nodes. NULL is a no-op. */
+void ts_dev_stop(struct ts_dev *d);
+
+#endif /* TS_PROGRAMS_DEV_H */
