@@ -15,6 +15,9 @@
 #include "dataplane/iscsi/conn.c"
 #include "dataplane/iscsi/login.c"
 #include "dataplane/iscsi/scsi.c"
+#include "dataplane/iscsi/sbc.c"
+#include "dataplane/iscsi/spc.c"
+#include "dataplane/iscsi/spc_pr.c"
 #include "dataplane/iscsi/lun_file.c"
 
 #define FUZZ_IQN "iqn.2026-01.io.tessera:fuzz"
