@@ -9,7 +9,7 @@
  * allocates a fresh block, writes it, and only when the data write has
  * completed installs the mapping (head map + index) and appends an R_MAP
  * record, so readers never see a block before its data and the log never
- * names a block before its data (see vpool.c). Everything a completion needs
+ * names a block before its data (see vpool_log.c). Everything a completion needs
  * (record bytes, radix paths, a pending-list slot) is reserved at submit, so a
  * completion cannot fail. The pool mutex is held only to look up, allocate and
  * install, never across ts_member_submit().
@@ -20,8 +20,6 @@
 
 #include "dataplane/common/ts_common.h"
 #include "dataplane/volume/vpool_int.h"
-
-#define BS TS_VOLUME_BLOCK
 
 struct vgrain {
 	uint64_t grain, pba;
