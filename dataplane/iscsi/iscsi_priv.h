@@ -344,4 +344,15 @@ void conn_fill_sn(struct conn *c, uint8_t *hdr, bool advance_statsn);
 void login_release(struct login *lg);
 void target_put(struct target *t);
 
+/* ---- conn.c, used by task.c: pools, transmit, connection end ---- */
+struct cmd *cmd_alloc(struct conn *c);
+void cmd_unhash(struct cmd *cmd);
+void cmd_put(struct cmd *cmd);
+void tx_release(struct loop *lp, struct txpdu *t);
+int conn_flush(struct conn *c);
+void conn_close(struct conn *c);
+/* ---- task.c, used by conn.c: full-feature PDUs ---- */
+void abort_cmd(struct cmd *cmd);
+int dispatch_full(struct conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dsl);
+
 #endif /* TS_ISCSI_PRIV_H */

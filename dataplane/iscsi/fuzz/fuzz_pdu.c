@@ -13,6 +13,8 @@
  * Invariant checked: no crash, no leak, no hang, whatever the bytes.
  */
 #include "dataplane/iscsi/conn.c"
+#include "dataplane/iscsi/target.c"
+#include "dataplane/iscsi/task.c"
 #include "dataplane/iscsi/login.c"
 #include "dataplane/iscsi/scsi.c"
 #include "dataplane/iscsi/sbc.c"
