@@ -88,12 +88,12 @@ int agrp_sb_write_locked(struct ts_agrp *g, uint64_t extra, uint64_t extra_gen)
 		return -ENOMEM;
 	for (unsigned round = 0; round <= g->n; round++) {
 		struct mio x[MAXN];
-		struct batch b;
+		struct ts_member_fanout b;
 		struct agrp_sb sb;
 		unsigned cnt = 0, failed = 0;
 
 		g->sb_seq++;
-		agrp_batch_init(&b);
+		ts_member_fanout_init(&b);
 		for (unsigned i = 0; i < g->n; i++) {
 			int ex = !!(extra & (1ull << i));
 
@@ -105,19 +105,19 @@ int agrp_sb_write_locked(struct ts_agrp *g, uint64_t extra, uint64_t extra_gen)
 				  (g->sb_seq % 2) * AGRP_SB_SIZE, AGRP_SB_SIZE,
 				  bufs + (size_t)i * AGRP_SB_SIZE);
 		}
-		agrp_batch_wait(&b);
+		ts_member_fanout_wait(&b);
 		for (unsigned j = 0; j < cnt; j++) {
 			unsigned i = x[j].slot;
 
-			if (!x[j].status)
+			if (!x[j].fio.status)
 				continue;
 			if (g->slot[i].live) {
 				ts_log(TS_LOG_WARN, "agrp", "superblock write failed slot=%u err=%s", i,
-				       ts_strerror(x[j].status));
+				       ts_strerror(x[j].fio.status));
 				g->slot[i].live = 0;
 				failed = 1;
 			} else {
-				rc = x[j].status;
+				rc = x[j].fio.status;
 			}
 		}
 		if (!failed)

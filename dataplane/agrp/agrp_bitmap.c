@@ -50,9 +50,9 @@ uint64_t agrp_bm_persist_locked(struct ts_agrp *g, uint64_t live, const struct b
 
 	while (done < nd) {
 		unsigned cnt = 0, upto = done;
-		struct batch b;
+		struct ts_member_fanout b;
 
-		agrp_batch_init(&b);
+		ts_member_fanout_init(&b);
 		for (; upto < nd && cnt + g->n <= TS_ARRAY_SIZE(x); upto++) {
 			for (unsigned i = 0; i < g->n; i++) {
 				if (!(live & (1ull << i)))
@@ -63,9 +63,9 @@ uint64_t agrp_bm_persist_locked(struct ts_agrp *g, uint64_t live, const struct b
 					  g->bm[d[upto].which] + d[upto].block * AGRP_BM_BLOCK);
 			}
 		}
-		agrp_batch_wait(&b);
+		ts_member_fanout_wait(&b);
 		for (unsigned j = 0; j < cnt; j++)
-			if (x[j].status) /* cppcheck-suppress uninitvar ; x[0..cnt) set by batch_add */
+			if (x[j].fio.status) /* cppcheck-suppress uninitvar ; x[0..cnt) set by batch_add */
 				bad |= 1ull << x[j].slot;
 		done = upto;
 	}

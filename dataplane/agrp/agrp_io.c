@@ -27,7 +27,7 @@
  * THREAD SAFETY: see agrp.h. range_lock/range_cond guard the in-flight range
  * list; queue_lock/queue_cond guard the request queue (leaf). Order: range ->
  * state -> bm -> queue. Each worker owns its scratch and rescue slot (no
- * lock). A batch's lock is private to the batch and held by nothing else.
+ * lock). A fan-out's lock (dataplane/member) is a leaf held by nothing else.
  * User callbacks run on a worker with no group lock held.
  */
 #include <errno.h>
@@ -53,60 +53,20 @@ struct agrp_req {
 /* ------------------------------------------------------------------ */
 /* member IO batches */
 
-void agrp_batch_init(struct batch *b)
+void agrp_batch_add(struct ts_member_fanout *b, struct mio *x, struct ts_member *m, unsigned slot,
+		    enum ts_member_op op, uint32_t flags, uint64_t off, uint64_t len, void *buf)
 {
-	pthread_mutex_init(&b->lock, NULL);
-	pthread_cond_init(&b->cond, NULL);
-	b->pending = 0;
-}
-
-static void batch_cb(struct ts_member_io *io, int status)
-{
-	struct mio *x = io->cb_arg;
-	struct batch *b = x->b;
-
-	x->status = status;
-	pthread_mutex_lock(&b->lock);
-	if (--b->pending == 0)
-		pthread_cond_broadcast(&b->cond);
-	pthread_mutex_unlock(&b->lock);
-}
-
-void agrp_batch_add(struct batch *b, struct mio *x, struct ts_member *m, unsigned slot,
-		      enum ts_member_op op, uint32_t flags, uint64_t off, uint64_t len, void *buf)
-{
-	int rc;
-
 	memset(x, 0, sizeof(*x));
-	x->b = b;
 	x->slot = slot;
-	x->io.op = op;
-	x->io.flags = flags;
-	x->io.offset = off;
-	x->io.len = len;
-	x->io.buf = buf;
-	x->io.cb = batch_cb;
-	x->io.cb_arg = x;
-	pthread_mutex_lock(&b->lock);
-	b->pending++;
-	pthread_mutex_unlock(&b->lock);
-	rc = m ? ts_member_submit(m, &x->io) : TS_ERR_MEMBER_FAILED;
-	if (rc < 0) {
-		x->status = rc;
-		pthread_mutex_lock(&b->lock);
-		b->pending--;
-		pthread_mutex_unlock(&b->lock);
-	}
-}
-
-void agrp_batch_wait(struct batch *b)
-{
-	pthread_mutex_lock(&b->lock);
-	while (b->pending)
-		pthread_cond_wait(&b->cond, &b->lock);
-	pthread_mutex_unlock(&b->lock);
-	pthread_mutex_destroy(&b->lock);
-	pthread_cond_destroy(&b->cond);
+	x->fio.io.op = op;
+	x->fio.io.flags = flags;
+	x->fio.io.offset = off;
+	x->fio.io.len = len;
+	x->fio.io.buf = buf;
+	if (m)
+		ts_member_fanout_add(b, &x->fio, m); /* a submit error lands in fio.status */
+	else
+		x->fio.status = TS_ERR_MEMBER_FAILED;
 }
 
 /* ------------------------------------------------------------------ */
@@ -164,7 +124,7 @@ int agrp_stripe_fetch(struct ts_agrp *g, struct scratch *sc, uint64_t s, uint32_
 		uint64_t live = agrp_live_mask(g), dead = dead_roles(g, s, live), rd = want & ~dead;
 		uint8_t *frags[MAXN];
 		struct mio x[MAXN];
-		struct batch b;
+		struct ts_member_fanout b;
 		unsigned cnt = 0, got = 0, bad = 0;
 
 		if ((unsigned)popcount64(dead) > g->m)
@@ -181,7 +141,7 @@ int agrp_stripe_fetch(struct ts_agrp *g, struct scratch *sc, uint64_t s, uint32_
 		for (unsigned r = 0; r < g->n; r++) {
 			frags[r] = (want & (1ull << r)) ? bufs[r] : sc->fetch + (size_t)r * g->chunk;
 		}
-		agrp_batch_init(&b);
+		ts_member_fanout_init(&b);
 		for (unsigned r = 0; r < g->n; r++) {
 			unsigned sl = slot_of(g, s, r);
 
@@ -189,10 +149,10 @@ int agrp_stripe_fetch(struct ts_agrp *g, struct scratch *sc, uint64_t s, uint32_
 				agrp_batch_add(&b, &x[cnt++], g->slot[sl].m, sl, TS_MEMBER_READ, 0,
 					  moff(g, s, o), l, frags[r]);
 		}
-		agrp_batch_wait(&b);
+		ts_member_fanout_wait(&b);
 		for (unsigned j = 0; j < cnt; j++) {
-			if (x[j].status) {
-				agrp_member_fail(g, x[j].slot, x[j].status);
+			if (x[j].fio.status) {
+				agrp_member_fail(g, x[j].slot, x[j].fio.status);
 				bad = 1;
 			}
 		}
@@ -215,7 +175,7 @@ int agrp_stripe_put(struct ts_agrp *g, uint64_t s, const uint32_t *o, const uint
 {
 	uint64_t live = agrp_live_mask(g), failed = 0, ood = 0;
 	struct mio x[MAXN];
-	struct batch b;
+	struct ts_member_fanout b;
 	unsigned cnt = 0;
 
 	/* slots not live miss this write: out of date from now on (durably first) */
@@ -223,7 +183,7 @@ int agrp_stripe_put(struct ts_agrp *g, uint64_t s, const uint32_t *o, const uint
 	if (ood)
 		agrp_bm_mark(g, region_of(g, s), region_of(g, s), 0, ood);
 	live = agrp_live_mask(g);
-	agrp_batch_init(&b);
+	ts_member_fanout_init(&b);
 	for (unsigned r = 0; r < g->n; r++) {
 		unsigned sl = slot_of(g, s, r);
 
@@ -232,10 +192,10 @@ int agrp_stripe_put(struct ts_agrp *g, uint64_t s, const uint32_t *o, const uint
 		agrp_batch_add(&b, &x[cnt++], g->slot[sl].m, sl, TS_MEMBER_WRITE, 0, moff(g, s, o[r]),
 			  l[r], bufs[r]);
 	}
-	agrp_batch_wait(&b);
+	ts_member_fanout_wait(&b);
 	for (unsigned j = 0; j < cnt; j++) {
-		if (x[j].status) {
-			agrp_member_fail(g, x[j].slot, x[j].status);
+		if (x[j].fio.status) {
+			agrp_member_fail(g, x[j].slot, x[j].fio.status);
 			failed |= 1ull << x[j].slot;
 		}
 	}
@@ -363,7 +323,7 @@ static int do_read(struct ts_agrp *g, struct scratch *sc, uint64_t off, uint64_t
 	struct mio *x = ts_calloc(npieces, sizeof(*x));
 	uint64_t *vpos = ts_calloc(npieces, sizeof(*vpos));
 	struct range rg;
-	struct batch b;
+	struct ts_member_fanout b;
 	unsigned cnt = 0;
 	int rc = 0;
 
@@ -374,7 +334,7 @@ static int do_read(struct ts_agrp *g, struct scratch *sc, uint64_t off, uint64_t
 	agrp_range_acquire(g, &rg, s0, s1, 0);
 	live = agrp_live_mask(g); /* after the range lock: a rejoin holds it while it changes membership */
 	/* healthy fast path: one member IO per chunk piece, all in parallel */
-	agrp_batch_init(&b);
+	ts_member_fanout_init(&b);
 	for (pos = off; pos < off + len; cnt++) {
 		uint64_t s = pos / kc, so = pos % kc, e = TS_MIN(off + len, (pos / g->chunk + 1) * g->chunk);
 		unsigned d = (unsigned)(so / g->chunk), sl = slot_of(g, s, d);
@@ -385,12 +345,12 @@ static int do_read(struct ts_agrp *g, struct scratch *sc, uint64_t off, uint64_t
 		} else {
 			/* absent from the snapshot: decode, but do not fail the slot (it may have rejoined since) */
 			x[cnt].slot = sl;
-			x[cnt].status = TS_ERR_DEGRADED;
+			x[cnt].fio.status = TS_ERR_DEGRADED;
 		}
 		vpos[cnt] = pos;
 		pos = e;
 	}
-	agrp_batch_wait(&b);
+	ts_member_fanout_wait(&b);
 	/* failed or missing pieces: decode */
 	for (unsigned j = 0; j < cnt && !rc; j++) {
 		uint64_t s = vpos[j] / kc, so = vpos[j] % kc;
@@ -398,10 +358,10 @@ static int do_read(struct ts_agrp *g, struct scratch *sc, uint64_t off, uint64_t
 		unsigned d = (unsigned)(so / g->chunk);
 		uint8_t *bufs[MAXN] = { 0 };
 
-		if (!x[j].status)
+		if (!x[j].fio.status)
 			continue;
-		if (x[j].status != TS_ERR_DEGRADED)
-			agrp_member_fail(g, x[j].slot, x[j].status); /* no-op if already out */
+		if (x[j].fio.status != TS_ERR_DEGRADED)
+			agrp_member_fail(g, x[j].slot, x[j].fio.status); /* no-op if already out */
 		bufs[d] = buf + (vpos[j] - off);
 		rc = agrp_stripe_fetch(g, sc, s, (uint32_t)(so % g->chunk), (uint32_t)(e - vpos[j]),
 				  1ull << d, bufs, 0);
@@ -454,21 +414,21 @@ int agrp_do_flush(struct ts_agrp *g)
 {
 	uint64_t live, seq;
 	struct mio x[MAXN];
-	struct batch b;
+	struct ts_member_fanout b;
 	unsigned cnt = 0;
 
 	pthread_mutex_lock(&g->bm_lock);
 	seq = g->done_seq;
 	pthread_mutex_unlock(&g->bm_lock);
 	live = agrp_live_mask(g);
-	agrp_batch_init(&b);
+	ts_member_fanout_init(&b);
 	for (unsigned i = 0; i < g->n; i++)
 		if (live & (1ull << i))
 			agrp_batch_add(&b, &x[cnt++], g->slot[i].m, i, TS_MEMBER_FLUSH, 0, 0, 0, NULL);
-	agrp_batch_wait(&b);
+	ts_member_fanout_wait(&b);
 	for (unsigned j = 0; j < cnt; j++)
-		if (x[j].status)
-			agrp_member_fail(g, x[j].slot, x[j].status);
+		if (x[j].fio.status)
+			agrp_member_fail(g, x[j].slot, x[j].fio.status);
 	if ((unsigned)popcount64(agrp_live_mask(g)) < g->k)
 		return TS_ERR_DEGRADED;
 	/* everything completed up to seq is durable: idle regions are clean */
@@ -556,37 +516,11 @@ int ts_agrp_flush(struct ts_agrp *g, ts_agrp_cb cb, void *arg)
 	return enqueue(g, REQ_FLUSH, 0, 0, NULL, cb, arg);
 }
 
-struct sync_wait {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	int done, status;
-};
-
-static void sync_cb(void *arg, int status)
-{
-	struct sync_wait *w = arg;
-
-	pthread_mutex_lock(&w->lock);
-	w->status = status;
-	w->done = 1;
-	pthread_cond_signal(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-}
-
 static int sync_io(struct ts_agrp *g, enum req_op op, uint64_t off, uint64_t len, void *buf)
 {
-	struct sync_wait w = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 };
-	int rc = enqueue(g, op, off, len, buf, sync_cb, &w);
+	struct ts_member_waiter w = TS_MEMBER_WAITER_INIT;
 
-	if (rc)
-		return rc;
-	pthread_mutex_lock(&w.lock);
-	while (!w.done)
-		pthread_cond_wait(&w.cond, &w.lock);
-	pthread_mutex_unlock(&w.lock);
-	pthread_mutex_destroy(&w.lock);
-	pthread_cond_destroy(&w.cond);
-	return w.status;
+	return ts_member_wait(&w, enqueue(g, op, off, len, buf, ts_member_wake, &w));
 }
 
 int ts_agrp_read_sync(struct ts_agrp *g, uint64_t off, uint64_t len, void *buf)

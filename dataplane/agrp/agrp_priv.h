@@ -107,16 +107,10 @@ struct ts_agrp {
 	struct worker workers[MAX_THREADS];
 };
 
-struct batch {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	int pending;
-};
 
+/* One member IO of a fan-out (dataplane/member), tagged with its slot. */
 struct mio {
-	struct ts_member_io io;
-	struct batch *b;
-	int status;
+	struct ts_member_fanout_io fio; /* fio.status: the IO's status after the wait */
 	unsigned slot;
 };
 
@@ -190,10 +184,10 @@ void agrp_scratch_free(struct scratch *sc);
 
 /* ---- agrp_io.c: member IO batches, range lock, stripes, requests ---- */
 
-void agrp_batch_init(struct batch *b);
-void agrp_batch_add(struct batch *b, struct mio *x, struct ts_member *m, unsigned slot,
+/** Add one IO for slot \p slot to fan-out \p b; a NULL member fails it with
+ * TS_ERR_MEMBER_FAILED (x->fio.status). Wait with ts_member_fanout_wait(). */
+void agrp_batch_add(struct ts_member_fanout *b, struct mio *x, struct ts_member *m, unsigned slot,
 		    enum ts_member_op op, uint32_t flags, uint64_t off, uint64_t len, void *buf);
-void agrp_batch_wait(struct batch *b);
 void agrp_range_acquire(struct ts_agrp *g, struct range *r, uint64_t s0, uint64_t s1, int excl);
 void agrp_range_release(struct ts_agrp *g, struct range *r);
 int agrp_stripe_fetch(struct ts_agrp *g, struct scratch *sc, uint64_t s, uint32_t o, uint32_t l,

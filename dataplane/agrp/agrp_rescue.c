@@ -108,7 +108,7 @@ int agrp_rescue_record(struct ts_agrp *g, struct scratch *sc, uint64_t s, uint64
 	uint64_t live = agrp_live_mask(g), dd = dead_roles(g, s, live) & ((1ull << g->k) - 1);
 	uint8_t *bufs[MAXN] = { 0 }, *pay = sc->rescue + AGRP_BM_BLOCK;
 	struct mio x[MAXN];
-	struct batch b;
+	struct ts_member_fanout b;
 	unsigned j = 0, cnt = 0;
 	int rc;
 
@@ -139,16 +139,16 @@ int agrp_rescue_record(struct ts_agrp *g, struct scratch *sc, uint64_t s, uint64
 			memcpy(bufs[r] + (lo - a), src + (lo - soff), hi - lo);
 	}
 	rescue_seal(sc->rescue, atomic_fetch_add(&g->rescue_seq, 1) + 1, s, dd, (uint64_t)j * g->chunk);
-	agrp_batch_init(&b);
+	ts_member_fanout_init(&b);
 	for (unsigned i = 0; i < g->n; i++)
 		if (live & (1ull << i))
 			agrp_batch_add(&b, &x[cnt++], g->slot[i].m, i, TS_MEMBER_WRITE, TS_MEMBER_FUA,
 				  rescue_off(g, (unsigned)sc->wid),
 				  AGRP_BM_BLOCK + (uint64_t)j * g->chunk, sc->rescue);
-	agrp_batch_wait(&b);
+	ts_member_fanout_wait(&b);
 	for (unsigned i = 0; i < cnt; i++)
-		if (x[i].status)
-			agrp_member_fail(g, x[i].slot, x[i].status);
+		if (x[i].fio.status)
+			agrp_member_fail(g, x[i].slot, x[i].fio.status);
 	return 1;
 }
 
@@ -161,19 +161,19 @@ void agrp_rescue_forget(struct ts_agrp *g, struct scratch *sc)
 {
 	uint64_t live = agrp_live_mask(g);
 	struct mio x[MAXN];
-	struct batch b;
+	struct ts_member_fanout b;
 	unsigned cnt = 0;
 
 	memset(sc->rescue, 0, AGRP_BM_BLOCK);
-	agrp_batch_init(&b);
+	ts_member_fanout_init(&b);
 	for (unsigned i = 0; i < g->n; i++)
 		if (live & (1ull << i))
 			agrp_batch_add(&b, &x[cnt++], g->slot[i].m, i, TS_MEMBER_WRITE, TS_MEMBER_FUA,
 				  rescue_off(g, (unsigned)sc->wid), AGRP_BM_BLOCK, sc->rescue);
-	agrp_batch_wait(&b);
+	ts_member_fanout_wait(&b);
 	for (unsigned i = 0; i < cnt; i++)
-		if (x[i].status)
-			agrp_member_fail(g, x[i].slot, x[i].status);
+		if (x[i].fio.status)
+			agrp_member_fail(g, x[i].slot, x[i].fio.status);
 }
 
 /* Forget every rescue record (the group went through a rejoin). */
@@ -187,15 +187,15 @@ void agrp_rescue_clear(struct ts_agrp *g)
 	memset(zero, 0, AGRP_BM_BLOCK);
 	for (unsigned w = 0; w < AGRP_RESCUE_SLOTS; w++) {
 		struct mio x[MAXN];
-		struct batch b;
+		struct ts_member_fanout b;
 		unsigned cnt = 0;
 
-		agrp_batch_init(&b);
+		ts_member_fanout_init(&b);
 		for (unsigned i = 0; i < g->n; i++)
 			if (live & (1ull << i))
 				agrp_batch_add(&b, &x[cnt++], g->slot[i].m, i, TS_MEMBER_WRITE, TS_MEMBER_FUA,
 					  rescue_off(g, w), AGRP_BM_BLOCK, zero);
-		agrp_batch_wait(&b);
+		ts_member_fanout_wait(&b);
 	}
 	ts_free(zero);
 }

@@ -45,7 +45,7 @@ static int rebuild_stripes(struct ts_agrp *g, struct scratch *sc, uint8_t *rb, u
 	for (unsigned attempt = 0; attempt <= g->n; attempt++) {
 		uint64_t live = agrp_live_mask(g) & ~(1ull << sl), src = 0;
 		struct mio x[MAXN];
-		struct batch b;
+		struct ts_member_fanout b;
 		unsigned nsrc = 0, bad = 0;
 		int rc = 0;
 
@@ -56,15 +56,15 @@ static int rebuild_stripes(struct ts_agrp *g, struct scratch *sc, uint8_t *rb, u
 			}
 		if (nsrc < g->k)
 			return TS_ERR_DEGRADED;
-		agrp_batch_init(&b);
+		ts_member_fanout_init(&b);
 		for (unsigned i = 0, j = 0; i < g->n; i++)
 			if (src & (1ull << i))
 				agrp_batch_add(&b, &x[j++], g->slot[i].m, i, TS_MEMBER_READ, 0,
 					  moff(g, s, 0), cnt * g->chunk, rb + i * span);
-		agrp_batch_wait(&b);
+		ts_member_fanout_wait(&b);
 		for (unsigned j = 0; j < nsrc; j++)
-			if (x[j].status) {
-				agrp_member_fail(g, x[j].slot, x[j].status);
+			if (x[j].fio.status) {
+				agrp_member_fail(g, x[j].slot, x[j].fio.status);
 				bad = 1;
 			}
 		if (bad)
