@@ -160,40 +160,6 @@ static int fence_create(struct ts_member *inner, struct fence **out)
 	return 0;
 }
 
-/* ---- the group as a block device ---- */
-
-static void device_done(void *arg, int status)
-{
-	struct ts_member_io *io = arg;
-	io->cb(io, status);
-}
-
-static int device_submit(void *ctx, struct ts_member_io *io)
-{
-	struct ts_agrp *g = ctx;
-
-	switch (io->op) {
-	case TS_MEMBER_READ:
-		return ts_agrp_read(g, io->offset, io->len, io->buf, device_done, io);
-	case TS_MEMBER_WRITE:
-		if (io->flags & TS_MEMBER_FUA) {
-			/* The group has no FUA: write, then flush, completing once. */
-			int rc = ts_agrp_write_sync(g, io->offset, io->len, io->buf);
-			if (rc == 0)
-				rc = ts_agrp_flush_sync(g);
-			io->cb(io, rc);
-			return 0;
-		}
-		return ts_agrp_write(g, io->offset, io->len, io->buf, device_done, io);
-	case TS_MEMBER_FLUSH:
-		return ts_agrp_flush(g, device_done, io);
-	default:
-		return -EOPNOTSUPP;
-	}
-}
-
-static const struct ts_member_ops g_device_ops = { .submit = device_submit };
-
 /* ---- nodes ---- */
 
 struct pool_node {
@@ -509,7 +475,6 @@ static int pool_assemble(struct ts_pool *p)
 int ts_pool_open(const struct ts_pool_opts *o, struct ts_pool **out)
 {
 	struct ts_pool *p;
-	struct ts_member_info info = { 0 };
 	int rc, loaded;
 
 	if (!o || !o->state_dir || !out)
@@ -554,10 +519,8 @@ int ts_pool_open(const struct ts_pool_opts *o, struct ts_pool **out)
 	rc = loaded ? pool_assemble(p) : pool_create(p);
 	if (rc < 0)
 		goto fail;
-	info.size = ts_agrp_size(p->agrp);
-	info.block_size = ts_agrp_block_size(p->agrp);
-	snprintf(info.name, sizeof(info.name), "pool");
-	rc = ts_member_create(&g_device_ops, p->agrp, &info, &p->device);
+	rc = ts_agrp_device_create(p->agrp, &(struct ts_agrp_device_opts){ .name = "pool" },
+				   &p->device);
 	if (rc < 0)
 		goto fail;
 	*out = p;
@@ -571,7 +534,7 @@ void ts_pool_close(struct ts_pool *p)
 {
 	if (!p)
 		return;
-	ts_member_destroy(p->device);
+	ts_agrp_device_destroy(p->device);
 	ts_agrp_close(p->agrp);
 	for (unsigned i = 0; i < p->nfences; i++)
 		fence_free(p->fences[i]);
