@@ -14,7 +14,7 @@
 #include "dataplane/agrp/agrp.h"
 #include "dataplane/agrp/agrp_priv.h"
 #include "dataplane/common/ts_common.h"
-#include "unit/dataplane/agrp/test_member.h"
+#include "unit/support/member/test_member.h"
 
 #define BS 4096u
 #define MSIZE (2u * 1024 * 1024) /* 1 MiB superblock area + bitmaps + ~60 chunks of 16 KiB */
