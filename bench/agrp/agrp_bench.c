@@ -21,7 +21,7 @@
 #include "dataplane/agrp/agrp.h"
 #include "dataplane/ec/ec.h"
 #include "dataplane/common/ts_common.h"
-#include "unit/dataplane/agrp/test_member.h"
+#include "unit/support/member/test_member.h"
 
 /* ---- null member: reads return zeroes, writes vanish ---- */
 static int null_submit(void *ctx, struct ts_member_io *io)

@@ -15,7 +15,7 @@
 
 #include "dataplane/common/ts_common.h"
 #include "dataplane/volume/volume.h"
-#include "unit/dataplane/volume/testmember.h"
+#include "unit/support/member/test_member.h"
 
 #define BS TS_VOLUME_BLOCK
 #define GRAINS 16384ull /* 64 MiB volumes */
@@ -110,7 +110,7 @@ int main(int argc, char **argv)
 	double best[3] = { 0, 0, 0 };
 	uint64_t ids[3];
 	struct ts_member *m;
-	struct tm_ram *ram;
+	struct tmem *ram;
 	struct ts_vpool *p;
 	struct ts_vpool_stats st;
 	int rc;

@@ -446,17 +446,21 @@ int ts_cluster_rejoin(struct ts_cluster *c)
  * callback has returned, so a re-assembly (reassemble()) can wait until
  * none is left before it swaps the array group underneath.
  */
-static void device_complete(struct ts_member_io *io, int status)
+static struct ts_agrp *device_enter(void *ctx)
 {
-	struct ts_cluster *c = io->priv[0];
+	struct ts_cluster *c = ctx;
 
-	io->cb(io, status);
-	atomic_fetch_sub(&c->inflight, 1);
+	atomic_fetch_add(&c->inflight, 1);
+	if (atomic_load(&c->reassembling) || !c->agrp)
+		return NULL; /* being re-assembled: the group serves nothing */
+	return c->agrp;
 }
 
-static void device_done(void *arg, int status)
+static void device_leave(void *ctx)
 {
-	device_complete(arg, status);
+	struct ts_cluster *c = ctx;
+
+	atomic_fetch_sub(&c->inflight, 1);
 }
 
 /*
@@ -464,74 +468,24 @@ static void device_done(void *arg, int status)
  * the replicas when they cover all of it. Runs on a group worker thread,
  * where synchronous member IO is allowed.
  */
-static void device_read_done(void *arg, int status)
-{
-	struct ts_member_io *io = arg;
-	struct ts_cluster *c = io->priv[0];
-
-	if (status && c->rl && ts_replog_read(c->rl, io->offset, io->len, io->buf) == 0)
-		status = 0;
-	device_complete(io, status);
-}
-
-/* The group has no FUA: a FUA write is the write, then a flush (queued from
- * the write's completion, so the submitter never waits). */
-static void device_fua_done(void *arg, int status)
-{
-	struct ts_member_io *io = arg;
-	struct ts_cluster *c = io->priv[0];
-
-	if (status == 0)
-		status = ts_agrp_flush(c->agrp, device_done, io);
-	if (status)
-		device_complete(io, status);
-}
-
-static int device_submit(void *ctx, struct ts_member_io *io)
+static int device_read_fallback(void *ctx, uint64_t off, uint64_t len, void *buf)
 {
 	struct ts_cluster *c = ctx;
-	int rc;
 
-	io->priv[0] = c;
-	atomic_fetch_add(&c->inflight, 1);
-	if (atomic_load(&c->reassembling) || !c->agrp) {
-		rc = TS_ERR_DEGRADED; /* being re-assembled: the group serves nothing */
-	} else {
-		switch (io->op) {
-		case TS_MEMBER_READ:
-			rc = ts_agrp_read(c->agrp, io->offset, io->len, io->buf, device_read_done,
-					  io);
-			break;
-		case TS_MEMBER_WRITE:
-			rc = ts_agrp_write(c->agrp, io->offset, io->len, io->buf,
-					   (io->flags & TS_MEMBER_FUA) ? device_fua_done : device_done,
-					   io);
-			break;
-		case TS_MEMBER_FLUSH:
-			rc = ts_agrp_flush(c->agrp, device_done, io);
-			break;
-		default:
-			rc = -EOPNOTSUPP;
-		}
-	}
-	if (rc)
-		atomic_fetch_sub(&c->inflight, 1);
-	return rc;
+	return c->rl ? ts_replog_read(c->rl, off, len, buf) : -EIO;
 }
-
-static const struct ts_member_ops g_device_ops = { .submit = device_submit };
 
 static int device_open(struct ts_cluster *c)
 {
-	struct ts_member_info info = { 0 };
-	char u[37];
+	struct ts_agrp_device_opts o = { .uuid = c->grp.uuid, .ctx = c, .enter = device_enter,
+					 .leave = device_leave,
+					 .read_fallback = device_read_fallback };
+	char u[37], name[64];
 
-	info.size = ts_agrp_size(c->agrp);
-	info.block_size = ts_agrp_block_size(c->agrp);
-	memcpy(info.uuid, c->grp.uuid, 16);
 	ts_uuid_format(c->grp.uuid, u);
-	snprintf(info.name, sizeof(info.name), "agrp-%.8s", u);
-	return ts_member_create(&g_device_ops, c, &info, &c->device);
+	snprintf(name, sizeof(name), "agrp-%.8s", u);
+	o.name = name;
+	return ts_agrp_device_create(c->agrp, &o, &c->device);
 }
 
 struct ts_member *ts_cluster_device(struct ts_cluster *c)
@@ -843,7 +797,7 @@ void ts_cluster_close(struct ts_cluster *c)
 {
 	if (!c)
 		return;
-	ts_member_destroy(c->device);
+	ts_agrp_device_destroy(c->device);
 	ts_agrp_close(c->agrp);
 	ts_replog_close(c->rl);
 	for (unsigned s = 0; s < TS_REG_MAX_SLOTS; s++)

@@ -221,4 +221,55 @@ int ts_agrp_read_sync(struct ts_agrp *g, uint64_t off, uint64_t len, void *buf);
 int ts_agrp_write_sync(struct ts_agrp *g, uint64_t off, uint64_t len, const void *buf);
 int ts_agrp_flush_sync(struct ts_agrp *g);
 
+/* ---- the group as a block device ---- */
+
+/**
+ * Owner hooks and identity for ts_agrp_device_create(); every field is
+ * optional (a zeroed struct, or NULL opts, serves one fixed group).
+ */
+struct ts_agrp_device_opts {
+	const char *name;    /**< ts_member_info()->name; NULL: "agrp" */
+	const uint8_t *uuid; /**< 16 bytes for ts_member_info()->uuid; NULL: zeroes */
+	void *ctx;           /**< handed to the hooks */
+	/**
+	 * Called at every submission before the group is used: returns the
+	 * group to serve this IO, or NULL to refuse it (the submission then
+	 * fails with TS_ERR_DEGRADED). Without it: the group given at creation.
+	 * Every call is matched by exactly one call of \p leave: after the
+	 * IO's callback has returned, or before the failed submission returns.
+	 * An owner that swaps the group underneath counts IOs between the two
+	 * and waits for none to be left.
+	 */
+	struct ts_agrp *(*enter)(void *ctx);
+	void (*leave)(void *ctx);
+	/**
+	 * A read the group failed: return 0 if the owner served it into \p buf
+	 * some other way (e.g. from replicas), else nonzero and the read fails
+	 * with the group's error. Runs on a group worker thread, where
+	 * synchronous member IO is allowed.
+	 */
+	int (*read_fallback)(void *ctx, uint64_t off, uint64_t len, void *buf);
+};
+
+/**
+ * Present array group \p g as a member (a block device of the group's size
+ * and block size), for the layers above that consume members (the volume
+ * pool, tests, benches). Reads, writes and flushes map to the group's
+ * asynchronous calls and complete on a group worker thread; a FUA write is
+ * the write and then a flush, chained from the write's completion, so the
+ * submitter never waits; UNMAP is refused with -EOPNOTSUPP. The member
+ * follows the contract of member.h (0 and the callback fires exactly once,
+ * or <0 and it never fires).
+ *
+ * \p g is borrowed and must outlive the device (with an \p enter hook, the
+ * groups it returns must live until the matching \p leave). \p opts is
+ * copied; the strings and uuid it points to are copied too. Returns 0 and
+ * sets *\p out, -EINVAL (g or out NULL) or -ENOMEM.
+ */
+int ts_agrp_device_create(struct ts_agrp *g, const struct ts_agrp_device_opts *opts,
+			  struct ts_member **out);
+
+/** Destroy a device made by ts_agrp_device_create(); no IO may be in flight. NULL is a no-op. */
+void ts_agrp_device_destroy(struct ts_member *dev);
+
 #endif /* TS_AGRP_H */

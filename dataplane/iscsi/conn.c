@@ -1,6 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The iSCSI target's event loops, connections and full-feature phase.
+ * The iSCSI target's event loops and connections: the server, its loop
+ * threads, accepting and closing connections, PDU receive and transmit, the
+ * command and tx pools, and the path by which provider completions come
+ * back to their loop. What a PDU means in the full-feature phase is task.c;
+ * the target/LUN registry is target.c; login and discovery are login.c; the
+ * SCSI command sets are scsi.c, sbc.c, spc.c and spc_pr.c.
  *
  * Workload: many initiators, each with one connection per session and up to
  * ISCSI_CMD_WINDOW commands in flight, mostly 4 KiB reads and writes. The
@@ -23,10 +28,16 @@
  * the end of an epoll iteration. Commands, their buffers and tx descriptors
  * come from per-loop free lists, so steady-state IO does not allocate.
  *
- * Invariants: StatSN advances once per status-bearing PDU; commands outside
- * [ExpCmdSN, MaxCmdSN] are dropped silently (RFC 7143 3.2.2.1); any framing
- * error, digest error or protocol violation closes the connection (error
- * recovery level 0), which never affects other connections.
+ * Invariants: any framing error, digest error or protocol violation closes
+ * the connection (error recovery level 0), which never affects other
+ * connections. A connection is freed only when closed and with no command
+ * left (conn_maybe_free()).
+ *
+ * THREAD SAFETY: a connection, its session, its commands and tx descriptors
+ * are owned by its loop thread. The done stack is lock-free (any thread
+ * pushes, the loop pops). srv->lock guards the target list and sessions;
+ * lock order: srv->lock, then lun->lock. No lock is held across a provider
+ * call or a socket write.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -49,9 +60,10 @@
 #define LISTEN_TAG ((void *)1)
 #define EVENT_TAG ((void *)2)
 
-static void conn_close(struct conn *c);
+#define LISTEN_TAG ((void *)1)
+#define EVENT_TAG ((void *)2)
+
 static void conn_maybe_free(struct conn *c);
-static void cmd_put(struct cmd *c);
 static void conn_mark_dirty(struct conn *c);
 
 /* ------------------------------------------------------------------ */
@@ -76,218 +88,11 @@ static uint32_t get_digest(const uint8_t *p)
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* ------------------------------------------------------------------ */
-/* registry                                                            */
-
-void target_put(struct target *t)
-{
-	if (!t || atomic_fetch_sub(&t->refs, 1) != 1)
-		return;
-	for (int i = 0; i < ISCSI_MAX_LUNS; i++)
-		if (t->luns[i])
-			lun_put(t->luns[i]);
-	ts_free(t->iqn);
-	ts_free(t->alias);
-	ts_free(t->chap_user);
-	ts_free(t->chap_secret);
-	ts_free(t->mutual_user);
-	ts_free(t->mutual_secret);
-	ts_free(t);
-}
-
-static struct target *target_find_locked(struct ts_iscsi_server *srv, const char *iqn)
-{
-	for (struct target *t = srv->targets; t; t = t->next)
-		if (strcasecmp(t->iqn, iqn) == 0)
-			return t;
-	return NULL;
-}
-
-void ts_iscsi_iqn_for_volume(const uint8_t volume_uuid[16], char out[80])
-{
-	char u[37];
-	ts_uuid_format(volume_uuid, u);
-	snprintf(out, 80, "iqn.2026-01.io.tessera:vol-%s", u);
-}
-
-static char *dup_opt(const char *s, bool *fail)
-{
-	if (!s)
-		return NULL;
-	char *d = ts_strdup(s);
-	if (!d)
-		*fail = true;
-	return d;
-}
-
-int ts_iscsi_target_add(struct ts_iscsi_server *srv, const struct ts_iscsi_target_opts *o)
-{
-	int rc = 0;
-	bool fail = false;
-	struct target *t = NULL;
-
-	if (!srv || !o || !o->iqn || !*o->iqn || strlen(o->iqn) >= ISCSI_NAME_MAX ||
-	    (!o->chap_user) != (!o->chap_secret) || (!o->mutual_user) != (!o->mutual_secret))
-		return -EINVAL;
-	t = ts_calloc(1, sizeof(*t));
-	if (!t)
-		return -ENOMEM;
-	atomic_init(&t->refs, 1);
-	t->iqn = dup_opt(o->iqn, &fail);
-	t->alias = dup_opt(o->alias, &fail);
-	t->chap_user = dup_opt(o->chap_user, &fail);
-	t->chap_secret = dup_opt(o->chap_secret, &fail);
-	t->mutual_user = dup_opt(o->mutual_user, &fail);
-	t->mutual_secret = dup_opt(o->mutual_secret, &fail);
-	if (fail) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	pthread_mutex_lock(&srv->lock);
-	if (target_find_locked(srv, o->iqn)) {
-		pthread_mutex_unlock(&srv->lock);
-		rc = -EEXIST;
-		goto fail;
-	}
-	t->next = srv->targets;
-	srv->targets = t;
-	pthread_mutex_unlock(&srv->lock);
-	ts_log(TS_LOG_INFO, "iscsi", "target added iqn=%s", o->iqn);
-	return 0;
-fail:
-	target_put(t);
-	return rc;
-}
-
-int ts_iscsi_target_remove(struct ts_iscsi_server *srv, const char *iqn)
-{
-	struct target *t, **pp;
-
-	if (!srv || !iqn)
-		return -EINVAL;
-	pthread_mutex_lock(&srv->lock);
-	for (pp = &srv->targets; (t = *pp); pp = &t->next)
-		if (strcasecmp(t->iqn, iqn) == 0)
-			break;
-	if (!t) {
-		pthread_mutex_unlock(&srv->lock);
-		return -ENOENT;
-	}
-	*pp = t->next;
-	t->removed = true;
-	for (int i = 0; i < ISCSI_MAX_LUNS; i++)
-		if (t->luns[i])
-			atomic_store(&t->luns[i]->removed, true);
-	/* drop its sessions: the owning loops see EOF and clean up */
-	for (struct session *s = srv->sessions; s; s = s->next)
-		if (s->tgt == t && s->conn)
-			shutdown(s->conn->fd, SHUT_RDWR);
-	pthread_mutex_unlock(&srv->lock);
-	target_put(t);
-	ts_log(TS_LOG_INFO, "iscsi", "target removed iqn=%s", iqn);
-	return 0;
-}
-
-int ts_iscsi_lun_add(struct ts_iscsi_server *srv, const char *iqn, uint16_t lun_id,
-		     const struct ts_iscsi_lun_ops *ops, void *ctx, const struct ts_iscsi_lun_info *info)
-{
-	struct target *t;
-	struct lun *l;
-	int rc = 0;
-
-	if (!srv || !iqn || !ops || !info || !ops->read || !ops->write || !ops->flush || !ops->unmap ||
-	    lun_id >= ISCSI_MAX_LUNS || (info->block_size != 512 && info->block_size != 4096) ||
-	    info->size < info->block_size || info->size % info->block_size)
-		return -EINVAL;
-	l = ts_calloc(1, sizeof(*l));
-	if (!l)
-		return -ENOMEM;
-	l->srv = srv;
-	l->id = lun_id;
-	l->ops = ops;
-	l->ctx = ctx;
-	l->info = *info;
-	l->info.product = NULL;
-	l->info.pr_state_path = NULL;
-	snprintf(l->product, sizeof(l->product), "%s", info->product ? info->product : "VOLUME");
-	if (info->pr_state_path) {
-		l->pr_path = ts_strdup(info->pr_state_path);
-		if (!l->pr_path) {
-			ts_free(l);
-			return -ENOMEM;
-		}
-	}
-	l->bs = info->block_size;
-	l->nblocks = info->size / info->block_size;
-	l->wce = true;
-	l->ranges.next = l->ranges.prev = &l->ranges;
-	atomic_init(&l->refs, 1);
-	pthread_mutex_init(&l->lock, NULL);
-	pr_load_state(l);
-
-	pthread_mutex_lock(&srv->lock);
-	t = target_find_locked(srv, iqn);
-	if (!t)
-		rc = -ENOENT;
-	else if (t->luns[lun_id])
-		rc = -EEXIST;
-	else
-		t->luns[lun_id] = l;
-	pthread_mutex_unlock(&srv->lock);
-	if (rc) {
-		l->ops = NULL; /* do not call destroy */
-		lun_put(l);
-	}
-	return rc;
-}
-
-int ts_iscsi_lun_remove(struct ts_iscsi_server *srv, const char *iqn, uint16_t lun_id)
-{
-	struct target *t;
-	struct lun *l = NULL;
-
-	if (!srv || !iqn || lun_id >= ISCSI_MAX_LUNS)
-		return -EINVAL;
-	pthread_mutex_lock(&srv->lock);
-	t = target_find_locked(srv, iqn);
-	if (t) {
-		l = t->luns[lun_id];
-		t->luns[lun_id] = NULL;
-	}
-	pthread_mutex_unlock(&srv->lock);
-	if (!l)
-		return -ENOENT;
-	atomic_store(&l->removed, true);
-	lun_put(l);
-	return 0;
-}
-
-int ts_iscsi_lun_resize(struct ts_iscsi_server *srv, const char *iqn, uint16_t lun_id,
-			uint64_t size)
-{
-	struct target *t;
-	struct lun *l = NULL;
-
-	if (!srv || !iqn || lun_id >= ISCSI_MAX_LUNS)
-		return -EINVAL;
-	pthread_mutex_lock(&srv->lock);
-	t = target_find_locked(srv, iqn);
-	if (t)
-		l = t->luns[lun_id];
-	if (l && (size == 0 || size % l->bs || size < l->info.size)) {
-		pthread_mutex_unlock(&srv->lock);
-		return -EINVAL;
-	}
-	if (l)
-		scsi_lun_resize(l, size);
-	pthread_mutex_unlock(&srv->lock);
-	return l ? 0 : -ENOENT;
-}
 
 /* ------------------------------------------------------------------ */
 /* pools                                                               */
 
-static struct cmd *cmd_alloc(struct conn *c)
+struct cmd *cmd_alloc(struct conn *c)
 {
 	struct loop *lp = c->loop;
 	struct cmd *cmd = lp->cmd_free;
@@ -340,7 +145,7 @@ int cmd_buf2_reserve(struct cmd *c, size_t len)
 	return 0;
 }
 
-static void cmd_unhash(struct cmd *cmd)
+void cmd_unhash(struct cmd *cmd)
 {
 	struct conn *c = cmd->conn;
 	if (!cmd->hashed)
@@ -355,7 +160,7 @@ static void cmd_unhash(struct cmd *cmd)
 	cmd->hashed = false;
 }
 
-static void cmd_put(struct cmd *cmd)
+void cmd_put(struct cmd *cmd)
 {
 	if (--cmd->refs > 0)
 		return;
@@ -396,7 +201,7 @@ struct txpdu *tx_alloc(struct conn *c)
 	return t;
 }
 
-static void tx_release(struct loop *lp, struct txpdu *t)
+void tx_release(struct loop *lp, struct txpdu *t)
 {
 	if (t->cmd)
 		cmd_put(t->cmd);
@@ -456,7 +261,7 @@ void conn_fill_sn(struct conn *c, uint8_t *hdr, bool advance)
 }
 
 /* Write out as much of the tx queue as the socket takes. */
-static int conn_flush(struct conn *c)
+int conn_flush(struct conn *c)
 {
 	while (c->txh) {
 		struct iovec iov[64];
@@ -612,489 +417,6 @@ static void loop_drain_done(struct loop *lp)
 	(void)w;
 }
 
-/* ------------------------------------------------------------------ */
-/* responses                                                           */
-
-static void fill_residual(struct cmd *cmd, uint8_t *hdr, uint32_t wanted, uint32_t sent_or_got)
-{
-	(void)sent_or_got;
-	if (wanted > cmd->edtl) {
-		hdr[1] |= ISCSI_RSP_O;
-		put_be32(hdr + ISCSI_RSP_OFF_RESID, wanted - cmd->edtl);
-	} else if (wanted < cmd->edtl) {
-		hdr[1] |= ISCSI_RSP_U;
-		put_be32(hdr + ISCSI_RSP_OFF_RESID, cmd->edtl - wanted);
-	}
-}
-
-void cmd_complete(struct cmd *cmd)
-{
-	struct conn *c = cmd->conn;
-	bool is_read = cmd->iflags & ISCSI_CMD_R;
-	uint32_t wanted = is_read ? cmd->data_in_len : cmd->scsi_len;
-	uint32_t datasn = 0;
-
-	cmd->state = CMD_DONE;
-	if (cmd->has_range)
-		scsi_range_release(cmd);
-	if (cmd->aborted || c->state == CONN_DEAD) {
-		cmd_put(cmd);
-		return;
-	}
-	if (!is_read && !(cmd->iflags & ISCSI_CMD_W))
-		wanted = cmd->data_in_len ? cmd->data_in_len : 0;
-	if (is_read && cmd->data_in_len && cmd->edtl) {
-		uint32_t total = TS_MIN(cmd->data_in_len, cmd->edtl);
-		uint32_t seg = c->p.max_send_dsl ? c->p.max_send_dsl : 8192;
-		bool phase_collapse = cmd->status == SCSI_STATUS_GOOD && !cmd->sense_len;
-		for (uint32_t off = 0; off < total;) {
-			uint32_t len = TS_MIN(seg, total - off);
-			bool last = off + len == total;
-			struct txpdu *t = tx_alloc(c);
-			if (!t)
-				goto fail;
-			t->hdr[0] = ISCSI_OP_DATA_IN;
-			t->hdr[1] = (last || ((off + len) % c->p.max_burst) == 0) ? ISCSI_BHS_F : 0;
-			memcpy(t->hdr + ISCSI_OFF_LUN, &cmd->lun_raw, 8);
-			put_be32(t->hdr + ISCSI_OFF_ITT, cmd->itt);
-			put_be32(t->hdr + ISCSI_DATA_OFF_TTT, ISCSI_RSVD_TAG);
-			put_be32(t->hdr + ISCSI_DATA_OFF_DATASN, datasn++);
-			put_be32(t->hdr + ISCSI_DATA_OFF_BUFOFF, off);
-			if (last && phase_collapse) {
-				t->hdr[1] |= ISCSI_BHS_F | ISCSI_DATAIN_S;
-				t->hdr[3] = cmd->status;
-				fill_residual(cmd, t->hdr, wanted, total);
-				conn_fill_sn(c, t->hdr, true);
-			} else {
-				conn_fill_sn(c, t->hdr, false);
-			}
-			tx_set_data(c, t, cmd->buf + off, len);
-			t->cmd = cmd;
-			cmd->refs++;
-			tx_queue(c, t);
-			off += len;
-		}
-		if (phase_collapse) {
-			cmd_put(cmd);
-			return;
-		}
-	}
-	struct txpdu *t = tx_alloc(c);
-	if (!t)
-		goto fail;
-	t->hdr[0] = ISCSI_OP_SCSI_RSP;
-	t->hdr[1] = ISCSI_BHS_F;
-	t->hdr[3] = cmd->status;
-	put_be32(t->hdr + ISCSI_OFF_ITT, cmd->itt);
-	conn_fill_sn(c, t->hdr, true);
-	put_be32(t->hdr + ISCSI_RSP_OFF_EXPDATASN, is_read ? datasn : cmd->r2tsn);
-	fill_residual(cmd, t->hdr, wanted, 0);
-	if (cmd->sense_len) {
-		uint8_t *d = ts_malloc(cmd->sense_len + 2);
-		if (!d) {
-			tx_release(c->loop, t);
-			goto fail;
-		}
-		put_be16(d, (uint16_t)cmd->sense_len);
-		memcpy(d + 2, cmd->sense, cmd->sense_len);
-		t->owned = d;
-		tx_set_data(c, t, d, cmd->sense_len + 2);
-	}
-	tx_queue(c, t);
-	cmd_put(cmd);
-	return;
-fail:
-	conn_close(c);
-	cmd_put(cmd);
-}
-
-static void send_r2t(struct cmd *cmd)
-{
-	struct conn *c = cmd->conn;
-	struct txpdu *t = tx_alloc(c);
-	if (!t) {
-		conn_close(c);
-		return;
-	}
-	cmd->r2t_off = cmd->received;
-	cmd->r2t_len = TS_MIN(c->p.max_burst, cmd->edtl - cmd->received);
-	cmd->ttt = c->next_ttt++;
-	if (cmd->ttt == ISCSI_RSVD_TAG)
-		cmd->ttt = c->next_ttt++;
-	cmd->datasn_exp = 0;
-	t->hdr[0] = ISCSI_OP_R2T;
-	t->hdr[1] = ISCSI_BHS_F;
-	memcpy(t->hdr + ISCSI_OFF_LUN, &cmd->lun_raw, 8);
-	put_be32(t->hdr + ISCSI_OFF_ITT, cmd->itt);
-	put_be32(t->hdr + ISCSI_DATA_OFF_TTT, cmd->ttt);
-	conn_fill_sn(c, t->hdr, false);
-	put_be32(t->hdr + ISCSI_R2T_OFF_R2TSN, cmd->r2tsn++);
-	put_be32(t->hdr + ISCSI_DATA_OFF_BUFOFF, cmd->r2t_off);
-	put_be32(t->hdr + ISCSI_R2T_OFF_LEN, cmd->r2t_len);
-	tx_queue(c, t);
-}
-
-static void send_reject(struct conn *c, uint8_t reason, const uint8_t *bhs)
-{
-	struct txpdu *t = tx_alloc(c);
-	uint8_t *d = ts_malloc(ISCSI_BHS_LEN);
-	if (!t || !d) {
-		ts_free(d);
-		if (t)
-			tx_release(c->loop, t);
-		return;
-	}
-	memcpy(d, bhs, ISCSI_BHS_LEN);
-	t->hdr[0] = ISCSI_OP_REJECT;
-	t->hdr[1] = ISCSI_BHS_F;
-	t->hdr[2] = reason;
-	put_be32(t->hdr + ISCSI_OFF_ITT, ISCSI_RSVD_TAG);
-	conn_fill_sn(c, t->hdr, true);
-	t->owned = d;
-	tx_set_data(c, t, d, ISCSI_BHS_LEN);
-	tx_queue(c, t);
-}
-
-/* ------------------------------------------------------------------ */
-/* full feature phase                                                  */
-
-static struct cmd *cmd_find(struct conn *c, uint32_t itt)
-{
-	for (struct cmd *cmd = c->hash[itt % ISCSI_CMD_HASH]; cmd; cmd = cmd->hnext)
-		if (cmd->itt == itt)
-			return cmd;
-	return NULL;
-}
-
-static uint16_t lun_from_raw(const uint8_t *p)
-{
-	return (uint16_t)(((p[0] & 0x3f) << 8) | p[1]);
-}
-
-static struct lun *lun_lookup(struct conn *c, const uint8_t *raw)
-{
-	struct session *s = c->sess;
-	struct lun *l = NULL;
-	uint16_t id = lun_from_raw(raw);
-	if ((raw[0] >> 6) > 1 || id >= ISCSI_MAX_LUNS || memcmp(raw + 2, "\0\0\0\0\0\0", 6) != 0)
-		return NULL;
-	/* fast path: the session's nexus already holds a reference to a live LUN */
-	struct nexus *nx = s->nexus[id];
-	if (nx && !atomic_load(&nx->lun->removed)) {
-		lun_get(nx->lun);
-		return nx->lun;
-	}
-	pthread_mutex_lock(&c->loop->srv->lock);
-	if (s->tgt && !s->tgt->removed) {
-		l = s->tgt->luns[id];
-		if (l)
-			lun_get(l);
-	}
-	pthread_mutex_unlock(&c->loop->srv->lock);
-	return l;
-}
-
-/* Accept or drop by CmdSN. Returns false if the PDU must be ignored. */
-static bool cmdsn_check(struct conn *c, const uint8_t *bhs)
-{
-	struct session *s = c->sess;
-	uint32_t sn = get_be32(bhs + ISCSI_CMD_OFF_CMDSN);
-	if (bhs[0] & ISCSI_BHS_I)
-		return true;
-	if (sn_lt(sn, s->expcmdsn) || sn_gt(sn, s->expcmdsn + ISCSI_CMD_WINDOW - 1))
-		return false;
-	if (sn == s->expcmdsn)
-		s->expcmdsn++;
-	else
-		s->expcmdsn = sn + 1;
-	return true;
-}
-
-static void cmd_start_exec(struct cmd *cmd)
-{
-	cmd->state = CMD_EXEC;
-	scsi_exec(cmd);
-}
-
-static int handle_scsi_cmd(struct conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dsl)
-{
-	struct cmd *cmd;
-	bool is_write_cdb;
-
-	if (c->sess->discovery)
-		return -EPROTO;
-	if (!cmdsn_check(c, bhs))
-		return 0;
-	cmd = cmd_alloc(c);
-	if (!cmd)
-		return -ENOMEM;
-	cmd->iflags = bhs[1];
-	cmd->itt = get_be32(bhs + ISCSI_OFF_ITT);
-	cmd->edtl = get_be32(bhs + ISCSI_CMD_OFF_EDTL);
-	cmd->cmdsn = get_be32(bhs + ISCSI_CMD_OFF_CMDSN);
-	memcpy(&cmd->lun_raw, bhs + ISCSI_OFF_LUN, 8);
-	memcpy(cmd->cdb, bhs + ISCSI_CMD_OFF_CDB, 16);
-	cmd->status = SCSI_STATUS_GOOD;
-	if (cmd_find(c, cmd->itt)) {
-		/* task tag in use: protocol violation */
-		cmd_put(cmd);
-		return -EPROTO;
-	}
-	cmd->hnext = c->hash[cmd->itt % ISCSI_CMD_HASH];
-	c->hash[cmd->itt % ISCSI_CMD_HASH] = cmd;
-	cmd->anext = &c->active;
-	cmd->aprev = c->active.aprev;
-	c->active.aprev->anext = cmd;
-	c->active.aprev = cmd;
-	cmd->hashed = true;
-	cmd->lun = lun_lookup(c, bhs + ISCSI_OFF_LUN);
-	cmd->scsi_len = scsi_cdb_xfer_len(cmd->cdb, cmd->lun ? cmd->lun->bs : 512, &is_write_cdb);
-
-	if (!(cmd->iflags & ISCSI_CMD_W) || cmd->edtl == 0) {
-		if (dsl)
-			return -EPROTO;
-		cmd_start_exec(cmd);
-		return 0;
-	}
-	if (dsl > cmd->edtl || (dsl && !c->p.immediate_data) || dsl > c->p.first_burst)
-		return -EPROTO;
-	if (cmd->edtl > ISCSI_MAX_XFER) {
-		scsi_set_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_CDB);
-		cmd_complete(cmd);
-		return 0;
-	}
-	if (cmd_buf_reserve(cmd, cmd->edtl)) {
-		cmd->status = SCSI_STATUS_TASK_SET_FULL;
-		cmd_complete(cmd);
-		return 0;
-	}
-	if (dsl)
-		memcpy(cmd->buf, data, dsl);
-	cmd->received = dsl;
-	cmd->state = CMD_DATA_OUT;
-	if (!(cmd->iflags & ISCSI_BHS_F) && !c->p.initial_r2t) {
-		uint32_t fb = TS_MIN(c->p.first_burst, cmd->edtl);
-		cmd->unsol_left = fb > dsl ? fb - dsl : 0;
-		if (!cmd->unsol_left)
-			return -EPROTO;
-	}
-	if (cmd->received == cmd->edtl)
-		cmd_start_exec(cmd);
-	else if (!cmd->unsol_left)
-		send_r2t(cmd);
-	return 0;
-}
-
-static int handle_data_out(struct conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dsl)
-{
-	struct cmd *cmd = cmd_find(c, get_be32(bhs + ISCSI_OFF_ITT));
-	uint32_t ttt = get_be32(bhs + ISCSI_DATA_OFF_TTT);
-	uint32_t off = get_be32(bhs + ISCSI_DATA_OFF_BUFOFF);
-	uint32_t sn = get_be32(bhs + ISCSI_DATA_OFF_DATASN);
-	bool final = bhs[1] & ISCSI_BHS_F;
-
-	if (!cmd || cmd->state != CMD_DATA_OUT)
-		return 0; /* data for a command already answered or aborted: drop it */
-	if (sn != cmd->datasn_exp) {
-		/* out-of-order DataSN: fail the task, keep the connection (ERL 0 cannot recover it) */
-		cmd->state = CMD_EXEC;
-		scsi_set_sense(cmd, SK_ABORTED_COMMAND, 0x4b00); /* DATA PHASE ERROR */
-		cmd_complete(cmd);
-		return 0;
-	}
-	if (off != cmd->received || off + dsl > cmd->edtl)
-		return -EPROTO;
-	if (ttt == ISCSI_RSVD_TAG) {
-		if (dsl > cmd->unsol_left)
-			return -EPROTO;
-		cmd->unsol_left -= dsl;
-		if (final != (cmd->unsol_left == 0))
-			return -EPROTO;
-	} else {
-		if (ttt != cmd->ttt || cmd->unsol_left || off + dsl > cmd->r2t_off + cmd->r2t_len)
-			return -EPROTO;
-		if (final != (off + dsl == cmd->r2t_off + cmd->r2t_len))
-			return -EPROTO;
-	}
-	if (dsl)
-		memcpy(cmd->buf + off, data, dsl);
-	cmd->received += dsl;
-	cmd->datasn_exp++;
-	if (!final)
-		return 0;
-	cmd->datasn_exp = 0;
-	if (cmd->received == cmd->edtl)
-		cmd_start_exec(cmd);
-	else
-		send_r2t(cmd);
-	return 0;
-}
-
-static int handle_nop_out(struct conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dsl)
-{
-	uint32_t itt = get_be32(bhs + ISCSI_OFF_ITT);
-	if (itt != ISCSI_RSVD_TAG && !cmdsn_check(c, bhs))
-		return 0;
-	if (itt == ISCSI_RSVD_TAG)
-		return 0; /* answer to a ping of ours (we send none) */
-	struct txpdu *t = tx_alloc(c);
-	if (!t)
-		return -ENOMEM;
-	t->hdr[0] = ISCSI_OP_NOP_IN;
-	t->hdr[1] = ISCSI_BHS_F;
-	memcpy(t->hdr + ISCSI_OFF_LUN, bhs + ISCSI_OFF_LUN, 8);
-	put_be32(t->hdr + ISCSI_OFF_ITT, itt);
-	put_be32(t->hdr + ISCSI_DATA_OFF_TTT, ISCSI_RSVD_TAG);
-	conn_fill_sn(c, t->hdr, true);
-	if (dsl) {
-		uint32_t n = TS_MIN(dsl, c->p.max_send_dsl);
-		t->owned = ts_malloc(n);
-		if (!t->owned) {
-			tx_release(c->loop, t);
-			return -ENOMEM;
-		}
-		memcpy(t->owned, data, n);
-		tx_set_data(c, t, t->owned, n);
-	}
-	tx_queue(c, t);
-	return 0;
-}
-
-static void abort_cmd(struct cmd *cmd)
-{
-	if (cmd->state == CMD_DONE || cmd->aborted)
-		return;
-	cmd->aborted = true;
-	cmd_unhash(cmd);
-	if (cmd->state == CMD_DATA_OUT || cmd->state == CMD_NEW) {
-		cmd->state = CMD_DONE;
-		cmd_put(cmd);
-	}
-	/* CMD_EXEC: the continuation sees aborted and drops it */
-}
-
-static int handle_tmf(struct conn *c, const uint8_t *bhs)
-{
-	uint8_t fn = bhs[1] & ISCSI_TMF_FUNC_MASK;
-	uint8_t rsp = ISCSI_TMF_RSP_COMPLETE;
-	struct lun *l = NULL;
-
-	if (c->sess->discovery)
-		return -EPROTO;
-	if (!cmdsn_check(c, bhs))
-		return 0;
-	switch (fn) {
-	case ISCSI_TMF_ABORT_TASK: {
-		struct cmd *cmd = cmd_find(c, get_be32(bhs + ISCSI_TMF_OFF_RTT));
-		if (cmd)
-			abort_cmd(cmd);
-		else
-			rsp = ISCSI_TMF_RSP_NO_TASK;
-		break;
-	}
-	case ISCSI_TMF_ABORT_TASK_SET:
-	case ISCSI_TMF_CLEAR_TASK_SET:
-	case ISCSI_TMF_LUN_RESET:
-		l = lun_lookup(c, bhs + ISCSI_OFF_LUN);
-		if (!l) {
-			rsp = ISCSI_TMF_RSP_NO_LUN;
-			break;
-		}
-		for (struct cmd *cmd = c->active.anext, *n; cmd != &c->active; cmd = n) {
-			n = cmd->anext;
-			if (cmd->lun == l)
-				abort_cmd(cmd);
-		}
-		if (fn == ISCSI_TMF_LUN_RESET)
-			scsi_lun_reset(l, NULL); /* every nexus, the issuer too (SAM-5) */
-		lun_put(l);
-		break;
-	case ISCSI_TMF_TARGET_WARM_RESET:
-	case ISCSI_TMF_TARGET_COLD_RESET: {
-		for (struct cmd *cmd = c->active.anext, *n; cmd != &c->active; cmd = n) {
-			n = cmd->anext;
-			abort_cmd(cmd);
-		}
-		for (uint16_t i = 0; i < ISCSI_MAX_LUNS; i++) {
-			uint8_t raw[8] = { (uint8_t)(i >> 8), (uint8_t)i };
-			l = lun_lookup(c, raw);
-			if (l) {
-				scsi_lun_reset(l, c->sess->nexus[i]);
-				lun_put(l);
-			}
-		}
-		break;
-	}
-	case ISCSI_TMF_CLEAR_ACA:
-		break;
-	default:
-		rsp = ISCSI_TMF_RSP_NOT_SUPPORTED;
-		break;
-	}
-	struct txpdu *t = tx_alloc(c);
-	if (!t)
-		return -ENOMEM;
-	t->hdr[0] = ISCSI_OP_TMF_RSP;
-	t->hdr[1] = ISCSI_BHS_F;
-	t->hdr[2] = rsp;
-	put_be32(t->hdr + ISCSI_OFF_ITT, get_be32(bhs + ISCSI_OFF_ITT));
-	conn_fill_sn(c, t->hdr, true);
-	tx_queue(c, t);
-	if (fn == ISCSI_TMF_TARGET_COLD_RESET) {
-		conn_flush(c);
-		return -ECONNRESET;
-	}
-	return 0;
-}
-
-static int handle_logout(struct conn *c, const uint8_t *bhs)
-{
-	uint8_t reason = bhs[1] & ISCSI_LOGOUT_REASON_MASK;
-	cmdsn_check(c, bhs);
-	struct txpdu *t = tx_alloc(c);
-	if (!t)
-		return -ENOMEM;
-	t->hdr[0] = ISCSI_OP_LOGOUT_RSP;
-	t->hdr[1] = ISCSI_BHS_F;
-	t->hdr[2] = reason <= ISCSI_LOGOUT_CLOSE_CONN ? 0 : 2; /* 2: recovery not supported */
-	put_be32(t->hdr + ISCSI_OFF_ITT, get_be32(bhs + ISCSI_OFF_ITT));
-	conn_fill_sn(c, t->hdr, true);
-	tx_queue(c, t);
-	conn_flush(c);
-	if (reason <= ISCSI_LOGOUT_CLOSE_CONN) {
-		shutdown(c->fd, SHUT_WR);
-		return -ECONNRESET;
-	}
-	return 0;
-}
-
-static int dispatch_full(struct conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dsl)
-{
-	switch (iscsi_bhs_op(bhs)) {
-	case ISCSI_OP_SCSI_CMD:
-		return handle_scsi_cmd(c, bhs, data, dsl);
-	case ISCSI_OP_DATA_OUT:
-		return handle_data_out(c, bhs, data, dsl);
-	case ISCSI_OP_NOP_OUT:
-		return handle_nop_out(c, bhs, data, dsl);
-	case ISCSI_OP_TMF_REQ:
-		return handle_tmf(c, bhs);
-	case ISCSI_OP_LOGOUT_REQ:
-		return handle_logout(c, bhs);
-	case ISCSI_OP_TEXT_REQ:
-		if (!cmdsn_check(c, bhs))
-			return 0;
-		return text_handle(c, bhs, data, dsl);
-	case ISCSI_OP_SNACK_REQ:
-		send_reject(c, ISCSI_REJECT_SNACK, bhs);
-		return 0;
-	case ISCSI_OP_LOGIN_REQ:
-		return -EPROTO;
-	default:
-		send_reject(c, ISCSI_REJECT_NOT_SUPPORTED, bhs);
-		return 0;
-	}
-}
 
 /* ------------------------------------------------------------------ */
 /* receive                                                             */
@@ -1244,7 +566,7 @@ static void session_end(struct conn *c)
 	c->sess = NULL;
 }
 
-static void conn_close(struct conn *c)
+void conn_close(struct conn *c)
 {
 	if (c->state == CONN_DEAD)
 		return;

@@ -202,7 +202,53 @@ struct ts_iscsi_server {
 	uint16_t next_tsih;
 };
 
-/* ---- scsi.c ---- */
+/* ---- scsi.c, sbc.c, spc.c, spc_pr.c: SCSI command execution ---- */
+#define MAX_WS_BLOCKS (1u << 22)       /* WRITE SAME / UNMAP per command */
+#define MAX_UNMAP_DESC 64u
+#define MAX_UNMAP_BLOCKS (1u << 20)
+#define MAX_CAW_BLOCKS 255u
+#define WS_CHUNK (1u << 20)
+
+/** A decoded READ/WRITE-family CDB. */
+struct rw {
+	uint64_t lba;
+	uint32_t nb;
+	uint8_t flags; /* cdb[1] */
+};
+
+/* scsi.c: shared by the command sets */
+void scsi_set_sense_info(struct cmd *c, uint8_t key, uint16_t asc, bool has_info, uint64_t info);
+void scsi_fail(struct cmd *c, uint8_t key, uint16_t asc);
+void scsi_io_sense(struct cmd *c, int err, bool write);
+void scsi_good(struct cmd *c);
+void scsi_send_data(struct cmd *c, uint32_t len, uint32_t alloc);
+void scsi_ua_all(struct lun *l, struct nexus *except, uint32_t bit);
+void scsi_ua_port(struct lun *l, const char *port, uint32_t bit);
+uint16_t scsi_ua_asc(uint32_t bit);
+/* sbc.c: block commands */
+bool sbc_check_range(struct cmd *c, uint64_t lba, uint64_t nb);
+void sbc_exec_read(struct cmd *c, struct rw *rw);
+void sbc_exec_write(struct cmd *c, struct rw *rw);
+void sbc_exec_verify(struct cmd *c, struct rw *rw);
+void sbc_exec_caw(struct cmd *c, struct rw *rw);
+void sbc_exec_write_same(struct cmd *c, struct rw *rw);
+void sbc_exec_unmap(struct cmd *c);
+void sbc_flush_done(struct cmd *c, int st);
+void sbc_exec_read_capacity(struct cmd *c, bool sixteen);
+void sbc_exec_get_lba_status(struct cmd *c);
+/* spc.c: primary commands */
+void spc_exec_inquiry(struct cmd *c);
+void spc_exec_mode_sense(struct cmd *c);
+void spc_exec_mode_select(struct cmd *c, struct nexus *nx);
+void spc_exec_report_luns(struct cmd *c);
+void spc_exec_request_sense(struct cmd *c, struct nexus *nx);
+void spc_exec_rsoc(struct cmd *c);
+/* spc_pr.c: reservations; pr_res_conflict() is called under lun->lock */
+bool pr_res_conflict(struct cmd *c);
+void pr_exec_out(struct cmd *c, struct nexus *nx);
+void pr_exec_in(struct cmd *c);
+void pr_exec_reserve(struct cmd *c, bool reserve);
+/* ---- scsi.c (entry points) ---- */
 /** Execute a SCSI command whose data-out (if any) is complete. Ends with cmd_complete(). */
 void scsi_exec(struct cmd *c);
 /** Build sense data in c (fixed or descriptor format per the LUN's D_SENSE). */
@@ -297,5 +343,16 @@ void tx_set_data(struct conn *c, struct txpdu *t, const uint8_t *data, uint32_t 
 void conn_fill_sn(struct conn *c, uint8_t *hdr, bool advance_statsn);
 void login_release(struct login *lg);
 void target_put(struct target *t);
+
+/* ---- conn.c, used by task.c: pools, transmit, connection end ---- */
+struct cmd *cmd_alloc(struct conn *c);
+void cmd_unhash(struct cmd *cmd);
+void cmd_put(struct cmd *cmd);
+void tx_release(struct loop *lp, struct txpdu *t);
+int conn_flush(struct conn *c);
+void conn_close(struct conn *c);
+/* ---- task.c, used by conn.c: full-feature PDUs ---- */
+void abort_cmd(struct cmd *cmd);
+int dispatch_full(struct conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dsl);
 
 #endif /* TS_ISCSI_PRIV_H */

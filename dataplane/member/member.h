@@ -30,6 +30,7 @@
 #ifndef TS_MEMBER_H
 #define TS_MEMBER_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 enum ts_member_op {
@@ -109,5 +110,94 @@ int ts_member_submit(struct ts_member *m, struct ts_member_io *io);
  */
 int ts_member_rw_sync(struct ts_member *m, enum ts_member_op op, uint32_t flags,
 		      uint64_t offset, uint64_t len, void *buf);
+
+/* ---- submit and wait ---- */
+
+/**
+ * A one-shot completion to wait on, for any asynchronous call whose callback
+ * is `void (*)(void *arg, int status)` with the contract "returns 0 and the
+ * callback fires exactly once, or returns <0 and it never fires" (member IO
+ * through ts_member_rw_sync(), ts_agrp_cb, ts_volume_cb, ...). Owned by the
+ * waiting thread, usually on its stack; initialise with TS_MEMBER_WAITER_INIT:
+ *
+ *     struct ts_member_waiter w = TS_MEMBER_WAITER_INIT;
+ *     return ts_member_wait(&w, ts_agrp_flush(g, ts_member_wake, &w));
+ */
+struct ts_member_waiter {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int done;
+	int status;
+};
+
+#define TS_MEMBER_WAITER_INIT { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 }
+
+/**
+ * The callback to hand to the asynchronous call, with \p arg the waiter:
+ * records \p status and wakes the waiting thread. Any thread; takes only the
+ * waiter's lock. Must fire at most once per waiter.
+ */
+void ts_member_wake(void *arg, int status);
+
+/**
+ * Wait for the submission whose return code is \p submit_rc: if it is 0,
+ * block until ts_member_wake() fired and return the status it got; otherwise
+ * return \p submit_rc at once (the callback never fires). In both cases the
+ * waiter is spent (its lock and condition destroyed) when this returns.
+ * Must not be called from a context the callback needs to make progress
+ * (e.g. a provider's completion thread).
+ */
+int ts_member_wait(struct ts_member_waiter *w, int submit_rc);
+
+/* ---- fan-out: one request to several members ---- */
+
+/**
+ * A set of member IOs submitted together and waited for together (a write
+ * to every live member, a stripe read from k of them). Owned by the
+ * submitting thread, usually on its stack, with one struct
+ * ts_member_fanout_io per IO that outlives the wait:
+ *
+ *     ts_member_fanout_init(&f);
+ *     for each member i: x[i].io = (struct ts_member_io){ .op = ..., ... };
+ *                        ts_member_fanout_add(&f, &x[i], member[i]);
+ *     first_error = ts_member_fanout_wait(&f);
+ *     then look at x[i].status for each IO.
+ */
+struct ts_member_fanout {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned pending; /**< submitted, not yet completed */
+	int status;       /**< first error recorded (completion or submission order), or 0 */
+};
+
+/** One IO of a fan-out. The caller fills io.op/flags/offset/len/buf; add() sets the rest. */
+struct ts_member_fanout_io {
+	struct ts_member_io io;
+	struct ts_member_fanout *f;
+	int status; /**< the IO's status (or its submission error) once wait() returned */
+};
+
+/** Start an empty fan-out. */
+void ts_member_fanout_init(struct ts_member_fanout *f);
+
+/**
+ * Submit \p x->io to \p m as part of \p f (io.cb and io.cb_arg are set
+ * here). Returns 0, and the IO's completion is counted and its status lands
+ * in x->status; or the submission error (x->status is set to it, and it
+ * counts as the fan-out's error if it is the first): nothing is in flight
+ * for \p x then. \p x and the IO's buffer must stay valid until
+ * ts_member_fanout_wait() returns. Any thread may complete the IO.
+ */
+int ts_member_fanout_add(struct ts_member_fanout *f, struct ts_member_fanout_io *x,
+			 struct ts_member *m);
+
+/**
+ * Wait until every IO added to \p f has completed. Returns 0 if all
+ * succeeded, else the first error recorded (first in completion order;
+ * a submission error counts when add() returned it). The fan-out is spent
+ * (lock and condition destroyed); ts_member_fanout_init() starts it again.
+ * Must not be called from a provider's completion context.
+ */
+int ts_member_fanout_wait(struct ts_member_fanout *f);
 
 #endif /* TS_MEMBER_H */

@@ -306,25 +306,6 @@ static int hdr_decode(const struct ts_replog *rl, const uint8_t *blk, uint64_t e
 	return 0;
 }
 
-struct wio {
-	struct ts_member_io io;
-	pthread_mutex_t *lock;
-	pthread_cond_t *cond;
-	unsigned *left;
-	int status;
-};
-
-static void wio_done(struct ts_member_io *io, int status)
-{
-	struct wio *w = io->cb_arg;
-
-	pthread_mutex_lock(w->lock);
-	w->status = status;
-	if (--*w->left == 0)
-		pthread_cond_broadcast(w->cond);
-	pthread_mutex_unlock(w->lock);
-}
-
 /*
  * Write \p rec (header + data, \p bytes) at \p pos on every journal in
  * \p targets at once, FUA. Returns the mask of journals that took it.
@@ -332,34 +313,20 @@ static void wio_done(struct ts_member_io *io, int status)
 static uint64_t write_everywhere(struct ts_replog *rl, uint64_t targets, uint64_t pos, void *rec,
 				 uint64_t bytes)
 {
-	struct wio w[TS_REPLOG_MAX_JOURNALS];
-	pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-	pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
-	unsigned left = 1;
+	struct ts_member_fanout_io w[TS_REPLOG_MAX_JOURNALS];
+	struct ts_member_fanout f;
 	uint64_t ok = 0;
 
+	ts_member_fanout_init(&f);
 	for (unsigned i = 0; i < rl->o.njournals; i++) {
 		if (!(targets & (1ull << i)))
 			continue;
-		w[i] = (struct wio){ .lock = &lock, .cond = &cond, .left = &left, .status = 1 };
 		w[i].io = (struct ts_member_io){ .op = TS_MEMBER_WRITE, .flags = TS_MEMBER_FUA,
-						 .offset = pos, .len = bytes, .buf = rec,
-						 .cb = wio_done, .cb_arg = &w[i] };
-		pthread_mutex_lock(&lock);
-		left++;
-		pthread_mutex_unlock(&lock);
-		if (ts_member_submit(rl->j[i], &w[i].io)) {
-			pthread_mutex_lock(&lock);
-			left--;
+						 .offset = pos, .len = bytes, .buf = rec };
+		if (ts_member_fanout_add(&f, &w[i], rl->j[i]))
 			w[i].status = -EIO;
-			pthread_mutex_unlock(&lock);
-		}
 	}
-	pthread_mutex_lock(&lock);
-	left--;
-	while (left)
-		pthread_cond_wait(&cond, &lock);
-	pthread_mutex_unlock(&lock);
+	ts_member_fanout_wait(&f);
 	for (unsigned i = 0; i < rl->o.njournals; i++) {
 		if (!(targets & (1ull << i)))
 			continue;
@@ -370,8 +337,6 @@ static uint64_t write_everywhere(struct ts_replog *rl, uint64_t targets, uint64_
 			       ts_member_info(rl->j[i])->name, ts_strerror(w[i].status));
 		}
 	}
-	pthread_cond_destroy(&cond);
-	pthread_mutex_destroy(&lock);
 	return ok;
 }
 

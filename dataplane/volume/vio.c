@@ -9,7 +9,7 @@
  * allocates a fresh block, writes it, and only when the data write has
  * completed installs the mapping (head map + index) and appends an R_MAP
  * record, so readers never see a block before its data and the log never
- * names a block before its data (see vpool.c). Everything a completion needs
+ * names a block before its data (see vpool_log.c). Everything a completion needs
  * (record bytes, radix paths, a pending-list slot) is reserved at submit, so a
  * completion cannot fail. The pool mutex is held only to look up, allocate and
  * install, never across ts_member_submit().
@@ -20,8 +20,6 @@
 
 #include "dataplane/common/ts_common.h"
 #include "dataplane/volume/vpool_int.h"
-
-#define BS TS_VOLUME_BLOCK
 
 struct vgrain {
 	uint64_t grain, pba;
@@ -426,63 +424,30 @@ uint64_t ts_volume_size(struct ts_volume *h)
 
 /* ------------------------------------------------------------- sync */
 
-struct waiter {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	int done, status;
-};
-
-static void wake(void *arg, int status)
-{
-	struct waiter *w = arg;
-
-	pthread_mutex_lock(&w->lock);
-	w->status = status;
-	w->done = 1;
-	pthread_cond_signal(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-}
-
-static int wait_for(struct waiter *w, int rc)
-{
-	if (rc == 0) {
-		pthread_mutex_lock(&w->lock);
-		while (!w->done)
-			pthread_cond_wait(&w->cond, &w->lock);
-		pthread_mutex_unlock(&w->lock);
-		rc = w->status;
-	}
-	pthread_mutex_destroy(&w->lock);
-	pthread_cond_destroy(&w->cond);
-	return rc;
-}
-
-#define WAITER { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 }
-
 int ts_volume_read_sync(struct ts_volume *h, uint64_t off, uint64_t len, void *buf)
 {
-	struct waiter w = WAITER;
+	struct ts_member_waiter w = TS_MEMBER_WAITER_INIT;
 
-	return wait_for(&w, ts_volume_read(h, off, len, buf, wake, &w));
+	return ts_member_wait(&w, ts_volume_read(h, off, len, buf, ts_member_wake, &w));
 }
 
 int ts_volume_write_sync(struct ts_volume *h, uint64_t off, uint64_t len, const void *buf)
 {
-	struct waiter w = WAITER;
+	struct ts_member_waiter w = TS_MEMBER_WAITER_INIT;
 
-	return wait_for(&w, ts_volume_write(h, off, len, buf, wake, &w));
+	return ts_member_wait(&w, ts_volume_write(h, off, len, buf, ts_member_wake, &w));
 }
 
 int ts_volume_unmap_sync(struct ts_volume *h, uint64_t off, uint64_t len)
 {
-	struct waiter w = WAITER;
+	struct ts_member_waiter w = TS_MEMBER_WAITER_INIT;
 
-	return wait_for(&w, ts_volume_unmap(h, off, len, wake, &w));
+	return ts_member_wait(&w, ts_volume_unmap(h, off, len, ts_member_wake, &w));
 }
 
 int ts_volume_flush_sync(struct ts_volume *h)
 {
-	struct waiter w = WAITER;
+	struct ts_member_waiter w = TS_MEMBER_WAITER_INIT;
 
-	return wait_for(&w, ts_volume_flush(h, wake, &w));
+	return ts_member_wait(&w, ts_volume_flush(h, ts_member_wake, &w));
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Private to dataplane/volume: the pool's in-memory state, shared by the
- * metadata code (vpool.c) and the IO path (vio.c). */
+ * tree and records (vpool.c), the log and checkpoints (vpool_log.c), the
+ * metadata operations (vpool_meta.c) and the IO path (vio.c). */
 #ifndef TS_VOLUME_VPOOL_INT_H
 #define TS_VOLUME_VPOOL_INT_H
 
@@ -108,7 +109,27 @@ struct r_map {
 #define R_HDR 4u
 #define R_MAP_SIZE (R_HDR + sizeof(struct r_map))
 
-/* vpool.c, all called with p->mu held */
+#define BS TS_VOLUME_BLOCK
+
+/* record payloads (R_LAYER_*, R_VOL_*, R_MAP_RUN) */
+struct r_layer {
+	uint64_t id, parent, vol, size, ctime;
+	uint32_t flags, pad;
+	char name[TS_VOLUME_NAME_MAX];
+};
+
+struct r_vol {
+	uint64_t id, head, size, ctime;
+	char name[TS_VOLUME_NAME_MAX];
+};
+
+struct r_run {
+	uint64_t layer, start;
+	uint32_t n, pad;
+};
+
+/* vpool.c (records, allocator) and vpool_log.c (vp_commit), called with p->mu held
+ * (vp_commit() without it) */
 int vp_rec_reserve(struct ts_vpool *p, size_t bytes);
 void vp_rec_put_reserved(struct ts_vpool *p, unsigned type, const void *payload, size_t len);
 void vp_rec_unreserve(struct ts_vpool *p, size_t bytes);
@@ -118,6 +139,27 @@ int vp_pending_reserve(struct ts_vpool *p, size_t n);
 void vp_free_later(struct ts_vpool *p, uint64_t pba);
 uint64_t vp_resolve(const struct layer *l, uint64_t grain);
 int vp_commit(struct ts_vpool *p);
+/* vpool.c: tree lookups, tables, apply (p->mu held) */
+struct layer *vp_layer_find(const struct ts_vpool *p, uint64_t id);
+size_t vp_vol_pos(const struct ts_vpool *p, uint64_t id);
+struct vol *vp_vol_find(const struct ts_vpool *p, uint64_t id);
+size_t vp_layer_pos(const struct ts_vpool *p, uint64_t id);
+int vp_grow(void **arr, size_t *cap, size_t need, size_t elem);
+int vp_bit_test_set(struct ts_vpool *p, uint64_t pba);
+void vp_release_pending(struct ts_vpool *p, size_t n);
+void vp_layer_free(struct layer *l);
+int vp_apply_layer_new(struct ts_vpool *p, const struct r_layer *r, struct layer *pre);
+int vp_apply_layer_set(struct ts_vpool *p, const struct r_layer *r);
+void vp_layer_unlink(struct ts_vpool *p, struct layer *l);
+int vp_apply_layer_remove(struct ts_vpool *p, uint64_t id);
+int vp_apply_vol_new(struct ts_vpool *p, const struct r_vol *r, struct vol *pre);
+int vp_apply_vol_set(struct ts_vpool *p, const struct r_vol *r);
+int vp_apply_vol_del(struct ts_vpool *p, uint64_t id);
+int vp_apply_stream(struct ts_vpool *p, const uint8_t *b, size_t len);
+/* vpool_log.c: records of the tree's objects, index rebuild */
+void vp_layer_rec(const struct layer *l, struct r_layer *r);
+void vp_vol_rec(const struct vol *v, struct r_vol *r);
+int vp_build_index(const struct layer *top, struct rmap *out);
 
 /* vio.c: submit IOs held during a quiesce (no lock held) */
 void vio_resubmit(struct vdefer *list);

@@ -22,7 +22,7 @@
 #include "programs/stack.h"
 #include "dataplane/common/ts_common.h"
 #include "dataplane/volume/volume.h"
-#include "unit/dataplane/volume/testmember.h"
+#include "unit/support/member/test_member.h"
 
 #define DEV_SIZE (64ull << 20)
 
@@ -158,7 +158,7 @@ Test(csi_stack, serves_and_formats_only_a_device_without_a_pool)
 	struct ts_member *dev = NULL, *blank = NULL;
 	struct ts_stack *s = NULL;
 	struct ts_vpool *vp;
-	struct tm_ram *ram;
+	struct tmem *ram;
 	uint64_t vol;
 	uint8_t *b0 = ts_aligned_alloc(4096, 4096), zero[4096] = { 0 };
 	struct env e;

@@ -13,8 +13,13 @@
  * Invariant checked: no crash, no leak, no hang, whatever the bytes.
  */
 #include "dataplane/iscsi/conn.c"
+#include "dataplane/iscsi/target.c"
+#include "dataplane/iscsi/task.c"
 #include "dataplane/iscsi/login.c"
 #include "dataplane/iscsi/scsi.c"
+#include "dataplane/iscsi/sbc.c"
+#include "dataplane/iscsi/spc.c"
+#include "dataplane/iscsi/spc_pr.c"
 #include "dataplane/iscsi/lun_file.c"
 
 #define FUZZ_IQN "iqn.2026-01.io.tessera:fuzz"

@@ -17,7 +17,7 @@
 
 #include "dataplane/agrp/agrp.h"
 #include "dataplane/common/ts_common.h"
-#include "unit/dataplane/agrp/test_member.h"
+#include "unit/support/member/test_member.h"
 
 #define BS 4096u
 #define MSIZE (3u * 1024 * 1024)

@@ -9,11 +9,12 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dataplane/agrp/agrp.h"
 #include "dataplane/agrp/agrp_priv.h"
 #include "dataplane/common/ts_common.h"
-#include "unit/dataplane/agrp/test_member.h"
+#include "unit/support/member/test_member.h"
 
 #define BS 4096u
 #define MSIZE (2u * 1024 * 1024) /* 1 MiB superblock area + bitmaps + ~60 chunks of 16 KiB */
@@ -633,4 +634,97 @@ Test(agrp, allocation_failures)
 	for (unsigned i = 0; i < 6; i++)
 		ts_member_destroy(mem[i]);
 	free(buf);
+}
+
+/* ---- the group as a block device ---- */
+
+struct dev_owner {
+	struct ts_agrp *g;
+	int refuse, fallback_calls;
+	_Atomic int inflight, entered;
+};
+
+static struct ts_agrp *owner_enter(void *ctx)
+{
+	struct dev_owner *o = ctx;
+
+	o->inflight++;
+	o->entered++;
+	return o->refuse ? NULL : o->g;
+}
+
+static void owner_leave(void *ctx)
+{
+	((struct dev_owner *)ctx)->inflight--;
+}
+
+/* leave runs after the callback returned, on the group's worker: poll */
+static int drained(struct dev_owner *o)
+{
+	for (int i = 0; i < 5000 && o->inflight; i++)
+		usleep(1000);
+	return o->inflight == 0;
+}
+
+static int owner_fallback(void *ctx, uint64_t off, uint64_t len, void *buf)
+{
+	struct dev_owner *o = ctx;
+
+	(void)off;
+	o->fallback_calls++;
+	memset(buf, 0x5a, len);
+	return 0;
+}
+
+Test(agrp_device, fua_write_then_flush_and_owner_hooks)
+{
+	static const uint8_t uuid[16] = { 1, 2, 3 };
+	struct fixture f;
+	struct dev_owner own = { 0 };
+	struct ts_agrp_device_opts o = { .name = "dev0", .uuid = uuid, .ctx = &own,
+					 .enter = owner_enter, .leave = owner_leave,
+					 .read_fallback = owner_fallback };
+	struct ts_member *dev;
+	uint8_t buf[4 * BS], back[4 * BS];
+
+	fx_create(&f, 4, 2, 16384, MSIZE);
+	own.g = f.g;
+	cr_assert_eq(ts_agrp_device_create(NULL, &o, &dev), -EINVAL);
+	cr_assert_eq(ts_agrp_device_create(f.g, &o, &dev), 0);
+	cr_assert_eq(ts_member_info(dev)->size, f.size);
+	cr_assert_eq(ts_member_info(dev)->block_size, BS);
+	cr_assert_str_eq(ts_member_info(dev)->name, "dev0");
+	cr_assert_arr_eq(ts_member_info(dev)->uuid, uuid, 16);
+
+	fill_rand(buf, sizeof(buf));
+	for (unsigned i = 0; i < f.n; i++)
+		tm_reset_counters(f.tm[i]);
+	cr_assert_eq(ts_member_rw_sync(dev, TS_MEMBER_WRITE, TS_MEMBER_FUA, BS, sizeof(buf), buf), 0);
+	cr_assert_eq(ts_member_rw_sync(dev, TS_MEMBER_READ, 0, BS, sizeof(back), back), 0);
+	cr_assert_arr_eq(buf, back, sizeof(buf));
+	cr_assert_eq(ts_member_rw_sync(dev, TS_MEMBER_FLUSH, 0, 0, 0, NULL), 0);
+	cr_assert_eq(ts_member_rw_sync(dev, TS_MEMBER_UNMAP, 0, 0, BS, NULL), -EOPNOTSUPP);
+	cr_assert_eq(own.entered, 4);
+	cr_assert(drained(&own));
+
+	own.refuse = 1; /* the owner is swapping the group: refused, still balanced */
+	cr_assert_eq(ts_member_rw_sync(dev, TS_MEMBER_READ, 0, 0, BS, back), TS_ERR_DEGRADED);
+	cr_assert_eq(own.inflight, 0);
+	own.refuse = 0;
+
+	/* more than m members out: the owner's fallback serves the read */
+	for (unsigned i = 0; i < 3; i++)
+		tm_set_mode(f.tm[i], TM_MISSING);
+	cr_assert_eq(ts_member_rw_sync(dev, TS_MEMBER_READ, 0, 0, BS, back), 0);
+	cr_assert_eq(own.fallback_calls, 1);
+	cr_assert_eq(back[0], 0x5a);
+	cr_assert(drained(&own));
+	ts_agrp_device_destroy(dev);
+	ts_agrp_device_destroy(NULL);
+
+	/* no opts: the group itself, default name */
+	cr_assert_eq(ts_agrp_device_create(f.g, NULL, &dev), 0);
+	cr_assert_str_eq(ts_member_info(dev)->name, "agrp");
+	ts_agrp_device_destroy(dev);
+	fx_destroy(&f);
 }

@@ -16,7 +16,7 @@
 #include "dataplane/common/ts_common.h"
 #include "dataplane/volume/rmap.h"
 #include "dataplane/volume/volume.h"
-#include "unit/dataplane/volume/testmember.h"
+#include "unit/support/member/test_member.h"
 
 #define BS TS_VOLUME_BLOCK
 
@@ -184,7 +184,7 @@ static void roundtrip(struct ts_member *m)
 Test(volume, roundtrip_ram_512_and_reload)
 {
 	struct ts_member *m;
-	struct tm_ram *r;
+	struct tmem *r;
 
 	cr_assert_eq(tm_ram_create(32ull << 20, 512, 0, &m, &r), 0);
 	roundtrip(m);
@@ -194,7 +194,7 @@ Test(volume, roundtrip_ram_512_and_reload)
 Test(volume, roundtrip_async_member)
 {
 	struct ts_member *m;
-	struct tm_ram *r;
+	struct tmem *r;
 
 	cr_assert_eq(tm_ram_create(32ull << 20, 4096, 1, &m, &r), 0);
 	roundtrip(m);
@@ -218,7 +218,7 @@ Test(volume, roundtrip_file_and_reload)
 Test(volume, open_rejects_foreign_and_small)
 {
 	struct ts_member *m;
-	struct tm_ram *r;
+	struct tmem *r;
 	struct ts_vpool *p;
 
 	cr_assert_eq(tm_ram_create(1ull << 20, 4096, 0, &m, &r), 0);
@@ -272,7 +272,7 @@ static void read_tokens(struct ts_vpool *p, uint64_t vol, uint64_t out[CG])
 Test(volume, crash_at_random_points)
 {
 	struct ts_member *m;
-	struct tm_ram *r;
+	struct tmem *r;
 	struct ts_vpool *p;
 	struct crash_model cm;
 	uint64_t vol, tok = 0, cur[CG], g;
@@ -372,7 +372,7 @@ Test(volume, crash_at_random_points)
 
 struct afenv {
 	struct ts_member *m;
-	struct tm_ram *r;
+	struct tmem *r;
 	struct ts_vpool *p;
 	uint64_t vol, snap, clone;
 };
@@ -484,7 +484,7 @@ Test(volume, allocation_failures_leave_state_and_leak_nothing)
 Test(volume, full_pool_returns_no_space_and_recovers)
 {
 	struct ts_member *m;
-	struct tm_ram *r;
+	struct tmem *r;
 	struct ts_vpool *p;
 	struct ts_volume *v;
 	struct ts_vpool_stats st;
@@ -546,7 +546,7 @@ static void *writer_main(void *arg)
 Test(volume, concurrent_writers_and_snapshots)
 {
 	struct ts_member *m;
-	struct tm_ram *r;
+	struct tmem *r;
 	struct ts_vpool *p;
 	struct writer w[3];
 	pthread_t t[3];
@@ -622,7 +622,7 @@ static void chain_next(void *arg, int status)
 Test(volume, io_from_callbacks_during_snapshots)
 {
 	struct ts_member *m;
-	struct tm_ram *r;
+	struct tmem *r;
 	struct ts_vpool *p;
 	struct chainer c;
 	uint64_t vol, sid, cur[CG], g;

@@ -16,7 +16,7 @@
 
 #include "dataplane/common/ts_common.h"
 #include "snapshots/chain/chain.h"
-#include "unit/dataplane/volume/testmember.h"
+#include "unit/support/member/test_member.h"
 
 #define BS TS_VOLUME_BLOCK
 #define MAXG 512u /* grains per model object (2 MiB) */
@@ -59,7 +59,7 @@ static void stamp(uint8_t *b, uint64_t tok, uint64_t g)
 
 struct env {
 	struct ts_member *m;
-	struct tm_ram *ram;
+	struct tmem *ram;
 	struct ts_vpool *p;
 	struct model md;
 };
