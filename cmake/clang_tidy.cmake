@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # clang-tidy over every project source in ${BUILD}/compile_commands.json whose
 # path is under one of ${DIRS} (relative to ${SRC}); fails on any finding.
-# Run by the `check` target: cmake -DTIDY=.. -DBUILD=.. -DSRC=.. -DDIRS=a;b -P clang_tidy.cmake
+# Run by the `check` target: cmake -DTIDY=.. -DBUILD=.. -DSRC=.. -DDIRS=a,b -P clang_tidy.cmake
+string(REPLACE "," ";" DIRS "${DIRS}")
 file(READ ${BUILD}/compile_commands.json db)
 string(JSON n LENGTH "${db}")
 math(EXPR last "${n} - 1")
