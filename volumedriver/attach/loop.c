@@ -185,7 +185,7 @@ int ts_loop_refresh_fd(int loop_fd, uint64_t *size)
 int ts_loop_attach(const char *path, bool ro, const char *tag, char *dev, size_t dev_len)
 {
 	struct loop_config cfg;
-	int ffd, lfd, n;
+	int ffd, lfd = -1, n;
 
 	ffd = open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	if (ffd < 0)
