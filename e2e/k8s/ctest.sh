@@ -24,7 +24,7 @@ case ${TS_E2E:-auto} in
     for b in $SIDECAR_CMDS; do need+=("$SIDECAR_BIN/$b"); done
     [ "$pods" = 1 ] && need+=("$K8S_BIN"/kubelet "$K8S_BIN"/kube-scheduler)
     for b in "${need[@]}"; do
-      [ -x "$b" ] || skip "binary cache is cold ($b missing; a cold build took ~40 min on this 2-core machine, kubelet + kube-scheduler ~1 min more). Run E2E_PODS=1 e2e/run.sh once, or set TS_E2E=1 (E2E_PODS=0: without the real-Pod tests)."
+      [ -x "$b" ] || skip "binary cache is cold ($b missing; a cold build took ~15 min on a fresh 2-core machine of this kind, 40 min on a loaded one). Run E2E_PODS=1 e2e/run.sh once, or set TS_E2E=1 (E2E_PODS=0: without the real-Pod tests)."
     done ;;
 esac
 [ "$(id -u)" -eq 0 ] || skip "needs root (loop devices, mounts)"
