@@ -66,12 +66,7 @@ tb=$SECONDS
 if [ "${E2E_SKIP_BUILD:-0}" = 1 ]; then
   log "E2E_SKIP_BUILD=1: using the cache as it is"
 else
-  "$here/lib/build.sh" all || setup_fail "building the Kubernetes/CSI binaries"
-fi
-CSIC=$E2E_CACHE/csic-$GO_VERSION_KEY-$(sha256sum "$here/tools/csic/main.go" "$here/tools/csic/go.mod" | sha256sum | cut -c1-12)
-if [ ! -x "$CSIC" ]; then
-  (cd "$here/tools/csic" && GOFLAGS=-mod=mod CGO_ENABLED=0 nice -n 10 go build -o "$CSIC.tmp" . && mv "$CSIC.tmp" "$CSIC") ||
-    setup_fail "building e2e/tools/csic"
+  "$here/lib/build.sh" all || setup_fail "building the Kubernetes/CSI binaries (e2e/lib/build.sh all)"
 fi
 if [ -z "$TESSERA" ]; then
   TESSERA=$repo/build/bin/tessera
@@ -99,12 +94,11 @@ esac
 [ "$PODS" = 1 ] || log "no real node, Pod tests skipped: $PODS_WHY"
 if [ "$PODS" = 1 ]; then
   . "$here/lib/node.sh"
-  REGISTRAR=$E2E_CACHE/registrar-$GO_VERSION_KEY-$(cat "$here/tools/registrar/main.go" "$here/tools/registrar/go.mod" | sha256sum | cut -c1-12)
-  if [ ! -x "$REGISTRAR" ]; then
-    (cd "$here/tools/registrar" && GOFLAGS=-mod=mod CGO_ENABLED=0 nice -n 10 go build -o "$REGISTRAR.tmp" . && mv "$REGISTRAR.tmp" "$REGISTRAR") ||
-      setup_fail "building e2e/tools/registrar"
-  fi
-  for t in kubelet kube-scheduler; do [ -x "$K8S_BIN/$t" ] || setup_fail "no $K8S_BIN/$t (E2E_PODS=1 builds it)"; done
+fi
+# Every artifact this run reads, checked by content (not by a marker).
+if ! E2E_PODS=$PODS "$here/lib/build.sh" check; then
+  [ "${E2E_SKIP_BUILD:-0}" = 1 ] && log "WARNING: E2E_SKIP_BUILD=1 with an incomplete cache (listed above)" ||
+    setup_fail "the binary cache is incomplete (listed above; E2E_PODS=1 e2e/lib/build.sh all rebuilds it)"
 fi
 log "binaries ready in $((SECONDS - tb))s (cache $E2E_CACHE)"
 KAPI=$K8S_BIN/kube-apiserver KCM=$K8S_BIN/kube-controller-manager KUBECTL=$K8S_BIN/kubectl

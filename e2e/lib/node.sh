@@ -69,19 +69,29 @@ node_busybox_rootfs() { # DIR: busybox-static and a link per applet
   echo 'root:x:0:' >"$r/etc/group"
 }
 
+# An image archive is valid when it holds an OCI index naming the image.
+node_image_ok() { # TAR NAME
+  [ -s "$1" ] && tar -xOf "$1" ./index.json 2>/dev/null | grep -q "\"io.containerd.image.name\":\"$2\""
+}
 node_images() { # OUTDIR: pause.tar, busybox.tar (cached by busybox version)
   local out=$1 key
-  key=$(dpkg-query -W -f='${Version}' busybox-static | sha256sum | cut -c1-12)
-  [ -f "$out/done-$key" ] && return 0
+  key=$(dpkg-query -W -f='${Version}' busybox-static | sha256sum | cut -c1-12) || return 1
+  # The key file says which busybox the archives hold; the archives themselves
+  # are checked, so a half-written cache is rebuilt, never trusted.
+  if [ "$(cat "$out/key" 2>/dev/null)" = "$key" ] && node_image_ok "$out/pause.tar" "$NODE_PAUSE_IMAGE" &&
+     node_image_ok "$out/busybox.tar" "$NODE_TEST_IMAGE"; then
+    return 0
+  fi
   mkdir -p "$out" || return 1
-  local w=$out/work; rm -rf "$w"; mkdir -p "$w"
+  local w=$out/work; rm -rf "$w" && mkdir -p "$w" || return 1
   node_busybox_rootfs "$w/rootfs" || return 1
   # The sandbox ("pause") container only has to hold the namespaces open.
   node_oci_layout "$w/pause" "$w/rootfs" "$NODE_PAUSE_IMAGE" '["/bin/sleep","2147483647"]' || return 1
   node_oci_layout "$w/busybox" "$w/rootfs" "$NODE_TEST_IMAGE" '["/bin/sh"]' || return 1
-  tar -C "$w/pause" -cf "$out/pause.tar" . && tar -C "$w/busybox" -cf "$out/busybox.tar" . || return 1
-  rm -rf "$w"
-  touch "$out/done-$key"
+  tar -C "$w/pause" -cf "$w/pause.tar" . && tar -C "$w/busybox" -cf "$w/busybox.tar" . || return 1
+  node_image_ok "$w/pause.tar" "$NODE_PAUSE_IMAGE" && node_image_ok "$w/busybox.tar" "$NODE_TEST_IMAGE" || return 1
+  mv -f "$w/pause.tar" "$out/pause.tar" && mv -f "$w/busybox.tar" "$out/busybox.tar" || return 1
+  rm -rf "$w" "$out"/done-* && echo "$key" >"$out/key"
 }
 
 node_containerd_start() {

@@ -26,7 +26,18 @@ case ":$PATH:" in *:/usr/local/go/bin:*) ;; *) PATH=$PATH:/usr/local/go/bin ;; e
 : "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"
 export PATH HOME
 E2E_CACHE=${E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera-e2e}
-GO_VERSION_KEY=$(go env GOVERSION 2>/dev/null || echo nogo)
+# The go command (the cache test, e2e/lib/build_test.sh, gives a stand-in).
+E2E_GO=${E2E_GO:-go}
+GO_VERSION_KEY=$($E2E_GO env GOVERSION 2>/dev/null || echo nogo)
 K8S_BIN=$E2E_CACHE/k8s-$K8S_VERSION-$GO_VERSION_KEY
 SIDECAR_BIN=$E2E_CACHE/sidecars-p$PROVISIONER_VERSION-s$SNAPSHOTTER_VERSION-r$RESIZER_VERSION-$GO_VERSION_KEY
 HELM_BIN=$E2E_CACHE/helm-$HELM_VERSION-$GO_VERSION_KEY
+# What the e2e reads from the sidecars' entry: the binaries and the snapshot CRDs
+# (config/crd/snapshot.storage.k8s.io_<name>.yaml of the client module).
+SIDECAR_CMDS="csi-provisioner csi-resizer csi-snapshotter snapshot-controller"
+SNAPSHOT_CRDS="volumesnapshotclasses volumesnapshotcontents volumesnapshots"
+# The repo's own Go tools, keyed by their sources.
+E2E_TOOLS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../tools" && pwd)
+e2e_tool_key() { cat "$E2E_TOOLS_DIR/$1"/*.go "$E2E_TOOLS_DIR/$1"/go.mod "$E2E_TOOLS_DIR/$1"/go.sum | sha256sum | cut -c1-12; }
+CSIC=$E2E_CACHE/csic-$GO_VERSION_KEY-$(e2e_tool_key csic)
+REGISTRAR=$E2E_CACHE/registrar-$GO_VERSION_KEY-$(e2e_tool_key registrar)
