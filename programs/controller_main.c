@@ -380,10 +380,8 @@ int ts_controller_start(const struct ts_controller_cfg *cfg, struct ts_controlle
 			break;
 		ts_log(TS_LOG_WARN, cfg->name,
 		       "volume pool unreadable while the group is %s; waiting for members", cst.state);
-		if (sigtimedwait(sigs, NULL, &wait) > 0) {
-			rc = 1;
+		if (sigtimedwait(sigs, NULL, &wait) > 0)
 			goto stopped;
-		}
 	}
 	if (rc < 0)
 		goto fail; /* the stack said which layer failed */
