@@ -341,6 +341,28 @@ static void table_print(json_t *rows, FILE *out, const char *indent)
 	(void)ncol;
 }
 
+/* "qos: iopsLimit=500 ..." (or "none") and the engine's counters when it reports them. */
+static void volume_qos(json_t *q, FILE *out)
+{
+	json_t *st = json_object_get(q, "stats"), *val;
+	const char *key;
+	int n = 0;
+
+	fprintf(out, "qos:       ");
+	json_object_foreach(q, key, val)
+		if (json_is_integer(val)) {
+			fprintf(out, " %s=%" JSON_INTEGER_FORMAT, key, json_integer_value(val));
+			n++;
+		}
+	fprintf(out, "%s\n", n ? "" : " none");
+	if (st)
+		fprintf(out,
+			"qos_stats:  admitted=%" PRIu64 " delayed=%" PRIu64 " queued=%" PRIu64
+			" delay_ms=%" PRIu64 " reservation_cap_iops=%" PRIu64 "\n",
+			jint(st, "admitted"), jint(st, "delayed"), jint(st, "queued_now"),
+			jint(st, "delay_ms_total"), jint(st, "reservation_cap_iops"));
+}
+
 static void volume_detail(json_t *v, FILE *out)
 {
 	char sz[32], full[96];
@@ -357,6 +379,7 @@ static void volume_detail(json_t *v, FILE *out)
 		fprintf(out, "iscsi_url:  %s\n", jstr(v, "iscsi_url"));
 	else
 		fprintf(out, "attach:     %s\n", jstr(v, "attach"));
+	volume_qos(json_object_get(v, "qos"), out);
 }
 
 static int render_volumes(json_t *resp, FILE *out)

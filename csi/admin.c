@@ -124,7 +124,36 @@ static void default_ec(struct ts_csi_driver *d, uint32_t *k, uint32_t *m)
 	ts_free(st);
 }
 
-static json_t *vol_json(const struct ts_csi_volume *v, uint32_t dk, uint32_t dm)
+/* The volume's QoS limits (only those set) and, when the engine has them, its counters. */
+static json_t *qos_json(struct ts_csi_driver *d, const struct ts_csi_volume *v)
+{
+	const struct ts_csi_qos *q = &v->qos;
+	const struct {
+		const char *key;
+		uint64_t val;
+	} f[] = { { "iopsLimit", q->iops },	      { "readIopsLimit", q->read_iops },
+		  { "writeIopsLimit", q->write_iops }, { "bpsLimit", q->bps },
+		  { "readBpsLimit", q->read_bps },     { "writeBpsLimit", q->write_bps },
+		  { "burstMs", q->burst_ms },	      { "iopsReservation", q->reserve_iops } };
+	struct ts_csi_qos_stats st;
+	json_t *j = json_object();
+
+	for (size_t i = 0; j && i < TS_ARRAY_SIZE(f); i++)
+		if (f[i].val)
+			json_object_set_new(j, f[i].key, json_integer((json_int_t)f[i].val));
+	if (j && d->be->qos_stats && d->be->qos_stats(d->be_ctx, v->id, &st) == 0)
+		json_object_set_new(
+			j, "stats",
+			json_pack("{s:I, s:I, s:I, s:I, s:I}", "admitted", (json_int_t)st.admitted,
+				  "delayed", (json_int_t)st.delayed, "queued_now",
+				  (json_int_t)st.queued_now, "delay_ms_total",
+				  (json_int_t)(st.delay_ns_total / 1000000), "reservation_cap_iops",
+				  (json_int_t)st.dyn_cap_iops));
+	return j;
+}
+
+static json_t *vol_json(struct ts_csi_driver *d, const struct ts_csi_volume *v, uint32_t dk,
+			uint32_t dm)
 {
 	uint32_t k = v->ec_k || v->ec_m ? v->ec_k : dk, m = v->ec_k || v->ec_m ? v->ec_m : dm;
 	char ec[24] = "";
@@ -135,6 +164,8 @@ static json_t *vol_json(const struct ts_csi_volume *v, uint32_t dk, uint32_t dm)
 	j = json_pack("{s:s, s:s, s:I, s:s, s:s, s:s}", "id", v->id, "name", v->name, "size_bytes",
 		      (json_int_t)v->capacity_bytes, "ec", ec, "access", v->block ? "block" : "mount",
 		      "fs_type", v->fs_type);
+	if (j)
+		json_object_set_new(j, "qos", qos_json(d, v));
 	if (j && strncmp(v->attach, "iscsi://", 8) == 0)
 		json_object_set_new(j, "iscsi_url", json_string(v->attach));
 	else if (j)
@@ -277,7 +308,7 @@ static int volume_create(struct ts_csi_driver *d, struct csi_call *c, const uint
 	}
 	ts_log(TS_LOG_INFO, "admin", "volume created name=%s id=%s size=%" PRIu64, v.name, v.id,
 	       v.capacity_bytes);
-	rc = reply(c, vol_json(&v, dk, dm), resp, resp_len);
+	rc = reply(c, vol_json(d, &v, dk, dm), resp, resp_len);
 out:
 	if (out)
 		protobuf_c_message_free_unpacked(out, NULL);
@@ -322,7 +353,7 @@ static int volume_get(struct ts_csi_driver *d, struct csi_call *c, const uint8_t
 		return -1;
 	if (resolve(d, c, req, &v) == 0) {
 		default_ec(d, &dk, &dm);
-		rc = reply(c, vol_json(&v, dk, dm), resp, resp_len);
+		rc = reply(c, vol_json(d, &v, dk, dm), resp, resp_len);
 	}
 	json_decref(req);
 	return rc;
@@ -358,7 +389,7 @@ static int volume_list(struct ts_csi_driver *d, struct csi_call *c, const uint8_
 		}
 		rc = -1;
 		for (size_t i = 0; i < n; i++)
-			if (json_array_append_new(arr, vol_json(&batch[i], dk, dm))) {
+			if (json_array_append_new(arr, vol_json(d, &batch[i], dk, dm))) {
 				csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
 				goto out;
 			}

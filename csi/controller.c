@@ -18,9 +18,13 @@
  * limit; beyond max_volume_bytes (or a limit below 1 MiB) is OUT_OF_RANGE.
  *
  * StorageClass parameters: `ec` = "k+m" (1 <= k <= 32, 0 <= m <= 16),
- * `fsType` = ext4 | xfs; keys under "csi.storage.k8s.io/" (set by the
- * external-provisioner) are accepted and ignored; any other key is
- * INVALID_ARGUMENT.
+ * `fsType` = ext4 | xfs, the QoS keys of csi/qos.c; keys under
+ * "csi.storage.k8s.io/" (set by the external-provisioner) are accepted and
+ * ignored; any other key is INVALID_ARGUMENT. `mutable_parameters` (a
+ * VolumeAttributesClass) may hold QoS keys only and take precedence; they
+ * are accepted only when the backend can apply QoS (MODIFY_VOLUME). A
+ * re-create of an existing name does not compare QoS: it may have been
+ * modified since, and the volume is the same volume.
  *
  * ListVolumes tokens are "v1:<last id>": listing continues after that id in
  * id order, so deleting or adding volumes between pages neither repeats nor
@@ -34,7 +38,9 @@
  * content source checks the source first (NOT_FOUND), then takes the
  * source's size when no required_bytes is given; a smaller size is
  * OUT_OF_RANGE. ListSnapshots tokens are "s1:<last snapshot id>", with the
- * same continue-after semantics as ListVolumes.
+ * same continue-after semantics as ListVolumes. A snapshot taken as a member
+ * of a group snapshot (csi/group.c) reports its group_snapshot_id and is
+ * deleted only with its group: DeleteSnapshot on it is FAILED_PRECONDITION.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -52,6 +58,7 @@
 struct vol_params {
 	uint32_t ec_k, ec_m;
 	char fs_type[8];
+	struct ts_csi_qos qos;
 };
 
 static int need_controller(struct ts_csi_driver *d, struct csi_call *c)
@@ -96,9 +103,13 @@ static int parse_params(struct csi_call *c, void *const *params, size_t n, struc
 				return csi_fail(c, CSI_INVALID_ARGUMENT,
 						"parameter fsType='%.32s' must be ext4 or xfs", v);
 			snprintf(p->fs_type, sizeof(p->fs_type), "%s", v);
+		} else if (csi_qos_is_key(k)) {
+			if (csi_qos_apply(c, "parameters", k, v, &p->qos))
+				return -1;
 		} else if (strncmp(k, "csi.storage.k8s.io/", 19)) {
 			return csi_fail(c, CSI_INVALID_ARGUMENT,
-					"unknown parameter '%.64s' (known: ec, fsType)", k);
+					"unknown parameter '%.64s' (known: ec, fsType and the QoS keys)",
+					k);
 		}
 	}
 	return 0;
@@ -329,9 +340,17 @@ static int create_volume(struct ts_csi_driver *d, struct csi_call *c, const void
 				"volume_capabilities mix block and mount access types");
 	if (req->volume_content_source && content_source(d, c, req->volume_content_source, &src))
 		return -1;
-	if (req->n_mutable_parameters)
+	if (req->n_mutable_parameters && !d->be->set_qos)
 		return csi_fail(c, CSI_INVALID_ARGUMENT,
-				"mutable_parameters: MODIFY_VOLUME is not supported");
+				"mutable_parameters: backend %s does not support MODIFY_VOLUME",
+				d->be->name);
+	if (csi_qos_parse_mutable(c, "mutable_parameters", (void *const *)req->mutable_parameters,
+				  req->n_mutable_parameters, &p.qos) ||
+	    csi_qos_check(c, &p.qos))
+		return -1;
+	if (!d->be->set_qos && memcmp(&p.qos, &(struct ts_csi_qos){ 0 }, sizeof(p.qos)))
+		return csi_fail(c, CSI_INVALID_ARGUMENT, "parameters: backend %s cannot apply QoS",
+				d->be->name);
 	if (src.id && !(req->capacity_range && req->capacity_range->required_bytes)) {
 		/* A clone is the source's size unless a size is asked for. */
 		const Csi__V1__CapacityRange *r = req->capacity_range;
@@ -438,6 +457,15 @@ static int create_volume(struct ts_csi_driver *d, struct csi_call *c, const void
 	v.ec_k = p.ec_k;
 	v.ec_m = p.ec_m;
 	v.block = block;
+	v.qos = p.qos;
+	if (d->be->set_qos && memcmp(&v.qos, &(struct ts_csi_qos){ 0 }, sizeof(v.qos))) {
+		rc = d->be->set_qos(d->be_ctx, v.id, &v.qos);
+		if (rc) {
+			d->be->remove(d->be_ctx, v.id);
+			rc = csi_fail_err(c, rc, "backend set QoS");
+			goto out;
+		}
+	}
 	rc = d->st->put(d->st_ctx, &v);
 	if (rc) {
 		d->be->remove(d->be_ctx, v.id);
@@ -713,7 +741,7 @@ static int controller_get_capabilities(struct ts_csi_driver *d, struct csi_call 
 		CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__EXPAND_VOLUME,
 	};
 	Csi__V1__ControllerGetCapabilitiesResponse *resp = respp;
-	Csi__V1__ControllerServiceCapability__RPC__Type have[TS_ARRAY_SIZE(types) + 3];
+	Csi__V1__ControllerServiceCapability__RPC__Type have[TS_ARRAY_SIZE(types) + 4];
 	size_t n = 0;
 
 	(void)reqp;
@@ -727,6 +755,8 @@ static int controller_get_capabilities(struct ts_csi_driver *d, struct csi_call 
 		have[n++] = CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__LIST_SNAPSHOTS;
 	if (d->be->create_from)
 		have[n++] = CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__CLONE_VOLUME;
+	if (d->be->set_qos)
+		have[n++] = CSI__V1__CONTROLLER_SERVICE_CAPABILITY__RPC__TYPE__MODIFY_VOLUME;
 	resp->capabilities = csi_alloc(c, n * sizeof(*resp->capabilities));
 	if (!resp->capabilities)
 		return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
@@ -749,7 +779,8 @@ static int controller_get_capabilities(struct ts_csi_driver *d, struct csi_call 
 
 /* ---- snapshots ---- */
 
-static Csi__V1__Snapshot *snap_msg(struct csi_call *c, const struct ts_csi_backend_snap *s)
+Csi__V1__Snapshot *csi_snap_msg(struct csi_call *c, const struct ts_csi_backend_snap *s,
+				 const char *group_id)
 {
 	Csi__V1__Snapshot *m = csi_alloc(c, sizeof(*m));
 	Google__Protobuf__Timestamp *t = csi_alloc(c, sizeof(*t));
@@ -765,7 +796,20 @@ static Csi__V1__Snapshot *snap_msg(struct csi_call *c, const struct ts_csi_backe
 	m->source_volume_id = csi_strdup(c, s->source);
 	m->creation_time = t;
 	m->ready_to_use = s->ready;
+	if (group_id && group_id[0] && !(m->group_snapshot_id = csi_strdup(c, group_id)))
+		return NULL;
 	return m->snapshot_id && m->source_volume_id ? m : NULL;
+}
+
+/* Snapshot message with the group it belongs to, if any. */
+static Csi__V1__Snapshot *snap_msg(struct ts_csi_driver *d, struct csi_call *c,
+				   const struct ts_csi_backend_snap *s)
+{
+	struct ts_csi_group g;
+
+	if (d->st->group_of_snap && d->st->group_of_snap(d->st_ctx, s->id, &g) == 0)
+		return csi_snap_msg(c, s, g.id);
+	return csi_snap_msg(c, s, NULL);
 }
 
 static int need_snapshots(struct ts_csi_driver *d, struct csi_call *c, bool have)
@@ -821,7 +865,7 @@ static int create_snapshot(struct ts_csi_driver *d, struct csi_call *c, const vo
 		rc = csi_fail_err(c, rc, "backend snapshot");
 		goto out;
 	}
-	resp->snapshot = snap_msg(c, &s);
+	resp->snapshot = snap_msg(d, c, &s);
 	rc = resp->snapshot ? 0 : csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
 out:
 	pthread_mutex_unlock(&d->ctl_lock);
@@ -832,6 +876,7 @@ static int delete_snapshot(struct ts_csi_driver *d, struct csi_call *c, const vo
 			   void *respp)
 {
 	const Csi__V1__DeleteSnapshotRequest *req = reqp;
+	struct ts_csi_group g;
 	int rc;
 
 	(void)respp;
@@ -839,6 +884,12 @@ static int delete_snapshot(struct ts_csi_driver *d, struct csi_call *c, const vo
 	    csi_check_id(c, "snapshot_id", req->snapshot_id))
 		return -1;
 	pthread_mutex_lock(&d->ctl_lock);
+	if (d->st->group_of_snap && d->st->group_of_snap(d->st_ctx, req->snapshot_id, &g) == 0) {
+		pthread_mutex_unlock(&d->ctl_lock);
+		return csi_fail(c, CSI_FAILED_PRECONDITION,
+				"snapshot %s is a member of group snapshot %s (%s): delete the group",
+				req->snapshot_id, g.id, g.name);
+	}
 	rc = d->be->snap_delete(d->be_ctx, req->snapshot_id);
 	pthread_mutex_unlock(&d->ctl_lock);
 	if (rc)
@@ -905,7 +956,7 @@ static int list_snapshots(struct ts_csi_driver *d, struct csi_call *c, const voi
 		if (!e)
 			return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
 		csi__v1__list_snapshots_response__entry__init(e);
-		e->snapshot = snap_msg(c, &snaps[i]);
+		e->snapshot = snap_msg(d, c, &snaps[i]);
 		if (!e->snapshot)
 			return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
 		resp->entries[i] = e;
@@ -938,5 +989,6 @@ const struct csi_method csi_controller_methods[] = {
 	M("CreateSnapshot", create_snapshot, create_snapshot),
 	M("DeleteSnapshot", delete_snapshot, delete_snapshot),
 	M("ListSnapshots", list_snapshots, list_snapshots),
+	M("ControllerModifyVolume", controller_modify_volume, csi_modify_volume),
 };
 const size_t csi_controller_method_count = TS_ARRAY_SIZE(csi_controller_methods);

@@ -91,6 +91,29 @@ int csi_stream_next(struct csi_stream *st, uint8_t **buf, size_t *len);
 int csi_stream_status(const struct csi_stream *st, const char **msg);
 void csi_stream_close(struct csi_stream *st);
 
+extern const struct csi_method csi_group_methods[]; /* group.c: GroupController */
+extern const size_t csi_group_method_count;
+/* The backend and store can take group snapshots (GROUP_CONTROLLER_SERVICE). */
+bool csi_groups_supported(const struct ts_csi_driver *d);
+
+/* controller.c: a Snapshot message (group_id NULL or "" = not in a group). */
+Csi__V1__Snapshot *csi_snap_msg(struct csi_call *c, const struct ts_csi_backend_snap *s,
+				 const char *group_id);
+
+/* qos.c: the QoS parameter keys and ControllerModifyVolume. */
+bool csi_qos_is_key(const char *key);
+/* Set the field of \p key in \p q from \p value; -1 with INVALID_ARGUMENT naming \p field. */
+int csi_qos_apply(struct csi_call *c, const char *field, const char *key, const char *value,
+		  struct ts_csi_qos *q);
+/* Every entry of a map must be a QoS key (mutable_parameters). */
+int csi_qos_parse_mutable(struct csi_call *c, const char *field, void *const *kv, size_t n,
+			  struct ts_csi_qos *q);
+/* Cross-field checks (a reservation within the limit); -1 with INVALID_ARGUMENT. */
+int csi_qos_check(struct csi_call *c, const struct ts_csi_qos *q);
+int csi_modify_volume(struct ts_csi_driver *d, struct csi_call *c, const void *req, void *resp);
+/* At start: hand every stored volume's QoS to the backend. 0 or -errno. */
+int csi_qos_reapply(struct ts_csi_driver *d);
+
 /* The method entry for \p path, or NULL. */
 const struct csi_method *csi_method_find(const char *path);
 

@@ -28,6 +28,7 @@ const struct csi_method *csi_method_find(const char *path)
 	} tables[] = {
 		{ csi_identity_methods, &csi_identity_method_count },
 		{ csi_controller_methods, &csi_controller_method_count },
+		{ csi_group_methods, &csi_group_method_count },
 		{ csi_node_methods, &csi_node_method_count },
 		{ csi_admin_methods, &csi_admin_method_count },
 	};
@@ -107,6 +108,10 @@ int ts_csi_driver_create(const struct ts_csi_config *cfg,
 		if (rc)
 			goto fail;
 	}
+	/* The engines enforce QoS; the store remembers it: hand it back after a restart. */
+	rc = csi_qos_reapply(d);
+	if (rc)
+		goto fail;
 	*out = d;
 	return 0;
 fail:

@@ -59,7 +59,7 @@ static int get_plugin_capabilities(struct ts_csi_driver *d, struct csi_call *c, 
 				   void *respp)
 {
 	Csi__V1__GetPluginCapabilitiesResponse *resp = respp;
-	Csi__V1__PluginCapability **caps = csi_alloc(c, 4 * sizeof(*caps));
+	Csi__V1__PluginCapability **caps = csi_alloc(c, 5 * sizeof(*caps));
 	Csi__V1__PluginCapability__VolumeExpansion *ve = csi_alloc(c, sizeof(*ve));
 	Csi__V1__PluginCapability *vcap = csi_alloc(c, sizeof(*vcap));
 	size_t n = 0;
@@ -77,6 +77,12 @@ static int get_plugin_capabilities(struct ts_csi_driver *d, struct csi_call *c, 
 		if (d->be->snap_delta) {
 			caps[n] = svc_cap(
 				c, CSI__V1__PLUGIN_CAPABILITY__SERVICE__TYPE__SNAPSHOT_METADATA_SERVICE);
+			if (!caps[n++])
+				return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
+		}
+		if (csi_groups_supported(d)) {
+			caps[n] = svc_cap(
+				c, CSI__V1__PLUGIN_CAPABILITY__SERVICE__TYPE__GROUP_CONTROLLER_SERVICE);
 			if (!caps[n++])
 				return csi_fail(c, CSI_RESOURCE_EXHAUSTED, "out of memory");
 		}

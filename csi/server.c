@@ -425,6 +425,7 @@ int ts_csi_server_start(struct ts_csi_driver *d, const char *endpoint, unsigned 
 	} tables[] = {
 		{ csi_identity_methods, csi_identity_method_count },
 		{ csi_controller_methods, csi_controller_method_count },
+		{ csi_group_methods, csi_group_method_count },
 		{ csi_node_methods, csi_node_method_count },
 		{ csi_admin_methods, csi_admin_method_count }, /* csi/admin.h */
 	};

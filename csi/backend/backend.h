@@ -68,6 +68,29 @@ struct ts_csi_range {
 	uint64_t offset, length;
 };
 
+/**
+ * Per-volume QoS (ControllerModifyVolume / StorageClass parameters, see
+ * csi/qos.c). Every field 0 = unlimited / none. Rates are per second.
+ */
+struct ts_csi_qos {
+	uint64_t iops, read_iops, write_iops; /**< IO operations per second */
+	uint64_t bps, read_bps, write_bps;    /**< bytes per second */
+	uint32_t burst_ms;                    /**< bucket depth as ms of the rate; 0 = 1000 */
+	uint64_t reserve_iops;                /**< minimum kept under contention */
+};
+
+/** What the engine's QoS did to a volume (counters since it was served). */
+struct ts_csi_qos_stats {
+	uint64_t admitted;       /**< IOs that went at once */
+	uint64_t delayed;        /**< IOs queued by a limit */
+	uint64_t queued_now;     /**< IOs waiting now */
+	uint64_t delay_ns_total; /**< time IOs spent queued */
+	uint64_t dyn_cap_iops;   /**< cap imposed for others' reservations (0: none) */
+};
+
+/** Most volumes in one group snapshot. */
+#define TS_CSI_GROUP_MAX 64
+
 /** A provisioned volume as the backend reports it. */
 struct ts_csi_backend_vol {
 	char id[TS_CSI_ID_MAX + 1];
@@ -146,6 +169,30 @@ struct ts_csi_backend_ops {
 	int (*snap_delta)(void *ctx, const char *base, const char *target, uint64_t start,
 			  struct ts_csi_range *out, size_t max, size_t *n, uint64_t *next,
 			  uint64_t *size);
+
+	/* ---- QoS and group snapshots (optional: NULL = not supported) ---- */
+
+	/**
+	 * Apply \p q to volume \p id now (online, IO keeps flowing) and whenever
+	 * the backend serves it again (a restart re-applies what the CSI layer
+	 * has stored, see ts_csi_driver_create). 0, -ENOENT, -EINVAL.
+	 */
+	int (*set_qos)(void *ctx, const char *id, const struct ts_csi_qos *q);
+
+	/** What the engine's QoS did to volume \p id since it was served. 0, -ENOENT. */
+	int (*qos_stats)(void *ctx, const char *id, struct ts_csi_qos_stats *out);
+
+	/**
+	 * Snapshot \p n volumes at one point in time (no write acknowledged
+	 * after the cut in any member, none acknowledged before it missing).
+	 * \p name is the group's CSI name; member i's snapshot gets a name
+	 * derived from it and vols[i], so a retry after a crash finds a complete
+	 * earlier cut (and returns it) or removes a partial one and cuts again.
+	 * Fills out[0..n-1]. -ENOENT (a volume is unknown), -ETIMEDOUT (a member
+	 * could not be held still in time; nothing is left behind), -ENOSPC.
+	 */
+	int (*group_snap_create)(void *ctx, const char *name, const char *const *vols, size_t n,
+				 struct ts_csi_backend_snap *out);
 
 	/* ---- node side ---- */
 

@@ -44,6 +44,21 @@ struct ts_csi_volume {
 	 * existed read as "".
 	 */
 	char source[TS_CSI_ID_MAX + 16];
+	/** QoS from the StorageClass and ControllerModifyVolume (all 0: none). */
+	struct ts_csi_qos qos;
+};
+
+/**
+ * A group snapshot record (GroupController): the member snapshots of one
+ * cut, in the order of the request's source volumes.
+ */
+struct ts_csi_group {
+	char id[TS_CSI_ID_MAX + 1];
+	char name[TS_CSI_NAME_MAX + 1];
+	uint64_t ctime_ns;
+	uint32_t n;
+	char vol[TS_CSI_GROUP_MAX][TS_CSI_ID_MAX + 1];
+	char snap[TS_CSI_GROUP_MAX][TS_CSI_ID_MAX + 1];
 };
 
 struct ts_csi_store_ops {
@@ -64,12 +79,21 @@ struct ts_csi_store_ops {
 		    size_t *n, bool *more);
 	/** Number of records. */
 	size_t (*count)(void *ctx);
+
+	/* Group snapshot records: the same rules, a table of their own. */
+	int (*group_put)(void *ctx, const struct ts_csi_group *g);
+	int (*group_get)(void *ctx, const char *id, struct ts_csi_group *out);
+	int (*group_get_by_name)(void *ctx, const char *name, struct ts_csi_group *out);
+	/** The group whose members include snapshot \p snap_id; -ENOENT if none. */
+	int (*group_of_snap)(void *ctx, const char *snap_id, struct ts_csi_group *out);
+	int (*group_del)(void *ctx, const char *id);
 	/** Free \p ctx (NULL is a no-op). */
 	void (*destroy)(void *ctx);
 };
 
 /**
- * The embedded store: `<dir>/<id>.json` per volume, loaded at open. Files
+ * The embedded store: `<dir>/<id>.json` per volume and
+ * `<dir>/groups/<id>.json` per group snapshot, loaded at open. Files
  * left half-written by a crash (`*.tmp`) are removed; unreadable records
  * fail the open with TS_ERR_CORRUPT rather than being dropped silently.
  * Returns 0 and \p ops / \p ctx, or -errno.

@@ -3,7 +3,8 @@
  * The embedded metadata store: records survive a reopen, list pages in id
  * order, half-written temp files are discarded, corrupt records fail the
  * open, allocation failures leave memory and disk consistent. Checked against
- * a plain reference model with random operations.
+ * a plain reference model with random operations. Group snapshot records
+ * have a table of their own with the same guarantees.
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -47,6 +48,9 @@ static struct ts_csi_volume mkvol(int i)
 	v.block = i % 3 == 0;
 	if (i % 4 == 1)
 		snprintf(v.source, sizeof(v.source), "%s:ts-%016d", i % 8 == 1 ? "snapshot" : "volume", i);
+	if (i % 3 == 1)
+		v.qos = (struct ts_csi_qos){ .iops = 100u * (unsigned)i, .write_bps = 1u << 20,
+					     .burst_ms = 250, .reserve_iops = (unsigned)i };
 	return v;
 }
 
@@ -61,6 +65,7 @@ static void expect_same(const struct ts_csi_volume *a, const struct ts_csi_volum
 	cr_expect_eq(a->ec_m, b->ec_m);
 	cr_expect_eq(a->block, b->block);
 	cr_expect_str_eq(a->source, b->source);
+	cr_expect_eq(memcmp(&a->qos, &b->qos, sizeof(a->qos)), 0, "qos of %s", a->id);
 }
 
 Test(csi_store, put_get_del_reopen)
@@ -253,4 +258,123 @@ Test(csi_store, record_without_source_reads_as_none)
 	cr_expect_str_eq(out.source, "");
 	cr_expect_str_eq(out.name, "b");
 	ops->destroy(ctx);
+}
+
+Test(csi_store, record_without_qos_reads_as_none)
+{
+	const struct ts_csi_store_ops *ops;
+	struct ts_csi_volume out;
+	void *ctx;
+	char path[300];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/a.json", g_dir);
+	f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fputs("{\"version\":1,\"id\":\"a\",\"name\":\"b\",\"attach\":\"x\",\"fs_type\":\"\","
+	      "\"capacity_bytes\":1048576,\"ec_k\":0,\"ec_m\":0,\"block\":true,\"source\":\"\"}",
+	      f);
+	fclose(f);
+	cr_assert_eq(ts_csi_store_file_open(g_dir, &ops, &ctx), 0);
+	cr_assert_eq(ops->get(ctx, "a", &out), 0);
+	cr_expect_eq(out.qos.iops, 0);
+	cr_expect_eq(out.qos.reserve_iops, 0);
+	ops->destroy(ctx);
+}
+
+static struct ts_csi_group mkgroup(int i, uint32_t n)
+{
+	struct ts_csi_group g = { 0 };
+
+	snprintf(g.id, sizeof(g.id), "gs-%04d", i);
+	snprintf(g.name, sizeof(g.name), "group \"%d\"", i);
+	g.ctime_ns = 1700000000000000000ull + (uint64_t)i;
+	g.n = n;
+	for (uint32_t k = 0; k < n; k++) {
+		snprintf(g.vol[k], sizeof(g.vol[k]), "tv-%d-%u", i, k);
+		snprintf(g.snap[k], sizeof(g.snap[k]), "ts-%d-%u", i, k);
+	}
+	return g;
+}
+
+static void expect_group(const struct ts_csi_group *a, const struct ts_csi_group *b)
+{
+	cr_expect_str_eq(a->id, b->id);
+	cr_expect_str_eq(a->name, b->name);
+	cr_expect_eq(a->ctime_ns, b->ctime_ns);
+	cr_assert_eq(a->n, b->n);
+	for (uint32_t k = 0; k < a->n; k++) {
+		cr_expect_str_eq(a->vol[k], b->vol[k]);
+		cr_expect_str_eq(a->snap[k], b->snap[k]);
+	}
+}
+
+Test(csi_store, group_records_survive_reopen_and_find_by_member)
+{
+	const struct ts_csi_store_ops *ops;
+	struct ts_csi_group g1 = mkgroup(1, 3), g2 = mkgroup(2, TS_CSI_GROUP_MAX), out, big;
+	struct ts_csi_volume v = mkvol(7), vout;
+	void *ctx;
+
+	cr_assert_eq(ts_csi_store_file_open(g_dir, &ops, &ctx), 0);
+	cr_assert_eq(ops->group_put(ctx, &g1), 0);
+	cr_assert_eq(ops->group_put(ctx, &g2), 0);
+	cr_assert_eq(ops->put(ctx, &v), 0);
+	big = mkgroup(3, 1);
+	big.n = TS_CSI_GROUP_MAX + 1;
+	cr_expect_eq(ops->group_put(ctx, &big), -EINVAL);
+	ops->destroy(ctx);
+
+	cr_assert_eq(ts_csi_store_file_open(g_dir, &ops, &ctx), 0);
+	cr_expect_eq(ops->count(ctx), 1, "group records are not volumes");
+	cr_assert_eq(ops->get(ctx, v.id, &vout), 0);
+	expect_same(&v, &vout);
+	cr_assert_eq(ops->group_get(ctx, "gs-0001", &out), 0);
+	expect_group(&g1, &out);
+	cr_assert_eq(ops->group_get_by_name(ctx, "group \"2\"", &out), 0);
+	expect_group(&g2, &out);
+	cr_assert_eq(ops->group_of_snap(ctx, "ts-2-63", &out), 0);
+	cr_expect_str_eq(out.id, "gs-0002");
+	cr_expect_eq(ops->group_of_snap(ctx, "ts-9-0", &out), -ENOENT);
+	cr_expect_eq(ops->group_get(ctx, "gs-0003", &out), -ENOENT);
+
+	g1.snap[0][3] = 'X';
+	cr_assert_eq(ops->group_put(ctx, &g1), 0, "replace");
+	cr_assert_eq(ops->group_del(ctx, "gs-0002"), 0);
+	cr_expect_eq(ops->group_del(ctx, "gs-0002"), -ENOENT);
+	ops->destroy(ctx);
+
+	cr_assert_eq(ts_csi_store_file_open(g_dir, &ops, &ctx), 0);
+	cr_assert_eq(ops->group_get(ctx, "gs-0001", &out), 0);
+	expect_group(&g1, &out);
+	cr_expect_eq(ops->group_get(ctx, "gs-0002", &out), -ENOENT);
+	cr_expect_eq(ops->group_of_snap(ctx, "ts-2-0", &out), -ENOENT);
+	ops->destroy(ctx);
+}
+
+Test(csi_store, corrupt_group_record_fails_open)
+{
+	const struct ts_csi_store_ops *ops;
+	struct ts_csi_group g = mkgroup(1, 2);
+	void *ctx;
+	char path[300];
+	FILE *f;
+
+	cr_assert_eq(ts_csi_store_file_open(g_dir, &ops, &ctx), 0);
+	cr_assert_eq(ops->group_put(ctx, &g), 0);
+	ops->destroy(ctx);
+	snprintf(path, sizeof(path), "%s/groups/left.json.tmp", g_dir);
+	f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fputs("{half", f);
+	fclose(f);
+	cr_assert_eq(ts_csi_store_file_open(g_dir, &ops, &ctx), 0, "a temp file is discarded");
+	ops->destroy(ctx);
+	cr_expect_eq(access(path, F_OK), -1);
+	snprintf(path, sizeof(path), "%s/groups/gs-0001.json", g_dir);
+	f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fputs("{\"version\":1,\"id\":\"gs-0001\",\"members\":7}", f);
+	fclose(f);
+	cr_expect_eq(ts_csi_store_file_open(g_dir, &ops, &ctx), TS_ERR_CORRUPT);
 }
