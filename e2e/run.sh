@@ -330,7 +330,10 @@ k create namespace "$NS" >/dev/null
 for crd in "$SIDECAR_BIN"/crds/*.yaml; do k apply --server-side -f "$crd" >/dev/null; done
 wait_for 60 "snapshot CRDs established" k wait --for condition=established --timeout=5s \
   crd/volumesnapshotclasses.snapshot.storage.k8s.io crd/volumesnapshots.snapshot.storage.k8s.io \
-  crd/volumesnapshotcontents.snapshot.storage.k8s.io || setup_fail "snapshot CRDs"
+  crd/volumesnapshotcontents.snapshot.storage.k8s.io \
+  crd/volumegroupsnapshotclasses.groupsnapshot.storage.k8s.io \
+  crd/volumegroupsnapshots.groupsnapshot.storage.k8s.io \
+  crd/volumegroupsnapshotcontents.groupsnapshot.storage.k8s.io || setup_fail "snapshot CRDs"
 
 # ---- kubelet's registration of the node plugin ------------------------------------------------
 if [ "$PODS" = 1 ]; then

@@ -54,7 +54,7 @@ bin_ok() { [ -f "$1" ] && [ -x "$1" ] && [ -s "$1" ]; }
 crd_ok() { [ -s "$1" ] && grep -q '^kind: CustomResourceDefinition' "$1"; }
 crds_ok() { # dir: every CRD the e2e applies is there and is a CRD
   local n
-  for n in $SNAPSHOT_CRDS; do crd_ok "$1/snapshot.storage.k8s.io_$n.yaml" || return 1; done
+  for n in $SNAPSHOT_CRDS; do crd_ok "$1/$n.yaml" || return 1; done
 }
 
 # Every artifact the e2e reads, one path a line (CRDs as their files).
@@ -62,7 +62,7 @@ artifacts() {
   local c
   for c in $K8S_CMDS; do echo "$K8S_BIN/$c"; done
   for c in $SIDECAR_CMDS; do echo "$SIDECAR_BIN/$c"; done
-  for c in $SNAPSHOT_CRDS; do echo "$SIDECAR_BIN/crds/snapshot.storage.k8s.io_$c.yaml"; done
+  for c in $SNAPSHOT_CRDS; do echo "$SIDECAR_BIN/crds/$c.yaml"; done
   echo "$HELM_BIN/helm"
   echo "$CSIC"
   echo "$REGISTRAR"

@@ -39,8 +39,8 @@ read_by_e2e() {
     sed -E 's/[{}"]//g; s/^\$SIDE\//$SIDECAR_BIN\//' | sort -u |
     while read -r p; do eval "echo $p"; done
   # run.sh waits for these CRDs to be established.
-  grep -ohE 'crd/[a-z]+\.snapshot\.storage\.k8s\.io' "$e2e/run.sh" | sort -u |
-    sed -E "s|crd/([a-z]+)\.snapshot\.storage\.k8s\.io|$SIDECAR_BIN/crds/snapshot.storage.k8s.io_\1.yaml|"
+  grep -ohE 'crd/[a-z]+\.(group)?snapshot\.storage\.k8s\.io' "$e2e/run.sh" | sort -u |
+    sed -E "s|crd/([a-z]+)\.([a-z0-9.]+)|$SIDECAR_BIN/crds/\2_\1.yaml|"
   echo "$CSIC"; echo "$REGISTRAR"
 }
 all_present() { # CASE: every artifact valid (and there are some)

@@ -32,10 +32,12 @@ GO_VERSION_KEY=$($E2E_GO env GOVERSION 2>/dev/null || echo nogo)
 K8S_BIN=$E2E_CACHE/k8s-$K8S_VERSION-$GO_VERSION_KEY
 SIDECAR_BIN=$E2E_CACHE/sidecars-p$PROVISIONER_VERSION-s$SNAPSHOTTER_VERSION-r$RESIZER_VERSION-$GO_VERSION_KEY
 HELM_BIN=$E2E_CACHE/helm-$HELM_VERSION-$GO_VERSION_KEY
-# What the e2e reads from the sidecars' entry: the binaries and the snapshot CRDs
-# (config/crd/snapshot.storage.k8s.io_<name>.yaml of the client module).
+# What the e2e reads from the sidecars' entry: the binaries and the snapshot and
+# group snapshot CRDs (config/crd/<group>_<plural>.yaml of the client module).
 SIDECAR_CMDS="csi-provisioner csi-resizer csi-snapshotter snapshot-controller"
-SNAPSHOT_CRDS="volumesnapshotclasses volumesnapshotcontents volumesnapshots"
+SNAPSHOT_CRDS="snapshot.storage.k8s.io_volumesnapshotclasses snapshot.storage.k8s.io_volumesnapshotcontents
+  snapshot.storage.k8s.io_volumesnapshots groupsnapshot.storage.k8s.io_volumegroupsnapshotclasses
+  groupsnapshot.storage.k8s.io_volumegroupsnapshotcontents groupsnapshot.storage.k8s.io_volumegroupsnapshots"
 # The repo's own Go tools, keyed by their sources.
 E2E_TOOLS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../tools" && pwd)
 e2e_tool_key() { cat "$E2E_TOOLS_DIR/$1"/*.go "$E2E_TOOLS_DIR/$1"/go.mod "$E2E_TOOLS_DIR/$1"/go.sum | sha256sum | cut -c1-12; }
