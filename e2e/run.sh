@@ -323,6 +323,10 @@ case ${E2E_SNAPSHOTS:-auto} in
   off) SNAPSHOTS=0 ;;
   *) if echo "$CAPS" | grep -q CREATE_DELETE_SNAPSHOT; then SNAPSHOTS=1; else SNAPSHOTS=0; fi ;;
 esac
+# Group snapshots and ModifyVolume (issue 22): run when the driver advertises them.
+GROUPSNAP=0 MODIFY=0
+if [ "$SNAPSHOTS" = 1 ] && echo "$CAPS" | grep -q GROUP_CONTROLLER_SERVICE; then GROUPSNAP=1; fi
+if echo "$CAPS" | grep -q MODIFY_VOLUME; then MODIFY=1; fi
 
 # ---- the chart, applied with server-side validation -----------------------------------------
 wait_for 60 "namespace default" k get ns default || setup_fail "namespaces not served"
@@ -464,6 +468,10 @@ else
   skip_test pvc-from-snapshot "$why"
   skip_test snapshot-delete "$why"
 fi
+if [ "$GROUPSNAP" = 1 ]; then run_test group-snapshot t_group_snapshot
+else skip_test group-snapshot "driver does not advertise GROUP_CONTROLLER_SERVICE (or snapshots)"; fi
+if [ "$MODIFY" = 1 ]; then run_test vac-modify t_vac_modify
+else skip_test vac-modify "driver does not advertise MODIFY_VOLUME"; fi
 run_test pvc-delete t_pvc_delete
 run_test sidecars-healthy t_sidecars_healthy
 

@@ -315,3 +315,139 @@ t_sidecars_healthy() {
   [ "$(k -n "$NS" get lease -o name | wc -l)" -ge 2 ] || { echo "missing leases"; bad=1; }
   [ "$bad" = 0 ]
 }
+
+# ---- group snapshots and VolumeAttributesClass (issue 22) -------------------------------------------
+# block_fill PVC POD FILE: write FILE (a pattern) at the start of the Block PVC, as POD.
+block_fill() {
+  local tg
+  tg=$(node_up "$1" "$2" block)
+  dd if="$3" of="$tg" bs=1M oflag=direct conv=fsync status=none
+  node_down "$1" "$2" block
+}
+# block_check PVC POD FILE: the start of the Block PVC holds FILE.
+block_check() {
+  local tg n
+  n=$(($(stat -c %s "$3") >> 20))
+  tg=$(node_up "$1" "$2" block)
+  cmp <(dd if="$tg" bs=1M count="$n" iflag=direct status=none) "$3" || { node_down "$1" "$2" block; return 1; }
+  node_down "$1" "$2" block
+}
+
+t_group_snapshot() {
+  local p snap pvc members vgsc gid
+  for p in gs-a gs-b; do make_pvc "$p" 32Mi Block; done
+  for p in gs-a gs-b; do
+    wait_bound "$p"
+    k -n "$E2E_NS" label pvc "$p" tessera-e2e-group=g1 >/dev/null
+    head -c 2097152 /dev/urandom >"$WORK/$p.pat"
+    block_fill "$p" pod-g "$WORK/$p.pat"
+  done
+  say "VolumeGroupSnapshot over the PVCs labelled tessera-e2e-group=g1"
+  k apply -f - <<YAML
+apiVersion: groupsnapshot.storage.k8s.io/v1
+kind: VolumeGroupSnapshot
+metadata: {name: vgs1, namespace: $E2E_NS}
+spec:
+  volumeGroupSnapshotClassName: tessera
+  source: {selector: {matchLabels: {tessera-e2e-group: g1}}}
+YAML
+  k -n "$E2E_NS" wait --for=jsonpath='{.status.readyToUse}'=true volumegroupsnapshot/vgs1 --timeout=120s ||
+    { k -n "$E2E_NS" describe volumegroupsnapshot vgs1; fail "group snapshot not ready"; }
+  vgsc=$(k -n "$E2E_NS" get volumegroupsnapshot vgs1 -o jsonpath='{.status.boundVolumeGroupSnapshotContentName}')
+  gid=$(k get volumegroupsnapshotcontent "$vgsc" -o jsonpath='{.status.volumeGroupSnapshotHandle}')
+  case $gid in gs-*) ;; *) fail "group snapshot handle '$gid' is not Tessera's" ;; esac
+  say "group $gid; overwrite the sources after the cut: the restores must hold the old data"
+  head -c 2097152 /dev/zero >"$WORK/zero.pat"
+  for p in gs-a gs-b; do block_fill "$p" pod-g "$WORK/zero.pat"; done
+  members=$(k -n "$E2E_NS" get volumesnapshot -o json | jq -r '.items[]
+    | select(any(.metadata.ownerReferences[]?; .kind == "VolumeGroupSnapshot" and .name == "vgs1"))
+    | "\(.metadata.name) \(.spec.source.persistentVolumeClaimName)"')
+  echo "$members"
+  [ "$(echo "$members" | grep -c .)" = 2 ] || fail "want 2 member VolumeSnapshots, got: $members"
+  while read -r snap pvc; do
+    k -n "$E2E_NS" wait --for=jsonpath='{.status.readyToUse}'=true "volumesnapshot/$snap" --timeout=120s
+    make_pvc "r-$pvc" 32Mi Block "  dataSource: {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: $snap}"
+    wait_bound "r-$pvc"
+    block_check "r-$pvc" pod-gr "$WORK/$pvc.pat" || fail "r-$pvc (from $snap) does not hold $pvc's data at the cut"
+    say "r-$pvc holds $pvc's data at the cut"
+  done <<<"$members"
+  say "the members are deleted with their group (layers the restores need stay, hidden)"
+  local handles h id
+  handles=$(k get volumesnapshotcontent -o json | jq -r --arg g "$gid" \
+    '.items[] | select(.status.volumeGroupSnapshotHandle == $g) | .status.snapshotHandle')
+  [ "$(echo "$handles" | grep -c '^ts-')" = 2 ] || fail "member snapshot handles: $handles"
+  k -n "$E2E_NS" delete volumegroupsnapshot vgs1 --timeout=120s
+  k wait --for=delete "volumegroupsnapshotcontent/$vgsc" --timeout=120s
+  "$TESSERA" --endpoint "unix://$SOCK" -o json volume tree >"$WORK/gtree.json"
+  for h in $handles; do
+    id=$((16#${h#ts-}))
+    jq -e --argjson id "$id" '[.layers[] | select(.id == $id and .kind == "snapshot")] | length == 0' \
+      "$WORK/gtree.json" >/dev/null || fail "member snapshot $h is still a visible snapshot"
+  done
+}
+
+t_vac_modify() {
+  local h pv tg dev0 dev1 q
+  k apply -f - <<YAML
+apiVersion: storage.k8s.io/v1
+kind: VolumeAttributesClass
+metadata: {name: tessera-slow}
+driverName: $DRIVER
+parameters: {iopsLimit: "200", writeBpsLimit: "8Mi"}
+---
+apiVersion: storage.k8s.io/v1
+kind: VolumeAttributesClass
+metadata: {name: tessera-fast}
+driverName: $DRIVER
+parameters: {iopsLimit: "5000", writeBpsLimit: "0", iopsReservation: "100"}
+YAML
+  make_pvc qos1 32Mi Block "  volumeAttributesClassName: tessera-slow"
+  wait_bound qos1
+  pv=$(pv_of qos1); h=$(handle_of "$pv")
+  k -n "$E2E_NS" wait --for=jsonpath='{.status.currentVolumeAttributesClassName}'=tessera-slow pvc/qos1 --timeout=60s
+  q=$("$TESSERA" --endpoint "unix://$SOCK" -o json volume show "$h" | jq -c .qos)
+  say "created with tessera-slow: $q"
+  [ "$(echo "$q" | jq '.iopsLimit')" = 200 ] && [ "$(echo "$q" | jq '.writeBpsLimit')" = $((8 << 20)) ] ||
+    fail "the class's limits did not reach the engine: $q"
+  tg=$(node_up qos1 pod-q block)
+  dev0=$(sed -n 's/.*"dev":"\([^"]*\)".*/\1/p' "$WORK/state/node/$h.json")
+  head -c 1048576 /dev/urandom >"$WORK/qos1.pat"
+  dd if="$WORK/qos1.pat" of="$tg" bs=4k oflag=direct conv=fsync status=none
+  say "throttled by the limit: the engine delayed IOs"
+  q=$("$TESSERA" --endpoint "unix://$SOCK" -o json volume show "$h" | jq -c .qos)
+  echo "$q"
+  [ "$(echo "$q" | jq '.stats.delayed')" -gt 0 ] || fail "no IO was delayed under iopsLimit=200: $q"
+  say "change the class on the bound, staged PVC"
+  k -n "$E2E_NS" patch pvc qos1 -p '{"spec":{"volumeAttributesClassName":"tessera-fast"}}'
+  k -n "$E2E_NS" wait --for=jsonpath='{.status.currentVolumeAttributesClassName}'=tessera-fast pvc/qos1 --timeout=120s ||
+    { k -n "$E2E_NS" describe pvc qos1; fail "ModifyVolume did not complete"; }
+  q=$("$TESSERA" --endpoint "unix://$SOCK" -o json volume show "$h" | jq -c .qos)
+  say "now: $q"
+  [ "$(echo "$q" | jq '.iopsLimit')" = 5000 ] && [ "$(echo "$q" | jq '.iopsReservation')" = 100 ] &&
+    [ "$(echo "$q" | jq 'has("writeBpsLimit")')" = false ] || fail "the new class did not reach the engine: $q"
+  say "the volume stayed attached: same device, data intact, IO flows"
+  dev1=$(sed -n 's/.*"dev":"\([^"]*\)".*/\1/p' "$WORK/state/node/$h.json")
+  [ -n "$dev0" ] && [ "$dev0" = "$dev1" ] && [ -b "$tg" ] || fail "restaged: $dev0 -> $dev1"
+  cmp <(dd if="$tg" bs=1M count=1 iflag=direct status=none) "$WORK/qos1.pat" || fail "data differs"
+  dd if="$WORK/qos1.pat" of="$tg" bs=1M seek=1 oflag=direct conv=fsync status=none
+  node_down qos1 pod-q block
+  say "an unknown key in a class is refused with a clear reason"
+  k apply -f - <<YAML
+apiVersion: storage.k8s.io/v1
+kind: VolumeAttributesClass
+metadata: {name: tessera-bad}
+driverName: $DRIVER
+parameters: {noSuchKey: "1"}
+YAML
+  k -n "$E2E_NS" patch pvc qos1 -p '{"spec":{"volumeAttributesClassName":"tessera-bad"}}'
+  local i
+  for i in $(seq 60); do
+    k -n "$E2E_NS" get events --field-selector involvedObject.name=qos1 -o jsonpath='{.items[*].message}' |
+      grep -q 'unknown key' && break
+    sleep 1
+  done
+  [ "$i" -lt 60 ] || { k -n "$E2E_NS" describe pvc qos1; fail "no event names the unknown key"; }
+  [ "$(k -n "$E2E_NS" get pvc qos1 -o jsonpath='{.status.currentVolumeAttributesClassName}')" = tessera-fast ] ||
+    fail "the refused class was recorded as current"
+  k -n "$E2E_NS" patch pvc qos1 -p '{"spec":{"volumeAttributesClassName":"tessera-fast"}}'
+}
