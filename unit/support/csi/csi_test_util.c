@@ -175,6 +175,8 @@ int tcreate(struct ts_csi_driver *d, const char *name, int64_t bytes, bool block
 struct memvol {
 	char id[TS_CSI_ID_MAX + 1];
 	uint64_t bytes;
+	struct ts_csi_qos qos;
+	unsigned qos_calls;
 };
 
 struct membe {
@@ -289,6 +291,35 @@ const struct ts_csi_backend_ops tmem_backend_ops = {
 	.expand = mem_expand, .capacity = mem_capacity, .attach = mem_attach,
 	.detach = mem_detach, .refresh = mem_refresh, .destroy = mem_destroy,
 };
+
+static int mem_set_qos(void *ctx, const char *id, const struct ts_csi_qos *q)
+{
+	struct memvol *v = mem_find(ctx, id);
+
+	if (!v)
+		return -ENOENT;
+	v->qos = *q;
+	v->qos_calls++;
+	return 0;
+}
+
+const struct ts_csi_backend_ops tmem_qos_backend_ops = {
+	.name = "mem-qos", .probe = mem_probe, .create = mem_create, .remove = mem_remove,
+	.expand = mem_expand, .capacity = mem_capacity, .set_qos = mem_set_qos,
+	.attach = mem_attach, .detach = mem_detach, .refresh = mem_refresh,
+	.destroy = mem_destroy,
+};
+
+int tmem_qos(void *ctx, const char *id, struct ts_csi_qos *out, unsigned *calls)
+{
+	struct memvol *v = mem_find(ctx, id);
+
+	if (!v)
+		return -ENOENT;
+	*out = v->qos;
+	*calls = v->qos_calls;
+	return 0;
+}
 
 void *tmem_backend_new(uint64_t capacity)
 {

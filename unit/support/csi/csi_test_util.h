@@ -61,4 +61,8 @@ int tcreate(struct ts_csi_driver *d, const char *name, int64_t bytes, bool block
 extern const struct ts_csi_backend_ops tmem_backend_ops;
 extern int g_mem_probe_rc;
 void *tmem_backend_new(uint64_t capacity);
+/* The same with set_qos (MODIFY_VOLUME): it records the last limits per volume. */
+extern const struct ts_csi_backend_ops tmem_qos_backend_ops;
+/* The limits set_qos last gave volume \p id and how many calls it got; -ENOENT. */
+int tmem_qos(void *ctx, const char *id, struct ts_csi_qos *out, unsigned *calls);
 #endif
