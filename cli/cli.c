@@ -53,6 +53,9 @@ static void usage(FILE *f)
 		"  volume show NAME|ID                         one volume, with its iSCSI URL\n"
 		"  volume delete NAME|ID                       delete a volume\n"
 		"  volume tree [NAME|ID]                       snapshot trees (of one volume's tree)\n"
+		"  volume qos NAME|ID KEY=VALUE...             change QoS online (iopsLimit=5000,\n"
+		"                                              writeBpsLimit=100Mi, iopsReservation=..;\n"
+		"                                              0 lifts a limit; see docs/cli.md)\n"
 		"  node list                                   data-plane nodes and their disks\n"
 		"  agrp list (or array-group list)             array groups and their members\n"
 		"  status                                      nodes, array groups, pool usage\n"
@@ -130,7 +133,7 @@ int ts_cli_parse_args(int argc, char **argv, struct ts_cli_args *a, char *err, s
 		const char *name, *shrt;
 	} opts[] = { { "--endpoint", NULL }, { "--output", "-o" }, { "--size", NULL },
 		     { "--ec", NULL } };
-	const char *pos[4] = { NULL }, *size = NULL, *out = NULL;
+	const char *pos[4 + TS_CLI_MAX_KV] = { NULL }, *size = NULL, *out = NULL;
 	int npos = 0;
 	bool dashdash = false;
 
@@ -202,9 +205,26 @@ int ts_cli_parse_args(int argc, char **argv, struct ts_cli_args *a, char *err, s
 			a->cmd = TS_CLI_VOLUME_DELETE;
 		else if (is(v, "tree", "snapshots", NULL))
 			a->cmd = TS_CLI_VOLUME_TREE, want = npos - 2 ? 1 : 0;
-		else {
+		else if (is(v, "qos", "modify", NULL)) {
+			a->cmd = TS_CLI_VOLUME_QOS;
+			if (npos < 4 || npos - 3 > TS_CLI_MAX_KV) {
+				snprintf(err, err_len, "volume qos: takes a volume and 1 to %d KEY=VALUE",
+					 TS_CLI_MAX_KV);
+				return TS_CLI_USAGE;
+			}
+			for (int k = 3; k < npos; k++) {
+				const char *eq = strchr(pos[k], '=');
+
+				if (!eq || eq == pos[k]) {
+					snprintf(err, err_len, "volume qos: '%s' is not KEY=VALUE", pos[k]);
+					return TS_CLI_USAGE;
+				}
+				a->kv[a->nkv++] = pos[k];
+			}
+			want = npos - 2;
+		} else {
 			snprintf(err, err_len, "volume: unknown or missing action '%s' "
-				 "(want create, list, show, delete or tree)", v ? v : "");
+				 "(want create, list, show, delete, tree or qos)", v ? v : "");
 			return TS_CLI_USAGE;
 		}
 		if (npos - 2 != want) {
@@ -348,6 +368,8 @@ static void volume_qos(json_t *q, FILE *out)
 	const char *key;
 	int n = 0;
 
+	if (!json_is_object(q))
+		return; /* a server from before QoS */
 	fprintf(out, "qos:       ");
 	json_object_foreach(q, key, val)
 		if (json_is_integer(val)) {
@@ -643,6 +665,7 @@ int ts_cli_render(const struct ts_cli_args *a, json_t *resp, FILE *out)
 		volume_detail(resp, out);
 		return 0;
 	case TS_CLI_VOLUME_SHOW:
+	case TS_CLI_VOLUME_QOS:
 		if (!json_is_string(json_object_get(resp, "id")))
 			return -EINVAL;
 		volume_detail(resp, out);
@@ -686,6 +709,20 @@ static int request(const struct ts_cli_args *a, const char **method, json_t **bo
 						       : TS_ADMIN_PREFIX "VolumeDelete";
 		*body = json_pack("{s:s}", "volume", a->volume);
 		break;
+	case TS_CLI_VOLUME_QOS: {
+		json_t *p = json_object();
+
+		for (int i = 0; p && i < a->nkv; i++) {
+			const char *eq = strchr(a->kv[i], '=');
+			char key[64];
+
+			snprintf(key, sizeof(key), "%.*s", (int)(eq - a->kv[i]), a->kv[i]);
+			json_object_set_new(p, key, json_string(eq + 1));
+		}
+		*method = TS_ADMIN_PREFIX "VolumeModify";
+		*body = p ? json_pack("{s:s, s:o}", "volume", a->volume, "parameters", p) : NULL;
+		break;
+	}
 	default:
 		*method = TS_ADMIN_PREFIX "ClusterStatus";
 		*body = json_object();

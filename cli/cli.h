@@ -33,9 +33,12 @@ enum ts_cli_cmd {
 	TS_CLI_AGRP_LIST,
 	TS_CLI_STATUS,
 	TS_CLI_VOLUME_TREE,
+	TS_CLI_VOLUME_QOS,
 };
 
 /** A parsed command line. Strings point into argv. */
+#define TS_CLI_MAX_KV 8
+
 struct ts_cli_args {
 	enum ts_cli_cmd cmd;
 	const char *endpoint; /**< --endpoint, NULL if not given */
@@ -44,6 +47,8 @@ struct ts_cli_args {
 	const char *volume;   /**< NAME (create) or NAME|ID (show, delete) */
 	uint64_t size;        /**< --size in bytes (create) */
 	const char *ec;       /**< --ec K+M (create), NULL if not given */
+	const char *kv[TS_CLI_MAX_KV]; /**< KEY=VALUE arguments (volume qos) */
+	int nkv;
 };
 
 /**

@@ -341,6 +341,64 @@ out:
 	return rc;
 }
 
+/* {volume, parameters: {key: "value"}} -> ControllerModifyVolume; answers the volume. */
+static int volume_modify(struct ts_csi_driver *d, struct csi_call *c, const uint8_t *reqb,
+			 size_t req_len, uint8_t **resp, size_t *resp_len)
+{
+	Csi__V1__ControllerModifyVolumeRequest r = CSI__V1__CONTROLLER_MODIFY_VOLUME_REQUEST__INIT;
+	Csi__V1__ControllerModifyVolumeRequest__MutableParametersEntry e[16], *ep[16];
+	ProtobufCMessage *out = NULL;
+	struct ts_csi_volume v;
+	json_t *req, *params, *val;
+	const char *key;
+	uint32_t dk, dm;
+	size_t n = 0;
+	int rc = -1;
+
+	if (need_controller(d, c) || !(req = parse_req(c, reqb, req_len)))
+		return -1;
+	if (resolve(d, c, req, &v))
+		goto out;
+	params = json_object_get(req, "parameters");
+	if (!json_is_object(params) || !json_object_size(params) ||
+	    json_object_size(params) > TS_ARRAY_SIZE(e)) {
+		csi_fail(c, CSI_INVALID_ARGUMENT,
+			 "field 'parameters' must be an object of 1 to %zu string values",
+			 TS_ARRAY_SIZE(e));
+		goto out;
+	}
+	json_object_foreach(params, key, val) {
+		if (!json_is_string(val)) {
+			csi_fail(c, CSI_INVALID_ARGUMENT, "parameter '%.64s' must be a string", key);
+			goto out;
+		}
+		csi__v1__controller_modify_volume_request__mutable_parameters_entry__init(&e[n]);
+		e[n].key = (char *)key;
+		e[n].value = (char *)json_string_value(val);
+		ep[n] = &e[n];
+		n++;
+	}
+	r.volume_id = v.id;
+	r.mutable_parameters = ep;
+	r.n_mutable_parameters = n;
+	if (csi_call_method(d, c, "/csi.v1.Controller/ControllerModifyVolume", &r.base, &out))
+		goto out;
+	rc = d->st->get(d->st_ctx, v.id, &v);
+	if (rc < 0) {
+		csi_fail_err(c, rc, "metadata store");
+		rc = -1;
+		goto out;
+	}
+	ts_log(TS_LOG_INFO, "admin", "volume modified name=%s id=%s", v.name, v.id);
+	default_ec(d, &dk, &dm);
+	rc = reply(c, vol_json(d, &v, dk, dm), resp, resp_len);
+out:
+	if (out)
+		protobuf_c_message_free_unpacked(out, NULL);
+	json_decref(req);
+	return rc;
+}
+
 static int volume_get(struct ts_csi_driver *d, struct csi_call *c, const uint8_t *reqb,
 		      size_t req_len, uint8_t **resp, size_t *resp_len)
 {
@@ -552,5 +610,6 @@ const struct csi_method csi_admin_methods[] = {
 	A("ClusterStatus", cluster_status), A("VolumeCreate", volume_create),
 	A("VolumeList", volume_list),       A("VolumeGet", volume_get),
 	A("VolumeDelete", volume_delete),   A("SnapshotTree", snapshot_tree),
+	A("VolumeModify", volume_modify),
 };
 const size_t csi_admin_method_count = TS_ARRAY_SIZE(csi_admin_methods);

@@ -134,6 +134,11 @@ Test(csi_cli, parse_commands)
 	cr_assert_eq(a.cmd, TS_CLI_AGRP_LIST);
 	cr_assert_eq(parse(&a, err, "status --endpoint /run/t.sock"), 0);
 	cr_assert_eq(a.cmd, TS_CLI_STATUS);
+	cr_assert_eq(parse(&a, err, "volume qos v1 iopsLimit=100 writeBpsLimit=1Mi"), 0, "%s", err);
+	cr_assert_eq(a.cmd, TS_CLI_VOLUME_QOS);
+	cr_assert_str_eq(a.volume, "v1");
+	cr_assert_eq(a.nkv, 2);
+	cr_assert_str_eq(a.kv[1], "writeBpsLimit=1Mi");
 	cr_assert_eq(parse(&a, err, "--help"), 0);
 	cr_assert(a.help);
 	cr_assert_eq(parse(&a, err, "volume create -h"), 0);
@@ -166,7 +171,11 @@ Test(csi_cli, parse_errors)
 		{ "status -o yaml", "unknown output format 'yaml'" },
 		{ "status --verbose", "unknown option '--verbose'" },
 		{ "status --endpoint=", "--endpoint is empty" },
-		{ "a b c d e", "too many arguments" },
+		{ "a b c d e f g h i j k l m", "too many arguments" },
+		{ "volume qos v1", "takes a volume and 1 to 8 KEY=VALUE" },
+		{ "volume qos v1 iopsLimit", "'iopsLimit' is not KEY=VALUE" },
+		{ "volume qos v1 =5", "'=5' is not KEY=VALUE" },
+		{ "volume qos v1 a=1 b=2 c=3 d=4 e=5 f=6 g=7 h=8 i=9", "takes a volume and 1 to 8" },
 	};
 	struct ts_cli_args a;
 	char err[256];
@@ -277,6 +286,23 @@ Test(csi_cli, render_tables)
 			      "ec:         4+2\n"
 			      "access:     block\n"
 			      "iscsi_url:  iscsi://h:1/q/0\n");
+	free(out);
+	out = render(TS_CLI_VOLUME_SHOW, false,
+		     "{\"id\":\"tv-1\",\"name\":\"v\",\"size_bytes\":1048576,\"ec\":\"4+2\","
+		     "\"access\":\"block\",\"fs_type\":\"\",\"iscsi_url\":\"iscsi://h:1/q/0\","
+		     "\"qos\":{\"iopsLimit\":500,\"stats\":{\"admitted\":7,\"delayed\":3,\"queued_now\":1,"
+		     "\"delay_ms_total\":12,\"reservation_cap_iops\":0}}}",
+		     &rc);
+	cr_assert_eq(rc, 0);
+	cr_assert(strstr(out, "qos:        iopsLimit=500\n"
+			      "qos_stats:  admitted=7 delayed=3 queued=1 delay_ms=12 reservation_cap_iops=0\n"),
+		  "%s", out);
+	free(out);
+	out = render(TS_CLI_VOLUME_SHOW, false,
+		     "{\"id\":\"tv-1\",\"name\":\"v\",\"size_bytes\":1048576,\"ec\":\"4+2\","
+		     "\"access\":\"block\",\"fs_type\":\"\",\"iscsi_url\":\"iscsi://h:1/q/0\",\"qos\":{}}",
+		     &rc);
+	cr_assert(strstr(out, "qos:        none\n"), "%s", out);
 	free(out);
 	/* A response that lacks what the command shows is an error, not a blank table. */
 	out = render(TS_CLI_VOLUME_LIST, false, "{\"nodes\":[]}", &rc);
@@ -663,4 +689,40 @@ Test(csi_cli, render_snapshot_tree)
 	fclose(f);
 	free(buf);
 	json_decref(j);
+}
+
+/* VolumeModify: the CLI's `volume qos`, through ControllerModifyVolume. */
+Test(csi_cli, admin_volume_modify)
+{
+	struct tenv e;
+	char msg[512];
+	json_t *r;
+
+	tenv_init(&e, &tmem_qos_backend_ops, tmem_backend_new(1ull << 30), 0);
+	cr_assert_eq(acall(e.d, "VolumeCreate", "{\"name\":\"q\",\"size_bytes\":1048576}", &r, msg),
+		     0, "%s", msg);
+	json_decref(r);
+	cr_assert_eq(acall(e.d, "VolumeModify",
+			   "{\"volume\":\"q\",\"parameters\":{\"iopsLimit\":\"100\",\"readBpsLimit\":\"2Mi\"}}",
+			   &r, msg),
+		     0, "%s", msg);
+	cr_assert_eq(json_integer_value(json_object_get(json_object_get(r, "qos"), "iopsLimit")), 100);
+	cr_assert_eq(json_integer_value(json_object_get(json_object_get(r, "qos"), "readBpsLimit")),
+		     2 << 20);
+	json_decref(r);
+	cr_assert_eq(acall(e.d, "VolumeGet", "{\"volume\":\"q\"}", &r, msg), 0, "%s", msg);
+	cr_assert_eq(json_integer_value(json_object_get(json_object_get(r, "qos"), "iopsLimit")), 100);
+	json_decref(r);
+	cr_assert_eq(acall(e.d, "VolumeModify",
+			   "{\"volume\":\"q\",\"parameters\":{\"frob\":\"1\"}}", &r, msg),
+		     3);
+	cr_assert(strstr(msg, "unknown key 'frob'"), "%s", msg);
+	cr_assert_eq(acall(e.d, "VolumeModify", "{\"volume\":\"q\",\"parameters\":{\"iopsLimit\":5}}",
+			   &r, msg),
+		     3);
+	cr_assert_eq(acall(e.d, "VolumeModify", "{\"volume\":\"q\"}", &r, msg), 3);
+	cr_assert_eq(acall(e.d, "VolumeModify",
+			   "{\"volume\":\"nope\",\"parameters\":{\"iopsLimit\":\"1\"}}", &r, msg),
+		     5);
+	tenv_fini(&e);
 }
