@@ -815,6 +815,28 @@ struct holder {
 	_Atomic int done;
 };
 
+static void probe_cb(void *arg, int status)
+{
+	cr_assert_eq(status, 0);
+	atomic_fetch_add((_Atomic int *)arg, 1);
+}
+
+/* Return once \p v is quiesced: a read of hole grain \p g completes inline
+ * unless it is queued. Every probe read completes (later); *\p fired counts
+ * them, *\p sent is how many were submitted. */
+static void wait_queued(struct ts_volume *v, uint64_t g, uint8_t *buf, _Atomic int *fired, int *sent)
+{
+	for (;;) {
+		int before = atomic_load(fired);
+		cr_assert_eq(ts_volume_read(v, g * BS, BS, buf, probe_cb, fired), 0);
+		(*sent)++;
+		if (atomic_load(fired) == before + 1)
+			usleep(1000); /* not yet quiesced */
+		else
+			return;
+	}
+}
+
 static void *holder_main(void *arg)
 {
 	struct holder *h = arg;
@@ -838,6 +860,9 @@ Test(volume, hold_waits_for_inflight_and_times_out)
 	struct iotag tag[4];
 	static uint8_t bufs[4][BS];
 	struct holder h;
+	static uint8_t pbuf[BS];
+	_Atomic int fired = 0;
+	int sent = 0;
 	pthread_t th;
 	struct ts_vpool *p;
 	struct ts_volume *v;
@@ -864,7 +889,7 @@ Test(volume, hold_waits_for_inflight_and_times_out)
 	t0 = ts_now_ns();
 	h.deadline = t0 + 80000000ull;
 	cr_assert_eq(pthread_create(&th, NULL, holder_main, &h), 0);
-	usleep(20000);
+	wait_queued(v, 100, pbuf, &fired, &sent);
 	cr_assert_eq(ts_volume_write(v, BS, BS, bufs[1], iolog_cb, &tag[1]), 0);
 	cr_assert_eq(tm_stalled(t), 1); /* queued by the hold */
 	pthread_join(th, NULL);
@@ -873,6 +898,7 @@ Test(volume, hold_waits_for_inflight_and_times_out)
 	cr_assert_geq(el, 80000000ull);
 	cr_assert_lt(el, 2000000000ull);
 	cr_assert_eq(tm_stalled(t), 2); /* undone: the queued write was submitted */
+	cr_assert_eq(atomic_load(&fired), sent); /* and the queued probe read */
 	cr_assert_eq(ts_volume_write(v, 2 * BS, BS, bufs[2], iolog_cb, &tag[2]), 0);
 	cr_assert_eq(tm_stalled(t), 3);
 	cr_assert_eq(ts_vpool_volume_delete(p, vol), -EBUSY); /* handle open, but not held */

@@ -110,7 +110,7 @@ struct writer {
 	uint64_t seed;
 	_Atomic int *stop;
 	struct wlog *log;
-	size_t n;
+	_Atomic size_t n; /* entries of log complete (ack stamped) */
 	int err;
 };
 
@@ -193,6 +193,21 @@ static size_t writers_stop(struct writers *ws)
 			total += ws->w[i][j].n;
 		}
 	return total;
+}
+
+/* Wait until every writer has completed \p k more writes than now. */
+static void wait_progress(struct writers *ws, size_t k)
+{
+	size_t base[NP][NW];
+
+	for (int i = 0; i < NP; i++)
+		for (int j = 0; j < NW; j++)
+			base[i][j] = atomic_load(&ws->w[i][j].n);
+	for (int i = 0; i < NP; i++)
+		for (int j = 0; j < NW; j++)
+			while (atomic_load(&ws->w[i][j].n) < base[i][j] + k &&
+			       atomic_load(&ws->w[i][j].n) < LOGMAX)
+				usleep(200);
 }
 
 static void writers_free(struct writers *ws)
@@ -305,6 +320,7 @@ Test(group, snapshot_is_a_consistent_cut, .timeout = 120)
 		members(&e, gm, &ts_gsnap_vpool_ops);
 		writers_start(&ws, &e, (uint64_t)run + 1);
 		seed = seed * 6364136223846793005ull + 1;
+		wait_progress(&ws, 2); /* some writes acked before the cut, whatever the speed */
 		usleep((useconds_t)(2000 + (seed >> 33) % 30000)); /* the cut: 2..32 ms in */
 		call = atomic_fetch_add(&g_clock, 1);
 		cr_assert_eq(ts_gsnap_take(gm, NP, 2000000000ull, &tm), 0);
@@ -313,7 +329,7 @@ Test(group, snapshot_is_a_consistent_cut, .timeout = 120)
 		hold[run] = tm.hold_ns;
 		snap[run] = tm.snap_ns;
 		cr_assert_leq(tm.hold_ns + tm.snap_ns, tm.total_pause_ns);
-		usleep(3000);
+		wait_progress(&ws, 2); /* and some after it */
 		writes += writers_stop(&ws);
 		for (int i = 0; i < NP; i++) {
 			cr_assert_neq(gm[i].snap_id, 0);
@@ -353,8 +369,11 @@ Test(group, snapshot_is_a_consistent_cut, .timeout = 120)
 	env_close(&e);
 }
 
-/* The checker has teeth: snapshots taken one volume after the other, a few
- * ms apart, while the writers run, are not a consistent cut. */
+/* The checker has teeth: snapshots taken one volume after the other while the
+ * writers run are not a consistent cut. Between two snapshots every writer
+ * completes 3 writes (so pool i has a write outside its snapshot acked at
+ * some a), then 3 more (so pool i+1 has a write submitted after a, acked
+ * before its snapshot): a violation by construction, at any speed. */
 Test(group, checker_catches_one_by_one_snapshots)
 {
 	static struct writers ws;
@@ -366,14 +385,14 @@ Test(group, checker_catches_one_by_one_snapshots)
 	env_open(&e);
 	vols_create(&e);
 	writers_start(&ws, &e, 7);
-	usleep(5000);
+	wait_progress(&ws, 2);
 	call = atomic_fetch_add(&g_clock, 1);
 	for (int i = 0; i < NP; i++) {
 		cr_assert_eq(ts_chain_snapshot(e.p[i], e.vol[i], "one", &sid[i]), 0);
-		usleep(5000);
+		wait_progress(&ws, 3);
+		wait_progress(&ws, 3);
 	}
 	ret = atomic_fetch_add(&g_clock, 1);
-	usleep(2000);
 	writers_stop(&ws);
 	for (int i = 0; i < NP; i++)
 		read_snapshot(e.p[i], sid[i], ids[i]);
