@@ -70,8 +70,21 @@ static struct vreq *req_new(struct ts_volume *v, size_t ng, ts_volume_cb cb, voi
 	return r;
 }
 
-/* Queue an IO on a quiesced volume (p->mu held). */
-static int defer_io(struct ts_volume *h, int write, uint64_t off, uint64_t len, const void *buf,
+/*
+ * Quiesce queue. While a volume is quiesced (a snapshot or restore waits for
+ * its in-flight IO, or a ts_vpool_volume_hold() is in place) reads, writes and
+ * unmaps are appended to v->defer instead of being admitted; they are never
+ * blocked, since the submitter may be a completion callback whose thread other
+ * completions need. When the last quiesce ends, the thread that ended it
+ * drains the queue (vio_drain) in submit order; new IOs arriving while it
+ * drains queue behind it (v->draining), so an IO never overtakes one submitted
+ * before it. If the volume is quiesced again mid-drain, the IO being
+ * resubmitted goes back to the front of the queue and the drain stops; the
+ * next unquiesce resumes it.
+ */
+
+/* Queue a new IO at the tail (p->mu held). */
+static int defer_io(struct ts_volume *h, int op, uint64_t off, uint64_t len, const void *buf,
 		    ts_volume_cb cb, void *arg)
 {
 	struct vdefer *d = ts_calloc(1, sizeof(*d));
@@ -80,7 +93,7 @@ static int defer_io(struct ts_volume *h, int write, uint64_t off, uint64_t len, 
 	if (!d)
 		return -ENOMEM;
 	d->h = h;
-	d->write = write;
+	d->op = op;
 	d->off = off;
 	d->len = len;
 	d->buf = (void *)(uintptr_t)buf;
@@ -94,16 +107,73 @@ static int defer_io(struct ts_volume *h, int write, uint64_t off, uint64_t len, 
 	return 0;
 }
 
-void vio_resubmit(struct vdefer *d)
+/*
+ * Admission (p->mu held, range already checked). \p from is the queued entry
+ * when the drain resubmits it, else NULL. Returns 0: go on; 1: queued (a new
+ * IO at the tail, a resubmitted one back at the front); or -ENOMEM.
+ */
+static int admit(struct ts_volume *h, int op, uint64_t off, uint64_t len, const void *buf,
+		 ts_volume_cb cb, void *arg, struct vdefer *from)
 {
-	while (d) {
-		struct vdefer *next = d->next;
-		int rc = d->write ? ts_volume_write(d->h, d->off, d->len, d->buf, d->cb, d->arg)
-				  : ts_volume_read(d->h, d->off, d->len, d->buf, d->cb, d->arg);
+	struct vol *v = h->vol;
+	int rc;
+
+	if (from) {
+		if (!v->quiesce)
+			return 0;
+		from->next = v->defer;
+		v->defer = from;
+		if (!v->defer_last)
+			v->defer_last = from;
+		return 1;
+	}
+	if (!v->quiesce && !v->draining)
+		return 0;
+	rc = defer_io(h, op, off, len, buf, cb, arg);
+	return rc ? rc : 1;
+}
+
+static int vio_read(struct ts_volume *h, uint64_t off, uint64_t len, void *buf, ts_volume_cb cb,
+		    void *arg, struct vdefer *from);
+static int vio_write(struct ts_volume *h, uint64_t off, uint64_t len, const void *buf,
+		     ts_volume_cb cb, void *arg, struct vdefer *from);
+static int vio_unmap(struct ts_volume *h, uint64_t off, uint64_t len, ts_volume_cb cb, void *arg,
+		     struct vdefer *from);
+
+void vio_drain(struct ts_vpool *p, struct vol *v)
+{
+	for (;;) {
+		struct vdefer *d;
+		int rc;
+
+		pthread_mutex_lock(&p->mu);
+		d = v->defer;
+		if (!d || v->quiesce) {
+			v->draining = 0;
+			pthread_mutex_unlock(&p->mu);
+			return;
+		}
+		v->defer = d->next;
+		if (!v->defer)
+			v->defer_last = NULL;
+		d->next = NULL;
+		pthread_mutex_unlock(&p->mu);
+		switch (d->op) {
+		case VD_WRITE:
+			rc = vio_write(d->h, d->off, d->len, d->buf, d->cb, d->arg, d);
+			break;
+		case VD_UNMAP:
+			rc = vio_unmap(d->h, d->off, d->len, d->cb, d->arg, d);
+			break;
+		default:
+			rc = vio_read(d->h, d->off, d->len, d->buf, d->cb, d->arg, d);
+			break;
+		}
+		if (rc == 1)
+			continue; /* quiesced again: back at the front, the next pass stops */
 		if (rc)
 			d->cb(d->arg, rc); /* we returned 0 for it: the callback must fire */
 		ts_free(d);
-		d = next;
 	}
 }
 
@@ -205,20 +275,17 @@ static void submit_children(struct vreq *r)
 	}
 }
 
-int ts_volume_read(struct ts_volume *h, uint64_t off, uint64_t len, void *buf, ts_volume_cb cb,
-		   void *arg)
+static int vio_read(struct ts_volume *h, uint64_t off, uint64_t len, void *buf, ts_volume_cb cb,
+		    void *arg, struct vdefer *from)
 {
-	struct ts_vpool *p;
+	struct ts_vpool *p = h->pool;
 	struct vreq *r;
 	size_t i;
+	int rc;
 
-	if (!h || !buf || !cb)
-		return -EINVAL;
-	p = h->pool;
 	pthread_mutex_lock(&p->mu);
-	if (!range_ok(h->vol, off, len) || h->vol->quiesce) {
-		/* a snapshot or restore is waiting for in-flight IO: queue */
-		int rc = range_ok(h->vol, off, len) ? defer_io(h, 0, off, len, buf, cb, arg) : -EINVAL;
+	rc = range_ok(h->vol, off, len) ? admit(h, VD_READ, off, len, buf, cb, arg, from) : -EINVAL;
+	if (rc) {
 		pthread_mutex_unlock(&p->mu);
 		return rc;
 	}
@@ -249,28 +316,19 @@ int ts_volume_read(struct ts_volume *h, uint64_t off, uint64_t len, void *buf, t
 	return 0;
 }
 
-int ts_volume_write(struct ts_volume *h, uint64_t off, uint64_t len, const void *buf,
-		    ts_volume_cb cb, void *arg)
+static int vio_write(struct ts_volume *h, uint64_t off, uint64_t len, const void *buf,
+		     ts_volume_cb cb, void *arg, struct vdefer *from)
 {
-	struct ts_vpool *p;
-	struct vol *v;
+	struct ts_vpool *p = h->pool;
+	struct vol *v = h->vol;
 	struct vreq *r;
 	size_t i, nfresh = 0;
-	int rc = 0;
+	int rc;
 
-	if (!h || !buf || !cb)
-		return -EINVAL;
-	p = h->pool;
-	v = h->vol;
 	pthread_mutex_lock(&p->mu);
-	if (!range_ok(v, off, len)) {
-		rc = -EINVAL;
+	rc = range_ok(v, off, len) ? admit(h, VD_WRITE, off, len, buf, cb, arg, from) : -EINVAL;
+	if (rc)
 		goto unlock;
-	}
-	if (v->quiesce) {
-		rc = defer_io(h, 1, off, len, buf, cb, arg);
-		goto unlock;
-	}
 	r = req_new(h, len / BS, cb, arg);
 	if (!r) {
 		rc = -ENOMEM;
@@ -320,21 +378,21 @@ unlock:
 	return rc;
 }
 
-int ts_volume_unmap(struct ts_volume *h, uint64_t off, uint64_t len, ts_volume_cb cb, void *arg)
+static int vio_unmap(struct ts_volume *h, uint64_t off, uint64_t len, ts_volume_cb cb, void *arg,
+		     struct vdefer *from)
 {
-	struct ts_vpool *p;
-	struct vol *v;
+	struct ts_vpool *p = h->pool;
+	struct vol *v = h->vol;
 	uint64_t g;
-	int rc = 0;
+	int rc;
 
-	if (!h || !cb)
-		return -EINVAL;
-	p = h->pool;
-	v = h->vol;
 	pthread_mutex_lock(&p->mu);
-	if (!range_ok(v, off, len)) {
+	/* queued like reads and writes: an unmap must not change the head under
+	 * a snapshot or hold, nor overtake a write queued before it */
+	rc = range_ok(v, off, len) ? admit(h, VD_UNMAP, off, len, NULL, cb, arg, from) : -EINVAL;
+	if (rc) {
 		pthread_mutex_unlock(&p->mu);
-		return -EINVAL;
+		return rc;
 	}
 	/* grain by grain: an -ENOMEM part way leaves the grains before it discarded */
 	for (g = off / BS; g < (off + len) / BS && rc == 0; g++) {
@@ -365,6 +423,40 @@ int ts_volume_unmap(struct ts_volume *h, uint64_t off, uint64_t len, ts_volume_c
 	return 0;
 }
 
+int ts_volume_read(struct ts_volume *h, uint64_t off, uint64_t len, void *buf, ts_volume_cb cb,
+		   void *arg)
+{
+	int rc;
+
+	if (!h || !buf || !cb)
+		return -EINVAL;
+	rc = vio_read(h, off, len, buf, cb, arg, NULL);
+	return rc == 1 ? 0 : rc;
+}
+
+int ts_volume_write(struct ts_volume *h, uint64_t off, uint64_t len, const void *buf,
+		    ts_volume_cb cb, void *arg)
+{
+	int rc;
+
+	if (!h || !buf || !cb)
+		return -EINVAL;
+	rc = vio_write(h, off, len, buf, cb, arg, NULL);
+	return rc == 1 ? 0 : rc;
+}
+
+int ts_volume_unmap(struct ts_volume *h, uint64_t off, uint64_t len, ts_volume_cb cb, void *arg)
+{
+	int rc;
+
+	if (!h || !cb)
+		return -EINVAL;
+	rc = vio_unmap(h, off, len, cb, arg, NULL);
+	return rc == 1 ? 0 : rc;
+}
+
+/* Not queued while quiesced: it commits what has completed, which a hold or
+ * snapshot does not change. */
 int ts_volume_flush(struct ts_volume *h, ts_volume_cb cb, void *arg)
 {
 	if (!h || !cb)

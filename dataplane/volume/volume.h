@@ -129,7 +129,8 @@ int ts_vpool_volume_create(struct ts_vpool *p, const char *name, uint64_t size,
 /**
  * Delete a volume: frees its head's blocks. Its head's parent is left in the
  * tree (snapshots/chain decides what becomes of it). -ENOENT, -EBUSY (a
- * handle is open), or a commit error.
+ * handle is open, or the volume is held or being snapshotted), or a commit
+ * error.
  */
 int ts_vpool_volume_delete(struct ts_vpool *p, uint64_t vol_id);
 
@@ -154,6 +155,43 @@ int ts_vpool_volume_list(struct ts_vpool *p, uint64_t start, uint64_t *ids, size
  */
 int ts_vpool_snapshot(struct ts_vpool *p, uint64_t vol_id, const char *name, uint32_t flags,
 		      uint64_t *layer_id);
+
+/**
+ * Hold a volume still at one point in time, for a group snapshot
+ * (snapshots/group): stop admitting new IO and wait until the IO already
+ * admitted has completed. From the moment the hold is raised, new reads,
+ * writes and unmaps on the volume are queued (never blocked, as during a
+ * snapshot; flushes still run), and a queued IO is neither admitted nor
+ * acknowledged until the hold is released. Returns once nothing is in
+ * flight, so the volume's head then holds exactly the writes admitted
+ * before the hold.
+ *
+ * \p deadline_ns is an absolute CLOCK_MONOTONIC time (ts_now_ns() scale).
+ * Returns 0 (held: pair with ts_vpool_volume_release()), -ENOENT, -EINVAL,
+ * or -ETIMEDOUT if in-flight IO has not drained by then: the hold is then
+ * already undone (queued IO resubmitted) and there is nothing to release.
+ *
+ * Holds nest with each other (two group snapshots over the same volume) and
+ * with ts_vpool_snapshot() / ts_vpool_volume_rebase() on the held volume,
+ * which then run at once (nothing is in flight) and leave the queue alone:
+ * IO queued during a hold stays queued until the last hold is released. A
+ * held volume cannot be deleted (-EBUSY).
+ *
+ * A hold does not expire on its own: the holder (in-process, see
+ * docs/volumes.md "Group snapshots") always releases it. Release every hold
+ * before ts_vpool_close(). Takes the pool mutex only; must not be called
+ * from a member completion context (it waits for completions).
+ */
+int ts_vpool_volume_hold(struct ts_vpool *p, uint64_t vol_id, uint64_t deadline_ns);
+
+/**
+ * Drop one hold taken by ts_vpool_volume_hold(). When it was the volume's
+ * last quiesce, the IOs queued meanwhile are resubmitted in the order they
+ * were submitted, from this thread (their callbacks may run in it), and
+ * IO submitted while that drain runs queues behind them. A release without
+ * a hold is logged and ignored.
+ */
+void ts_vpool_volume_release(struct ts_vpool *p, uint64_t vol_id);
 
 /**
  * Restore in place: discard the volume's head (freeing its blocks) and give it
@@ -243,9 +281,10 @@ uint64_t ts_volume_size(struct ts_volume *v);
  * Returns 0 and \p cb fires exactly once (maybe before the call returns, on
  * any thread), or a negative error and \p cb never fires: -EINVAL, -ENOMEM,
  * TS_ERR_NO_SPACE (write: pool full). A callback status may be a member error.
- * While a snapshot or restore of the volume waits for in-flight IO, new reads
- * and writes are queued and submitted when it is done (never blocked), so
- * they may be submitted from a completion callback.
+ * While a snapshot or restore of the volume waits for in-flight IO, or a hold
+ * (ts_vpool_volume_hold()) is in place, new reads, writes and unmaps are
+ * queued and submitted in order when it is done (never blocked), so they may
+ * be submitted from a completion callback.
  * Unmap makes the range read as zeroes and frees what the head owned.
  * Flush commits the pool (synchronously, in the caller's thread) then fires
  * \p cb with the result.

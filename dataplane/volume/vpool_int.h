@@ -25,10 +25,11 @@ struct layer {
 };
 
 /* An IO that arrived while its volume was quiesced, submitted afterwards. */
+enum { VD_READ = 0, VD_WRITE, VD_UNMAP };
 struct vdefer {
 	struct vdefer *next;
 	struct ts_volume *h;
-	int write;
+	int op; /* VD_* */
 	uint64_t off, len;
 	void *buf;
 	ts_volume_cb cb;
@@ -41,9 +42,11 @@ struct vol {
 	struct layer *head;
 	struct rmap index; /* grain -> pba: what the volume reads (merged) */
 	uint32_t inflight; /* IOs between submit and completion (member IO issued) */
-	uint32_t quiesce;  /* a snapshot/rebase waits for inflight: new IOs wait too */
+	uint32_t quiesce;  /* snapshot/rebase/holds in progress: new IOs are queued */
+	uint32_t holds;    /* ts_vpool_volume_hold()s not yet released (part of quiesce) */
+	uint32_t draining; /* a thread is resubmitting the queue: new IOs queue behind it */
 	uint32_t refs;     /* open handles */
-	struct vdefer *defer, *defer_last; /* IOs held while quiesced, in order */
+	struct vdefer *defer, *defer_last; /* IOs held while quiesced, in submit order */
 };
 
 struct ts_volume {
@@ -161,7 +164,9 @@ void vp_layer_rec(const struct layer *l, struct r_layer *r);
 void vp_vol_rec(const struct vol *v, struct r_vol *r);
 int vp_build_index(const struct layer *top, struct rmap *out);
 
-/* vio.c: submit IOs held during a quiesce (no lock held) */
-void vio_resubmit(struct vdefer *list);
+/* vio.c: submit, in order, the IOs queued while \p v was quiesced; called with no
+ * lock held by the thread that dropped v->quiesce to 0 and set v->draining.
+ * Stops (leaving the rest queued) if the volume is quiesced again meanwhile. */
+void vio_drain(struct ts_vpool *p, struct vol *v);
 
 #endif

@@ -360,7 +360,14 @@ static struct ts_vpool *pool_new(struct ts_member *m)
 	pthread_rwlock_init(&p->tree, NULL);
 	pthread_mutex_init(&p->commit_mu, NULL);
 	pthread_mutex_init(&p->mu, NULL);
-	pthread_cond_init(&p->cond, NULL);
+	{
+		/* CLOCK_MONOTONIC: ts_vpool_volume_hold() waits on it with a monotonic deadline */
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&p->cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	return p;
 }
 

@@ -18,7 +18,10 @@
  * Every operation takes the tree rwlock for writing and p->mu
  * (meta_begin), drops p->mu before the commit and the rwlock after it
  * (meta_done); queries take the rwlock for reading. Quiesce waits on
- * p->cond with p->mu held.
+ * p->cond with p->mu held. A hold (ts_vpool_volume_hold) is a quiesce that
+ * outlives the call: it takes only p->mu (never the tree lock, so snapshots
+ * of the held volume can run under it) and its timed wait is on p->cond,
+ * which runs on CLOCK_MONOTONIC.
  */
 #include "dataplane/volume/vpool_int.h"
 
@@ -59,13 +62,75 @@ static void quiesce(struct ts_vpool *p, struct vol *v)
 		pthread_cond_wait(&p->cond, &p->mu);
 }
 
-static struct vdefer *unquiesce(struct vol *v)
+/*
+ * End one quiesce (p->mu held). Only the last one hands the queue back: IO
+ * queued while a hold is in place stays queued through a snapshot taken
+ * under it. Returns 1 when the caller must call vio_drain(p, v) once it has
+ * dropped its locks (v stays valid: queued IOs hold open handles, so the
+ * volume cannot be deleted).
+ */
+static int unquiesce(struct vol *v)
 {
-	struct vdefer *d = v->defer;
+	if (--v->quiesce || !v->defer || v->draining)
+		return 0;
+	v->draining = 1;
+	return 1;
+}
 
-	v->quiesce--;
-	v->defer = v->defer_last = NULL;
-	return d;
+int ts_vpool_volume_hold(struct ts_vpool *p, uint64_t vol_id, uint64_t deadline_ns)
+{
+	struct timespec ts;
+	struct vol *v;
+	int rc = 0;
+
+	if (!p)
+		return -EINVAL;
+	ts.tv_sec = (time_t)(deadline_ns / 1000000000ull);
+	ts.tv_nsec = (long)(deadline_ns % 1000000000ull);
+	pthread_mutex_lock(&p->mu);
+	v = vp_vol_find(p, vol_id);
+	if (!v) {
+		pthread_mutex_unlock(&p->mu);
+		return -ENOENT;
+	}
+	/* the volume cannot go while we wait: delete refuses a quiesced volume */
+	v->quiesce++;
+	while (v->inflight && rc == 0)
+		if (pthread_cond_timedwait(&p->cond, &p->mu, &ts) == ETIMEDOUT && v->inflight)
+			rc = -ETIMEDOUT;
+	if (rc == 0) {
+		v->holds++;
+		pthread_mutex_unlock(&p->mu);
+		return 0;
+	}
+	if (unquiesce(v)) {
+		pthread_mutex_unlock(&p->mu);
+		vio_drain(p, v);
+		return rc;
+	}
+	pthread_mutex_unlock(&p->mu);
+	return rc;
+}
+
+void ts_vpool_volume_release(struct ts_vpool *p, uint64_t vol_id)
+{
+	struct vol *v;
+	int drain = 0;
+
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->mu);
+	v = vp_vol_find(p, vol_id);
+	if (v && v->holds) {
+		v->holds--;
+		drain = unquiesce(v);
+	} else {
+		ts_log(TS_LOG_WARN, "volume", "release without a hold vol=%llu",
+		       (unsigned long long)vol_id);
+	}
+	pthread_mutex_unlock(&p->mu);
+	if (drain)
+		vio_drain(p, v);
 }
 
 /* Finish a metadata operation: commit (which writes its records). */
@@ -172,7 +237,7 @@ int ts_vpool_volume_delete(struct ts_vpool *p, uint64_t vol_id)
 		rc = -ENOENT;
 		goto out;
 	}
-	if (v->refs) {
+	if (v->refs || v->quiesce) {
 		rc = -EBUSY;
 		goto out;
 	}
@@ -326,7 +391,7 @@ fail:
 int ts_vpool_snapshot(struct ts_vpool *p, uint64_t vol_id, const char *name, uint32_t flags,
 		      uint64_t *layer_id)
 {
-	struct vdefer *held = NULL;
+	int drain = 0;
 	struct vol *v;
 	int rc;
 
@@ -340,16 +405,17 @@ int ts_vpool_snapshot(struct ts_vpool *p, uint64_t vol_id, const char *name, uin
 	}
 	quiesce(p, v);
 	rc = new_head(p, v, v->head, name ? name : "", flags, layer_id);
-	held = unquiesce(v);
+	drain = unquiesce(v);
 out:
 	rc = meta_done(p, rc);
-	vio_resubmit(held);
+	if (drain)
+		vio_drain(p, v);
 	return rc;
 }
 
 int ts_vpool_volume_rebase(struct ts_vpool *p, uint64_t vol_id, uint64_t layer_id)
 {
-	struct vdefer *held = NULL;
+	int drain = 0;
 	struct layer *l;
 	struct vol *v;
 	int rc;
@@ -369,10 +435,11 @@ int ts_vpool_volume_rebase(struct ts_vpool *p, uint64_t vol_id, uint64_t layer_i
 	}
 	quiesce(p, v);
 	rc = new_head(p, v, l, NULL, 0, NULL);
-	held = unquiesce(v);
+	drain = unquiesce(v);
 out:
 	rc = meta_done(p, rc);
-	vio_resubmit(held);
+	if (drain)
+		vio_drain(p, v);
 	return rc;
 }
 

@@ -9,6 +9,7 @@
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -662,4 +663,316 @@ Test(volume, io_from_callbacks_during_snapshots)
 	ts_member_destroy(m);
 	pthread_mutex_destroy(&c.mu);
 	pthread_cond_destroy(&c.cond);
+}
+
+/* ------------------------------------------------------------- holds */
+
+/* Completion log of asynchronous IOs: which ones fired, in what order. */
+struct iolog {
+	pthread_mutex_t mu;
+	int order[64];
+	int status[64];
+	int n;
+};
+
+struct iotag {
+	struct iolog *log;
+	int id;
+};
+
+static void iolog_cb(void *arg, int status)
+{
+	struct iotag *t = arg;
+
+	pthread_mutex_lock(&t->log->mu);
+	t->log->status[t->id] = status;
+	t->log->order[t->log->n++] = t->id;
+	pthread_mutex_unlock(&t->log->mu);
+}
+
+static int iolog_count(struct iolog *l)
+{
+	int n;
+
+	pthread_mutex_lock(&l->mu);
+	n = l->n;
+	pthread_mutex_unlock(&l->mu);
+	return n;
+}
+
+static uint64_t in_ms(unsigned ms)
+{
+	return ts_now_ns() + (uint64_t)ms * 1000000ull;
+}
+
+static uint64_t token_at(struct ts_volume *v, uint64_t g)
+{
+	uint8_t buf[BS];
+
+	cr_assert_eq(ts_volume_read_sync(v, g * BS, BS, buf), 0);
+	return token_of(buf, g);
+}
+
+/* What a snapshot layer reads at grain g: through a clone (the read path). */
+static uint64_t layer_token(struct ts_vpool *p, uint64_t layer, uint64_t g)
+{
+	struct ts_volume *v;
+	uint64_t cl, tok;
+
+	cr_assert_eq(ts_vpool_volume_create(p, "peek", CG * BS, layer, &cl), 0);
+	cr_assert_eq(ts_volume_open(p, cl, &v), 0);
+	tok = token_at(v, g);
+	ts_volume_close(v);
+	cr_assert_eq(ts_vpool_volume_delete(p, cl), 0);
+	return tok;
+}
+
+/*
+ * Reads, writes and unmaps submitted while a volume is held are queued, not
+ * completed; a snapshot under the hold runs at once, captures the pre-hold
+ * content and leaves the queue alone; release resubmits the queue in submit
+ * order (a synchronous member completes each IO inline, so completion order
+ * is admission order and the final content shows the order).
+ */
+Test(volume, hold_queues_io_through_snapshot_until_release)
+{
+	struct ts_member *m = tm_ram(32ull << 20, 1, 1, NULL);
+	struct iolog log = { .mu = PTHREAD_MUTEX_INITIALIZER };
+	struct iotag tag[8];
+	static uint8_t bufs[8][BS];
+	struct ts_vpool *p;
+	struct ts_volume *v;
+	uint64_t vol, snap;
+	int i;
+
+	cr_assert_not_null(m);
+	cr_assert_eq(ts_vpool_format(m), 0);
+	cr_assert_eq(ts_vpool_open(m, &p), 0);
+	cr_assert_eq(ts_vpool_volume_create(p, "h", CG * BS, 0, &vol), 0);
+	cr_assert_eq(ts_volume_open(p, vol, &v), 0);
+	stamp(bufs[7], 100, 0);
+	cr_assert_eq(ts_volume_write_sync(v, 0, BS, bufs[7]), 0);
+	stamp(bufs[7], 101, 1);
+	cr_assert_eq(ts_volume_write_sync(v, BS, BS, bufs[7]), 0);
+
+	cr_assert_eq(ts_vpool_volume_hold(p, vol, in_ms(1000)), 0);
+	for (i = 0; i < 8; i++)
+		tag[i] = (struct iotag){ &log, i };
+	/* 0: write g0=1, 1: write g0=2, 2: unmap g1, 3: read g0, 4: write g1=3,
+	 * 5: write g2=4, 6: unmap g2 */
+	stamp(bufs[0], 1, 0);
+	stamp(bufs[1], 2, 0);
+	stamp(bufs[4], 3, 1);
+	stamp(bufs[5], 4, 2);
+	cr_assert_eq(ts_volume_write(v, 0, BS, bufs[0], iolog_cb, &tag[0]), 0);
+	cr_assert_eq(ts_volume_write(v, 0, BS, bufs[1], iolog_cb, &tag[1]), 0);
+	cr_assert_eq(ts_volume_unmap(v, BS, BS, iolog_cb, &tag[2]), 0);
+	cr_assert_eq(ts_volume_read(v, 0, BS, bufs[3], iolog_cb, &tag[3]), 0);
+	cr_assert_eq(ts_volume_write(v, BS, BS, bufs[4], iolog_cb, &tag[4]), 0);
+	cr_assert_eq(ts_volume_write(v, 2 * BS, BS, bufs[5], iolog_cb, &tag[5]), 0);
+	cr_assert_eq(ts_volume_unmap(v, 2 * BS, BS, iolog_cb, &tag[6]), 0);
+	cr_assert_eq(ts_volume_write(v, 0, 0, bufs[0], iolog_cb, &tag[7]), -EINVAL);
+	cr_assert_eq(iolog_count(&log), 0);
+	cr_assert_eq(ts_vpool_volume_delete(p, vol), -EBUSY);
+
+	/* a snapshot under the hold: the pre-hold content, queue untouched */
+	cr_assert_eq(ts_vpool_snapshot(p, vol, "held", 0, &snap), 0);
+	cr_assert_eq(iolog_count(&log), 0);
+	/* a second, nested hold: the first release does not drain */
+	cr_assert_eq(ts_vpool_volume_hold(p, vol, in_ms(1000)), 0);
+	ts_vpool_volume_release(p, vol);
+	usleep(10000);
+	cr_assert_eq(iolog_count(&log), 0);
+	cr_assert_eq(layer_token(p, snap, 0), 100);
+	cr_assert_eq(layer_token(p, snap, 1), 101);
+	cr_assert_eq(layer_token(p, snap, 2), 0);
+
+	ts_vpool_volume_release(p, vol);
+	cr_assert_eq(iolog_count(&log), 7);
+	for (i = 0; i < 7; i++) {
+		cr_assert_eq(log.order[i], i, "completion %d was IO %d", i, log.order[i]);
+		cr_assert_eq(log.status[i], 0);
+	}
+	cr_assert_eq(token_of(bufs[3], 0), 2); /* the read ran after both writes */
+	cr_assert_eq(token_at(v, 0), 2);
+	cr_assert_eq(token_at(v, 1), 3); /* unmap, then the write */
+	cr_assert_eq(token_at(v, 2), 0); /* write, then the unmap */
+	cr_assert_eq(layer_token(p, snap, 0), 100);
+	/* a release without a hold is ignored; IO flows */
+	ts_vpool_volume_release(p, vol);
+	cr_assert_eq(ts_volume_write_sync(v, 0, BS, bufs[0]), 0);
+	cr_assert_eq(ts_vpool_volume_hold(p, 999, in_ms(10)), -ENOENT);
+	ts_volume_close(v);
+	ts_vpool_close(p);
+	ts_member_destroy(m);
+	pthread_mutex_destroy(&log.mu);
+}
+
+struct holder {
+	struct ts_vpool *p;
+	uint64_t vol, deadline;
+	int rc;
+	_Atomic int done;
+};
+
+static void probe_cb(void *arg, int status)
+{
+	cr_assert_eq(status, 0);
+	atomic_fetch_add((_Atomic int *)arg, 1);
+}
+
+/* Return once \p v is quiesced: a read of hole grain \p g completes inline
+ * unless it is queued. Every probe read completes (later); *\p fired counts
+ * them, *\p sent is how many were submitted. */
+static void wait_queued(struct ts_volume *v, uint64_t g, uint8_t *buf, _Atomic int *fired, int *sent)
+{
+	for (;;) {
+		int before = atomic_load(fired);
+		cr_assert_eq(ts_volume_read(v, g * BS, BS, buf, probe_cb, fired), 0);
+		(*sent)++;
+		if (atomic_load(fired) == before + 1)
+			usleep(1000); /* not yet quiesced */
+		else
+			return;
+	}
+}
+
+static void *holder_main(void *arg)
+{
+	struct holder *h = arg;
+
+	h->rc = ts_vpool_volume_hold(h->p, h->vol, h->deadline);
+	atomic_store(&h->done, 1);
+	return NULL;
+}
+
+/*
+ * A hold waits for in-flight IO (a stalled member parks a write); on its
+ * deadline it returns -ETIMEDOUT with the hold undone (IO submitted during
+ * the attempt is resubmitted, new IO is admitted); once IO can drain, a hold
+ * returns as soon as it has.
+ */
+Test(volume, hold_waits_for_inflight_and_times_out)
+{
+	struct tmem *t;
+	struct ts_member *m = tm_ram(32ull << 20, 1, 1, &t);
+	struct iolog log = { .mu = PTHREAD_MUTEX_INITIALIZER };
+	struct iotag tag[4];
+	static uint8_t bufs[4][BS];
+	struct holder h;
+	static uint8_t pbuf[BS];
+	_Atomic int fired = 0;
+	int sent = 0;
+	pthread_t th;
+	struct ts_vpool *p;
+	struct ts_volume *v;
+	uint64_t vol, t0, el;
+	int i;
+
+	cr_assert_not_null(m);
+	cr_assert_eq(ts_vpool_format(m), 0);
+	cr_assert_eq(ts_vpool_open(m, &p), 0);
+	cr_assert_eq(ts_vpool_volume_create(p, "h", CG * BS, 0, &vol), 0);
+	cr_assert_eq(ts_volume_open(p, vol, &v), 0);
+	for (i = 0; i < 4; i++) {
+		tag[i] = (struct iotag){ &log, i };
+		stamp(bufs[i], (uint64_t)i + 1, (uint64_t)i);
+	}
+	tm_set_stall(t, 1);
+	cr_assert_eq(ts_volume_write(v, 0, BS, bufs[0], iolog_cb, &tag[0]), 0);
+	cr_assert_eq(tm_stalled(t), 1);
+
+	/* times out: an IO queued during the attempt goes to the member after it */
+	memset(&h, 0, sizeof(h));
+	h.p = p;
+	h.vol = vol;
+	t0 = ts_now_ns();
+	h.deadline = t0 + 80000000ull;
+	cr_assert_eq(pthread_create(&th, NULL, holder_main, &h), 0);
+	wait_queued(v, 100, pbuf, &fired, &sent);
+	cr_assert_eq(ts_volume_write(v, BS, BS, bufs[1], iolog_cb, &tag[1]), 0);
+	cr_assert_eq(tm_stalled(t), 1); /* queued by the hold */
+	pthread_join(th, NULL);
+	el = ts_now_ns() - t0;
+	cr_assert_eq(h.rc, -ETIMEDOUT);
+	cr_assert_geq(el, 80000000ull);
+	cr_assert_lt(el, 2000000000ull);
+	cr_assert_eq(tm_stalled(t), 2); /* undone: the queued write was submitted */
+	cr_assert_eq(atomic_load(&fired), sent); /* and the queued probe read */
+	cr_assert_eq(ts_volume_write(v, 2 * BS, BS, bufs[2], iolog_cb, &tag[2]), 0);
+	cr_assert_eq(tm_stalled(t), 3);
+	cr_assert_eq(ts_vpool_volume_delete(p, vol), -EBUSY); /* handle open, but not held */
+
+	/* waits while IO is stuck, returns when it drains */
+	memset(&h, 0, sizeof(h));
+	h.p = p;
+	h.vol = vol;
+	h.deadline = in_ms(5000);
+	cr_assert_eq(pthread_create(&th, NULL, holder_main, &h), 0);
+	usleep(30000);
+	cr_assert_eq(atomic_load(&h.done), 0);
+	cr_assert_eq(ts_volume_write(v, 3 * BS, BS, bufs[3], iolog_cb, &tag[3]), 0);
+	tm_set_stall(t, 0);
+	pthread_join(th, NULL);
+	cr_assert_eq(h.rc, 0);
+	cr_assert_eq(iolog_count(&log), 3); /* the three stalled ones; #3 is queued */
+	ts_vpool_volume_release(p, vol);
+	cr_assert_eq(iolog_count(&log), 4);
+	for (i = 0; i < 4; i++) {
+		cr_assert_eq(log.status[i], 0);
+		cr_assert_eq(token_at(v, (uint64_t)i), (uint64_t)i + 1);
+	}
+	/* deadline already past, nothing in flight: held at once */
+	cr_assert_eq(ts_vpool_volume_hold(p, vol, 0), 0);
+	ts_vpool_volume_release(p, vol);
+	ts_volume_close(v);
+	ts_vpool_close(p);
+	ts_member_destroy(m);
+	pthread_mutex_destroy(&log.mu);
+}
+
+/*
+ * Writers (and their callbacks) keep going while holds and snapshots under
+ * holds come and go from another thread: every write completes, the last
+ * token of each grain is what the volume reads.
+ */
+Test(volume, holds_and_snapshots_race_writers)
+{
+	struct ts_member *m;
+	struct tmem *r;
+	struct ts_vpool *p;
+	struct writer w[3];
+	pthread_t t[3];
+	uint64_t vol, sid, cur[CG], g;
+	int i;
+
+	cr_assert_eq(tm_ram_create(64ull << 20, 4096, 1, &m, &r), 0);
+	cr_assert_eq(ts_vpool_format(m), 0);
+	cr_assert_eq(ts_vpool_open(m, &p), 0);
+	cr_assert_eq(ts_vpool_volume_create(p, "t", CG * BS, 0, &vol), 0);
+	for (i = 0; i < 3; i++) {
+		memset(&w[i], 0, sizeof(w[i]));
+		w[i].p = p;
+		w[i].vol = vol;
+		w[i].first = (uint64_t)i * 40;
+		w[i].n = 40;
+		w[i].id = i + 1;
+		cr_assert_eq(pthread_create(&t[i], NULL, writer_main, &w[i]), 0);
+	}
+	for (i = 0; i < 30; i++) {
+		cr_assert_eq(ts_vpool_volume_hold(p, vol, in_ms(5000)), 0);
+		if (i % 2)
+			cr_assert_eq(ts_vpool_snapshot(p, vol, "h", 0, &sid), 0);
+		usleep(500);
+		ts_vpool_volume_release(p, vol);
+		usleep(500);
+	}
+	for (i = 0; i < 3; i++)
+		pthread_join(t[i], NULL);
+	read_tokens(p, vol, cur);
+	for (i = 0; i < 3; i++)
+		for (g = 0; g < 40; g++)
+			cr_assert_eq(cur[w[i].first + g], w[i].last_tok[g]);
+	ts_vpool_close(p);
+	ts_member_destroy(m);
 }

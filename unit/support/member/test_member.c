@@ -43,6 +43,9 @@ struct tmem {
 	long fail_after;        /* <0: off */
 	_Atomic int mode;
 	_Atomic unsigned delay_us;
+	_Atomic int stall;      /* park IOs (checked without mu, then under it) */
+	struct ts_member_io **parked;
+	size_t np, pcap;
 	uint64_t *log_off;      /* write log: (offset, len) pairs */
 	size_t nlog, cap;
 	/* async completion */
@@ -174,10 +177,42 @@ static void *tm_thread(void *arg)
 	return NULL;
 }
 
+/* Park \p io if the member is stalled: 1 parked, 0 not stalled, -ENOMEM. */
+static int tm_park(struct tmem *t, struct ts_member_io *io)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&t->mu);
+	if (atomic_load(&t->stall)) {
+		rc = 1;
+		if (t->np == t->pcap) {
+			size_t nc = t->pcap ? t->pcap * 2 : 64;
+			void *nq = realloc(t->parked, nc * sizeof(*t->parked));
+
+			if (nq) {
+				t->parked = nq;
+				t->pcap = nc;
+			} else {
+				rc = -ENOMEM;
+			}
+		}
+		if (rc == 1)
+			t->parked[t->np++] = io;
+	}
+	pthread_mutex_unlock(&t->mu);
+	return rc;
+}
+
 static int tm_submit(void *ctx, struct ts_member_io *io)
 {
 	struct tmem *t = ctx;
 	int mode = atomic_load(&t->mode);
+
+	if (atomic_load(&t->stall)) {
+		int rc = tm_park(t, io);
+		if (rc)
+			return rc < 0 ? rc : 0;
+	}
 
 	if (mode == TM_MISSING) {
 		io->cb(io, TS_ERR_MEMBER_FAILED);
@@ -223,6 +258,7 @@ static void tm_destroy(void *ctx)
 	if (t->fd >= 0)
 		close(t->fd);
 	free(t->q);
+	free(t->parked);
 	free(t->cur);
 	free(t->dur);
 	free(t->dirty);
@@ -384,6 +420,37 @@ int tm_file_create(const char *path, uint64_t size, struct ts_member **m)
 void tm_set_mode(struct tmem *t, enum tm_mode mode)
 {
 	atomic_store(&t->mode, (int)mode);
+}
+
+void tm_set_stall(struct tmem *t, int on)
+{
+	struct ts_member_io **q;
+	size_t i, n;
+
+	pthread_mutex_lock(&t->mu);
+	atomic_store(&t->stall, on);
+	if (on) {
+		pthread_mutex_unlock(&t->mu);
+		return;
+	}
+	q = t->parked;
+	n = t->np;
+	t->parked = NULL;
+	t->np = t->pcap = 0;
+	pthread_mutex_unlock(&t->mu);
+	for (i = 0; i < n; i++)
+		q[i]->cb(q[i], tm_do(t, q[i]));
+	free(q);
+}
+
+unsigned tm_stalled(struct tmem *t)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&t->mu);
+	n = (unsigned)t->np;
+	pthread_mutex_unlock(&t->mu);
+	return n;
 }
 
 void tm_set_write_delay(struct tmem *t, unsigned usec)

@@ -19,7 +19,8 @@
  * error), tm_set_write_delay() widens crash windows, tm_written() counts the
  * bytes written since tm_reset_counters(), tm_ram_fail_after() makes every
  * IO after the next n fail with -EIO (a dying device, or a process stopped
- * mid-way), tm_ram_ios() counts IOs. Memory comes from plain calloc, never
+ * mid-way), tm_ram_ios() counts IOs, tm_set_stall() parks IOs without
+ * completing them (a device that stopped answering) until it is lifted. Memory comes from plain calloc, never
  * the project's allocator, so allocation-failure tests do not fail devices.
  *
  * THREAD SAFETY: IO may be submitted from any thread; the controls may be
@@ -56,6 +57,15 @@ int tm_ram_create(uint64_t size, uint32_t bs, int async, struct ts_member **m, s
 int tm_file_create(const char *path, uint64_t size, struct ts_member **m);
 
 void tm_set_mode(struct tmem *t, enum tm_mode mode);
+/**
+ * Stall: while \p on, every IO submitted is accepted (submit returns 0) and
+ * parked, not performed or completed. Lifting it (\p on 0) performs and
+ * completes the parked IOs in submission order, in the caller's thread,
+ * before returning. Destroying a member with parked IOs is an error.
+ */
+void tm_set_stall(struct tmem *t, int on);
+/** IOs parked by a stall right now. */
+unsigned tm_stalled(struct tmem *t);
 /** Sleep \p usec before each non-FUA write (widens crash windows in data writes). */
 void tm_set_write_delay(struct tmem *t, unsigned usec);
 /** Bytes written at or after \p from since the last reset. */
