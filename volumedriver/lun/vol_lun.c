@@ -8,6 +8,13 @@
  * to this LUN's worker thread, which runs them in order. A FUA write is the
  * write followed by a commit, acknowledged only after both.
  *
+ * QoS: with a domain, every read, write and unmap first passes l->qos
+ * (ts_qos_admit). Admitted at once, it is submitted as above; queued, the
+ * gate's go callback (qos_go, on the domain's thread) submits it later and
+ * completes the engine's IO with the error if that submission fails. Each
+ * completion reports to ts_qos_done before the engine's callback. The IO
+ * remembers its LUN, kind and submission time in io->priv[0..2].
+ *
  * Lifetime: the engine owns a reference to the LUN from lun_add until its
  * ops->destroy; unexport removes the target and waits on `released` before
  * closing the volume handle, so nothing touches the volume afterwards.
@@ -24,6 +31,8 @@
 #include "dataplane/iscsi/iscsi.h"
 #include "dataplane/volume/volume.h"
 
+enum io_kind { K_READ, K_WRITE, K_FUA, K_UNMAP };
+
 struct work {
 	struct work *next;
 	struct ts_iscsi_lun_io *io;
@@ -34,6 +43,7 @@ struct ts_vol_lun {
 	struct ts_iscsi_server *srv;
 	struct ts_vpool *pool;
 	struct ts_volume *vol;
+	struct ts_qos *qos; /* NULL without a QoS domain */
 	uint64_t vol_id;
 	char *iqn;
 
@@ -46,16 +56,83 @@ struct ts_vol_lun {
 	int worker_started;
 };
 
+static int queue_work(struct ts_vol_lun *l, struct ts_iscsi_lun_io *io, int fua_write);
+
+static enum io_kind io_kind(const struct ts_iscsi_lun_io *io)
+{
+	return (enum io_kind)(uintptr_t)io->priv[1];
+}
+
+/* Report one completion of an admitted IO to the gate. */
+static void qos_account(struct ts_vol_lun *l, struct ts_iscsi_lun_io *io)
+{
+	enum io_kind k = io_kind(io);
+	uint64_t t0 = (uint64_t)(uintptr_t)io->priv[2];
+
+	ts_qos_done(l->qos, k != K_READ, k == K_UNMAP ? 0 : io->len, t0 ? ts_now_ns() - t0 : 0);
+}
+
 static void io_done(void *arg, int status)
 {
 	struct ts_iscsi_lun_io *io = arg;
+	struct ts_vol_lun *l = io->priv[0];
+
+	if (l->qos)
+		qos_account(l, io);
 	io->cb(io, status);
+}
+
+static int submit(struct ts_vol_lun *l, struct ts_iscsi_lun_io *io)
+{
+	if (l->qos)
+		io->priv[2] = (void *)(uintptr_t)ts_now_ns();
+	switch (io_kind(io)) {
+	case K_READ:
+		return ts_volume_read(l->vol, io->offset, io->len, io->buf, io_done, io);
+	case K_WRITE:
+		return ts_volume_write(l->vol, io->offset, io->len, io->buf, io_done, io);
+	case K_FUA:
+		return queue_work(l, io, 1);
+	case K_UNMAP:
+		return ts_volume_unmap(l->vol, io->offset, io->len, io_done, io);
+	}
+	return -EINVAL;
+}
+
+/* A queued IO may go (the QoS domain's thread, no lock held). */
+static void qos_go(void *arg)
+{
+	struct ts_iscsi_lun_io *io = arg;
+	struct ts_vol_lun *l = io->priv[0];
+	int rc = submit(l, io);
+
+	if (rc < 0) {
+		qos_account(l, io);
+		io->cb(io, rc);
+	}
+}
+
+static int gate(struct ts_vol_lun *l, struct ts_iscsi_lun_io *io, enum io_kind k)
+{
+	int rc;
+
+	io->priv[0] = l;
+	io->priv[1] = (void *)(uintptr_t)k;
+	io->priv[2] = NULL;
+	if (!l->qos)
+		return submit(l, io);
+	rc = ts_qos_admit(l->qos, k != K_READ, k == K_UNMAP ? 0 : io->len, qos_go, io);
+	if (rc <= 0)
+		return rc; /* queued: qos_go submits it; or -ENOMEM */
+	rc = submit(l, io);
+	if (rc < 0)
+		qos_account(l, io); /* admitted but never in flight */
+	return rc;
 }
 
 static int lun_read(void *ctx, struct ts_iscsi_lun_io *io)
 {
-	struct ts_vol_lun *l = ctx;
-	return ts_volume_read(l->vol, io->offset, io->len, io->buf, io_done, io);
+	return gate(ctx, io, K_READ);
 }
 
 static int queue_work(struct ts_vol_lun *l, struct ts_iscsi_lun_io *io, int fua_write)
@@ -77,11 +154,7 @@ static int queue_work(struct ts_vol_lun *l, struct ts_iscsi_lun_io *io, int fua_
 
 static int lun_write(void *ctx, struct ts_iscsi_lun_io *io)
 {
-	struct ts_vol_lun *l = ctx;
-
-	if (io->flags & TS_ISCSI_LUN_FUA)
-		return queue_work(l, io, 1);
-	return ts_volume_write(l->vol, io->offset, io->len, io->buf, io_done, io);
+	return gate(ctx, io, (io->flags & TS_ISCSI_LUN_FUA) ? K_FUA : K_WRITE);
 }
 
 static int lun_flush(void *ctx, struct ts_iscsi_lun_io *io)
@@ -91,8 +164,7 @@ static int lun_flush(void *ctx, struct ts_iscsi_lun_io *io)
 
 static int lun_unmap(void *ctx, struct ts_iscsi_lun_io *io)
 {
-	struct ts_vol_lun *l = ctx;
-	return ts_volume_unmap(l->vol, io->offset, io->len, io_done, io);
+	return gate(ctx, io, K_UNMAP);
 }
 
 static void lun_destroy(void *ctx)
@@ -138,6 +210,8 @@ static void *worker_main(void *arg)
 			rc = ts_volume_write_sync(l->vol, w->io->offset, w->io->len, w->io->buf);
 		if (rc == 0)
 			rc = ts_volume_flush_sync(l->vol);
+		if (w->fua_write && l->qos)
+			qos_account(l, w->io);
 		w->io->cb(w->io, rc);
 		ts_free(w);
 	}
@@ -152,6 +226,7 @@ static void vol_lun_free(struct ts_vol_lun *l)
 		pthread_mutex_unlock(&l->lock);
 		pthread_join(l->worker, NULL);
 	}
+	ts_qos_destroy(l->qos); /* nothing queued or in flight any more */
 	ts_volume_close(l->vol);
 	ts_free(l->iqn);
 	pthread_mutex_destroy(&l->lock);
@@ -168,7 +243,8 @@ int ts_vol_lun_export(struct ts_iscsi_server *srv, struct ts_vpool *pool, uint64
 	int rc;
 
 	if (!srv || !pool || !opts || !opts->iqn || !opts->pr_state_path || !out ||
-	    (!opts->chap_user != !opts->chap_secret))
+	    (!opts->chap_user != !opts->chap_secret) ||
+	    (!opts->qos_domain && !ts_qos_limits_none(&opts->qos)))
 		return -EINVAL;
 	l = ts_calloc(1, sizeof(*l));
 	if (!l)
@@ -187,6 +263,11 @@ int ts_vol_lun_export(struct ts_iscsi_server *srv, struct ts_vpool *pool, uint64
 	rc = ts_volume_open(pool, vol_id, &l->vol);
 	if (rc < 0)
 		goto fail;
+	if (opts->qos_domain) {
+		rc = ts_qos_create(opts->qos_domain, &opts->qos, &l->qos);
+		if (rc < 0)
+			goto fail;
+	}
 	rc = pthread_create(&l->worker, NULL, worker_main, l);
 	if (rc != 0) {
 		rc = -rc;
@@ -229,6 +310,9 @@ int ts_vol_lun_unexport(struct ts_vol_lun *l)
 	 * destroy, so there is nothing to wait for. */
 	if (rc < 0 && ts_iscsi_lun_remove(l->srv, l->iqn, 0) < 0)
 		l->released = 1;
+	/* IOs waiting in the gate are in flight for the engine: let them go now. */
+	if (l->qos)
+		(void)ts_qos_set(l->qos, NULL);
 	pthread_mutex_lock(&l->lock);
 	while (!l->released)
 		pthread_cond_wait(&l->cond, &l->lock);
@@ -240,4 +324,22 @@ int ts_vol_lun_unexport(struct ts_vol_lun *l)
 int ts_vol_lun_refresh(struct ts_vol_lun *l)
 {
 	return ts_iscsi_lun_resize(l->srv, l->iqn, 0, ts_volume_size(l->vol));
+}
+
+int ts_vol_lun_set_qos(struct ts_vol_lun *l, const struct ts_qos_limits *q)
+{
+	if (!l)
+		return -EINVAL;
+	if (!l->qos)
+		return ts_qos_limits_none(q) ? 0 : -ENOTSUP;
+	return ts_qos_set(l->qos, q);
+}
+
+void ts_vol_lun_qos_stats(struct ts_vol_lun *l, struct ts_qos_stats *out)
+{
+	if (!l || !l->qos) {
+		memset(out, 0, sizeof(*out));
+		return;
+	}
+	ts_qos_stats(l->qos, out);
 }
