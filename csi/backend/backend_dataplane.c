@@ -24,6 +24,19 @@
  * when the last user goes). Changed-block metadata is ts_chain_delta, in
  * pages.
  *
+ * QoS: every export shares the backend's QoS domain (dataplane/qos: the
+ * volumes this engine serves contend for the same pool), and set_qos hands a
+ * volume's limits to its LUN online (volumedriver/lun enforces them on
+ * every IO path). The limits live in the CSI store; the CSI layer re-applies
+ * them after a restart.
+ *
+ * Group snapshots: member i of group G is the chain snapshot named
+ * pool_name("G/<volume id>"), cut by snapshots/group (hold every member
+ * still, snapshot each, release) so all members are one point in time. A
+ * retry finds a complete earlier cut by those names and returns it; a
+ * partial one (a crash between two members' snapshots) is removed and the
+ * group is cut again.
+ *
  * THREAD SAFETY: b->lock protects the export and attach tables; the CSI
  * layer already serialises controller and node mutations, the lock covers
  * capacity/probe running beside them.
@@ -39,17 +52,22 @@
 
 #include "dataplane/common/ts_common.h"
 #include "dataplane/iscsi/iscsi.h"
+#include "dataplane/qos/qos.h"
 #include "dataplane/volume/volume.h"
 #include "snapshots/chain/chain.h"
+#include "snapshots/group/group.h"
 #include "volumedriver/attach/attach.h"
 #include "volumedriver/lun/vol_lun.h"
 
 #define DP_MAX_EXPORTS 4096
 #define DP_MAX_ATTACH 256
+/* How long a group snapshot may wait for its members' in-flight IO. */
+#define DP_GROUP_HOLD_NS (10ull * 1000000000ull)
 
 struct dp_export {
 	uint64_t vol_id;
 	struct ts_vol_lun *lun;
+	struct ts_qos_limits qos;
 };
 
 struct dp_attach {
@@ -71,6 +89,7 @@ struct dp_backend {
 	int (*probe_fn)(void *);
 	void *probe_arg;
 	unsigned k, m;
+	struct ts_qos_domain *qd;
 };
 
 static void vol_uuid(const struct dp_backend *b, uint64_t vol_id, uint8_t out[16])
@@ -145,7 +164,9 @@ static int export_volume(struct dp_backend *b, uint64_t vol_id)
 	snprintf(pr, sizeof(pr), "%s/pr/tv-%016" PRIx64 ".pr", b->state_dir, vol_id);
 	o.iqn = iqn;
 	o.pr_state_path = pr;
+	o.qos_domain = b->qd;
 	vol_uuid(b, vol_id, o.uuid);
+	memset(&b->exports[b->nexports].qos, 0, sizeof(b->exports[b->nexports].qos));
 	rc = ts_vol_lun_export(b->srv, b->vp, vol_id, &o, &b->exports[b->nexports].lun);
 	if (rc < 0) {
 		ts_log(TS_LOG_ERROR, "backend", "export failed vol=tv-%016" PRIx64 ": %s", vol_id,
@@ -318,6 +339,146 @@ out:
 	pthread_mutex_unlock(&b->lock);
 	if (rc == 0)
 		fill_snap(&si, out);
+	return rc == TS_ERR_NO_SPACE ? -ENOSPC : rc;
+}
+
+/* ---- QoS ---- */
+
+static int dp_set_qos(void *ctx, const char *id, const struct ts_csi_qos *q)
+{
+	struct dp_backend *b = ctx;
+	struct ts_qos_limits l = { .iops = q->iops,
+				   .read_iops = q->read_iops,
+				   .write_iops = q->write_iops,
+				   .bps = q->bps,
+				   .read_bps = q->read_bps,
+				   .write_bps = q->write_bps,
+				   .burst_ms = q->burst_ms,
+				   .reserve_iops = q->reserve_iops };
+	struct dp_export *e;
+	uint64_t vol_id;
+	int rc;
+
+	if (parse_id(id, &vol_id) < 0)
+		return -ENOENT;
+	pthread_mutex_lock(&b->lock);
+	e = export_find(b, vol_id);
+	rc = e ? ts_vol_lun_set_qos(e->lun, &l) : -ENOENT;
+	if (rc == 0)
+		e->qos = l;
+	pthread_mutex_unlock(&b->lock);
+	return rc;
+}
+
+static int dp_qos_stats(void *ctx, const char *id, struct ts_csi_qos_stats *out)
+{
+	struct dp_backend *b = ctx;
+	struct ts_qos_stats st;
+	struct dp_export *e;
+	uint64_t vol_id;
+
+	if (parse_id(id, &vol_id) < 0)
+		return -ENOENT;
+	pthread_mutex_lock(&b->lock);
+	e = export_find(b, vol_id);
+	if (e)
+		ts_vol_lun_qos_stats(e->lun, &st);
+	pthread_mutex_unlock(&b->lock);
+	if (!e)
+		return -ENOENT;
+	*out = (struct ts_csi_qos_stats){ .admitted = st.admitted,
+					  .delayed = st.delayed,
+					  .queued_now = st.queued_now,
+					  .delay_ns_total = st.delay_ns_total,
+					  .dyn_cap_iops = st.dyn_cap_iops };
+	return 0;
+}
+
+/* ---- group snapshots ---- */
+
+static void member_name(const char *group, uint64_t vol_id, char out[TS_VOLUME_NAME_MAX])
+{
+	char full[TS_CSI_NAME_MAX + 32];
+
+	snprintf(full, sizeof(full), "%s/tv-%016" PRIx64, group, vol_id);
+	pool_name(full, out);
+}
+
+static int dp_group_snap_create(void *ctx, const char *name, const char *const *vols, size_t n,
+				struct ts_csi_backend_snap *out)
+{
+	struct dp_backend *b = ctx;
+	struct ts_gsnap_member *m = NULL;
+	struct ts_gsnap_timing t = { 0 };
+	char (*pn)[TS_VOLUME_NAME_MAX] = NULL;
+	struct ts_chain_snapshot_info si;
+	size_t found = 0;
+	int rc = 0;
+
+	if (!n || n > TS_CSI_GROUP_MAX)
+		return -EINVAL;
+	m = ts_calloc(n, sizeof(*m));
+	pn = ts_calloc(n, sizeof(*pn));
+	if (!m || !pn) {
+		rc = -ENOMEM;
+		goto free;
+	}
+	pthread_mutex_lock(&b->lock);
+	for (size_t i = 0; i < n && !rc; i++) {
+		struct ts_vpool_volume_info vi;
+
+		rc = parse_id(vols[i], &m[i].vol_id);
+		if (!rc)
+			rc = ts_vpool_volume_info(b->vp, m[i].vol_id, &vi);
+		if (rc)
+			break;
+		member_name(name, m[i].vol_id, pn[i]);
+		m[i].ops = &ts_gsnap_vpool_ops;
+		m[i].ctx = b->vp;
+		m[i].name = pn[i];
+		rc = ts_chain_snapshot_find(b->vp, pn[i], &si);
+		if (rc == 0) {
+			if (si.volume != m[i].vol_id)
+				rc = -EEXIST;
+			m[i].snap_id = si.id;
+			found++;
+		} else if (rc == -ENOENT) {
+			rc = 0;
+		}
+	}
+	if (rc)
+		goto out;
+	if (found && found < n) {
+		/* A cut interrupted between members: not one point in time; cut again. */
+		ts_log(TS_LOG_WARN, "backend", "group snapshot name=%s: removing a partial cut (%zu of %zu)",
+		       name, found, n);
+		for (size_t i = 0; i < n && !rc; i++)
+			if (m[i].snap_id) {
+				rc = ts_chain_snapshot_delete(b->vp, m[i].snap_id);
+				m[i].snap_id = 0;
+			}
+		if (rc)
+			goto out;
+	}
+	if (found < n) {
+		rc = ts_gsnap_take(m, n, DP_GROUP_HOLD_NS, &t);
+		if (rc)
+			goto out;
+		ts_log(TS_LOG_INFO, "backend",
+		       "group snapshot cut name=%s members=%zu hold_us=%" PRIu64 " snap_us=%" PRIu64
+		       " pause_us=%" PRIu64,
+		       name, n, t.hold_ns / 1000, t.snap_ns / 1000, t.total_pause_ns / 1000);
+	}
+	for (size_t i = 0; i < n && !rc; i++) {
+		rc = ts_chain_snapshot_info(b->vp, m[i].snap_id, &si);
+		if (!rc)
+			fill_snap(&si, &out[i]);
+	}
+out:
+	pthread_mutex_unlock(&b->lock);
+free:
+	ts_free(m);
+	ts_free(pn);
 	return rc == TS_ERR_NO_SPACE ? -ENOSPC : rc;
 }
 
@@ -558,6 +719,7 @@ static void dp_destroy(void *ctx)
 		ts_attach_close(b->attaches[i].a);
 	for (unsigned i = 0; i < b->nexports; i++)
 		ts_vol_lun_unexport(b->exports[i].lun);
+	ts_qos_domain_destroy(b->qd); /* after the LUNs: their QoS handles are gone */
 	ts_free(b->state_dir);
 	pthread_mutex_destroy(&b->lock);
 	ts_free(b);
@@ -575,6 +737,9 @@ static const struct ts_csi_backend_ops g_dp_ops = {
 	.snap_list = dp_snap_list,
 	.create_from = dp_create_from,
 	.snap_delta = dp_snap_delta,
+	.set_qos = dp_set_qos,
+	.qos_stats = dp_qos_stats,
+	.group_snap_create = dp_group_snap_create,
 	.attach = dp_attach,
 	.detach = dp_detach,
 	.refresh = dp_refresh,
@@ -611,6 +776,9 @@ int ts_csi_backend_dataplane_create(const struct ts_csi_dataplane_opts *o,
 	}
 	snprintf(dir, sizeof(dir), "%s/pr", o->state_dir);
 	rc = ts_mkdir_p(dir);
+	if (rc < 0)
+		goto fail;
+	rc = ts_qos_domain_create(&b->qd);
 	if (rc < 0)
 		goto fail;
 	/* Serve every volume the pool holds. */
