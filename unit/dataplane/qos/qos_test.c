@@ -519,9 +519,11 @@ Test(qos_rt, timer_thread_releases_at_the_rate)
 		cr_assert_geq(rc, 0);
 		now += rc;
 	}
-	cr_assert_eq(now, 10);
+	/* the 10-op burst, plus whatever refilled while submitting (slow under valgrind) */
+	cr_assert_geq(now, 10);
+	cr_assert_lt(now, 150);
 	pthread_mutex_lock(&r.lock);
-	while (r.fired < 290) {
+	while (r.fired < 300 - now) {
 		struct timespec ts;
 
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -530,13 +532,15 @@ Test(qos_rt, timer_thread_releases_at_the_rate)
 	}
 	pthread_mutex_unlock(&r.lock);
 	el = ts_now_ns() - t0;
-	/* 290 ops at 200/s: 1.45 s; never faster than the rate (minus a tick), slower only by load */
+	/* 300 ops, 10 of them burst, at 200/s: 1.45 s whoever admitted them; never faster
+	 * than the rate, slower only by load */
 	cr_assert_geq(el, 1300 * MS, "released too fast: %llu ms", (unsigned long long)(el / MS));
 	cr_assert_leq(el, 10 * S);
 	ts_qos_stats(q, &st);
 	cr_assert_eq(st.queued_now, 0);
-	cr_assert_eq(st.delayed, 290);
+	cr_assert_eq(st.delayed, (uint64_t)(300 - now));
+	cr_assert_eq(st.admitted, 300);
 	ts_qos_destroy(q);
 	ts_qos_domain_destroy(d);
-	cr_assert_eq(r.fired, 290);
+	cr_assert_eq(r.fired, 300 - now);
 }
