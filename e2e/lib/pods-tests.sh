@@ -137,7 +137,14 @@ YAML
   wait_bound podsnap-restore
   pod_apply sreader podsnap-restore Filesystem "cat /data/f"
   pod_running sreader; pod_done sreader
-  k -n "$E2E_NS" logs sreader | grep -qx before-snapshot || fail "restored PVC does not hold the snapshot's data: $(k -n "$E2E_NS" logs sreader)"
+  # The container's log may lag its exit by a moment: read it until it is there.
+  local i out=""
+  for i in $(seq 10); do
+    out=$(k -n "$E2E_NS" logs sreader 2>/dev/null || true)
+    ! echo "$out" | grep -qx DONE || break
+    sleep 1
+  done
+  echo "$out" | grep -qx before-snapshot || fail "restored PVC does not hold the snapshot's data: '$out'"
   pod_delete sreader
   k -n "$E2E_NS" delete volumesnapshot podsnap --wait=true --timeout=120s
   pvc_delete podsnap-restore podsnap-src

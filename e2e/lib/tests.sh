@@ -393,7 +393,7 @@ apiVersion: storage.k8s.io/v1
 kind: VolumeAttributesClass
 metadata: {name: tessera-slow}
 driverName: $DRIVER
-parameters: {iopsLimit: "200", writeBpsLimit: "8Mi"}
+parameters: {iopsLimit: "20", burstMs: "100", writeBpsLimit: "8Mi"}
 ---
 apiVersion: storage.k8s.io/v1
 kind: VolumeAttributesClass
@@ -407,16 +407,16 @@ YAML
   k -n "$E2E_NS" wait --for=jsonpath='{.status.currentVolumeAttributesClassName}'=tessera-slow pvc/qos1 --timeout=60s
   q=$("$TESSERA" --endpoint "unix://$SOCK" -o json volume show "$h" | jq -c .qos)
   say "created with tessera-slow: $q"
-  [ "$(echo "$q" | jq '.iopsLimit')" = 200 ] && [ "$(echo "$q" | jq '.writeBpsLimit')" = $((8 << 20)) ] ||
+  [ "$(echo "$q" | jq '.iopsLimit')" = 20 ] && [ "$(echo "$q" | jq '.writeBpsLimit')" = $((8 << 20)) ] ||
     fail "the class's limits did not reach the engine: $q"
   tg=$(node_up qos1 pod-q block)
   dev0=$(sed -n 's/.*"dev":"\([^"]*\)".*/\1/p' "$WORK/state/node/$h.json")
-  head -c 1048576 /dev/urandom >"$WORK/qos1.pat"
+  head -c 262144 /dev/urandom >"$WORK/qos1.pat"
   dd if="$WORK/qos1.pat" of="$tg" bs=4k oflag=direct conv=fsync status=none
-  say "throttled by the limit: the engine delayed IOs"
+  say "64 writes against a 2-IO bucket at 20 IOPS: the engine delayed IOs"
   q=$("$TESSERA" --endpoint "unix://$SOCK" -o json volume show "$h" | jq -c .qos)
   echo "$q"
-  [ "$(echo "$q" | jq '.stats.delayed')" -gt 0 ] || fail "no IO was delayed under iopsLimit=200: $q"
+  [ "$(echo "$q" | jq '.stats.delayed')" -gt 0 ] || fail "no IO was delayed under iopsLimit=20: $q"
   say "change the class on the bound, staged PVC"
   k -n "$E2E_NS" patch pvc qos1 -p '{"spec":{"volumeAttributesClassName":"tessera-fast"}}'
   k -n "$E2E_NS" wait --for=jsonpath='{.status.currentVolumeAttributesClassName}'=tessera-fast pvc/qos1 --timeout=120s ||
@@ -428,7 +428,7 @@ YAML
   say "the volume stayed attached: same device, data intact, IO flows"
   dev1=$(sed -n 's/.*"dev":"\([^"]*\)".*/\1/p' "$WORK/state/node/$h.json")
   [ -n "$dev0" ] && [ "$dev0" = "$dev1" ] && [ -b "$tg" ] || fail "restaged: $dev0 -> $dev1"
-  cmp <(dd if="$tg" bs=1M count=1 iflag=direct status=none) "$WORK/qos1.pat" || fail "data differs"
+  cmp <(dd if="$tg" bs=256k count=1 iflag=direct status=none) "$WORK/qos1.pat" || fail "data differs"
   dd if="$WORK/qos1.pat" of="$tg" bs=1M seek=1 oflag=direct conv=fsync status=none
   node_down qos1 pod-q block
   say "an unknown key in a class is refused with a clear reason"
