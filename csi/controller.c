@@ -61,7 +61,7 @@ struct vol_params {
 	struct ts_csi_qos qos;
 };
 
-static int need_controller(struct ts_csi_driver *d, struct csi_call *c)
+int csi_need_controller(struct ts_csi_driver *d, struct csi_call *c)
 {
 	if (!d->controller)
 		return csi_fail(c, CSI_UNIMPLEMENTED, "this instance does not run the controller");
@@ -305,7 +305,7 @@ static int create_volume(struct ts_csi_driver *d, struct csi_call *c, const void
 	bool block = false, mount = false;
 	int rc;
 
-	if (need_controller(d, c) || csi_check_name(c, "name", req->name))
+	if (csi_need_controller(d, c) || csi_check_name(c, "name", req->name))
 		return -1;
 	if (!req->n_volume_capabilities)
 		return csi_fail(c, CSI_INVALID_ARGUMENT, "volume_capabilities is required");
@@ -490,7 +490,7 @@ static int delete_volume(struct ts_csi_driver *d, struct csi_call *c, const void
 	int rc;
 
 	(void)respp;
-	if (need_controller(d, c) || csi_check_id(c, "volume_id", req->volume_id))
+	if (csi_need_controller(d, c) || csi_check_id(c, "volume_id", req->volume_id))
 		return -1;
 	pthread_mutex_lock(&d->ctl_lock);
 	rc = d->st->get(d->st_ctx, req->volume_id, &v);
@@ -529,7 +529,7 @@ static int validate_volume_capabilities(struct ts_csi_driver *d, struct csi_call
 	struct vol_params p;
 	int rc;
 
-	if (need_controller(d, c) || csi_check_id(c, "volume_id", req->volume_id))
+	if (csi_need_controller(d, c) || csi_check_id(c, "volume_id", req->volume_id))
 		return -1;
 	if (!req->n_volume_capabilities)
 		return csi_fail(c, CSI_INVALID_ARGUMENT, "volume_capabilities is required");
@@ -587,7 +587,7 @@ static int list_volumes(struct ts_csi_driver *d, struct csi_call *c, const void 
 	bool more = false;
 	int rc;
 
-	if (need_controller(d, c))
+	if (csi_need_controller(d, c))
 		return -1;
 	if (req->max_entries < 0)
 		return csi_fail(c, CSI_INVALID_ARGUMENT, "max_entries must not be negative");
@@ -649,7 +649,7 @@ static int get_capacity(struct ts_csi_driver *d, struct csi_call *c, const void 
 	uint64_t avail = 0;
 	int rc;
 
-	if (need_controller(d, c))
+	if (csi_need_controller(d, c))
 		return -1;
 	for (size_t i = 0; i < req->n_volume_capabilities; i++)
 		if (csi_check_cap(c, req->volume_capabilities[i]))
@@ -680,7 +680,7 @@ static int controller_expand_volume(struct ts_csi_driver *d, struct csi_call *c,
 	uint64_t size, got;
 	int rc;
 
-	if (need_controller(d, c) || csi_check_id(c, "volume_id", req->volume_id))
+	if (csi_need_controller(d, c) || csi_check_id(c, "volume_id", req->volume_id))
 		return -1;
 	if (!req->capacity_range)
 		return csi_fail(c, CSI_INVALID_ARGUMENT, "capacity_range is required");
@@ -745,7 +745,7 @@ static int controller_get_capabilities(struct ts_csi_driver *d, struct csi_call 
 	size_t n = 0;
 
 	(void)reqp;
-	if (need_controller(d, c))
+	if (csi_need_controller(d, c))
 		return -1;
 	for (size_t i = 0; i < TS_ARRAY_SIZE(types); i++)
 		have[n++] = types[i];
@@ -814,7 +814,7 @@ static Csi__V1__Snapshot *snap_msg(struct ts_csi_driver *d, struct csi_call *c,
 
 static int need_snapshots(struct ts_csi_driver *d, struct csi_call *c, bool have)
 {
-	if (need_controller(d, c))
+	if (csi_need_controller(d, c))
 		return -1;
 	if (!have)
 		return csi_fail(c, CSI_UNIMPLEMENTED, "backend %s does not support snapshots",

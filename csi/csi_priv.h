@@ -96,6 +96,8 @@ extern const size_t csi_group_method_count;
 /* The backend and store can take group snapshots (GROUP_CONTROLLER_SERVICE). */
 bool csi_groups_supported(const struct ts_csi_driver *d);
 
+/* controller.c: UNIMPLEMENTED (-1) when this instance runs no controller, else 0. */
+int csi_need_controller(struct ts_csi_driver *d, struct csi_call *c);
 /* controller.c: a Snapshot message (group_id NULL or "" = not in a group). */
 Csi__V1__Snapshot *csi_snap_msg(struct csi_call *c, const struct ts_csi_backend_snap *s,
 				 const char *group_id);

@@ -37,8 +37,8 @@
 
 static int need_groups(struct ts_csi_driver *d, struct csi_call *c)
 {
-	if (!d->controller)
-		return csi_fail(c, CSI_UNIMPLEMENTED, "this instance does not run the controller");
+	if (csi_need_controller(d, c))
+		return -1;
 	if (!d->be->group_snap_create || !d->be->snap_delete || !d->st->group_put)
 		return csi_fail(c, CSI_UNIMPLEMENTED, "backend %s has no group snapshots",
 				d->be->name);

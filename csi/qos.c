@@ -156,8 +156,8 @@ int csi_modify_volume(struct ts_csi_driver *d, struct csi_call *c, const void *r
 	int rc;
 
 	(void)respp;
-	if (!d->controller)
-		return csi_fail(c, CSI_UNIMPLEMENTED, "this instance does not run the controller");
+	if (csi_need_controller(d, c))
+		return -1;
 	if (!d->be->set_qos)
 		return csi_fail(c, CSI_UNIMPLEMENTED, "backend %s has no mutable parameters",
 				d->be->name);
