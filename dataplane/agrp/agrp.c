@@ -315,8 +315,7 @@ static void group_free(struct ts_agrp *g)
 	ts_free(g->inflight);
 	ts_free(g->last_done);
 	ts_ec_destroy(g->ec);
-	pthread_mutex_destroy(&g->range_lock);
-	pthread_cond_destroy(&g->range_cond);
+	ts_rl_destroy(g->ranges);
 	pthread_mutex_destroy(&g->state_lock);
 	pthread_mutex_destroy(&g->bm_lock);
 	pthread_mutex_destroy(&g->queue_lock);
@@ -332,8 +331,10 @@ static int group_alloc(const struct agrp_sb *sb, const struct ts_agrp_opts *opts
 
 	if (!g)
 		return -ENOMEM;
-	pthread_mutex_init(&g->range_lock, NULL);
-	pthread_cond_init(&g->range_cond, NULL);
+	if (ts_rl_create(&g->ranges)) {
+		ts_free(g);
+		return -ENOMEM;
+	}
 	pthread_mutex_init(&g->state_lock, NULL);
 	pthread_mutex_init(&g->bm_lock, NULL);
 	pthread_mutex_init(&g->queue_lock, NULL);

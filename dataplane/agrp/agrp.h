@@ -37,7 +37,9 @@
  * THREAD SAFETY: every function may be called from any thread, except
  * ts_agrp_close(), which must be the last call. Internally, lock order:
  * (1) the stripe range lock (in-flight stripe ranges; a request holds one
- * range covering all its stripes, waiting for overlapping ranges to drain),
+ * range covering all its stripes, shared for reads and exclusive for
+ * writes, and waits, in arrival order, for the overlapping holds before it:
+ * dataplane/rangelock),
  * (2) state_lock (member states, generation, superblock writes),
  * (3) bm_lock (bitmaps, their persistence), (4) queue_lock (request queue,
  * leaf). A thread never holds two of them out of this order, and never holds

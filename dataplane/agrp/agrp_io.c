@@ -24,12 +24,13 @@
  * member (generation bump on the others) and the request carries on
  * degraded; a read that would decode an untrusted region fails with -EIO.
  *
- * THREAD SAFETY: see agrp.h. range_lock/range_cond guard the in-flight range
- * list; queue_lock/queue_cond guard the request queue (leaf). Order: range ->
+ * THREAD SAFETY: see agrp.h. g->ranges (a ts_rl, its own leaf mutex) holds the
+ * in-flight stripe ranges; queue_lock/queue_cond guard the request queue (leaf). Order: range ->
  * state -> bm -> queue. Each worker owns its scratch and rescue slot (no
  * lock). A fan-out's lock (dataplane/member) is a leaf held by nothing else.
  * User callbacks run on a worker with no group lock held.
  */
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
@@ -72,40 +73,24 @@ void agrp_batch_add(struct ts_member_fanout *b, struct mio *x, struct ts_member 
 /* ------------------------------------------------------------------ */
 /* range lock */
 
+/*
+ * Blocking: a worker thread waits for the overlapping holds before it (FIFO,
+ * so a rejoin's whole-volume hold is not starved by a stream of IO).
+ * s0 <= s1 < nstripes always, so ts_rl_lock() cannot refuse the range.
+ */
 void agrp_range_acquire(struct ts_agrp *g, struct range *r, uint64_t s0, uint64_t s1, int excl)
 {
-	struct range *it;
+	int rc;
 
-	r->s0 = s0;
-	r->s1 = s1;
-	r->excl = excl;
-	pthread_mutex_lock(&g->range_lock);
-	for (;;) {
-		for (it = g->ranges; it; it = it->next)
-			if (it->s0 <= s1 && s0 <= it->s1 && (excl || it->excl))
-				break;
-		if (!it)
-			break;
-		pthread_cond_wait(&g->range_cond, &g->range_lock);
-	}
-	r->next = g->ranges;
-	g->ranges = r;
-	pthread_mutex_unlock(&g->range_lock);
+	memset(r, 0, sizeof(*r));
+	rc = ts_rl_lock(g->ranges, &r->rl, s0, s1 - s0 + 1, excl ? TS_RL_EXCL : TS_RL_SHARED);
+	assert(rc == 0);
+	(void)rc;
 }
 
 void agrp_range_release(struct ts_agrp *g, struct range *r)
 {
-	struct range **pp;
-
-	pthread_mutex_lock(&g->range_lock);
-	for (pp = &g->ranges; *pp; pp = &(*pp)->next) {
-		if (*pp == r) {
-			*pp = r->next;
-			break;
-		}
-	}
-	pthread_cond_broadcast(&g->range_cond);
-	pthread_mutex_unlock(&g->range_lock);
+	ts_rl_unlock(g->ranges, &r->rl);
 }
 
 /* ------------------------------------------------------------------ */

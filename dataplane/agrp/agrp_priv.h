@@ -15,6 +15,7 @@
 
 #include "dataplane/agrp/agrp.h"
 #include "dataplane/common/ts_common.h"
+#include "dataplane/rangelock/rangelock.h"
 
 #define AGRP_MAGIC 0x3130505247415354ull /* "TSAGRP01" little endian */
 #define AGRP_VERSION 1u
@@ -46,10 +47,9 @@ int agrp_sb_read(struct ts_member *m, struct agrp_sb *sb);
 
 struct agrp_req; /* queued request, agrp_io.c */
 
+/* A request's hold on stripes [s0, s1] (inclusive) in the group's range lock. */
 struct range {
-	uint64_t s0, s1; /* inclusive stripes */
-	int excl;
-	struct range *next;
+	struct ts_rl_req rl;
 };
 
 struct slot {
@@ -83,9 +83,7 @@ struct ts_agrp {
 	uint8_t uuid[16];
 	struct ts_agrp_opts opts;
 
-	pthread_mutex_t range_lock;
-	pthread_cond_t range_cond;
-	struct range *ranges;
+	struct ts_rl *ranges; /* in-flight stripe ranges (dataplane/rangelock) */
 
 	pthread_mutex_t state_lock;
 	struct slot slot[MAXN];

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "dataplane/rangelock/rangelock.h"
 #include "dataplane/iscsi/iscsi.h"
 #include "dataplane/iscsi/iscsi_proto.h"
 
@@ -56,13 +57,6 @@ struct pr_reg {
 	char port[ISCSI_PORT_NAME_MAX]; /* "iqn...,i,0x<isid>" */
 };
 
-/* An in-flight write range for COMPARE AND WRITE atomicity. */
-struct wrange {
-	struct wrange *next, *prev;
-	uint64_t lba, nblocks;
-	bool caw;
-};
-
 struct lun {
 	struct ts_iscsi_server *srv;
 	uint16_t id;
@@ -87,8 +81,7 @@ struct lun {
 	char pr_holder[ISCSI_PORT_NAME_MAX];  /* "" for all-registrants types */
 	bool aptpl;
 	bool d_sense, swp, wce;
-	struct wrange ranges;     /* sentinel of in-flight writes */
-	struct cmd *range_waiters;
+	struct ts_rl *ranges;     /* in-flight writes (own mutex; not under lock) */
 };
 
 struct target {
@@ -171,7 +164,7 @@ struct cmd {
 	uint64_t lba;
 	uint32_t nblocks;
 	uint64_t pos, end;        /* multi-step progress */
-	struct wrange range;
+	struct ts_rl_req range;   /* its hold in lun->ranges while has_range */
 	cmd_cont cont;
 	int io_status;
 	struct ts_iscsi_lun_io io;

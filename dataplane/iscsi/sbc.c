@@ -11,15 +11,19 @@
  * provider's completion on the command's loop thread.
  *
  * Invariants. COMPARE AND WRITE is atomic against concurrent writers: every
- * write holds its LBA range on lun->ranges while in flight; a COMPARE AND
- * WRITE waits for overlapping writes to drain and holds its range
- * exclusively, and writes overlapping it wait. Waiters are re-driven on
- * their own loop thread and go through scsi_exec() again. An LBA range is
+ * write holds its LBA range in lun->ranges (a range lock, dataplane/rangelock)
+ * while in flight, shared with other writes; a COMPARE AND WRITE holds its
+ * range exclusively, so it waits for the overlapping writes before it and
+ * the writes after it wait for it, in arrival order. A command that waits is
+ * re-driven on its own loop thread once granted and goes through scsi_exec()
+ * again, with its range already held. An LBA range is
  * checked against the capacity before any IO; a write to a read-only or
  * software-write-protected LUN fails with DATA PROTECT.
  *
- * THREAD SAFETY: lun->lock guards lun->ranges and lun->range_waiters; it is
- * never held across a provider call or cmd_requeue(). A command and its
+ * THREAD SAFETY: lun->ranges has its own mutex, never taken under lun->lock;
+ * a grant callback runs on the releasing command's thread with no lock held
+ * and only requeues the waiter. lun->lock is never held across a provider
+ * call or cmd_requeue(). A command and its
  * buffers are owned by its connection's loop thread. Lock order: srv->lock,
  * then lun->lock.
  */
@@ -39,55 +43,44 @@
 static void range_retry(struct cmd *c, int status)
 {
 	(void)status;
+	c->has_range = true; /* granted while it waited */
 	scsi_exec(c);
 }
 
-/* Try to hold [lba, lba+nb). False: c was queued and will be re-executed. */
+/* Granted after waiting: runs on the releasing thread; re-drive c on its own loop. */
+static void range_granted(struct ts_rl_req *r, void *arg)
+{
+	(void)r;
+	cmd_requeue(arg, range_retry);
+}
+
+/*
+ * Try to hold [lba, lba+nb) (nb > 0, checked against the capacity). False:
+ * c waits, holding a reference, and is re-executed with the range held.
+ */
 static bool range_acquire(struct cmd *c, uint64_t lba, uint64_t nb, bool caw)
 {
-	struct lun *l = c->lun;
-	pthread_mutex_lock(&l->lock);
-	for (struct wrange *r = l->ranges.next; r != &l->ranges; r = r->next) {
-		if (r->lba < lba + nb && lba < r->lba + r->nblocks && (caw || r->caw)) {
-			c->next = NULL;
-			struct cmd **pp = &l->range_waiters;
-			while (*pp)
-				pp = &(*pp)->next;
-			*pp = c;
-			c->refs++;
-			pthread_mutex_unlock(&l->lock);
-			return false;
-		}
+	int rc;
+
+	memset(&c->range, 0, sizeof(c->range));
+	c->refs++; /* the waiter's reference; cmd_requeue() hands it back */
+	rc = ts_rl_lock_async(c->lun->ranges, &c->range, lba, nb, caw ? TS_RL_EXCL : TS_RL_SHARED,
+			      range_granted, c);
+	if (rc == 0)
+		return false;
+	c->refs--;
+	if (rc < 0) { /* callers pass nb > 0 within the capacity: not expected */
+		scsi_io_sense(c, rc, false);
+		return false;
 	}
-	c->range.lba = lba;
-	c->range.nblocks = nb;
-	c->range.caw = caw;
-	c->range.next = &l->ranges;
-	c->range.prev = l->ranges.prev;
-	l->ranges.prev->next = &c->range;
-	l->ranges.prev = &c->range;
 	c->has_range = true;
-	pthread_mutex_unlock(&l->lock);
 	return true;
 }
 
 void scsi_range_release(struct cmd *c)
 {
-	struct lun *l = c->lun;
-	struct cmd *w;
-	pthread_mutex_lock(&l->lock);
-	c->range.prev->next = c->range.next;
-	c->range.next->prev = c->range.prev;
 	c->has_range = false;
-	w = l->range_waiters;
-	l->range_waiters = NULL;
-	pthread_mutex_unlock(&l->lock);
-	/* re-drive every waiter on its own loop; the loser queues again */
-	while (w) {
-		struct cmd *n = w->next;
-		cmd_requeue(w, range_retry);
-		w = n;
-	}
+	ts_rl_unlock(c->lun->ranges, &c->range);
 }
 
 /* ------------------------------------------------------------------ */

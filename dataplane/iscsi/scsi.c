@@ -49,6 +49,7 @@ void lun_put(struct lun *l)
 	if (l->ops && l->ops->destroy)
 		l->ops->destroy(l->ctx);
 	pthread_mutex_destroy(&l->lock);
+	ts_rl_destroy(l->ranges);
 	ts_free(l->pr_path);
 	ts_free(l);
 }

@@ -171,7 +171,12 @@ int ts_iscsi_lun_add(struct ts_iscsi_server *srv, const char *iqn, uint16_t lun_
 	l->bs = info->block_size;
 	l->nblocks = info->size / info->block_size;
 	l->wce = true;
-	l->ranges.next = l->ranges.prev = &l->ranges;
+	rc = ts_rl_create(&l->ranges);
+	if (rc) {
+		ts_free(l->pr_path);
+		ts_free(l);
+		return rc;
+	}
 	atomic_init(&l->refs, 1);
 	pthread_mutex_init(&l->lock, NULL);
 	pr_load_state(l);

@@ -24,9 +24,15 @@
  * ts_rl_cancel() (which made it grantable), after the lock's mutex was
  * dropped: the callback may lock, unlock or cancel on the same ts_rl.
  *
- * THREAD SAFETY: every function may be called from any thread. A
- * ts_rl_req belongs to its caller; it must not be touched between the lock
- * call and its unlock except through this API.
+ * Requests. A struct ts_rl_req must be zeroed before its first use (`= {0}`
+ * or calloc); after ts_rl_unlock() or a successful ts_rl_cancel() it is idle
+ * again and may be reused. Only asynchronous waits can be cancelled.
+ *
+ * THREAD SAFETY: every function may be called from any thread; one mutex
+ * per ts_rl guards the tree and every request in it (no other lock is taken
+ * under it, and callbacks run without it). A ts_rl_req belongs to its
+ * caller; it must not be touched between the lock call and its unlock
+ * except through this API.
  */
 #ifndef TS_RANGELOCK_H
 #define TS_RANGELOCK_H
@@ -53,8 +59,8 @@ struct ts_rl_req {
 	uint64_t start, end;   /* [start, end) */
 	uint64_t max_end;      /* interval-tree augmentation: max end in subtree */
 	uint64_t seq;          /* arrival order */
-	struct ts_rl_req *parent, *left, *right;
-	struct ts_rl_req *qprev, *qnext; /* waiting list, arrival order */
+	struct ts_rl_req *parent, *child[2]; /* tree links: left, right */
+	struct ts_rl_req *link; /* scratch list while waking waiters */
 	ts_rl_cb cb;
 	void *arg;
 	void *waiter;          /* blocking wait: the waiter's condition */
@@ -72,7 +78,8 @@ void ts_rl_destroy(struct ts_rl *rl);
 /**
  * Ask for [start, start+len) in \p mode. Returns 1 when granted at once
  * (\p cb is not called), 0 when queued (\p cb(r, arg) will be called when
- * granted), or -EINVAL (len 0, wrap-around, r already in use).
+ * granted), or -EINVAL (len 0, start+len wraps, r waiting or held already,
+ * cb NULL). Nothing is allocated, so nothing else can fail.
  */
 int ts_rl_lock_async(struct ts_rl *rl, struct ts_rl_req *r, uint64_t start, uint64_t len,
 		     enum ts_rl_mode mode, ts_rl_cb cb, void *arg);
@@ -90,7 +97,8 @@ int ts_rl_trylock(struct ts_rl *rl, struct ts_rl_req *r, uint64_t start, uint64_
  * -EALREADY (it was granted already: its callback has run or is about to
  * run on the granting thread, and the hold must be ts_rl_unlock()ed as
  * usual). Later waiters it was blocking may be granted (their callbacks run
- * on this thread).
+ * on this thread). -EINVAL when r is neither waiting nor held, or is a
+ * blocking wait.
  */
 int ts_rl_cancel(struct ts_rl *rl, struct ts_rl_req *r);
 

@@ -21,6 +21,7 @@
 #include "dataplane/iscsi/spc.c"
 #include "dataplane/iscsi/spc_pr.c"
 #include "dataplane/iscsi/lun_file.c"
+#include "dataplane/rangelock/rangelock.c"
 
 #define FUZZ_IQN "iqn.2026-01.io.tessera:fuzz"
 
