@@ -38,8 +38,8 @@
  * queries through ts_vpool_tree_rdlock() for reading), commit (serialises
  * commits), pool mutex (maps, allocator, record buffer; held only briefly, never
  * across a member submit). Volume IO takes only the pool mutex. Overlapping
- * IOs to the same range in flight at once complete in an undefined order (the
- * RWX range lock above this layer serialises them). ts_volume_flush(), and
+ * IOs to the same range in flight at once complete in an undefined order
+ * (volumedriver/arbiter, above this layer, serialises them: frontends use it). ts_volume_flush(), and
  * every metadata call, do synchronous member IO and must not be called from a
  * member completion context.
  */

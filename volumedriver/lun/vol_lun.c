@@ -2,11 +2,13 @@
 /*
  * Volume -> iSCSI LUN provider.
  *
- * Reads, writes and unmaps go straight to the volume's asynchronous IO; its
- * completion (on a data-plane thread) completes the engine's IO. Flushes
- * and FUA writes need a pool commit, which is synchronous: they are queued
- * to this LUN's worker thread, which runs them in order. A FUA write is the
- * write followed by a commit, acknowledged only after both.
+ * Reads, writes and unmaps go to the volume's arbiter (volumedriver/arbiter:
+ * the one every frontend of the volume shares, which serialises overlapping
+ * IO) and from there to the volume's asynchronous IO; the completion (on a
+ * data-plane thread) completes the engine's IO. Flushes need a pool commit,
+ * which is synchronous: they are queued to this LUN's worker thread, which
+ * runs them in order. A FUA write is the arbitrated write followed, once it
+ * has completed, by a commit on the worker, acknowledged only after both.
  *
  * QoS: with a domain, every read, write and unmap first passes l->qos
  * (ts_qos_admit). Admitted at once, it is submitted as above; queued, the
@@ -30,19 +32,21 @@
 #include "dataplane/common/ts_common.h"
 #include "dataplane/iscsi/iscsi.h"
 #include "dataplane/volume/volume.h"
+#include "volumedriver/arbiter/arbiter.h"
 
 enum io_kind { K_READ, K_WRITE, K_FUA, K_UNMAP };
 
 struct work {
 	struct work *next;
 	struct ts_iscsi_lun_io *io;
-	int fua_write; /* 1: write then flush; 0: flush */
+	int fua_write; /* 1: a FUA write's data is written: flush, account, complete; 0: flush */
 };
 
 struct ts_vol_lun {
 	struct ts_iscsi_server *srv;
 	struct ts_vpool *pool;
-	struct ts_volume *vol;
+	struct ts_arb *arb;     /* the volume's arbiter: all IO goes through it */
+	struct ts_volume *vol;  /* its volume handle (size, flush) */
 	struct ts_qos *qos; /* NULL without a QoS domain */
 	uint64_t vol_id;
 	char *iqn;
@@ -82,19 +86,31 @@ static void io_done(void *arg, int status)
 	io->cb(io, status);
 }
 
+/* A FUA write's data is in: commit it on the worker before acknowledging. */
+static void fua_written(void *arg, int status)
+{
+	struct ts_iscsi_lun_io *io = arg;
+	struct ts_vol_lun *l = io->priv[0];
+
+	if (status == 0)
+		status = queue_work(l, io, 1);
+	if (status < 0)
+		io_done(io, status);
+}
+
 static int submit(struct ts_vol_lun *l, struct ts_iscsi_lun_io *io)
 {
 	if (l->qos)
 		io->priv[2] = (void *)(uintptr_t)ts_now_ns();
 	switch (io_kind(io)) {
 	case K_READ:
-		return ts_volume_read(l->vol, io->offset, io->len, io->buf, io_done, io);
+		return ts_arb_read(l->arb, io->offset, io->len, io->buf, io_done, io);
 	case K_WRITE:
-		return ts_volume_write(l->vol, io->offset, io->len, io->buf, io_done, io);
+		return ts_arb_write(l->arb, io->offset, io->len, io->buf, io_done, io);
 	case K_FUA:
-		return queue_work(l, io, 1);
+		return ts_arb_write(l->arb, io->offset, io->len, io->buf, fua_written, io);
 	case K_UNMAP:
-		return ts_volume_unmap(l->vol, io->offset, io->len, io_done, io);
+		return ts_arb_unmap(l->arb, io->offset, io->len, io_done, io);
 	}
 	return -EINVAL;
 }
@@ -191,7 +207,7 @@ static void *worker_main(void *arg)
 
 	for (;;) {
 		struct work *w;
-		int rc = 0;
+		int rc;
 
 		pthread_mutex_lock(&l->lock);
 		while (!l->head && !l->stop)
@@ -206,10 +222,7 @@ static void *worker_main(void *arg)
 			l->tail = &l->head;
 		pthread_mutex_unlock(&l->lock);
 
-		if (w->fua_write)
-			rc = ts_volume_write_sync(l->vol, w->io->offset, w->io->len, w->io->buf);
-		if (rc == 0)
-			rc = ts_volume_flush_sync(l->vol);
+		rc = ts_volume_flush_sync(l->vol);
 		if (w->fua_write && l->qos)
 			qos_account(l, w->io);
 		w->io->cb(w->io, rc);
@@ -227,7 +240,7 @@ static void vol_lun_free(struct ts_vol_lun *l)
 		pthread_join(l->worker, NULL);
 	}
 	ts_qos_destroy(l->qos); /* nothing queued or in flight any more */
-	ts_volume_close(l->vol);
+	ts_arb_close(l->arb);
 	ts_free(l->iqn);
 	pthread_mutex_destroy(&l->lock);
 	pthread_cond_destroy(&l->cond);
@@ -260,9 +273,10 @@ int ts_vol_lun_export(struct ts_iscsi_server *srv, struct ts_vpool *pool, uint64
 		rc = -ENOMEM;
 		goto fail;
 	}
-	rc = ts_volume_open(pool, vol_id, &l->vol);
+	rc = ts_arb_open(pool, vol_id, &l->arb);
 	if (rc < 0)
 		goto fail;
+	l->vol = ts_arb_volume(l->arb);
 	if (opts->qos_domain) {
 		rc = ts_qos_create(opts->qos_domain, &opts->qos, &l->qos);
 		if (rc < 0)
