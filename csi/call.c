@@ -362,10 +362,20 @@ static void mode_reach(unsigned mode, unsigned *nodes, unsigned *writers)
 	*writers = mode <= TS_CSI_MODE_MAX ? reach[mode][1] : 0;
 }
 
-const char *csi_mode_refusal(const Csi__V1__VolumeCapability *cap)
+const char *csi_mode_refusal(const struct ts_csi_backend_ops *be,
+			     const Csi__V1__VolumeCapability *cap)
 {
-	if (cap->access_type_case != CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_MOUNT)
+	if (cap->access_type_case != CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_MOUNT) {
+		unsigned nodes, writers;
+
+		mode_reach((unsigned)cap->access_mode->mode, &nodes, &writers);
+		if (nodes > 1 && writers && !be->multi_node_writers)
+			return "access modes with writers on several nodes need a backend whose "
+			       "volume engine serializes writes from every node, and this "
+			       "driver's backend does not (the Tessera data plane does once "
+			       "its IO arbiter serves the volume)";
 		return NULL;
+	}
 	switch (cap->access_mode->mode) {
 	case CSI__V1__VOLUME_CAPABILITY__ACCESS_MODE__MODE__MULTI_NODE_MULTI_WRITER:
 		return "access mode MULTI_NODE_MULTI_WRITER with a filesystem volume needs a "

@@ -19,6 +19,7 @@
 #include "csi.pb-c.h"
 
 struct ts_csi_driver;
+struct ts_csi_backend_ops;
 
 /* gRPC status codes, as numbers (grpc/status.h is only included by server.c). */
 enum csi_code {
@@ -117,14 +118,20 @@ int csi_mount_flags(struct csi_call *c, const Csi__V1__VolumeCapability *cap,
  * ---- access modes ----
  *
  * Which access mode each access type can serve (the table in docs/csi.md):
- * Block serves every mode, writers on several nodes included (the volume's
- * engine serializes overlapping writes); Mount serves every mode but
- * MULTI_NODE_SINGLE_WRITER and MULTI_NODE_MULTI_WRITER, because ext4 and xfs
- * mounted on several nodes at once, one of them writing, corrupt themselves
- * and their readers' caches. Bit sets are those of ts_csi_volume.access_modes.
+ * Block serves every mode, writers on several nodes included when the
+ * backend orders their writes (ts_csi_backend_ops.multi_node_writers: the
+ * volume's engine serializes overlapping writes); Mount serves every mode
+ * but MULTI_NODE_SINGLE_WRITER and MULTI_NODE_MULTI_WRITER, because ext4 and
+ * xfs mounted on several nodes at once, one of them writing, corrupt
+ * themselves and their readers' caches. Bit sets are those of
+ * ts_csi_volume.access_modes.
  */
-/* NULL when \p cap's mode can be served with its access type, else why not (static text). */
-const char *csi_mode_refusal(const Csi__V1__VolumeCapability *cap);
+/*
+ * NULL when \p cap's mode can be served with its access type on backend
+ * \p be, else why not (static text naming the mode).
+ */
+const char *csi_mode_refusal(const struct ts_csi_backend_ops *be,
+			     const Csi__V1__VolumeCapability *cap);
 /* \p cap's mode lets nobody write (SINGLE_NODE_READER_ONLY, MULTI_NODE_READER_ONLY). */
 bool csi_mode_read_only(const Csi__V1__VolumeCapability *cap);
 /* \p cap's mode reaches several nodes (MULTI_NODE_*). */

@@ -338,9 +338,9 @@ static int create_volume(struct ts_csi_driver *d, struct csi_call *c, const void
 
 		if (csi_check_cap(c, cap))
 			return -1;
-		if (csi_mode_refusal(cap))
+		if (csi_mode_refusal(d->be, cap))
 			return csi_fail(c, CSI_INVALID_ARGUMENT, "volume_capabilities[%zu]: %s", i,
-					csi_mode_refusal(cap));
+					csi_mode_refusal(d->be, cap));
 		modes |= 1u << cap->access_mode->mode;
 		if (cap->access_type_case == CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_BLOCK) {
 			block = true;
@@ -583,8 +583,8 @@ static int validate_volume_capabilities(struct ts_csi_driver *d, struct csi_call
 		char why[CSI_MODES_STR_MAX + 160];
 
 		/* Not confirmed: an answer with a message, not an error (the spec's way). */
-		if (csi_mode_refusal(cap)) {
-			resp->message = csi_strdup(c, csi_mode_refusal(cap));
+		if (csi_mode_refusal(d->be, cap)) {
+			resp->message = csi_strdup(c, csi_mode_refusal(d->be, cap));
 			return 0;
 		}
 		if (is_block != v.block) {

@@ -468,21 +468,22 @@ static bool cap_is_block(const Csi__V1__VolumeCapability *cap)
 /*
  * The capability a CO stages or publishes with must be one the volume can
  * serve: its access mode possible with its access type (no filesystem
- * written from several nodes), and within the modes the volume was created
+ * written from several nodes, no block writers on several nodes unless the
+ * backend orders their writes), and within the modes the volume was created
  * with, which the controller put in the volume context (volumes created
  * before it did carry none and are not checked). Beyond them is the spec's
  * "Exceeds capabilities", FAILED_PRECONDITION.
  */
-static int check_mode(struct csi_call *c, const char *id, const Csi__V1__VolumeCapability *cap,
-		      void *const *ctx, size_t n_ctx)
+static int check_mode(struct ts_csi_driver *d, struct csi_call *c, const char *id,
+		      const Csi__V1__VolumeCapability *cap, void *const *ctx, size_t n_ctx)
 {
 	const char *list = csi_kv_get(ctx, n_ctx, CSI_CTX_MODES);
 	unsigned mode = (unsigned)cap->access_mode->mode;
 	uint32_t modes;
 
-	if (csi_mode_refusal(cap))
+	if (csi_mode_refusal(d->be, cap))
 		return csi_fail(c, CSI_FAILED_PRECONDITION, "volume %s: %s", id,
-				csi_mode_refusal(cap));
+				csi_mode_refusal(d->be, cap));
 	if (!list)
 		return 0;
 	if (csi_modes_parse(list, &modes))
@@ -512,8 +513,8 @@ static int node_stage(struct ts_csi_driver *d, struct csi_call *c, const void *r
 	    csi_check_path(d, c, "staging_target_path", req->staging_target_path) ||
 	    csi_check_cap(c, req->volume_capability) ||
 	    csi_mount_flags(c, req->volume_capability, &flags) ||
-	    check_mode(c, req->volume_id, req->volume_capability, (void *const *)req->volume_context,
-		       req->n_volume_context))
+	    check_mode(d, c, req->volume_id, req->volume_capability,
+		       (void *const *)req->volume_context, req->n_volume_context))
 		return -1;
 	if (csi_mode_read_only(req->volume_capability))
 		flags |= MS_RDONLY;
@@ -720,8 +721,8 @@ static int node_publish(struct ts_csi_driver *d, struct csi_call *c, const void 
 	    csi_check_path(d, c, "staging_target_path", req->staging_target_path) ||
 	    csi_check_cap(c, req->volume_capability) ||
 	    csi_mount_flags(c, req->volume_capability, &flags) ||
-	    check_mode(c, req->volume_id, req->volume_capability, (void *const *)req->volume_context,
-		       req->n_volume_context))
+	    check_mode(d, c, req->volume_id, req->volume_capability,
+		       (void *const *)req->volume_context, req->n_volume_context))
 		return -1;
 	if (!strcmp(tp, req->staging_target_path))
 		return csi_fail(c, CSI_INVALID_ARGUMENT, "target_path equals staging_target_path");

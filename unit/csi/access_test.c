@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Access modes (issue 17, many writers on one volume), on the file backend
- * through ts_csi_handle(): Block volumes take the multi-node modes, a
- * filesystem refuses writers on several nodes and says why; the modes are
+ * through ts_csi_handle(). The suite's backend says it orders writes from
+ * several nodes (multi_node_writers, what the data plane's IO arbiter
+ * provides); the plain file backend, which does not, keeps refusing them.
+ * Block volumes take the multi-node modes, a filesystem refuses writers on
+ * several nodes and says why; the modes are
  * recorded with the volume, survive a restart, make a re-create with other
  * modes ALREADY_EXISTS, bound what ValidateVolumeCapabilities confirms, and
  * reach the node in the volume context, which refuses to stage or publish
@@ -38,10 +41,28 @@
 static struct tenv g_e;
 static Csi__V1__CreateVolumeResponse *g_made[16];
 static size_t g_nmade;
+/* The file backend's ops, saying they order writes from several nodes. */
+static struct ts_csi_backend_ops g_rwx_ops;
+
+/* Destroy the driver and make it again on g_e's backend and store (a restart). */
+static void restart(void)
+{
+	struct ts_csi_config cfg = { .node_id = "n1", .controller = true, .node = true,
+				     .max_volumes_per_node = 8, .default_volume_bytes = 8 << 20,
+				     .state_dir = g_e.dir, .path_prefix = g_e.dir };
+
+	ts_csi_driver_destroy(g_e.d);
+	g_e.d = NULL;
+	cr_assert_eq(ts_csi_driver_create(&cfg, g_e.be, g_e.be_ctx, g_e.st, g_e.st_ctx, &g_e.d), 0);
+}
 
 static void setup(void)
 {
 	tenv_init(&g_e, NULL, NULL, 1ull << 30);
+	g_rwx_ops = *g_e.be;
+	g_rwx_ops.multi_node_writers = true;
+	g_e.be = &g_rwx_ops;
+	restart();
 }
 
 static void teardown(void)
@@ -298,9 +319,6 @@ Test(csi_access, validate_confirms_what_the_created_modes_cover)
 
 Test(csi_access, the_modes_survive_a_restart)
 {
-	struct ts_csi_config cfg = { .node_id = "n1", .controller = true, .node = true,
-				     .max_volumes_per_node = 8, .default_volume_bytes = 8 << 20,
-				     .state_dir = g_e.dir, .path_prefix = g_e.dir };
 	Csi__V1__VolumeCapability *caps[2] = { cap(true, MNMW), cap(true, MNRO) };
 	Csi__V1__ListVolumesRequest lr = CSI__V1__LIST_VOLUMES_REQUEST__INIT;
 	Csi__V1__ListVolumesResponse *list;
@@ -310,11 +328,11 @@ Test(csi_access, the_modes_survive_a_restart)
 
 	cr_assert_eq(create("rwx", caps, 2, &v), 0, "%s", tmsg());
 	ts_csi_driver_destroy(g_e.d);
-	g_e.st->destroy(g_e.st_ctx);
 	g_e.d = NULL;
+	g_e.st->destroy(g_e.st_ctx);
 	snprintf(meta, sizeof(meta), "%s/meta", g_e.dir);
 	cr_assert_eq(ts_csi_store_file_open(meta, &g_e.st, &g_e.st_ctx), 0);
-	cr_assert_eq(ts_csi_driver_create(&cfg, g_e.be, g_e.be_ctx, g_e.st, g_e.st_ctx, &g_e.d), 0);
+	restart();
 
 	cr_assert_eq(g_e.st->get(g_e.st_ctx, v->volume_id, &rec), 0);
 	cr_expect_eq(rec.access_modes, 1u << MNMW | 1u << MNRO, "reloaded from disk");
@@ -328,6 +346,30 @@ Test(csi_access, the_modes_survive_a_restart)
 	cr_expect_eq(create("rwx", caps, 2, NULL), 0, "%s", tmsg());
 	cr_expect_eq(create("rwx", caps, 1, NULL), CSI_ALREADY_EXISTS);
 	cr_expect(confirmed(v->volume_id, cap(true, MNMW), why, sizeof(why)), "%s", why);
+}
+
+/* A backend that does not order writes from several nodes keeps refusing them. */
+Test(csi_access, writers_on_several_nodes_need_the_backend)
+{
+	Csi__V1__VolumeCapability *caps[1] = { cap(true, MNMW) };
+	Csi__V1__Volume *v = create1("rwx", true, MNMW), *ro;
+	char staging[300], why[512];
+
+	g_rwx_ops.multi_node_writers = false;
+	restart();
+	cr_expect_eq(create("new-rwx", caps, 1, NULL), CSI_INVALID_ARGUMENT);
+	cr_expect(strstr(tmsg(), "serializes writes"), "%s", tmsg());
+	caps[0] = cap(true, MNSW);
+	cr_expect_eq(create("new-mnsw", caps, 1, NULL), CSI_INVALID_ARGUMENT);
+	cr_expect(!confirmed(v->volume_id, cap(true, MNMW), why, sizeof(why)));
+	cr_expect(strstr(why, "serializes writes"), "%s", why);
+	snprintf(staging, sizeof(staging), "%s/staging", g_e.dir);
+	cr_expect_eq(stage(g_e.d, v, staging, cap(true, MNMW)), CSI_FAILED_PRECONDITION,
+		     "a volume made while the backend could: %s", tmsg());
+	/* Readers on many nodes and one-node writers need nothing of it. */
+	ro = create1("rox", true, MNRO);
+	cr_expect_str_eq(ctx_get(ro, CSI_CTX_MODES), "MULTI_NODE_READER_ONLY");
+	create1("rwo", true, SNW);
 }
 
 /* ---- node ---- */
