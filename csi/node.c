@@ -21,11 +21,11 @@
  * beyond those the volume was created with, as the volume context says).
  * The *_READER_ONLY modes are read-only whatever the readonly flag says: the
  * staging mount is read-only (MULTI_NODE_READER_ONLY also without journal
- * replay, which would write from every node at once), a read-only stage
- * neither makes nor grows a filesystem, and every publish of a volume staged
- * read-only is read-only. Block volumes with multi-node writers need nothing
- * here: each node attaches the same target and the volume's engine orders
- * the writes.
+ * replay, which would write from every node at once), such a stage makes no
+ * filesystem, a read-only stage grows none, and every publish of a volume
+ * staged read-only is read-only. Block volumes with multi-node writers (on a
+ * backend with multi_node_writers) need nothing more here: each node
+ * attaches the same target and the volume's engine orders the writes.
  *
  * The staged set is the node's state: one record per staged volume (id,
  * staging path, device, fs type), kept in memory and written as
@@ -592,12 +592,14 @@ static int node_stage(struct ts_csi_driver *d, struct csi_call *c, const void *r
 				      "volume %s already holds %s, %s requested", v->id, fs, fs_req);
 			goto out;
 		}
-		if (!fs[0] && v->ro) {
+		if (!fs[0] && csi_mode_read_only(req->volume_capability)) {
+			/* Readers, perhaps on several nodes at once: none of them may mkfs. */
 			rc = csi_fail(c, CSI_FAILED_PRECONDITION,
-				      "volume %s holds no filesystem and is staged read-only, so none can "
-				      "be made: give it content first (create it from a snapshot or a "
-				      "volume, or stage it writable once)",
-				      v->id);
+				      "volume %s holds no filesystem and access mode %s is read-only, so "
+				      "none can be made: give it content first (create it from a "
+				      "snapshot or a volume, or stage it writable once)",
+				      v->id,
+				      ts_csi_mode_name((unsigned)req->volume_capability->access_mode->mode));
 			goto out;
 		}
 		if (!fs[0]) {
