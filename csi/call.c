@@ -331,6 +331,140 @@ int csi_mount_flags(struct csi_call *c, const Csi__V1__VolumeCapability *cap,
 	return 0;
 }
 
+/* ---- access modes ---- */
+
+#define SAME_MODE(x) \
+	((int)TS_CSI_MODE_##x == (int)CSI__V1__VOLUME_CAPABILITY__ACCESS_MODE__MODE__##x)
+_Static_assert(SAME_MODE(SINGLE_NODE_WRITER) && SAME_MODE(SINGLE_NODE_READER_ONLY) &&
+		       SAME_MODE(MULTI_NODE_READER_ONLY) && SAME_MODE(MULTI_NODE_SINGLE_WRITER) &&
+		       SAME_MODE(MULTI_NODE_MULTI_WRITER) && SAME_MODE(SINGLE_NODE_SINGLE_WRITER) &&
+		       SAME_MODE(SINGLE_NODE_MULTI_WRITER),
+	       "the store's access modes are numbered as CSI's");
+#undef SAME_MODE
+
+/*
+ * How far a mode reaches: nodes 1 (one) or 2 (several); writers 0 (none),
+ * 1 (one publish may write) or 2 (several may). Unknown modes reach nothing.
+ */
+static void mode_reach(unsigned mode, unsigned *nodes, unsigned *writers)
+{
+	static const uint8_t reach[TS_CSI_MODE_MAX + 1][2] = {
+		[TS_CSI_MODE_SINGLE_NODE_WRITER] = { 1, 1 },
+		[TS_CSI_MODE_SINGLE_NODE_READER_ONLY] = { 1, 0 },
+		[TS_CSI_MODE_MULTI_NODE_READER_ONLY] = { 2, 0 },
+		[TS_CSI_MODE_MULTI_NODE_SINGLE_WRITER] = { 2, 1 },
+		[TS_CSI_MODE_MULTI_NODE_MULTI_WRITER] = { 2, 2 },
+		[TS_CSI_MODE_SINGLE_NODE_SINGLE_WRITER] = { 1, 1 },
+		[TS_CSI_MODE_SINGLE_NODE_MULTI_WRITER] = { 1, 2 },
+	};
+
+	*nodes = mode <= TS_CSI_MODE_MAX ? reach[mode][0] : 0;
+	*writers = mode <= TS_CSI_MODE_MAX ? reach[mode][1] : 0;
+}
+
+const char *csi_mode_refusal(const struct ts_csi_backend_ops *be,
+			     const Csi__V1__VolumeCapability *cap)
+{
+	if (cap->access_type_case != CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_MOUNT) {
+		unsigned nodes, writers;
+
+		mode_reach((unsigned)cap->access_mode->mode, &nodes, &writers);
+		if (nodes > 1 && writers && !be->multi_node_writers)
+			return "access modes with writers on several nodes need a backend whose "
+			       "volume engine serializes writes from every node, and this "
+			       "driver's backend does not (the Tessera data plane does once "
+			       "its IO arbiter serves the volume)";
+		return NULL;
+	}
+	switch (cap->access_mode->mode) {
+	case CSI__V1__VOLUME_CAPABILITY__ACCESS_MODE__MODE__MULTI_NODE_MULTI_WRITER:
+		return "access mode MULTI_NODE_MULTI_WRITER with a filesystem volume needs a "
+		       "cluster-aware filesystem, which Tessera does not provide; use volumeMode: "
+		       "Block";
+	case CSI__V1__VOLUME_CAPABILITY__ACCESS_MODE__MODE__MULTI_NODE_SINGLE_WRITER:
+		return "access mode MULTI_NODE_SINGLE_WRITER with a filesystem volume needs a "
+		       "cluster-aware filesystem (readers on other nodes would see the writer's "
+		       "filesystem change under them), which Tessera does not provide; use "
+		       "volumeMode: Block";
+	default:
+		return NULL;
+	}
+}
+
+bool csi_mode_read_only(const Csi__V1__VolumeCapability *cap)
+{
+	unsigned nodes, writers;
+
+	mode_reach((unsigned)cap->access_mode->mode, &nodes, &writers);
+	return nodes && !writers;
+}
+
+bool csi_mode_multi_node(const Csi__V1__VolumeCapability *cap)
+{
+	unsigned nodes, writers;
+
+	mode_reach((unsigned)cap->access_mode->mode, &nodes, &writers);
+	return nodes > 1;
+}
+
+bool csi_modes_cover(uint32_t modes, unsigned mode)
+{
+	unsigned nodes, writers;
+
+	if (!modes)
+		modes = ~(1u << TS_CSI_MODE_MULTI_NODE_SINGLE_WRITER |
+			  1u << TS_CSI_MODE_MULTI_NODE_MULTI_WRITER);
+	mode_reach(mode, &nodes, &writers);
+	if (!nodes)
+		return false;
+	for (unsigned m = 1; m <= TS_CSI_MODE_MAX; m++) {
+		unsigned n, w;
+
+		mode_reach(m, &n, &w);
+		if ((modes & (1u << m)) && nodes <= n && writers <= w)
+			return true;
+	}
+	return false;
+}
+
+void csi_modes_str(uint32_t modes, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	if (len)
+		buf[0] = '\0';
+	for (unsigned m = 1; m <= TS_CSI_MODE_MAX && used < len; m++) {
+		int n;
+
+		if (!(modes & (1u << m)))
+			continue;
+		n = snprintf(buf + used, len - used, "%s%s", used ? "," : "", ts_csi_mode_name(m));
+		used += n > 0 ? (size_t)n : 0;
+	}
+}
+
+int csi_modes_parse(const char *s, uint32_t *modes)
+{
+	char name[40];
+
+	*modes = 0;
+	while (*s) {
+		size_t n = strcspn(s, ",");
+		int m;
+
+		if (n >= sizeof(name))
+			return -EINVAL;
+		memcpy(name, s, n);
+		name[n] = '\0';
+		m = ts_csi_mode_parse(name);
+		if (m < 0)
+			return -EINVAL;
+		*modes |= 1u << m;
+		s += n + (s[n] == ',');
+	}
+	return *modes ? 0 : -EINVAL;
+}
+
 /* ---- dispatch ---- */
 
 static void *pb_alloc(void *data, size_t size)

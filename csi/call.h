@@ -10,6 +10,7 @@
 #define TS_CSI_CALL_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,6 +19,7 @@
 #include "csi.pb-c.h"
 
 struct ts_csi_driver;
+struct ts_csi_backend_ops;
 
 /* gRPC status codes, as numbers (grpc/status.h is only included by server.c). */
 enum csi_code {
@@ -111,5 +113,42 @@ int csi_check_cap(struct csi_call *c, const Csi__V1__VolumeCapability *cap);
 /* Flags for the mount_flags of a capability; -1 with INVALID_ARGUMENT for unknown ones. */
 int csi_mount_flags(struct csi_call *c, const Csi__V1__VolumeCapability *cap,
 		    unsigned long *flags);
+
+/*
+ * ---- access modes ----
+ *
+ * Which access mode each access type can serve (the table in docs/csi.md):
+ * Block serves every mode, writers on several nodes included when the
+ * backend orders their writes (ts_csi_backend_ops.multi_node_writers: the
+ * volume's engine serializes overlapping writes); Mount serves every mode
+ * but MULTI_NODE_SINGLE_WRITER and MULTI_NODE_MULTI_WRITER, because ext4 and
+ * xfs mounted on several nodes at once, one of them writing, corrupt
+ * themselves and their readers' caches. Bit sets are those of
+ * ts_csi_volume.access_modes.
+ */
+/*
+ * NULL when \p cap's mode can be served with its access type on backend
+ * \p be, else why not (static text naming the mode).
+ */
+const char *csi_mode_refusal(const struct ts_csi_backend_ops *be,
+			     const Csi__V1__VolumeCapability *cap);
+/* \p cap's mode lets nobody write (SINGLE_NODE_READER_ONLY, MULTI_NODE_READER_ONLY). */
+bool csi_mode_read_only(const Csi__V1__VolumeCapability *cap);
+/* \p cap's mode reaches several nodes (MULTI_NODE_*). */
+bool csi_mode_multi_node(const Csi__V1__VolumeCapability *cap);
+/*
+ * A volume created with the modes \p modes (bits; 0 = a record from before
+ * modes were kept: any mode but the multi-node writer ones) can be used in
+ * mode \p mode: some mode of the set reaches as many nodes and allows as
+ * many writers (MULTI_NODE_MULTI_WRITER covers every mode, SINGLE_NODE_WRITER
+ * covers SINGLE_NODE_READER_ONLY and SINGLE_NODE_SINGLE_WRITER).
+ */
+bool csi_modes_cover(uint32_t modes, unsigned mode);
+/* Room for every mode's name, comma-separated. */
+#define CSI_MODES_STR_MAX 192
+/* \p modes as "NAME,NAME" in mode order into \p buf ("" for 0); truncates at \p len. */
+void csi_modes_str(uint32_t modes, char *buf, size_t len);
+/* The bits of a "NAME,NAME" list; -EINVAL for a name that is no mode or an empty list. */
+int csi_modes_parse(const char *s, uint32_t *modes);
 
 #endif /* TS_CSI_CALL_H */

@@ -26,6 +26,17 @@
  * re-create of an existing name does not compare QoS: it may have been
  * modified since, and the volume is the same volume.
  *
+ * Access modes (the policy is in call.c, the table in docs/csi.md): Block
+ * volumes take every mode, multi-node writers included, because the volume's
+ * engine serializes overlapping writes from every node; a filesystem with
+ * writers on several nodes is refused (INVALID_ARGUMENT, saying why), as
+ * ext4 and xfs are not cluster-aware. The modes of the request are recorded
+ * with the volume: a re-create must ask for the same set (ALREADY_EXISTS
+ * otherwise), ValidateVolumeCapabilities confirms only modes that set covers,
+ * and the volume context carries them to the node, which refuses to stage
+ * or publish beyond them. There is no ControllerPublish (attach happens in
+ * NodeStage), so the controller cannot see which nodes use a volume.
+ *
  * ListVolumes tokens are "v1:<last id>": listing continues after that id in
  * id order, so deleting or adding volumes between pages neither repeats nor
  * skips the volumes that stay. A token in any other form is ABORTED, as the
@@ -154,16 +165,19 @@ static int pick_size(struct ts_csi_driver *d, struct csi_call *c, const Csi__V1_
 	return 0;
 }
 
-static bool mode_supported(const Csi__V1__VolumeCapability *cap)
+/*
+ * A re-create of an existing name asks for the access modes the volume was
+ * created with. Records from before modes were kept match any set of the
+ * modes accepted then (all but the multi-node writer ones).
+ */
+static bool modes_match(uint32_t recorded, uint32_t asked)
 {
-	/* Multi-node writers need RWX arbitration, which the data plane adds later. */
-	switch (cap->access_mode->mode) {
-	case CSI__V1__VOLUME_CAPABILITY__ACCESS_MODE__MODE__MULTI_NODE_SINGLE_WRITER:
-	case CSI__V1__VOLUME_CAPABILITY__ACCESS_MODE__MODE__MULTI_NODE_MULTI_WRITER:
-		return false;
-	default:
-		return true;
-	}
+	if (recorded)
+		return recorded == asked;
+	for (unsigned m = 1; m <= TS_CSI_MODE_MAX; m++)
+		if ((asked & (1u << m)) && !csi_modes_cover(0, m))
+			return false;
+	return true;
 }
 
 static bool topo_is_ours(struct ts_csi_driver *d, const Csi__V1__Topology *t)
@@ -208,8 +222,8 @@ static Csi__V1__Volume *vol_msg(struct ts_csi_driver *d, struct csi_call *c,
 				const struct ts_csi_volume *v)
 {
 	Csi__V1__Volume *m = csi_alloc(c, sizeof(*m));
-	void **ctx = csi_alloc(c, 3 * sizeof(void *));
-	char ec[24];
+	void **ctx = csi_alloc(c, 4 * sizeof(void *));
+	char ec[24], modes[CSI_MODES_STR_MAX];
 	size_t n = 0;
 
 	if (!m || !ctx)
@@ -226,6 +240,12 @@ static Csi__V1__Volume *vol_msg(struct ts_csi_driver *d, struct csi_call *c,
 		snprintf(ec, sizeof(ec), "%u+%u", v->ec_k, v->ec_m);
 		ctx[n++] = csi_kv_new(c, &csi__v1__volume__volume_context_entry__descriptor, CSI_CTX_EC,
 				      ec);
+	}
+	if (v->access_modes) {
+		/* The node checks what it is asked to stage and publish against these. */
+		csi_modes_str(v->access_modes, modes, sizeof(modes));
+		ctx[n++] = csi_kv_new(c, &csi__v1__volume__volume_context_entry__descriptor,
+				      CSI_CTX_MODES, modes);
 	}
 	for (size_t i = 0; i < n; i++)
 		if (!ctx[i])
@@ -302,6 +322,7 @@ static int create_volume(struct ts_csi_driver *d, struct csi_call *c, const void
 	struct vol_params p;
 	struct vol_src src = { 0 };
 	uint64_t size;
+	uint32_t modes = 0;
 	bool block = false, mount = false;
 	int rc;
 
@@ -317,10 +338,10 @@ static int create_volume(struct ts_csi_driver *d, struct csi_call *c, const void
 
 		if (csi_check_cap(c, cap))
 			return -1;
-		if (!mode_supported(cap))
-			return csi_fail(c, CSI_INVALID_ARGUMENT,
-					"volume_capabilities[%zu]: multi-node write access is not supported",
-					i);
+		if (csi_mode_refusal(d->be, cap))
+			return csi_fail(c, CSI_INVALID_ARGUMENT, "volume_capabilities[%zu]: %s", i,
+					csi_mode_refusal(d->be, cap));
+		modes |= 1u << cap->access_mode->mode;
 		if (cap->access_type_case == CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_BLOCK) {
 			block = true;
 			continue;
@@ -391,6 +412,17 @@ static int create_volume(struct ts_csi_driver *d, struct csi_call *c, const void
 				      v.source[0] ? v.source : "none");
 			goto out;
 		}
+		if (!modes_match(old.access_modes, modes)) {
+			char had[CSI_MODES_STR_MAX], asked[CSI_MODES_STR_MAX];
+
+			csi_modes_str(old.access_modes, had, sizeof(had));
+			csi_modes_str(modes, asked, sizeof(asked));
+			rc = csi_fail(c, CSI_ALREADY_EXISTS,
+				      "volume '%s' exists as %s with access modes %s; the request asks for %s",
+				      req->name, old.id, had[0] ? had : "(not recorded: single-node)",
+				      asked);
+			goto out;
+		}
 		if (!fits || old.ec_k != p.ec_k || old.ec_m != p.ec_m ||
 		    strcmp(old.fs_type, p.fs_type) || old.block != block) {
 			rc = csi_fail(c, CSI_ALREADY_EXISTS,
@@ -458,6 +490,7 @@ static int create_volume(struct ts_csi_driver *d, struct csi_call *c, const void
 	v.ec_m = p.ec_m;
 	v.block = block;
 	v.qos = p.qos;
+	v.access_modes = modes;
 	if (d->be->set_qos && memcmp(&v.qos, &(struct ts_csi_qos){ 0 }, sizeof(v.qos))) {
 		rc = d->be->set_qos(d->be_ctx, v.id, &v.qos);
 		if (rc) {
@@ -547,9 +580,27 @@ static int validate_volume_capabilities(struct ts_csi_driver *d, struct csi_call
 		const Csi__V1__VolumeCapability *cap = req->volume_capabilities[i];
 		bool is_block = cap->access_type_case == CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_BLOCK;
 		const char *fs = is_block ? NULL : cap->mount->fs_type;
+		char why[CSI_MODES_STR_MAX + 160];
 
-		if (!mode_supported(cap)) {
-			resp->message = csi_strdup(c, "multi-node write access is not supported");
+		/* Not confirmed: an answer with a message, not an error (the spec's way). */
+		if (csi_mode_refusal(d->be, cap)) {
+			resp->message = csi_strdup(c, csi_mode_refusal(d->be, cap));
+			return 0;
+		}
+		if (is_block != v.block) {
+			resp->message = csi_strdup(c, v.block ? "the volume was created for block access"
+							      : "the volume was created for a filesystem");
+			return 0;
+		}
+		if (!csi_modes_cover(v.access_modes, (unsigned)cap->access_mode->mode)) {
+			char had[CSI_MODES_STR_MAX];
+
+			csi_modes_str(v.access_modes, had, sizeof(had));
+			snprintf(why, sizeof(why),
+				 "access mode %s is beyond the modes the volume was created with (%s)",
+				 ts_csi_mode_name((unsigned)cap->access_mode->mode),
+				 had[0] ? had : "single-node");
+			resp->message = csi_strdup(c, why);
 			return 0;
 		}
 		if (fs && fs[0] && v.fs_type[0] && strcmp(fs, v.fs_type)) {

@@ -123,6 +123,8 @@ const struct csi_method *csi_method_find(const char *path);
 #define CSI_CTX_ATTACH "csi.tessera.io/attach"
 #define CSI_CTX_FSTYPE "csi.tessera.io/fsType"
 #define CSI_CTX_EC "csi.tessera.io/ec"
+/* The access modes the volume was created with ("NAME,NAME"; csi_modes_str). */
+#define CSI_CTX_MODES "csi.tessera.io/accessModes"
 
 /* node.c: load / free the staging records. */
 int csi_node_load(struct ts_csi_driver *d);

@@ -16,6 +16,17 @@
  * Unpublish and unstage undo this and are idempotent: a missing target or an
  * unknown volume is success.
  *
+ * Access modes: stage and publish refuse a capability the volume cannot
+ * serve (check_mode: a filesystem written from several nodes, or a mode
+ * beyond those the volume was created with, as the volume context says).
+ * The *_READER_ONLY modes are read-only whatever the readonly flag says: the
+ * staging mount is read-only (MULTI_NODE_READER_ONLY also without journal
+ * replay, which would write from every node at once), such a stage makes no
+ * filesystem, a read-only stage grows none, and every publish of a volume
+ * staged read-only is read-only. Block volumes with multi-node writers (on a
+ * backend with multi_node_writers) need nothing more here: each node
+ * attaches the same target and the volume's engine orders the writes.
+ *
  * The staged set is the node's state: one record per staged volume (id,
  * staging path, device, fs type), kept in memory and written as
  * <state>/node/<id>.json with ts_csi_write_atomic(), so a restarted driver
@@ -454,6 +465,38 @@ static bool cap_is_block(const Csi__V1__VolumeCapability *cap)
 	return cap->access_type_case == CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_BLOCK;
 }
 
+/*
+ * The capability a CO stages or publishes with must be one the volume can
+ * serve: its access mode possible with its access type (no filesystem
+ * written from several nodes, no block writers on several nodes unless the
+ * backend orders their writes), and within the modes the volume was created
+ * with, which the controller put in the volume context (volumes created
+ * before it did carry none and are not checked). Beyond them is the spec's
+ * "Exceeds capabilities", FAILED_PRECONDITION.
+ */
+static int check_mode(struct ts_csi_driver *d, struct csi_call *c, const char *id,
+		      const Csi__V1__VolumeCapability *cap, void *const *ctx, size_t n_ctx)
+{
+	const char *list = csi_kv_get(ctx, n_ctx, CSI_CTX_MODES);
+	unsigned mode = (unsigned)cap->access_mode->mode;
+	uint32_t modes;
+
+	if (csi_mode_refusal(d->be, cap))
+		return csi_fail(c, CSI_FAILED_PRECONDITION, "volume %s: %s", id,
+				csi_mode_refusal(d->be, cap));
+	if (!list)
+		return 0;
+	if (csi_modes_parse(list, &modes))
+		return csi_fail(c, CSI_INVALID_ARGUMENT,
+				"volume_context %s='%.200s' is not a list of access modes",
+				CSI_CTX_MODES, list);
+	if (!csi_modes_cover(modes, mode))
+		return csi_fail(c, CSI_FAILED_PRECONDITION,
+				"volume %s was created for access modes %.200s; %s is beyond them", id,
+				list, ts_csi_mode_name(mode));
+	return 0;
+}
+
 static int node_stage(struct ts_csi_driver *d, struct csi_call *c, const void *reqp, void *respp)
 {
 	const Csi__V1__NodeStageVolumeRequest *req = reqp;
@@ -462,15 +505,24 @@ static int node_stage(struct ts_csi_driver *d, struct csi_call *c, const void *r
 	char fs[8];
 	unsigned long flags;
 	struct stat sb;
-	bool attached = false;
+	bool attached = false, no_replay;
 	int rc;
 
 	(void)respp;
 	if (need_node(d, c) || csi_check_id(c, "volume_id", req->volume_id) ||
 	    csi_check_path(d, c, "staging_target_path", req->staging_target_path) ||
 	    csi_check_cap(c, req->volume_capability) ||
-	    csi_mount_flags(c, req->volume_capability, &flags))
+	    csi_mount_flags(c, req->volume_capability, &flags) ||
+	    check_mode(d, c, req->volume_id, req->volume_capability,
+		       (void *const *)req->volume_context, req->n_volume_context))
 		return -1;
+	if (csi_mode_read_only(req->volume_capability))
+		flags |= MS_RDONLY;
+	/*
+	 * Readers on several nodes must not replay a journal (each would write
+	 * the same blocks under the others): the filesystem is used as it is.
+	 */
+	no_replay = csi_mode_multi_node(req->volume_capability) && (flags & MS_RDONLY);
 	attach = csi_kv_get((void *const *)req->volume_context, req->n_volume_context,
 			    CSI_CTX_ATTACH);
 	if (!attach || !attach[0] || strlen(attach) > TS_CSI_ATTACH_MAX)
@@ -518,6 +570,7 @@ static int node_stage(struct ts_csi_driver *d, struct csi_call *c, const void *r
 	snprintf(v->id, sizeof(v->id), "%s", req->volume_id);
 	snprintf(v->staging, sizeof(v->staging), "%s", req->staging_target_path);
 	v->block = cap_is_block(req->volume_capability);
+	v->ro = flags & MS_RDONLY;
 	rc = d->be->attach(d->be_ctx, v->id, attach, v->dev, sizeof(v->dev));
 	if (rc) {
 		rc = attach_fail(c, rc, attach);
@@ -539,6 +592,16 @@ static int node_stage(struct ts_csi_driver *d, struct csi_call *c, const void *r
 				      "volume %s already holds %s, %s requested", v->id, fs, fs_req);
 			goto out;
 		}
+		if (!fs[0] && csi_mode_read_only(req->volume_capability)) {
+			/* Readers, perhaps on several nodes at once: none of them may mkfs. */
+			rc = csi_fail(c, CSI_FAILED_PRECONDITION,
+				      "volume %s holds no filesystem and access mode %s is read-only, so "
+				      "none can be made: give it content first (create it from a "
+				      "snapshot or a volume, or stage it writable once)",
+				      v->id,
+				      ts_csi_mode_name((unsigned)req->volume_capability->access_mode->mode));
+			goto out;
+		}
 		if (!fs[0]) {
 			char *ext4[] = { "mkfs.ext4", "-F", "-q", "-E",
 					 "lazy_itable_init=1,lazy_journal_init=1", v->dev, NULL };
@@ -554,7 +617,8 @@ static int node_stage(struct ts_csi_driver *d, struct csi_call *c, const void *r
 				goto out;
 			}
 		}
-		if (!strcmp(fs, "ext4") && dev_bytes >= fs_bytes + (1 << 20)) {
+		/* A read-only stage writes nothing: growing waits for a writable one. */
+		if (!v->ro && !strcmp(fs, "ext4") && dev_bytes >= fs_bytes + (1 << 20)) {
 			/* Expanded while unstaged (or online growth was refused): grow offline. */
 			char *fsck[] = { "e2fsck", "-f", "-p", v->dev, NULL };
 			char *grow[] = { "resize2fs", v->dev, NULL };
@@ -566,11 +630,12 @@ static int node_stage(struct ts_csi_driver *d, struct csi_call *c, const void *r
 			}
 		}
 		snprintf(v->fs_type, sizeof(v->fs_type), "%s", fs_req);
-		if (mount(v->dev, v->staging, v->fs_type, flags, NULL)) {
+		if (mount(v->dev, v->staging, v->fs_type, flags,
+			  !no_replay ? NULL : strcmp(v->fs_type, "xfs") ? "noload" : "norecovery")) {
 			rc = csi_fail_err(c, -errno, "mounting the staging path");
 			goto out;
 		}
-		if (!strcmp(fs, "xfs") && dev_bytes >= fs_bytes + (1 << 20)) {
+		if (!v->ro && !strcmp(fs, "xfs") && dev_bytes >= fs_bytes + (1 << 20)) {
 			char *grow[] = { "xfs_growfs", v->staging, NULL };
 
 			if (run(grow)) {
@@ -657,11 +722,13 @@ static int node_publish(struct ts_csi_driver *d, struct csi_call *c, const void 
 	    csi_check_path(d, c, "target_path", tp) ||
 	    csi_check_path(d, c, "staging_target_path", req->staging_target_path) ||
 	    csi_check_cap(c, req->volume_capability) ||
-	    csi_mount_flags(c, req->volume_capability, &flags))
+	    csi_mount_flags(c, req->volume_capability, &flags) ||
+	    check_mode(d, c, req->volume_id, req->volume_capability,
+		       (void *const *)req->volume_context, req->n_volume_context))
 		return -1;
 	if (!strcmp(tp, req->staging_target_path))
 		return csi_fail(c, CSI_INVALID_ARGUMENT, "target_path equals staging_target_path");
-	if (req->readonly)
+	if (req->readonly || csi_mode_read_only(req->volume_capability))
 		flags |= MS_RDONLY;
 	pthread_mutex_lock(&d->node_lock);
 	v = find_vol(d, req->volume_id);
@@ -676,6 +743,8 @@ static int node_publish(struct ts_csi_driver *d, struct csi_call *c, const void 
 			      v->block ? "block" : "filesystem", v->block ? "filesystem" : "block");
 		goto out;
 	}
+	if (v->ro)
+		flags |= MS_RDONLY; /* staged read-only: every publish is */
 	m = is_mounted(tp);
 	if (m < 0) {
 		rc = csi_fail_err(c, m, "reading mountinfo");

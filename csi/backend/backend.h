@@ -100,6 +100,14 @@ struct ts_csi_backend_vol {
 
 struct ts_csi_backend_ops {
 	const char *name; /**< short backend name for logs ("file", "dataplane") */
+	/**
+	 * Writers on several nodes are safe on one volume: the volume's engine
+	 * serializes overlapping writes from every path (no read sees a mix of
+	 * two writes) and SCSI persistent reservations are shared by every
+	 * path. Block volumes are offered MULTI_NODE_SINGLE_WRITER and
+	 * MULTI_NODE_MULTI_WRITER only when this is set.
+	 */
+	bool multi_node_writers;
 
 	/** 0 when the backend can serve IO now; -EAGAIN (or other) when not. */
 	int (*probe)(void *ctx);

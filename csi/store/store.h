@@ -46,7 +46,40 @@ struct ts_csi_volume {
 	char source[TS_CSI_ID_MAX + 16];
 	/** QoS from the StorageClass and ControllerModifyVolume (all 0: none). */
 	struct ts_csi_qos qos;
+	/**
+	 * The access modes it was created with: bit (1u << mode) for each
+	 * TS_CSI_MODE_* of the CreateVolume capabilities. 0 = a record written
+	 * before access modes were recorded (such volumes were created with
+	 * single-node modes or MULTI_NODE_READER_ONLY only).
+	 */
+	uint32_t access_modes;
 };
+
+/**
+ * Access modes, numbered as CSI's VolumeCapability.AccessMode.Mode (the
+ * controller checks the numbers against the generated enum at compile
+ * time). The record's JSON holds their names.
+ */
+enum ts_csi_access_mode {
+	TS_CSI_MODE_SINGLE_NODE_WRITER = 1,
+	TS_CSI_MODE_SINGLE_NODE_READER_ONLY = 2,
+	TS_CSI_MODE_MULTI_NODE_READER_ONLY = 3,
+	TS_CSI_MODE_MULTI_NODE_SINGLE_WRITER = 4,
+	TS_CSI_MODE_MULTI_NODE_MULTI_WRITER = 5,
+	TS_CSI_MODE_SINGLE_NODE_SINGLE_WRITER = 6,
+	TS_CSI_MODE_SINGLE_NODE_MULTI_WRITER = 7,
+	TS_CSI_MODE_MAX = 7,
+};
+
+/**
+ * The name of access mode \p mode as the CSI spec spells it
+ * ("MULTI_NODE_MULTI_WRITER"); NULL for a number that is no mode. The
+ * string is static.
+ */
+const char *ts_csi_mode_name(unsigned mode);
+
+/** The mode named \p name (as ts_csi_mode_name() spells it), or -EINVAL. */
+int ts_csi_mode_parse(const char *name);
 
 /**
  * A group snapshot record (GroupController): the member snapshots of one

@@ -113,13 +113,70 @@ static int qos_from_json(json_t *j, struct ts_csi_qos *q)
 	return 0;
 }
 
+static const char *const g_mode_names[TS_CSI_MODE_MAX + 1] = {
+	[TS_CSI_MODE_SINGLE_NODE_WRITER] = "SINGLE_NODE_WRITER",
+	[TS_CSI_MODE_SINGLE_NODE_READER_ONLY] = "SINGLE_NODE_READER_ONLY",
+	[TS_CSI_MODE_MULTI_NODE_READER_ONLY] = "MULTI_NODE_READER_ONLY",
+	[TS_CSI_MODE_MULTI_NODE_SINGLE_WRITER] = "MULTI_NODE_SINGLE_WRITER",
+	[TS_CSI_MODE_MULTI_NODE_MULTI_WRITER] = "MULTI_NODE_MULTI_WRITER",
+	[TS_CSI_MODE_SINGLE_NODE_SINGLE_WRITER] = "SINGLE_NODE_SINGLE_WRITER",
+	[TS_CSI_MODE_SINGLE_NODE_MULTI_WRITER] = "SINGLE_NODE_MULTI_WRITER",
+};
+
+const char *ts_csi_mode_name(unsigned mode)
+{
+	return mode <= TS_CSI_MODE_MAX ? g_mode_names[mode] : NULL;
+}
+
+int ts_csi_mode_parse(const char *name)
+{
+	for (unsigned m = 1; m <= TS_CSI_MODE_MAX; m++)
+		if (!strcmp(g_mode_names[m], name))
+			return (int)m;
+	return -EINVAL;
+}
+
+/* The access-mode bit set as an array of mode names, in mode order. */
+static json_t *modes_json(uint32_t modes)
+{
+	json_t *a = json_array();
+
+	for (unsigned m = 1; a && m <= TS_CSI_MODE_MAX; m++)
+		if ((modes & (1u << m)) && json_array_append_new(a, json_string(g_mode_names[m]))) {
+			json_decref(a);
+			a = NULL;
+		}
+	return a;
+}
+
+static int modes_from_json(json_t *a, uint32_t *modes)
+{
+	json_t *e;
+	size_t i;
+
+	*modes = 0;
+	if (!a)
+		return 0; /* records from before access modes were recorded */
+	if (!json_is_array(a))
+		return TS_ERR_CORRUPT;
+	json_array_foreach(a, i, e) {
+		int m = json_is_string(e) ? ts_csi_mode_parse(json_string_value(e)) : -EINVAL;
+
+		if (m < 0)
+			return TS_ERR_CORRUPT;
+		*modes |= 1u << m;
+	}
+	return 0;
+}
+
 static int to_json(const struct ts_csi_volume *v, char **out)
 {
-	json_t *j = json_pack("{s:i, s:s, s:s, s:s, s:s, s:I, s:i, s:i, s:b, s:s, s:o}", "version",
-			      1, "id", v->id, "name", v->name, "attach", v->attach, "fs_type",
-			      v->fs_type, "capacity_bytes", (json_int_t)v->capacity_bytes, "ec_k",
-			      (int)v->ec_k, "ec_m", (int)v->ec_m, "block", v->block, "source",
-			      v->source, "qos", qos_json(&v->qos));
+	json_t *j = json_pack("{s:i, s:s, s:s, s:s, s:s, s:I, s:i, s:i, s:b, s:s, s:o, s:o}",
+			      "version", 1, "id", v->id, "name", v->name, "attach", v->attach,
+			      "fs_type", v->fs_type, "capacity_bytes", (json_int_t)v->capacity_bytes,
+			      "ec_k", (int)v->ec_k, "ec_m", (int)v->ec_m, "block", v->block,
+			      "source", v->source, "qos", qos_json(&v->qos), "access_modes",
+			      modes_json(v->access_modes));
 
 	*out = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	json_decref(j);
@@ -129,15 +186,15 @@ static int to_json(const struct ts_csi_volume *v, char **out)
 static int from_json(json_t *j, struct ts_csi_volume *v)
 {
 	const char *id, *name, *attach, *fs, *src = "";
-	json_t *qos = NULL;
+	json_t *qos = NULL, *modes = NULL;
 	json_int_t cap;
 	int ver, k, m, blk;
 
-	/* "source" and "qos" are optional: older records lack them. */
-	if (json_unpack(j, "{s:i, s:s, s:s, s:s, s:s, s:I, s:i, s:i, s:b, s?s, s?o}", "version",
-			&ver, "id", &id, "name", &name, "attach", &attach, "fs_type", &fs,
-			"capacity_bytes", &cap, "ec_k", &k, "ec_m", &m, "block", &blk, "source", &src,
-			"qos", &qos))
+	/* "source", "qos" and "access_modes" are optional: older records lack them. */
+	if (json_unpack(j, "{s:i, s:s, s:s, s:s, s:s, s:I, s:i, s:i, s:b, s?s, s?o, s?o}",
+			"version", &ver, "id", &id, "name", &name, "attach", &attach, "fs_type",
+			&fs, "capacity_bytes", &cap, "ec_k", &k, "ec_m", &m, "block", &blk,
+			"source", &src, "qos", &qos, "access_modes", &modes))
 		return TS_ERR_CORRUPT;
 	if (ver != 1)
 		return TS_ERR_VERSION;
@@ -146,7 +203,7 @@ static int from_json(json_t *j, struct ts_csi_volume *v)
 	    k < 0 || m < 0 || strlen(src) >= sizeof(v->source))
 		return TS_ERR_CORRUPT;
 	memset(v, 0, sizeof(*v));
-	if (qos_from_json(qos, &v->qos))
+	if (qos_from_json(qos, &v->qos) || modes_from_json(modes, &v->access_modes))
 		return TS_ERR_CORRUPT;
 	snprintf(v->id, sizeof(v->id), "%s", id);
 	snprintf(v->name, sizeof(v->name), "%s", name);

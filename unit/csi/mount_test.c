@@ -118,13 +118,8 @@ static Csi__V1__Volume *create(const char *name, int64_t bytes, Csi__V1__VolumeC
 
 static void stage(const Csi__V1__Volume *v, const char *staging, Csi__V1__VolumeCapability *cap)
 {
-	Csi__V1__NodeStageVolumeRequest r = CSI__V1__NODE_STAGE_VOLUME_REQUEST__INIT;
+	Csi__V1__NodeStageVolumeRequest r = tstage_req(v, staging, cap);
 
-	r.volume_id = v->volume_id;
-	r.staging_target_path = (char *)staging;
-	r.volume_capability = cap;
-	r.volume_context = (Csi__V1__NodeStageVolumeRequest__VolumeContextEntry **)v->volume_context;
-	r.n_volume_context = v->n_volume_context;
 	cr_assert_eq(RPC("Node/NodeStageVolume", &r, NULL, NULL), 0, "stage: %s", g_msg);
 	/* idempotent */
 	cr_assert_eq(RPC("Node/NodeStageVolume", &r, NULL, NULL), 0, "restage: %s", g_msg);
@@ -143,13 +138,8 @@ static void unstage(const Csi__V1__Volume *v, const char *staging)
 static void publish(const Csi__V1__Volume *v, const char *staging, const char *target,
 		    Csi__V1__VolumeCapability *cap, bool ro)
 {
-	Csi__V1__NodePublishVolumeRequest r = CSI__V1__NODE_PUBLISH_VOLUME_REQUEST__INIT;
+	Csi__V1__NodePublishVolumeRequest r = tpublish_req(v, staging, target, cap, ro);
 
-	r.volume_id = v->volume_id;
-	r.staging_target_path = (char *)staging;
-	r.target_path = (char *)target;
-	r.volume_capability = cap;
-	r.readonly = ro;
 	cr_assert_eq(RPC("Node/NodePublishVolume", &r, NULL, NULL), 0, "publish: %s", g_msg);
 	cr_assert_eq(RPC("Node/NodePublishVolume", &r, NULL, NULL), 0, "republish: %s", g_msg);
 }

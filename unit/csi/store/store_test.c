@@ -7,6 +7,7 @@
  * have a table of their own with the same guarantees.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,9 @@ static struct ts_csi_volume mkvol(int i)
 	if (i % 3 == 1)
 		v.qos = (struct ts_csi_qos){ .iops = 100u * (unsigned)i, .write_bps = 1u << 20,
 					     .burst_ms = 250, .reserve_iops = (unsigned)i };
+	v.access_modes = 1u << (1 + i % TS_CSI_MODE_MAX);
+	if (i % 5 == 2)
+		v.access_modes |= 1u << TS_CSI_MODE_MULTI_NODE_READER_ONLY;
 	return v;
 }
 
@@ -66,6 +70,7 @@ static void expect_same(const struct ts_csi_volume *a, const struct ts_csi_volum
 	cr_expect_eq(a->block, b->block);
 	cr_expect_str_eq(a->source, b->source);
 	cr_expect_eq(memcmp(&a->qos, &b->qos, sizeof(a->qos)), 0, "qos of %s", a->id);
+	cr_expect_eq(a->access_modes, b->access_modes, "access modes of %s", a->id);
 }
 
 Test(csi_store, put_get_del_reopen)
@@ -237,49 +242,80 @@ Test(csi_store, random_ops_match_model)
 	ops->destroy(ctx);
 }
 
-/* Records written before volumes had a content source read with source "". */
-Test(csi_store, record_without_source_reads_as_none)
+/* The fields every record has, before the optional ones \p tail adds (with its "}"). */
+#define REC_HEAD                                                                            \
+	"{\"version\":1,\"id\":\"a\",\"name\":\"b\",\"attach\":\"x\",\"fs_type\":\"\","    \
+	"\"capacity_bytes\":1048576,\"ec_k\":0,\"ec_m\":0,\"block\":true"
+
+/* Write \p json as record "a", open the store; the open's result, *out = record "a". */
+static int open_with(const char *json, struct ts_csi_volume *out)
 {
 	const struct ts_csi_store_ops *ops;
-	struct ts_csi_volume out;
 	void *ctx;
 	char path[300];
 	FILE *f;
+	int rc;
 
 	snprintf(path, sizeof(path), "%s/a.json", g_dir);
 	f = fopen(path, "w");
 	cr_assert_not_null(f);
-	fputs("{\"version\":1,\"id\":\"a\",\"name\":\"b\",\"attach\":\"x\",\"fs_type\":\"\","
-	      "\"capacity_bytes\":1048576,\"ec_k\":0,\"ec_m\":0,\"block\":true}",
-	      f);
+	fputs(json, f);
 	fclose(f);
-	cr_assert_eq(ts_csi_store_file_open(g_dir, &ops, &ctx), 0);
-	cr_assert_eq(ops->get(ctx, "a", &out), 0);
+	rc = ts_csi_store_file_open(g_dir, &ops, &ctx);
+	if (rc)
+		return rc;
+	cr_assert_eq(ops->get(ctx, "a", out), 0);
+	ops->destroy(ctx);
+	return 0;
+}
+
+/* Records written before volumes had a content source read with source "". */
+Test(csi_store, record_without_source_reads_as_none)
+{
+	struct ts_csi_volume out;
+
+	cr_assert_eq(open_with(REC_HEAD "}", &out), 0);
 	cr_expect_str_eq(out.source, "");
 	cr_expect_str_eq(out.name, "b");
-	ops->destroy(ctx);
 }
 
 Test(csi_store, record_without_qos_reads_as_none)
 {
-	const struct ts_csi_store_ops *ops;
 	struct ts_csi_volume out;
-	void *ctx;
-	char path[300];
-	FILE *f;
 
-	snprintf(path, sizeof(path), "%s/a.json", g_dir);
-	f = fopen(path, "w");
-	cr_assert_not_null(f);
-	fputs("{\"version\":1,\"id\":\"a\",\"name\":\"b\",\"attach\":\"x\",\"fs_type\":\"\","
-	      "\"capacity_bytes\":1048576,\"ec_k\":0,\"ec_m\":0,\"block\":true,\"source\":\"\"}",
-	      f);
-	fclose(f);
-	cr_assert_eq(ts_csi_store_file_open(g_dir, &ops, &ctx), 0);
-	cr_assert_eq(ops->get(ctx, "a", &out), 0);
+	cr_assert_eq(open_with(REC_HEAD ",\"source\":\"\"}", &out), 0);
 	cr_expect_eq(out.qos.iops, 0);
 	cr_expect_eq(out.qos.reserve_iops, 0);
-	ops->destroy(ctx);
+}
+
+/*
+ * Access modes are kept by name; a record from before they were recorded
+ * reads as 0, and a name that is no mode makes the record corrupt.
+ */
+Test(csi_store, access_modes_by_name)
+{
+	struct ts_csi_volume out;
+
+	for (unsigned m = 1; m <= TS_CSI_MODE_MAX; m++)
+		cr_expect_eq(ts_csi_mode_parse(ts_csi_mode_name(m)), (int)m);
+	cr_expect_null(ts_csi_mode_name(0));
+	cr_expect_null(ts_csi_mode_name(TS_CSI_MODE_MAX + 1));
+	cr_expect_eq(ts_csi_mode_parse("RWX"), -EINVAL);
+	cr_expect_str_eq(ts_csi_mode_name(TS_CSI_MODE_MULTI_NODE_MULTI_WRITER),
+			 "MULTI_NODE_MULTI_WRITER");
+
+	cr_assert_eq(open_with(REC_HEAD ",\"source\":\"\"}", &out), 0);
+	cr_expect_eq(out.access_modes, 0, "a record without access_modes");
+	cr_assert_eq(open_with(REC_HEAD ",\"access_modes\":[\"MULTI_NODE_MULTI_WRITER\","
+				       "\"SINGLE_NODE_WRITER\"]}",
+			       &out),
+		     0);
+	cr_expect_eq(out.access_modes, 1u << TS_CSI_MODE_MULTI_NODE_MULTI_WRITER |
+					       1u << TS_CSI_MODE_SINGLE_NODE_WRITER);
+	cr_expect_eq(open_with(REC_HEAD ",\"access_modes\":[\"READ_WRITE_MANY\"]}", &out),
+		     TS_ERR_CORRUPT);
+	cr_expect_eq(open_with(REC_HEAD ",\"access_modes\":5}", &out), TS_ERR_CORRUPT);
+	cr_expect_eq(open_with(REC_HEAD ",\"access_modes\":[5]}", &out), TS_ERR_CORRUPT);
 }
 
 static struct ts_csi_group mkgroup(int i, uint32_t n)

@@ -142,6 +142,37 @@ Csi__V1__VolumeCapability *tcap_block(void)
 	return c;
 }
 
+Csi__V1__NodeStageVolumeRequest tstage_req(const Csi__V1__Volume *v, const char *staging,
+					   Csi__V1__VolumeCapability *cap)
+{
+	Csi__V1__NodeStageVolumeRequest r = CSI__V1__NODE_STAGE_VOLUME_REQUEST__INIT;
+
+	r.volume_id = v->volume_id;
+	r.staging_target_path = (char *)staging;
+	r.volume_capability = cap;
+	/* Map entries of every map type share one layout (struct csi_kv). */
+	r.volume_context = (Csi__V1__NodeStageVolumeRequest__VolumeContextEntry **)v->volume_context;
+	r.n_volume_context = v->n_volume_context;
+	return r;
+}
+
+Csi__V1__NodePublishVolumeRequest tpublish_req(const Csi__V1__Volume *v, const char *staging,
+					       const char *target, Csi__V1__VolumeCapability *cap,
+					       bool readonly)
+{
+	Csi__V1__NodePublishVolumeRequest r = CSI__V1__NODE_PUBLISH_VOLUME_REQUEST__INIT;
+
+	r.volume_id = v->volume_id;
+	r.staging_target_path = (char *)staging;
+	r.target_path = (char *)target;
+	r.volume_capability = cap;
+	r.readonly = readonly;
+	r.volume_context =
+		(Csi__V1__NodePublishVolumeRequest__VolumeContextEntry **)v->volume_context;
+	r.n_volume_context = v->n_volume_context;
+	return r;
+}
+
 int tcreate(struct ts_csi_driver *d, const char *name, int64_t bytes, bool block, char *id,
 	    char *attach)
 {

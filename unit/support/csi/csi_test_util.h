@@ -47,6 +47,15 @@ Csi__V1__VolumeCapability *tcap_mount(const char *fs);
 Csi__V1__VolumeCapability *tcap_block(void);
 void tfree_all(void);
 
+/* A NodeStageVolume request for volume \p v (its id and volume context) at \p staging. */
+Csi__V1__NodeStageVolumeRequest tstage_req(const Csi__V1__Volume *v, const char *staging,
+					   Csi__V1__VolumeCapability *cap);
+
+/* A NodePublishVolume request for volume \p v (its id and volume context). */
+Csi__V1__NodePublishVolumeRequest tpublish_req(const Csi__V1__Volume *v, const char *staging,
+					       const char *target, Csi__V1__VolumeCapability *cap,
+					       bool readonly);
+
 /* CreateVolume \p name of \p bytes; writes the id and attach context. Returns the code. */
 int tcreate(struct ts_csi_driver *d, const char *name, int64_t bytes, bool block, char *id,
 	    char *attach);
