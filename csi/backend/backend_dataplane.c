@@ -744,6 +744,9 @@ static const struct ts_csi_backend_ops g_dp_ops = {
 	.detach = dp_detach,
 	.refresh = dp_refresh,
 	.destroy = dp_destroy,
+	/* every IO of a volume passes its arbiter (volumedriver/arbiter) and one
+	 * iSCSI engine's reservation state, whichever node it comes from */
+	.multi_node_writers = true,
 };
 
 int ts_csi_backend_dataplane_create(const struct ts_csi_dataplane_opts *o,
