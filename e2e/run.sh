@@ -442,6 +442,11 @@ if [ "$PODS" = 1 ]; then
   . "$here/lib/pods-tests.sh"
   run_test pod-filesystem t_pod_fs
   run_test pod-block t_pod_block
+  if [ "${E2E_BACKEND:-dev}" = dev ]; then
+    run_test pod-rwx-block t_pod_rwx_block
+  else
+    skip_test pod-rwx-block "needs the data-plane backend (the file backend refuses multi-node writers)"
+  fi
   run_test pod-failed-mount t_pod_failed_mount
   if [ "${E2E_BACKEND:-dev}" != dev ] || [ -n "${E2E_CONTROLLER_CMD:-}" ]; then
     skip_test pod-target-down "needs the tessera dev backend (volumes behind an iSCSI portal)"
@@ -453,7 +458,7 @@ if [ "$PODS" = 1 ]; then
   if [ "$SNAPSHOTS" = 1 ]; then run_test pod-snapshot-restore t_pod_snapshot_restore; fi
   run_test pod-no-leftovers t_pod_no_leftovers
 else
-  for t in pod-filesystem pod-block pod-failed-mount pod-target-down pod-snapshot-restore pod-no-leftovers; do
+  for t in pod-filesystem pod-block pod-rwx-block pod-failed-mount pod-target-down pod-snapshot-restore pod-no-leftovers; do
     skip_test "$t" "$PODS_WHY"
   done
 fi

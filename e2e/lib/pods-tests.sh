@@ -113,6 +113,31 @@ t_pod_block() {
   pvc_delete podblk
 }
 
+# Two Pods at once on one ReadWriteMany Block PVC (MULTI_NODE_MULTI_WRITER), each
+# writing its own 4 KiB block and reading the other's. One kubelet here, so both
+# Pods are on one node; two nodes need the multi-kubelet cluster (issue 15).
+rwx_script() { # MINE THEIRS BLOCK_MINE BLOCK_THEIRS
+  echo "printf '$1\\\\n' | dd of=/dev/xvda bs=4096 seek=$3 conv=notrunc 2>/dev/null && sync; i=0; v=; while [ \$i -lt 60 ]; do v=\$(dd if=/dev/xvda bs=4096 skip=$4 count=1 2>/dev/null | head -c ${#2}); case \$v in $2) break;; esac; sleep 1; i=\$((i+1)); done; echo got=\$v"
+}
+t_pod_rwx_block() {
+  PVC_ACCESS=ReadWriteMany make_pvc podrwx 64Mi Block
+  wait_bound podrwx
+  [ "$(k -n "$E2E_NS" get pvc podrwx -o jsonpath='{.status.accessModes[0]}')" = ReadWriteMany ] ||
+    fail "podrwx is not bound ReadWriteMany"
+  pods_gone_on_exit rwxa rwxb
+  pod_apply rwxa podrwx Block "$(rwx_script rwx-from-a rwx-from-b 0 256)"
+  pod_apply rwxb podrwx Block "$(rwx_script rwx-from-b rwx-from-a 256 0)"
+  pod_running rwxa
+  pod_running rwxb
+  pod_done rwxa
+  pod_done rwxb
+  k -n "$E2E_NS" logs rwxa | grep -qx got=rwx-from-b || fail "rwxa did not read rwxb's block: $(k -n "$E2E_NS" logs rwxa)"
+  k -n "$E2E_NS" logs rwxb | grep -qx got=rwx-from-a || fail "rwxb did not read rwxa's block: $(k -n "$E2E_NS" logs rwxb)"
+  pod_delete rwxa
+  pod_delete rwxb
+  pvc_delete podrwx
+}
+
 # A Pod on a PVC restored from a VolumeSnapshot sees the snapshot's data, not what
 # the source held afterwards.
 t_pod_snapshot_restore() {

@@ -86,13 +86,13 @@ busy_holders() { # HANDLE: mounts of its staged device, here and in other mount 
   ls "/sys/block/${dev#/dev/}/holders" 2>/dev/null | sed 's/^/  holder: /' || true
 }
 
-make_pvc() { # name size mode [extra spec yaml]
+make_pvc() { # name size mode [extra spec yaml]; env PVC_ACCESS (default ReadWriteOnce)
   k apply -f - <<YAML
 apiVersion: v1
 kind: PersistentVolumeClaim
 metadata: {name: $1, namespace: $E2E_NS}
 spec:
-  accessModes: [ReadWriteOnce]
+  accessModes: [${PVC_ACCESS:-ReadWriteOnce}]
   storageClassName: tessera
   volumeMode: $3
   resources: {requests: {storage: $2}}
