@@ -54,6 +54,7 @@ struct nexus {
 struct pr_reg {
 	uint64_t key;
 	char port[ISCSI_PORT_NAME_MAX]; /* "iqn...,i,0x<isid>" */
+	bool all_tg_pt;                 /* registered with ALL_TG_PT (reported in READ FULL STATUS) */
 };
 
 /* An in-flight write range for COMPARE AND WRITE atomicity. */
@@ -61,6 +62,7 @@ struct wrange {
 	struct wrange *next, *prev;
 	uint64_t lba, nblocks;
 	bool caw;
+	bool fenced; /* its I_T nexus was preempted by a PREEMPT AND ABORT waiting for it */
 };
 
 struct lun {
@@ -89,6 +91,8 @@ struct lun {
 	bool d_sense, swp, wce;
 	struct wrange ranges;     /* sentinel of in-flight writes */
 	struct cmd *range_waiters;
+	unsigned fenced_writes;   /* ranges marked fenced, not yet released */
+	struct cmd *abort_waiters;/* PREEMPT AND ABORTs waiting for fenced_writes to drain */
 };
 
 struct target {
@@ -262,6 +266,8 @@ void scsi_nexus_lost(struct session *s);
 void scsi_lun_resize(struct lun *l, uint64_t size);
 void scsi_lun_reset(struct lun *l, struct nexus *from);
 void pr_load_state(struct lun *l);
+/* Complete the PREEMPT AND ABORT commands of \p list (taken off lun->abort_waiters). */
+void pr_abort_wake(struct cmd *list);
 void scsi_range_release(struct cmd *c);
 
 /* ---- conn.c, used by scsi.c ---- */

@@ -11,12 +11,16 @@
  * provider's completion on the command's loop thread.
  *
  * Invariants. COMPARE AND WRITE is atomic against concurrent writers: every
- * write holds its LBA range on lun->ranges while in flight; a COMPARE AND
+ * write (WRITE, WRITE AND VERIFY, WRITE SAME, UNMAP: one range covering its
+ * descriptors) holds its LBA range on lun->ranges while in flight; a COMPARE AND
  * WRITE waits for overlapping writes to drain and holds its range
  * exclusively, and writes overlapping it wait. Waiters are re-driven on
  * their own loop thread and go through scsi_exec() again. An LBA range is
  * checked against the capacity before any IO; a write to a read-only or
- * software-write-protected LUN fails with DATA PROTECT.
+ * software-write-protected LUN fails with DATA PROTECT. The ranges are also
+ * the LUN's list of writes in flight at the provider: a PREEMPT AND ABORT
+ * (spc_pr.c) marks those of the preempted I_T nexuses and completes when the
+ * last of them releases its range.
  *
  * THREAD SAFETY: lun->lock guards lun->ranges and lun->range_waiters; it is
  * never held across a provider call or cmd_requeue(). A command and its
@@ -76,12 +80,21 @@ void scsi_range_release(struct cmd *c)
 	struct lun *l = c->lun;
 	struct cmd *w;
 	pthread_mutex_lock(&l->lock);
+	struct cmd *aw = NULL;
 	c->range.prev->next = c->range.next;
 	c->range.next->prev = c->range.prev;
 	c->has_range = false;
+	if (c->range.fenced) { /* a PREEMPT AND ABORT waits for the preempted writes */
+		c->range.fenced = false;
+		if (--l->fenced_writes == 0) {
+			aw = l->abort_waiters;
+			l->abort_waiters = NULL;
+		}
+	}
 	w = l->range_waiters;
 	l->range_waiters = NULL;
 	pthread_mutex_unlock(&l->lock);
+	pr_abort_wake(aw);
 	/* re-drive every waiter on its own loop; the loser queues again */
 	while (w) {
 		struct cmd *n = w->next;
@@ -340,6 +353,8 @@ void sbc_exec_write_same(struct cmd *c, struct rw *rw)
 		scsi_fail(c, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_CDB);
 		return;
 	}
+	if (nb && !c->has_range && !range_acquire(c, rw->lba, nb, false))
+		return;
 	c->pos = rw->lba;
 	c->end = rw->lba + nb;
 	if (unmap) { /* UNMAP=1 deallocates whatever the data; LBPRZ makes reads return zeroes */
@@ -412,6 +427,7 @@ void sbc_exec_unmap(struct cmd *c)
 	if (bdl > plen - 8)
 		bdl = (plen - 8) & ~15u;
 	uint32_t n = bdl / 16;
+	uint64_t lo = UINT64_MAX, hi = 0;
 	if (n > MAX_UNMAP_DESC) {
 		scsi_fail(c, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_PARAM);
 		return;
@@ -426,7 +442,14 @@ void sbc_exec_unmap(struct cmd *c)
 		}
 		if (!sbc_check_range(c, lba, nb))
 			return;
+		if (nb && lba < lo)
+			lo = lba;
+		if (nb && lba + nb > hi)
+			hi = lba + nb;
 	}
+	/* one range covering every descriptor: it only excludes COMPARE AND WRITE */
+	if (hi > lo && !c->has_range && !range_acquire(c, lo, hi - lo, false))
+		return;
 	c->pos = 0;
 	c->end = n;
 	unmap_step(c, 0);
