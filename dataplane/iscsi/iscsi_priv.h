@@ -82,6 +82,7 @@ struct lun {
 	struct nexus *nexuses;
 	char res2_holder[ISCSI_PORT_NAME_MAX]; /* SPC-2 RESERVE holder, "" if none */
 	uint32_t pr_gen;
+	unsigned fenced_writes;   /* write ranges marked fenced, not yet released */
 	struct pr_reg regs[ISCSI_MAX_PR_REGS];
 	unsigned nregs;
 	bool pr_held;
@@ -91,7 +92,6 @@ struct lun {
 	bool d_sense, swp, wce;
 	struct wrange ranges;     /* sentinel of in-flight writes */
 	struct cmd *range_waiters;
-	unsigned fenced_writes;   /* ranges marked fenced, not yet released */
 	struct cmd *abort_waiters;/* PREEMPT AND ABORTs waiting for fenced_writes to drain */
 };
 
