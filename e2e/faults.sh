@@ -114,11 +114,9 @@ NODE_PID=("" "" "" "") CTL_PID="" LOAD_PID=""
 declare -A CUT=()
 status=fail
 
-net_down() {
-  ip link del ts-fh0 2>/dev/null || true # (would go with ts-fsw, but later)
-  for i in 1 2 3; do ip netns del ts-f$i 2>/dev/null || true; done
-  ip netns del ts-fsw 2>/dev/null || true
-}
+# shellcheck source=lib/netns.sh
+. "$here/lib/netns.sh"
+net_down() { netns_down ts-f 1 2 3; }
 
 # Every exit: processes, namespaces, and the work dir unless kept. Each pid
 # is waited for by name (a bare `wait` would print "Killed" for each).
@@ -138,27 +136,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-net_up() {
-  net_down
-  ip netns add ts-fsw
-  ip -n ts-fsw link set lo up
-  ip -n ts-fsw link add ts-fbr type bridge
-  ip -n ts-fsw link set ts-fbr up
-  ip link add ts-fh0 type veth peer name ts-fs0 netns ts-fsw
-  ip addr add $SUBNET.254/24 dev ts-fh0
-  ip link set ts-fh0 up
-  ip -n ts-fsw link set ts-fs0 master ts-fbr
-  ip -n ts-fsw link set ts-fs0 up
-  for i in 1 2 3; do
-    ip netns add ts-f$i
-    ip -n ts-f$i link set lo up
-    ip -n ts-f$i link add ts-fv$i type veth peer name ts-fs$i netns ts-fsw
-    ip -n ts-f$i addr add $SUBNET.$i/24 dev ts-fv$i
-    ip -n ts-f$i link set ts-fv$i up
-    ip -n ts-fsw link set ts-fs$i master ts-fbr
-    ip -n ts-fsw link set ts-fs$i up
-  done
-}
+net_up() { netns_up ts-f $SUBNET 1 2 3; }
 
 start_node() { # N
   local i=$1

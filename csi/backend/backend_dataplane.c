@@ -161,6 +161,8 @@ static int export_volume(struct dp_backend *b, uint64_t vol_id)
 	if (b->nexports == DP_MAX_EXPORTS)
 		return -ENOSPC;
 	vol_iqn(b, vol_id, iqn);
+	/* PR state lives in the volume (volumedriver/lun); a file here is an
+	 * older release's, imported once */
 	snprintf(pr, sizeof(pr), "%s/pr/tv-%016" PRIx64 ".pr", b->state_dir, vol_id);
 	o.iqn = iqn;
 	o.pr_state_path = pr;

@@ -55,6 +55,13 @@ struct nexus {
 struct pr_reg {
 	uint64_t key;
 	char port[ISCSI_PORT_NAME_MAX]; /* "iqn...,i,0x<isid>" */
+	bool all_tg_pt;                 /* registered with ALL_TG_PT (reported in READ FULL STATUS) */
+};
+
+/* A write holding its range, on the LUN's list of writes in flight (for PREEMPT AND ABORT). */
+struct wrange {
+	struct wrange *next, *prev;
+	bool fenced; /* its I_T nexus was preempted by a PREEMPT AND ABORT waiting for it */
 };
 
 struct lun {
@@ -74,6 +81,7 @@ struct lun {
 	struct nexus *nexuses;
 	char res2_holder[ISCSI_PORT_NAME_MAX]; /* SPC-2 RESERVE holder, "" if none */
 	uint32_t pr_gen;
+	unsigned fenced_writes;   /* write ranges marked fenced, not yet released */
 	struct pr_reg regs[ISCSI_MAX_PR_REGS];
 	unsigned nregs;
 	bool pr_held;
@@ -81,7 +89,9 @@ struct lun {
 	char pr_holder[ISCSI_PORT_NAME_MAX];  /* "" for all-registrants types */
 	bool aptpl;
 	bool d_sense, swp, wce;
-	struct ts_rl *ranges;     /* in-flight writes (own mutex; not under lock) */
+	struct wrange writes;     /* sentinel: writes holding their range */
+	struct cmd *abort_waiters;/* PREEMPT AND ABORTs waiting for fenced_writes to drain */
+	struct ts_rl *ranges;     /* write ranges (own mutex, never taken under lock) */
 };
 
 struct target {
@@ -165,6 +175,7 @@ struct cmd {
 	uint32_t nblocks;
 	uint64_t pos, end;        /* multi-step progress */
 	struct ts_rl_req range;   /* its hold in lun->ranges while has_range */
+	struct wrange wlink;      /* on lun->writes while has_range */
 	cmd_cont cont;
 	int io_status;
 	struct ts_iscsi_lun_io io;
@@ -255,6 +266,8 @@ void scsi_nexus_lost(struct session *s);
 void scsi_lun_resize(struct lun *l, uint64_t size);
 void scsi_lun_reset(struct lun *l, struct nexus *from);
 void pr_load_state(struct lun *l);
+/* Complete the PREEMPT AND ABORT commands of \p list (taken off lun->abort_waiters). */
+void pr_abort_wake(struct cmd *list);
 void scsi_range_release(struct cmd *c);
 
 /* ---- conn.c, used by scsi.c ---- */

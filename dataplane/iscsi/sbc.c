@@ -11,14 +11,19 @@
  * provider's completion on the command's loop thread.
  *
  * Invariants. COMPARE AND WRITE is atomic against concurrent writers: every
- * write holds its LBA range in lun->ranges (a range lock, dataplane/rangelock)
- * while in flight, shared with other writes; a COMPARE AND WRITE holds its
- * range exclusively, so it waits for the overlapping writes before it and
- * the writes after it wait for it, in arrival order. A command that waits is
- * re-driven on its own loop thread once granted and goes through scsi_exec()
- * again, with its range already held. An LBA range is
+ * write (WRITE, WRITE AND VERIFY, WRITE SAME, UNMAP: one range covering its
+ * descriptors) holds its LBA range in lun->ranges (a range lock,
+ * dataplane/rangelock) while in flight, shared with other writes; a COMPARE
+ * AND WRITE holds its range exclusively, so it waits for the overlapping
+ * writes before it and the writes after it wait for it, in arrival order. A
+ * command that waits is re-driven on its own loop thread once granted and
+ * goes through scsi_exec() again (reservation checks included), with its
+ * range already held. An LBA range is
  * checked against the capacity before any IO; a write to a read-only or
- * software-write-protected LUN fails with DATA PROTECT.
+ * software-write-protected LUN fails with DATA PROTECT. The ranges are also
+ * the LUN's list of writes in flight at the provider: a PREEMPT AND ABORT
+ * (spc_pr.c) marks those of the preempted I_T nexuses and completes when the
+ * last of them releases its range.
  *
  * THREAD SAFETY: lun->ranges has its own mutex, never taken under lun->lock;
  * a grant callback runs on the releasing command's thread with no lock held
@@ -40,10 +45,25 @@
 /* ------------------------------------------------------------------ */
 /* write ranges (COMPARE AND WRITE atomicity)                          */
 
+/* c holds its range now: enter it on the LUN's list of writes in flight. */
+static void range_held(struct cmd *c)
+{
+	struct lun *l = c->lun;
+
+	pthread_mutex_lock(&l->lock);
+	c->wlink.fenced = false;
+	c->wlink.next = &l->writes;
+	c->wlink.prev = l->writes.prev;
+	l->writes.prev->next = &c->wlink;
+	l->writes.prev = &c->wlink;
+	c->has_range = true;
+	pthread_mutex_unlock(&l->lock);
+}
+
 static void range_retry(struct cmd *c, int status)
 {
 	(void)status;
-	c->has_range = true; /* granted while it waited */
+	range_held(c); /* granted while it waited */
 	scsi_exec(c);
 }
 
@@ -73,14 +93,29 @@ static bool range_acquire(struct cmd *c, uint64_t lba, uint64_t nb, bool caw)
 		scsi_io_sense(c, rc, false);
 		return false;
 	}
-	c->has_range = true;
+	range_held(c);
 	return true;
 }
 
 void scsi_range_release(struct cmd *c)
 {
+	struct lun *l = c->lun;
+	struct cmd *aw = NULL;
+
+	pthread_mutex_lock(&l->lock);
+	c->wlink.prev->next = c->wlink.next;
+	c->wlink.next->prev = c->wlink.prev;
 	c->has_range = false;
-	ts_rl_unlock(c->lun->ranges, &c->range);
+	if (c->wlink.fenced) { /* a PREEMPT AND ABORT waits for the preempted writes */
+		c->wlink.fenced = false;
+		if (--l->fenced_writes == 0) {
+			aw = l->abort_waiters;
+			l->abort_waiters = NULL;
+		}
+	}
+	pthread_mutex_unlock(&l->lock);
+	ts_rl_unlock(l->ranges, &c->range);
+	pr_abort_wake(aw);
 }
 
 /* ------------------------------------------------------------------ */
@@ -333,6 +368,8 @@ void sbc_exec_write_same(struct cmd *c, struct rw *rw)
 		scsi_fail(c, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_CDB);
 		return;
 	}
+	if (nb && !c->has_range && !range_acquire(c, rw->lba, nb, false))
+		return;
 	c->pos = rw->lba;
 	c->end = rw->lba + nb;
 	if (unmap) { /* UNMAP=1 deallocates whatever the data; LBPRZ makes reads return zeroes */
@@ -405,6 +442,7 @@ void sbc_exec_unmap(struct cmd *c)
 	if (bdl > plen - 8)
 		bdl = (plen - 8) & ~15u;
 	uint32_t n = bdl / 16;
+	uint64_t lo = UINT64_MAX, hi = 0;
 	if (n > MAX_UNMAP_DESC) {
 		scsi_fail(c, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_PARAM);
 		return;
@@ -419,7 +457,14 @@ void sbc_exec_unmap(struct cmd *c)
 		}
 		if (!sbc_check_range(c, lba, nb))
 			return;
+		if (nb && lba < lo)
+			lo = lba;
+		if (nb && lba + nb > hi)
+			hi = lba + nb;
 	}
+	/* one range covering every descriptor: it only excludes COMPARE AND WRITE */
+	if (hi > lo && !c->has_range && !range_acquire(c, lo, hi - lo, false))
+		return;
 	c->pos = 0;
 	c->end = n;
 	unmap_step(c, 0);

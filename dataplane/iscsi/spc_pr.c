@@ -7,21 +7,36 @@
  * reservation changes are rare, but every command is checked against the
  * reservation state (pr_res_conflict(), under lun->lock).
  *
- * Invariants. The PR state (generation, holder, type, registrations) is
- * persisted after every change, through the provider's pr_save op or
+ * Invariants. The PR state (generation, APTPL, holder, type,
+ * registrations) is the LU's: one copy per struct lun, shared by every
+ * session, connection and portal of the LU. It is persisted after every
+ * change, before the command completes, through the provider's pr_save op
+ * (volumes keep it in the volume's metadata: volumedriver/lun) or
  * atomically to the LUN's PR file (write, fsync, rename), and loaded when
- * the LUN is added. An SPC-2 reservation and persistent reservations
+ * the LUN is added, whatever APTPL says: an engine restart or failover is a
+ * controller failover, not a power loss of the LU. APTPL is recorded and
+ * reported (PTPL_A). An SPC-2 reservation and persistent reservations
  * exclude each other. Releasing or preempting a registrants-only or
  * all-registrants reservation raises a unit attention on the other
  * registrants.
  *
+ * Service actions: REGISTER, REGISTER AND IGNORE EXISTING KEY (ALL_TG_PT
+ * accepted: one target port per target), RESERVE, RELEASE, CLEAR, PREEMPT,
+ * PREEMPT AND ABORT (see pr_preempt()), REGISTER AND MOVE (iSCSI
+ * TransportIDs in initiator port format). SPEC_I_PT is refused; all six
+ * reservation types, LU scope only.
+ *
  * THREAD SAFETY: lun->lock guards the registrations, the reservation and
  * the SPC-2 holder; pr_persist() runs with it held (a PR change and its
- * persistence are one step). Runs on the command's connection loop thread.
- * Lock order: srv->lock, then lun->lock.
+ * persistence are one step). It also guards the fenced marks on write ranges
+ * and the PREEMPT AND ABORTs parked on lun->abort_waiters; a parked command
+ * is requeued to its own loop thread when the last fenced write releases its
+ * range (sbc.c). Runs on the command's connection loop thread. Lock order:
+ * srv->lock, then lun->lock.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,11 +122,13 @@ bool pr_res_conflict(struct cmd *c)
 
 static int pr_serialise(struct lun *l, char *buf, size_t cap)
 {
-	int n = snprintf(buf, cap, "tessera-pr 1\ngen %u\nres %d %u %s\n", l->pr_gen, l->pr_held ? 1 : 0,
-			 l->pr_type, l->pr_holder[0] ? l->pr_holder : "-");
+	int n = snprintf(buf, cap, "tessera-pr 1\ngen %u\naptpl %d\nres %d %u %s\n", l->pr_gen,
+			 l->aptpl ? 1 : 0, l->pr_held ? 1 : 0, l->pr_type,
+			 l->pr_holder[0] ? l->pr_holder : "-");
+	/* "reg KEY PORT FLAGS": FLAGS 1 = ALL_TG_PT (older readers ignore it) */
 	for (unsigned i = 0; i < l->nregs && n > 0 && (size_t)n < cap; i++)
-		n += snprintf(buf + n, cap - (size_t)n, "reg %016llx %s\n", (unsigned long long)l->regs[i].key,
-			      l->regs[i].port);
+		n += snprintf(buf + n, cap - (size_t)n, "reg %016llx %s %u\n", (unsigned long long)l->regs[i].key,
+			      l->regs[i].port, l->regs[i].all_tg_pt ? 1u : 0u);
 	return n > 0 && (size_t)n < cap ? n : -ENOSPC;
 }
 
@@ -126,7 +143,9 @@ static void pr_persist(struct lun *l)
 	n = pr_serialise(l, buf, cap);
 	if (n > 0) {
 		if (l->ops->pr_save) {
-			l->ops->pr_save(l->ctx, buf, (size_t)n);
+			int rc = l->ops->pr_save(l->ctx, buf, (size_t)n);
+			if (rc < 0)
+				ts_log(TS_LOG_WARN, "iscsi", "cannot persist PR state err=\"%s\"", ts_strerror(rc));
 		} else if (l->pr_path) {
 			char tmp[4096];
 			snprintf(tmp, sizeof(tmp), "%s.tmp", l->pr_path);
@@ -151,12 +170,16 @@ static void pr_parse(struct lun *l, char *buf)
 		unsigned long long key;
 		if (sscanf(line, "gen %u", &a) == 1) {
 			l->pr_gen = a;
+		} else if (sscanf(line, "aptpl %u", &a) == 1) {
+			l->aptpl = a != 0;
 		} else if (sscanf(line, "res %u %u %255s", &a, &b, port) == 3) {
 			l->pr_held = a != 0;
 			l->pr_type = (uint8_t)b;
 			snprintf(l->pr_holder, sizeof(l->pr_holder), "%s", strcmp(port, "-") ? port : "");
-		} else if (sscanf(line, "reg %llx %255s", &key, port) == 2 && l->nregs < ISCSI_MAX_PR_REGS) {
+		} else if ((b = 0, sscanf(line, "reg %llx %255s %u", &key, port, &b)) >= 2 &&
+			   l->nregs < ISCSI_MAX_PR_REGS) {
 			l->regs[l->nregs].key = key;
+			l->regs[l->nregs].all_tg_pt = b & 1;
 			snprintf(l->regs[l->nregs].port, ISCSI_PORT_NAME_MAX, "%s", port);
 			l->nregs++;
 		}
@@ -215,190 +238,359 @@ static bool pr_type_valid(uint8_t t)
 	       t == PR_TYPE_WEAR || t == PR_TYPE_EAAR;
 }
 
+/* What a PR OUT service action decided; applied under lun->lock. */
+struct pr_out {
+	struct cmd *c;
+	struct nexus *nx;
+	const char *me;
+	int ri;        /* the issuer's registration, -1 if none */
+	bool conflict; /* RESERVATION CONFLICT */
+	bool changed;  /* persist the new state */
+	bool park;     /* PREEMPT AND ABORT: completes when the fenced writes drain */
+	uint8_t key;   /* sense key of a CHECK CONDITION, 0 if none */
+	uint16_t asc;
+};
+
+static void out_fail(struct pr_out *o, uint8_t key, uint16_t asc)
+{
+	o->key = key;
+	o->asc = asc;
+}
+
+static bool reg_add(struct lun *l, struct pr_out *o, const char *port, uint64_t key, bool atp)
+{
+	if (l->nregs >= ISCSI_MAX_PR_REGS) {
+		out_fail(o, SK_ILLEGAL_REQUEST, ASC_INSUFFICIENT_REG_RESOURCES);
+		return false;
+	}
+	l->regs[l->nregs].key = key;
+	l->regs[l->nregs].all_tg_pt = atp;
+	snprintf(l->regs[l->nregs].port, ISCSI_PORT_NAME_MAX, "%s", port);
+	l->nregs++;
+	return true;
+}
+
+/* Unregister registration \p ri; a holder leaving releases (AR: the last one). */
+static void reg_drop(struct lun *l, struct pr_out *o, unsigned ri)
+{
+	bool holder = pr_is_holder(l, l->regs[ri].port);
+
+	reg_remove(l, ri);
+	if (holder && (l->pr_type == PR_TYPE_WEAR || l->pr_type == PR_TYPE_EAAR)) {
+		if (!l->nregs)
+			pr_release_locked(l, o->nx, false);
+	} else if (holder) {
+		pr_release_locked(l, o->nx, true);
+	}
+}
+
+/*
+ * REGISTER and REGISTER AND IGNORE EXISTING KEY. ALL_TG_PT registers the
+ * initiator port with every target port of the target; a Tessera target has
+ * one (one portal group, relative target port 1), so that is the same
+ * registration, remembered only to be reported by READ FULL STATUS.
+ */
+static void pr_register(struct lun *l, struct pr_out *o, uint8_t sa, uint64_t rk, uint64_t sark,
+			uint8_t pflags)
+{
+	if (o->ri < 0) {
+		if (sa == PR_OUT_REGISTER && rk) {
+			o->conflict = true;
+			return;
+		}
+		if (!sark)
+			return; /* nothing to do, GOOD */
+		if (!reg_add(l, o, o->me, sark, pflags & 0x04))
+			return;
+	} else {
+		if (sa == PR_OUT_REGISTER && rk != l->regs[o->ri].key) {
+			o->conflict = true;
+			return;
+		}
+		if (sark)
+			l->regs[o->ri].key = sark;
+		else
+			reg_drop(l, o, (unsigned)o->ri);
+	}
+	l->aptpl = pflags & 0x01;
+	l->pr_gen++;
+	o->changed = true;
+}
+
+static void pr_reserve(struct lun *l, struct pr_out *o, uint8_t scope, uint8_t type)
+{
+	if (scope || !pr_type_valid(type)) {
+		out_fail(o, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_CDB);
+		return;
+	}
+	if (l->pr_held) {
+		/* the holder asking again for the same type: GOOD, nothing changes */
+		if (!pr_is_holder(l, o->me) || l->pr_type != type)
+			o->conflict = true;
+		return;
+	}
+	l->pr_held = true;
+	l->pr_type = type;
+	if (type == PR_TYPE_WEAR || type == PR_TYPE_EAAR)
+		l->pr_holder[0] = 0;
+	else
+		snprintf(l->pr_holder, sizeof(l->pr_holder), "%s", o->me);
+	o->changed = true;
+}
+
+static void pr_release(struct lun *l, struct pr_out *o, uint8_t scope, uint8_t type)
+{
+	if (!l->pr_held || !pr_is_holder(l, o->me))
+		return; /* GOOD, nothing released */
+	if (scope || l->pr_type != type) {
+		out_fail(o, SK_ILLEGAL_REQUEST, 0x2604); /* invalid release of persistent reservation */
+		return;
+	}
+	pr_release_locked(l, o->nx, true);
+	o->changed = true;
+}
+
+static void pr_clear(struct lun *l, struct pr_out *o)
+{
+	for (unsigned i = 0; i < l->nregs; i++)
+		if (strcmp(l->regs[i].port, o->me))
+			scsi_ua_port(l, l->regs[i].port, UA_RES_PREEMPTED);
+	l->nregs = 0;
+	pr_release_locked(l, o->nx, false);
+	l->pr_gen++;
+	o->changed = true;
+}
+
+/* PREEMPT AND ABORT: mark the writes of \p port in flight at the provider. */
+static void fence_port(struct lun *l, const char *port)
+{
+	for (struct wrange *r = l->writes.next; r != &l->writes; r = r->next) {
+		const struct cmd *w = (const struct cmd *)((const char *)r - offsetof(struct cmd, wlink));
+		if (!r->fenced && !strcmp(w->conn->sess->port, port)) {
+			r->fenced = true;
+			l->fenced_writes++;
+		}
+	}
+}
+
+/*
+ * PREEMPT and PREEMPT AND ABORT (SPC-4 "Preempting"). The victims are the
+ * other I_T nexuses registered with SERVICE ACTION RESERVATION KEY (with an
+ * all-registrants reservation and a zero key: every other registrant). They
+ * lose their registrations (unit attention REGISTRATIONS PREEMPTED). If the
+ * key is the holder's (or zero under all-registrants), the issuer also takes
+ * the reservation with the new type, and the remaining registrants hear
+ * RESERVATIONS RELEASED when the type changed. A key that matches no other
+ * registration and no reservation is a RESERVATION CONFLICT.
+ *
+ * ABORT: the provider interface cannot recall an IO, so "abort the victims'
+ * tasks" is: their queued and later commands fail (they are unregistered,
+ * the reservation check refuses them, and range waiters are re-checked when
+ * re-driven), and this command completes only after every write of theirs
+ * already at the provider has completed (fence_port(); pr_abort_wake()).
+ * After GOOD nothing of theirs reaches the medium.
+ */
+static void pr_preempt(struct lun *l, struct pr_out *o, uint8_t sa, uint8_t scope, uint8_t type,
+		       uint64_t sark)
+{
+	bool all_reg = l->pr_held && (l->pr_type == PR_TYPE_WEAR || l->pr_type == PR_TYPE_EAAR);
+	bool takes_res = false;
+	unsigned victims = 0;
+
+	if (!sark && !all_reg) {
+		out_fail(o, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_PARAM);
+		return;
+	}
+	if (l->pr_held) {
+		int hi = reg_find(l, l->pr_holder);
+		takes_res = all_reg ? !sark : hi >= 0 && l->regs[hi].key == sark;
+	}
+	if (takes_res && (scope || !pr_type_valid(type))) {
+		out_fail(o, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_CDB);
+		return;
+	}
+	for (unsigned i = 0; i < l->nregs; i++)
+		if (strcmp(l->regs[i].port, o->me) && ((all_reg && !sark) || l->regs[i].key == sark))
+			victims++;
+	if (!victims && !takes_res) {
+		o->conflict = true;
+		return;
+	}
+	for (unsigned i = 0; i < l->nregs;) {
+		if (strcmp(l->regs[i].port, o->me) && ((all_reg && !sark) || l->regs[i].key == sark)) {
+			scsi_ua_port(l, l->regs[i].port, UA_REG_PREEMPTED);
+			if (sa == PR_OUT_PREEMPT_ABORT)
+				fence_port(l, l->regs[i].port);
+			reg_remove(l, i);
+		} else {
+			i++;
+		}
+	}
+	if (takes_res) {
+		bool type_changed = l->pr_type != type;
+		l->pr_type = type;
+		if (type == PR_TYPE_WEAR || type == PR_TYPE_EAAR)
+			l->pr_holder[0] = 0;
+		else
+			snprintf(l->pr_holder, sizeof(l->pr_holder), "%s", o->me);
+		for (unsigned i = 0; type_changed && i < l->nregs; i++)
+			if (strcmp(l->regs[i].port, o->me))
+				scsi_ua_port(l, l->regs[i].port, UA_RES_RELEASED);
+	}
+	l->pr_gen++;
+	o->changed = true;
+	o->park = sa == PR_OUT_PREEMPT_ABORT && l->fenced_writes;
+}
+
+/*
+ * The destination of a REGISTER AND MOVE: an iSCSI TransportID in initiator
+ * port format ("<name>,i,0x<ISID>", SPC-4 7.6.4.6) -> our port name. The
+ * name-only format does not name one I_T nexus and is refused.
+ */
+static bool tid_port(const uint8_t *t, uint32_t len, char out[ISCSI_PORT_NAME_MAX])
+{
+	char str[ISCSI_PORT_NAME_MAX + 8], isid[13];
+	uint32_t alen;
+	const char *sep;
+
+	if (len < 24 || (t[0] & 0x0f) != 5 || (t[0] >> 6) != 1)
+		return false;
+	alen = get_be16(t + 2);
+	if (4 + alen > len || alen >= sizeof(str) || !memchr(t + 4, 0, alen))
+		return false;
+	memcpy(str, t + 4, alen);
+	str[alen] = 0;
+	sep = strcasestr(str, ",i,0x");
+	if (!sep || sep == str || (size_t)(sep - str) >= ISCSI_NAME_MAX || strlen(sep + 5) != 12)
+		return false;
+	for (int i = 0; i < 12; i++) {
+		char ch = sep[5 + i];
+		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F')))
+			return false;
+		isid[i] = (char)(ch >= 'A' && ch <= 'F' ? ch - 'A' + 'a' : ch);
+	}
+	isid[12] = 0;
+	snprintf(out, ISCSI_PORT_NAME_MAX, "%.*s,i,0x%s", (int)(sep - str), str, isid);
+	return true;
+}
+
+/*
+ * REGISTER AND MOVE: the holder hands its reservation (same type) to another
+ * I_T nexus, registering it with SERVICE ACTION RESERVATION KEY if it is not
+ * registered (an existing registration keeps its key), and unregisters
+ * itself if UNREG is set. Relative target port 1 is the only one.
+ */
+static void pr_register_move(struct lun *l, struct pr_out *o, uint64_t sark)
+{
+	const uint8_t *p = o->c->buf;
+	uint32_t tlen = get_be32(p + 20);
+	char dest[ISCSI_PORT_NAME_MAX];
+	int di;
+
+	if (!l->pr_held || !pr_is_holder(l, o->me) || l->pr_type == PR_TYPE_WEAR ||
+	    l->pr_type == PR_TYPE_EAAR) {
+		o->conflict = true;
+		return;
+	}
+	if (!sark || get_be16(p + 18) != 1 || !tid_port(p + 24, tlen, dest) || !strcmp(dest, o->me)) {
+		out_fail(o, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_PARAM);
+		return;
+	}
+	di = reg_find(l, dest);
+	if (di < 0 && !reg_add(l, o, dest, sark, false))
+		return;
+	snprintf(l->pr_holder, sizeof(l->pr_holder), "%s", dest);
+	if (p[17] & 0x02) /* UNREG */
+		reg_remove(l, (unsigned)reg_find(l, o->me));
+	l->aptpl = p[17] & 0x01;
+	l->pr_gen++;
+	o->changed = true;
+}
+
+static void pr_abort_done(struct cmd *c, int status)
+{
+	(void)status;
+	scsi_good(c);
+}
+
+void pr_abort_wake(struct cmd *list)
+{
+	while (list) {
+		struct cmd *n = list->next;
+		cmd_requeue(list, pr_abort_done); /* on its own loop; drops the parking reference */
+		list = n;
+	}
+}
+
 void pr_exec_out(struct cmd *c, struct nexus *nx)
 {
 	struct lun *l = c->lun;
 	uint8_t sa = c->cdb[1] & 0x1f, scope = c->cdb[2] >> 4, type = c->cdb[2] & 0x0f;
 	uint32_t plen = get_be32(c->cdb + 5);
-	const char *me = c->conn->sess->port;
-	uint8_t key = 0;
-	uint16_t asc = 0;
-	bool conflict = false, changed = false;
+	struct pr_out o = { .c = c, .nx = nx, .me = c->conn->sess->port };
 
-	if (sa > PR_OUT_REGISTER_MOVE || sa == PR_OUT_REGISTER_MOVE) {
+	if (sa > PR_OUT_REGISTER_MOVE) {
 		scsi_fail(c, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_CDB);
 		return;
 	}
-	if (plen != 24 || c->received < 24) {
+	if (sa == PR_OUT_REGISTER_MOVE ? plen < 24 || c->received < plen ||
+						 24ull + get_be32(c->buf + 20) > plen
+				       : plen != 24 || c->received < 24) {
 		scsi_fail(c, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH);
 		return;
 	}
 	const uint8_t *p = c->buf;
 	uint64_t rk = get_be64(p), sark = get_be64(p + 8);
 	uint8_t pflags = p[20];
-	if (pflags & 0x0c) { /* SPEC_I_PT, ALL_TG_PT unsupported */
+	if (sa != PR_OUT_REGISTER_MOVE && (pflags & 0x08)) { /* SPEC_I_PT: not supported */
 		scsi_fail(c, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_PARAM);
 		return;
 	}
 	pthread_mutex_lock(&l->lock);
-	int ri = reg_find(l, me);
-	switch (sa) {
-	case PR_OUT_REGISTER:
-	case PR_OUT_REGISTER_IGNORE:
-		if (ri < 0) {
-			if (sa == PR_OUT_REGISTER && rk) {
-				conflict = true;
-				break;
-			}
-			if (!sark)
-				break;
-			if (l->nregs >= ISCSI_MAX_PR_REGS) {
-				key = SK_ILLEGAL_REQUEST;
-				asc = ASC_INSUFFICIENT_REG_RESOURCES;
-				break;
-			}
-			l->regs[l->nregs].key = sark;
-			snprintf(l->regs[l->nregs].port, ISCSI_PORT_NAME_MAX, "%s", me);
-			l->nregs++;
-		} else {
-			if (sa == PR_OUT_REGISTER && rk != l->regs[ri].key) {
-				conflict = true;
-				break;
-			}
-			if (sark) {
-				l->regs[ri].key = sark;
-			} else {
-				bool holder = pr_is_holder(l, me);
-				reg_remove(l, (unsigned)ri);
-				if (holder && (l->pr_type == PR_TYPE_WEAR || l->pr_type == PR_TYPE_EAAR)) {
-					if (!l->nregs)
-						pr_release_locked(l, nx, false);
-				} else if (holder) {
-					pr_release_locked(l, nx, true);
-				}
-			}
-		}
-		l->aptpl = pflags & 0x01;
-		l->pr_gen++;
-		changed = true;
-		break;
-	case PR_OUT_RESERVE:
-		if (ri < 0 || l->regs[ri].key != rk) {
-			conflict = true;
+	o.ri = reg_find(l, o.me);
+	/* every service action but the two REGISTERs needs the issuer's key */
+	if (sa != PR_OUT_REGISTER && sa != PR_OUT_REGISTER_IGNORE &&
+	    (o.ri < 0 || l->regs[o.ri].key != rk)) {
+		o.conflict = true;
+	} else {
+		switch (sa) {
+		case PR_OUT_REGISTER:
+		case PR_OUT_REGISTER_IGNORE:
+			pr_register(l, &o, sa, rk, sark, pflags);
+			break;
+		case PR_OUT_RESERVE:
+			pr_reserve(l, &o, scope, type);
+			break;
+		case PR_OUT_RELEASE:
+			pr_release(l, &o, scope, type);
+			break;
+		case PR_OUT_CLEAR:
+			pr_clear(l, &o);
+			break;
+		case PR_OUT_PREEMPT:
+		case PR_OUT_PREEMPT_ABORT:
+			pr_preempt(l, &o, sa, scope, type, sark);
+			break;
+		case PR_OUT_REGISTER_MOVE:
+			pr_register_move(l, &o, sark);
 			break;
 		}
-		if (scope) {
-			key = SK_ILLEGAL_REQUEST;
-			asc = ASC_INVALID_FIELD_CDB;
-			break;
-		}
-		if (!pr_type_valid(type)) {
-			key = SK_ILLEGAL_REQUEST;
-			asc = ASC_INVALID_FIELD_CDB;
-			break;
-		}
-		if (l->pr_held) {
-			if (!pr_is_holder(l, me) || l->pr_type != type)
-				conflict = true;
-			break;
-		}
-		l->pr_held = true;
-		l->pr_type = type;
-		if (type == PR_TYPE_WEAR || type == PR_TYPE_EAAR)
-			l->pr_holder[0] = 0;
-		else
-			snprintf(l->pr_holder, sizeof(l->pr_holder), "%s", me);
-		changed = true;
-		break;
-	case PR_OUT_RELEASE:
-		if (ri < 0 || l->regs[ri].key != rk) {
-			conflict = true;
-			break;
-		}
-		if (!l->pr_held || !pr_is_holder(l, me))
-			break;
-		if (scope || l->pr_type != type) {
-			key = SK_ILLEGAL_REQUEST;
-			asc = 0x2604; /* invalid release of persistent reservation */
-			break;
-		}
-		pr_release_locked(l, nx, true);
-		changed = true;
-		break;
-	case PR_OUT_CLEAR:
-		if (ri < 0 || l->regs[ri].key != rk) {
-			conflict = true;
-			break;
-		}
-		for (unsigned i = 0; i < l->nregs; i++)
-			if (strcmp(l->regs[i].port, me))
-				scsi_ua_port(l, l->regs[i].port, UA_RES_PREEMPTED);
-		l->nregs = 0;
-		pr_release_locked(l, nx, false);
-		l->pr_gen++;
-		changed = true;
-		break;
-	case PR_OUT_PREEMPT:
-	case PR_OUT_PREEMPT_ABORT: {
-		if (ri < 0 || l->regs[ri].key != rk) {
-			conflict = true;
-			break;
-		}
-		bool all_reg = l->pr_held && (l->pr_type == PR_TYPE_WEAR || l->pr_type == PR_TYPE_EAAR);
-		if (!sark && !all_reg) {
-			key = SK_ILLEGAL_REQUEST;
-			asc = ASC_INVALID_FIELD_PARAM;
-			break;
-		}
-		if (l->pr_held && !pr_type_valid(type)) {
-			key = SK_ILLEGAL_REQUEST;
-			asc = ASC_INVALID_FIELD_CDB;
-			break;
-		}
-		bool takes_res = false;
-		if (l->pr_held) {
-			if (all_reg)
-				takes_res = !sark;
-			else {
-				int hi = reg_find(l, l->pr_holder);
-				takes_res = hi >= 0 && l->regs[hi].key == sark;
-			}
-		}
-		bool removed_any = false;
-		for (unsigned i = 0; i < l->nregs;) {
-			bool victim = strcmp(l->regs[i].port, me) && (all_reg && !sark ? true : l->regs[i].key == sark);
-			if (victim) {
-				scsi_ua_port(l, l->regs[i].port, UA_REG_PREEMPTED);
-				reg_remove(l, i);
-				removed_any = true;
-			} else {
-				i++;
-			}
-		}
-		if (!removed_any && !takes_res && !l->pr_held) {
-			conflict = true;
-			break;
-		}
-		if (takes_res) {
-			l->pr_type = type;
-			if (type == PR_TYPE_WEAR || type == PR_TYPE_EAAR)
-				l->pr_holder[0] = 0;
-			else
-				snprintf(l->pr_holder, sizeof(l->pr_holder), "%s", me);
-		}
-		l->pr_gen++;
-		changed = true;
-		break;
 	}
-	}
-	if (changed)
+	if (o.changed)
 		pr_persist(l);
+	if (o.park) {
+		c->refs++; /* pr_abort_wake() requeues it */
+		c->next = l->abort_waiters;
+		l->abort_waiters = c;
+	}
 	pthread_mutex_unlock(&l->lock);
-	if (conflict) {
+	if (o.park)
+		return;
+	if (o.conflict) {
 		c->status = SCSI_STATUS_RESERVATION_CONFLICT;
 		cmd_complete(c);
-	} else if (key) {
-		scsi_fail(c, key, asc);
+	} else if (o.key) {
+		scsi_fail(c, o.key, o.asc);
 	} else {
 		scsi_good(c);
 	}
@@ -442,7 +634,7 @@ void pr_exec_in(struct cmd *c)
 		break;
 	case PR_IN_REPORT_CAPABILITIES:
 		put_be16(b, 8);
-		b[2] = 0x10 | 0x01;             /* CRH, PTPL_C */
+		b[2] = 0x10 | 0x04 | 0x01;      /* CRH, ATP_C, PTPL_C */
 		b[3] = 0x80 | (l->aptpl ? 1 : 0); /* TMV, PTPL_A */
 		b[4] = 0x80 | 0x40 | 0x20 | 0x08 | 0x02;
 		b[5] = 0x01;
@@ -458,8 +650,10 @@ void pr_exec_in(struct cmd *c)
 			if (tl < 24)
 				tl = 24;
 			put_be64(d, l->regs[i].key);
+			if (l->regs[i].all_tg_pt)
+				d[12] |= 0x02;
 			if (pr_is_holder(l, port)) {
-				d[12] = 0x01;
+				d[12] |= 0x01;
 				d[13] = l->pr_type;
 			}
 			put_be16(d + 18, 1);

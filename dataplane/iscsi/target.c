@@ -171,6 +171,7 @@ int ts_iscsi_lun_add(struct ts_iscsi_server *srv, const char *iqn, uint16_t lun_
 	l->bs = info->block_size;
 	l->nblocks = info->size / info->block_size;
 	l->wce = true;
+	l->writes.next = l->writes.prev = &l->writes;
 	rc = ts_rl_create(&l->ranges);
 	if (rc) {
 		ts_free(l->pr_path);

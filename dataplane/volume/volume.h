@@ -27,9 +27,9 @@
  *
  * Durability: data written and acknowledged before a completed flush
  * (ts_volume_flush() or ts_vpool_commit()) survives a crash; metadata
- * operations (create, delete, expand, snapshot, clone, rebase, layer remove)
- * commit before they return. A crash at any point leaves the last committed
- * tree. See docs/volumes.md for the on-disk format.
+ * operations (create, delete, expand, snapshot, clone, rebase, layer remove,
+ * volume attributes) commit before they return. A crash at any point leaves
+ * the last committed tree. See docs/volumes.md for the on-disk format.
  *
  * IDs: volume and layer ids are non-zero, never reused within a pool.
  *
@@ -200,6 +200,58 @@ void ts_vpool_volume_release(struct ts_vpool *p, uint64_t vol_id);
  * -ENOENT, -EINVAL (\p layer_id is a head), -ENOMEM, commit errors.
  */
 int ts_vpool_volume_rebase(struct ts_vpool *p, uint64_t vol_id, uint64_t layer_id);
+
+/* ----------------------------------------------------- volume attributes */
+
+/** Longest attribute name (including the NUL). */
+#define TS_VOLUME_ATTR_NAME_MAX 32
+/** Largest attribute value, bytes. */
+#define TS_VOLUME_ATTR_VALUE_MAX 32768u
+/** Most attributes one volume holds. */
+#define TS_VOLUME_ATTRS_MAX 8
+
+/*
+ * A volume carries a few small named byte strings (e.g. "scsi.pr": the LU's
+ * persistent reservations) that belong to the volume itself, not to its
+ * data: they live in the pool's metadata (log records and checkpoints, so
+ * they are as crash-safe as the tree), go with ts_vpool_volume_delete(),
+ * stay with the volume through snapshots, expansion and rebase, and are
+ * neither copied into snapshot layers nor inherited by clones (a clone is a
+ * new volume). Their bytes count against the checkpoint slot
+ * (stats.meta_slot_bytes). Names are NUL-terminated, 1 to
+ * TS_VOLUME_ATTR_NAME_MAX - 1 bytes; values are opaque.
+ */
+
+/**
+ * Set (create or replace) attribute \p name of volume \p vol_id to the \p len
+ * bytes at \p value (copied; \p value may be NULL when \p len is 0) and commit.
+ * Returns 0 once the value is durable; -EINVAL (NULL pool or name, empty or
+ * too long name), -E2BIG (\p len > TS_VOLUME_ATTR_VALUE_MAX), -ENOSPC (a new
+ * name on a volume that already has TS_VOLUME_ATTRS_MAX), -ENOENT (no such
+ * volume), -ENOMEM (nothing changed), or a commit error (the value is set in
+ * memory and written by the next successful commit, as for other metadata
+ * operations). Takes the pool mutex and the commit mutex, not the tree lock;
+ * does synchronous member IO.
+ */
+int ts_vpool_volume_attr_set(struct ts_vpool *p, uint64_t vol_id, const char *name,
+			     const void *value, size_t len);
+
+/**
+ * Read attribute \p name of volume \p vol_id into \p buf (\p cap bytes).
+ * Returns the value's length (>= 0) after copying it; with \p cap 0 (\p buf
+ * may then be NULL) only the length. -ENOENT (no such volume or attribute),
+ * -ERANGE (\p cap > 0 but smaller than the value: nothing copied), -EINVAL.
+ * Memory only: no IO.
+ */
+int ts_vpool_volume_attr_get(struct ts_vpool *p, uint64_t vol_id, const char *name, void *buf,
+			     size_t cap);
+
+/**
+ * Delete attribute \p name of volume \p vol_id and commit. 0, -ENOENT (no such
+ * volume or attribute), -EINVAL, -ENOMEM, or a commit error (deleted in
+ * memory, as for ts_vpool_volume_attr_set()).
+ */
+int ts_vpool_volume_attr_del(struct ts_vpool *p, uint64_t vol_id, const char *name);
 
 /* ---------------------------------------------------------------- layers */
 

@@ -168,19 +168,28 @@ void vp_rec_unreserve(struct ts_vpool *p, size_t bytes)
 	p->rres -= bytes;
 }
 
-void vp_rec_put_reserved(struct ts_vpool *p, unsigned type, const void *payload, size_t len)
+/* A record whose payload is two pieces (a fixed part, then a variable one). */
+void vp_rec_put_reserved2(struct ts_vpool *p, unsigned type, const void *a, size_t alen,
+			  const void *b, size_t blen)
 {
 	uint8_t *d = p->rec + p->rlen;
-	uint16_t l16 = (uint16_t)(R_HDR + len);
+	uint16_t l16 = (uint16_t)(R_HDR + alen + blen);
 
-	p->rres -= R_HDR + len;
+	p->rres -= R_HDR + alen + blen;
 	if (p->replaying)
 		return;
 	d[0] = (uint8_t)type;
 	d[1] = 0;
 	memcpy(d + 2, &l16, 2);
-	memcpy(d + R_HDR, payload, len);
-	p->rlen += R_HDR + len;
+	memcpy(d + R_HDR, a, alen);
+	if (blen)
+		memcpy(d + R_HDR + alen, b, blen);
+	p->rlen += R_HDR + alen + blen;
+}
+
+void vp_rec_put_reserved(struct ts_vpool *p, unsigned type, const void *payload, size_t len)
+{
+	vp_rec_put_reserved2(p, type, payload, len, NULL, 0);
 }
 
 /* ---------------------------------------------------------- allocator */
@@ -409,8 +418,79 @@ int vp_apply_vol_del(struct ts_vpool *p, uint64_t id)
 		return rc;
 	memmove(&p->vols[i], &p->vols[i + 1], (p->nvols - i - 1) * sizeof(*p->vols));
 	p->nvols--;
+	vp_vol_free(v);
+	return 0;
+}
+
+/* Free a volume's in-memory state (its index and attributes), not its layers. */
+void vp_vol_free(struct vol *v)
+{
+	uint32_t i;
+
+	if (!v)
+		return;
 	rmap_clear(&v->index);
+	for (i = 0; i < v->nattrs; i++)
+		ts_free(v->attrs[i].val);
+	ts_free(v->attrs);
 	ts_free(v);
+}
+
+struct vattr *vp_attr_find(const struct vol *v, const char *name)
+{
+	uint32_t i;
+
+	for (i = 0; i < v->nattrs; i++)
+		if (!strncmp(v->attrs[i].name, name, TS_VOLUME_ATTR_NAME_MAX))
+			return &v->attrs[i];
+	return NULL;
+}
+
+/* Replace or add an attribute; fails (-ENOMEM, TS_ERR_CORRUPT) before changing anything. */
+int vp_apply_attr_set(struct ts_vpool *p, const struct r_attr *r, const void *val)
+{
+	struct vol *v = vp_vol_find(p, r->vol);
+	uint8_t *copy = NULL;
+	struct vattr *a;
+
+	if (!v || !r->name[0] || memchr(r->name, 0, sizeof(r->name)) == NULL ||
+	    r->len > TS_VOLUME_ATTR_VALUE_MAX)
+		return TS_ERR_CORRUPT;
+	a = vp_attr_find(v, r->name);
+	if (!a && v->nattrs >= TS_VOLUME_ATTRS_MAX)
+		return TS_ERR_CORRUPT;
+	if (r->len) {
+		copy = ts_malloc(r->len);
+		if (!copy)
+			return -ENOMEM;
+		memcpy(copy, val, r->len);
+	}
+	if (!a) {
+		struct vattr *n = ts_realloc(v->attrs, (v->nattrs + 1) * sizeof(*n));
+		if (!n) {
+			ts_free(copy);
+			return -ENOMEM;
+		}
+		v->attrs = n;
+		a = &v->attrs[v->nattrs++];
+		memcpy(a->name, r->name, sizeof(a->name));
+		a->val = NULL;
+	}
+	ts_free(a->val);
+	a->val = copy;
+	a->len = r->len;
+	return 0;
+}
+
+int vp_apply_attr_del(struct ts_vpool *p, const struct r_attr *r)
+{
+	struct vol *v = vp_vol_find(p, r->vol);
+	struct vattr *a = v ? vp_attr_find(v, r->name) : NULL;
+
+	if (!a)
+		return TS_ERR_CORRUPT;
+	ts_free(a->val);
+	*a = v->attrs[--v->nattrs];
 	return 0;
 }
 
@@ -478,6 +558,18 @@ int vp_apply_stream(struct ts_vpool *p, const uint8_t *b, size_t len)
 				return TS_ERR_CORRUPT;
 			memcpy(&r, pl, sizeof(r));
 			rc = type == R_VOL_NEW ? vp_apply_vol_new(p, &r, NULL) : vp_apply_vol_set(p, &r);
+			break;
+		}
+		case R_VOL_ATTR:
+		case R_VOL_ATTR_DEL: {
+			struct r_attr r;
+			if (plen < sizeof(r))
+				return TS_ERR_CORRUPT;
+			memcpy(&r, pl, sizeof(r));
+			if (plen != sizeof(r) + (type == R_VOL_ATTR ? r.len : 0))
+				return TS_ERR_CORRUPT;
+			rc = type == R_VOL_ATTR ? vp_apply_attr_set(p, &r, pl + sizeof(r))
+						: vp_apply_attr_del(p, &r);
 			break;
 		}
 		case R_MAP: {

@@ -36,6 +36,13 @@ struct vdefer {
 	void *arg;
 };
 
+/* A volume attribute (ts_vpool_volume_attr_*): the value is owned by the volume. */
+struct vattr {
+	char name[TS_VOLUME_ATTR_NAME_MAX];
+	uint32_t len;
+	uint8_t *val; /* NULL when len is 0 */
+};
+
 struct vol {
 	uint64_t id, size, ctime;
 	char name[TS_VOLUME_NAME_MAX];
@@ -47,6 +54,8 @@ struct vol {
 	uint32_t draining; /* a thread is resubmitting the queue: new IOs queue behind it */
 	uint32_t refs;     /* open handles */
 	struct vdefer *defer, *defer_last; /* IOs held while quiesced, in submit order */
+	struct vattr *attrs; /* unordered, at most TS_VOLUME_ATTRS_MAX */
+	uint32_t nattrs;
 };
 
 struct ts_volume {
@@ -103,6 +112,8 @@ enum {
 	R_VOL_DEL,
 	R_MAP,
 	R_MAP_RUN,
+	R_VOL_ATTR,     /* struct r_attr, then len value bytes: set */
+	R_VOL_ATTR_DEL, /* struct r_attr with len 0: delete */
 };
 
 struct r_map {
@@ -126,6 +137,12 @@ struct r_vol {
 	char name[TS_VOLUME_NAME_MAX];
 };
 
+struct r_attr {
+	uint64_t vol;
+	uint32_t len, pad;
+	char name[TS_VOLUME_ATTR_NAME_MAX];
+};
+
 struct r_run {
 	uint64_t layer, start;
 	uint32_t n, pad;
@@ -135,6 +152,8 @@ struct r_run {
  * (vp_commit() without it) */
 int vp_rec_reserve(struct ts_vpool *p, size_t bytes);
 void vp_rec_put_reserved(struct ts_vpool *p, unsigned type, const void *payload, size_t len);
+void vp_rec_put_reserved2(struct ts_vpool *p, unsigned type, const void *a, size_t alen,
+			  const void *b, size_t blen);
 void vp_rec_unreserve(struct ts_vpool *p, size_t bytes);
 uint64_t vp_alloc_block(struct ts_vpool *p);
 void vp_free_now(struct ts_vpool *p, uint64_t pba);
@@ -158,6 +177,10 @@ int vp_apply_layer_remove(struct ts_vpool *p, uint64_t id);
 int vp_apply_vol_new(struct ts_vpool *p, const struct r_vol *r, struct vol *pre);
 int vp_apply_vol_set(struct ts_vpool *p, const struct r_vol *r);
 int vp_apply_vol_del(struct ts_vpool *p, uint64_t id);
+void vp_vol_free(struct vol *v);
+struct vattr *vp_attr_find(const struct vol *v, const char *name);
+int vp_apply_attr_set(struct ts_vpool *p, const struct r_attr *r, const void *val);
+int vp_apply_attr_del(struct ts_vpool *p, const struct r_attr *r);
 int vp_apply_stream(struct ts_vpool *p, const uint8_t *b, size_t len);
 /* vpool_log.c: records of the tree's objects, index rebuild */
 void vp_layer_rec(const struct layer *l, struct r_layer *r);

@@ -10,7 +10,8 @@
  *   log_start ..  the log (log_blocks), restarted at 0 by every checkpoint
  *   data_start .. data blocks (pba = block number from the member's start)
  * A checkpoint is a stream of records that rebuilds the whole tree (ids
- * counter, layers parent-first, their maps as runs, volumes). The log holds
+ * counter, layers parent-first, their maps as runs, volumes each followed by
+ * its attributes). The log holds
  * the same record types; each commit is one transaction spanning one or more
  * log blocks, the last flagged END; a block carries the pool uuid, the
  * generation and its index, and a CRC32C, so stale or torn blocks end replay
@@ -44,7 +45,10 @@
 #include "dataplane/common/ts_common.h"
 
 #define SB_MAGIC "TSVPOOL1"
-#define SB_VERSION 1u
+/* 2: volume attributes (R_VOL_ATTR*). Version 1 pools open as they are and
+ * are written as version 2 from their next checkpoint on. */
+#define SB_VERSION 2u
+#define SB_VERSION_MIN 1u
 #define LOG_MAGIC 0x474f4c56u /* "VLOG" */
 #define LOG_END 0x1u
 #define LOG_HDR 40u
@@ -93,18 +97,26 @@ struct sbuf {
 	size_t len, cap;
 };
 
-static int sb_put(struct sbuf *s, unsigned type, const void *pl, size_t plen)
+static int sb_put2(struct sbuf *s, unsigned type, const void *pl, size_t plen, const void *tail,
+		   size_t tlen)
 {
-	uint16_t l16 = (uint16_t)(R_HDR + plen);
+	uint16_t l16 = (uint16_t)(R_HDR + plen + tlen);
 
-	if (vp_grow((void **)&s->b, &s->cap, s->len + R_HDR + plen, 1))
+	if (vp_grow((void **)&s->b, &s->cap, s->len + R_HDR + plen + tlen, 1))
 		return -ENOMEM;
 	s->b[s->len] = (uint8_t)type;
 	s->b[s->len + 1] = 0;
 	memcpy(s->b + s->len + 2, &l16, 2);
 	memcpy(s->b + s->len + R_HDR, pl, plen);
-	s->len += R_HDR + plen;
+	if (tlen)
+		memcpy(s->b + s->len + R_HDR + plen, tail, tlen);
+	s->len += R_HDR + plen + tlen;
 	return 0;
+}
+
+static int sb_put(struct sbuf *s, unsigned type, const void *pl, size_t plen)
+{
+	return sb_put2(s, type, pl, plen, NULL, 0);
 }
 
 void vp_layer_rec(const struct layer *l, struct r_layer *r)
@@ -166,10 +178,20 @@ static int serialize(struct ts_vpool *p, struct sbuf *s)
 		}
 	}
 	for (i = 0; i < p->nvols; i++) {
+		const struct vol *v = p->vols[i];
 		struct r_vol r;
-		vp_vol_rec(p->vols[i], &r);
+		uint32_t a;
+
+		vp_vol_rec(v, &r);
 		if (sb_put(s, R_VOL_NEW, &r, sizeof(r)))
 			return -ENOMEM;
+		for (a = 0; a < v->nattrs; a++) {
+			struct r_attr ra = { .vol = v->id, .len = v->attrs[a].len };
+
+			memcpy(ra.name, v->attrs[a].name, sizeof(ra.name));
+			if (sb_put2(s, R_VOL_ATTR, &ra, sizeof(ra), v->attrs[a].val, ra.len))
+				return -ENOMEM;
+		}
 	}
 	return 0;
 }
@@ -375,10 +397,8 @@ static void pool_free(struct ts_vpool *p)
 {
 	size_t i;
 
-	for (i = 0; i < p->nvols; i++) {
-		rmap_clear(&p->vols[i]->index);
-		ts_free(p->vols[i]);
-	}
+	for (i = 0; i < p->nvols; i++)
+		vp_vol_free(p->vols[i]);
 	for (i = 0; i < p->nlayers; i++)
 		vp_layer_free(p->layers[i]);
 	ts_free(p->vols);
@@ -475,7 +495,7 @@ static int read_sb(struct ts_vpool *p, struct sb *out)
 	}
 	i = ok[0] && (!ok[1] || s[0].gen > s[1].gen) ? 0 : 1;
 	*out = s[i];
-	rc = out->version == SB_VERSION ? 0 : TS_ERR_VERSION;
+	rc = out->version >= SB_VERSION_MIN && out->version <= SB_VERSION ? 0 : TS_ERR_VERSION;
 out:
 	ts_free(blk);
 	return rc;

@@ -2,7 +2,8 @@
 /*
  * The volume pool's metadata operations: volume create, delete, expand,
  * info and list; snapshot and rebase (new heads); layer info, list,
- * children, hide and remove; map walks for changed-block queries.
+ * children, hide and remove; map walks for changed-block queries; volume
+ * attributes.
  *
  * Workload. Rare control-plane calls, each a small transaction on the tree:
  * reserve everything it needs, apply its records to the tree (vpool.c),
@@ -574,4 +575,111 @@ void ts_vpool_tree_rdlock(struct ts_vpool *p)
 void ts_vpool_tree_unlock(struct ts_vpool *p)
 {
 	pthread_rwlock_unlock(&p->tree);
+}
+
+/* ------------------------------------------------- volume attributes */
+/*
+ * An attribute change is one record on the volume, applied under p->mu and
+ * committed before the call returns. It needs no tree lock: it changes no
+ * topology, and a concurrent delete (tree lock + p->mu) either runs before
+ * (-ENOENT) or after (the record precedes R_VOL_DEL in the stream).
+ */
+
+static int attr_name_ok(const char *name, struct r_attr *r)
+{
+	size_t n = name ? strnlen(name, TS_VOLUME_ATTR_NAME_MAX) : 0;
+
+	if (!n || n >= TS_VOLUME_ATTR_NAME_MAX)
+		return 0;
+	memset(r->name, 0, sizeof(r->name));
+	memcpy(r->name, name, n);
+	return 1;
+}
+
+int ts_vpool_volume_attr_set(struct ts_vpool *p, uint64_t vol_id, const char *name,
+			     const void *value, size_t len)
+{
+	struct r_attr r = { .vol = vol_id };
+	struct vol *v;
+	size_t need;
+	int rc;
+
+	if (!p || !attr_name_ok(name, &r) || (len && !value))
+		return -EINVAL;
+	if (len > TS_VOLUME_ATTR_VALUE_MAX)
+		return -E2BIG;
+	r.len = (uint32_t)len;
+	need = R_HDR + sizeof(r) + len;
+	pthread_mutex_lock(&p->mu);
+	v = vp_vol_find(p, vol_id);
+	if (!v) {
+		rc = -ENOENT;
+		goto out;
+	}
+	if (!vp_attr_find(v, r.name) && v->nattrs >= TS_VOLUME_ATTRS_MAX) {
+		rc = -ENOSPC;
+		goto out;
+	}
+	rc = vp_rec_reserve(p, need);
+	if (rc)
+		goto out;
+	rc = vp_apply_attr_set(p, &r, value);
+	if (rc) {
+		vp_rec_unreserve(p, need);
+		goto out;
+	}
+	vp_rec_put_reserved2(p, R_VOL_ATTR, &r, sizeof(r), value, len);
+out:
+	pthread_mutex_unlock(&p->mu);
+	return rc ? rc : vp_commit(p);
+}
+
+int ts_vpool_volume_attr_get(struct ts_vpool *p, uint64_t vol_id, const char *name, void *buf,
+			     size_t cap)
+{
+	struct r_attr r;
+	const struct vattr *a;
+	struct vol *v;
+	int rc;
+
+	if (!p || !attr_name_ok(name, &r) || (cap && !buf))
+		return -EINVAL;
+	pthread_mutex_lock(&p->mu);
+	v = vp_vol_find(p, vol_id);
+	a = v ? vp_attr_find(v, r.name) : NULL;
+	if (!a) {
+		rc = -ENOENT;
+	} else if (cap && cap < a->len) {
+		rc = -ERANGE;
+	} else {
+		if (cap && a->len)
+			memcpy(buf, a->val, a->len);
+		rc = (int)a->len;
+	}
+	pthread_mutex_unlock(&p->mu);
+	return rc;
+}
+
+int ts_vpool_volume_attr_del(struct ts_vpool *p, uint64_t vol_id, const char *name)
+{
+	struct r_attr r = { .vol = vol_id };
+	struct vol *v;
+	int rc;
+
+	if (!p || !attr_name_ok(name, &r))
+		return -EINVAL;
+	pthread_mutex_lock(&p->mu);
+	v = vp_vol_find(p, vol_id);
+	if (!v || !vp_attr_find(v, r.name)) {
+		rc = -ENOENT;
+		goto out;
+	}
+	rc = vp_rec_reserve(p, R_HDR + sizeof(r));
+	if (rc)
+		goto out;
+	vp_apply_attr_del(p, &r); /* cannot fail: it exists */
+	vp_rec_put_reserved(p, R_VOL_ATTR_DEL, &r, sizeof(r));
+out:
+	pthread_mutex_unlock(&p->mu);
+	return rc ? rc : vp_commit(p);
 }

@@ -4,7 +4,7 @@
 # `tessera dev` on loopback for the crash and load tests. Source this file
 # after setting DEV_BIN (the tessera binary), DEV_DIR (work dir: state in
 # DEV_DIR/state, output in DEV_DIR/dev.out, log appended to DEV_DIR/dev.log)
-# and DEV_PORT, then:
+# and DEV_PORT (DEV_ADDR: the portal address, default 127.0.0.1), then:
 #
 #   dev_start         start it (same state: a restart) and wait for "ready";
 #                     DEV_PID is its pid; exits the script if it dies or is not
@@ -20,7 +20,7 @@ export TESSERA_ENDPOINT="unix://$DEV_DIR/state/csi.sock"
 
 dev_start() {
   : >"$DEV_DIR/dev.out"
-  "$DEV_BIN" dev --state-dir "$DEV_DIR/state" --disk-size 128Mi --portal "127.0.0.1:$DEV_PORT" \
+  "$DEV_BIN" dev --state-dir "$DEV_DIR/state" --disk-size 128Mi --portal "${DEV_ADDR:-127.0.0.1}:$DEV_PORT" \
     >"$DEV_DIR/dev.out" 2>>"$DEV_DIR/dev.log" &
   DEV_PID=$!
   for _ in $(seq 300); do

@@ -17,6 +17,17 @@
  * completion reports to ts_qos_done before the engine's callback. The IO
  * remembers its LUN, kind and submission time in io->priv[0..2].
  *
+ * Persistent reservations: the engine hands its PR blob to pr_save after
+ * every change and asks pr_load for it when the LUN is added; both go to the
+ * volume attribute "scsi.pr" (dataplane/volume), so the reservation is the
+ * volume's, committed with the pool's metadata before the PR OUT command
+ * completes, and whichever engine serves the volume next (a restart, a
+ * failover) exports it with the same registrations and holder. A clone is a
+ * new LU and starts with none. Legacy: an older release kept the blob in a
+ * file (opts.pr_state_path); if the attribute is absent and that file exists,
+ * pr_load imports it into the attribute once and renames the file to
+ * "<path>.imported".
+ *
  * Lifetime: the engine owns a reference to the LUN from lun_add until its
  * ops->destroy; unexport removes the target and waits on `released` before
  * closing the volume handle, so nothing touches the volume afterwards.
@@ -26,8 +37,12 @@
  */
 #include "volumedriver/lun/vol_lun.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dataplane/common/ts_common.h"
 #include "dataplane/iscsi/iscsi.h"
@@ -50,6 +65,7 @@ struct ts_vol_lun {
 	struct ts_qos *qos; /* NULL without a QoS domain */
 	uint64_t vol_id;
 	char *iqn;
+	char *pr_legacy; /* opts.pr_state_path, or NULL */
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -183,6 +199,53 @@ static int lun_unmap(void *ctx, struct ts_iscsi_lun_io *io)
 	return gate(ctx, io, K_UNMAP);
 }
 
+/* Runs on an engine loop thread with the LUN's SCSI lock held: a PR change and
+ * its commit are one step (PR changes are rare; the commit is a log write). */
+static int lun_pr_save(void *ctx, const void *blob, size_t len)
+{
+	struct ts_vol_lun *l = ctx;
+
+	return ts_vpool_volume_attr_set(l->pool, l->vol_id, TS_VOL_LUN_PR_ATTR, blob, len);
+}
+
+/* Import the legacy PR file into the attribute (once: the file is renamed). */
+static int pr_import_legacy(struct ts_vol_lun *l, void *buf, size_t cap)
+{
+	char done[4200];
+	ssize_t n;
+	int fd, rc;
+
+	fd = open(l->pr_legacy, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0; /* no file: no reservations */
+	n = read(fd, buf, cap);
+	close(fd);
+	if (n <= 0 || (size_t)n >= cap)
+		return n < 0 ? -errno : 0;
+	rc = ts_vpool_volume_attr_set(l->pool, l->vol_id, TS_VOL_LUN_PR_ATTR, buf, (size_t)n);
+	if (rc < 0) {
+		ts_log(TS_LOG_WARN, "vol_lun", "cannot import PR state path=%s err=\"%s\"", l->pr_legacy,
+		       ts_strerror(rc));
+		return (int)n; /* serve it anyway; the next PR change persists it */
+	}
+	snprintf(done, sizeof(done), "%s.imported", l->pr_legacy);
+	if (rename(l->pr_legacy, done))
+		ts_log(TS_LOG_WARN, "vol_lun", "cannot rename imported PR state path=%s", l->pr_legacy);
+	ts_log(TS_LOG_INFO, "vol_lun", "imported PR state vol=%llu path=%s",
+	       (unsigned long long)l->vol_id, l->pr_legacy);
+	return (int)n;
+}
+
+static int lun_pr_load(void *ctx, void *buf, size_t cap)
+{
+	struct ts_vol_lun *l = ctx;
+	int rc = ts_vpool_volume_attr_get(l->pool, l->vol_id, TS_VOL_LUN_PR_ATTR, buf, cap);
+
+	if (rc == -ENOENT)
+		return l->pr_legacy ? pr_import_legacy(l, buf, cap) : 0;
+	return rc;
+}
+
 static void lun_destroy(void *ctx)
 {
 	struct ts_vol_lun *l = ctx;
@@ -198,6 +261,8 @@ static const struct ts_iscsi_lun_ops g_vol_lun_ops = {
 	.write = lun_write,
 	.flush = lun_flush,
 	.unmap = lun_unmap,
+	.pr_save = lun_pr_save,
+	.pr_load = lun_pr_load,
 	.destroy = lun_destroy,
 };
 
@@ -242,6 +307,7 @@ static void vol_lun_free(struct ts_vol_lun *l)
 	ts_qos_destroy(l->qos); /* nothing queued or in flight any more */
 	ts_arb_close(l->arb);
 	ts_free(l->iqn);
+	ts_free(l->pr_legacy);
 	pthread_mutex_destroy(&l->lock);
 	pthread_cond_destroy(&l->cond);
 	ts_free(l);
@@ -255,7 +321,7 @@ int ts_vol_lun_export(struct ts_iscsi_server *srv, struct ts_vpool *pool, uint64
 	struct ts_vol_lun *l;
 	int rc;
 
-	if (!srv || !pool || !opts || !opts->iqn || !opts->pr_state_path || !out ||
+	if (!srv || !pool || !opts || !opts->iqn || !out ||
 	    (!opts->chap_user != !opts->chap_secret) ||
 	    (!opts->qos_domain && !ts_qos_limits_none(&opts->qos)))
 		return -EINVAL;
@@ -269,7 +335,8 @@ int ts_vol_lun_export(struct ts_iscsi_server *srv, struct ts_vpool *pool, uint64
 	l->pool = pool;
 	l->vol_id = vol_id;
 	l->iqn = ts_strdup(opts->iqn);
-	if (!l->iqn) {
+	l->pr_legacy = opts->pr_state_path ? ts_strdup(opts->pr_state_path) : NULL;
+	if (!l->iqn || (opts->pr_state_path && !l->pr_legacy)) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -299,7 +366,6 @@ int ts_vol_lun_export(struct ts_iscsi_server *srv, struct ts_vpool *pool, uint64
 	li.block_size = TS_VOLUME_BLOCK;
 	memcpy(li.uuid, opts->uuid, 16);
 	li.thin = true;
-	li.pr_state_path = opts->pr_state_path;
 	rc = ts_iscsi_lun_add(srv, opts->iqn, 0, &g_vol_lun_ops, l, &li);
 	if (rc < 0) {
 		ts_iscsi_target_remove(srv, opts->iqn);

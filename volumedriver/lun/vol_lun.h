@@ -24,6 +24,12 @@
  * atomic load per IO. ts_vol_lun_unexport() lifts the limits first, so
  * queued IOs drain at once, and waits for them like for any in-flight IO.
  *
+ * Persistent reservations belong to the volume: the engine's PR state is
+ * kept in the volume attribute TS_VOL_LUN_PR_ATTR (ts_vpool_volume_attr_*),
+ * committed before each PR OUT command completes and loaded at export, so
+ * every session of the LU shares it and it survives an engine restart or a
+ * failover to another engine serving the same pool. Clones start without.
+ *
  * THREAD SAFETY: export/unexport/resize/set_qos for one LUN are called by
  * one thread at a time (the CSI backend serialises them); ts_vol_lun_qos_stats
  * from any thread while the LUN is exported. IO ops run on the engine's
@@ -41,10 +47,15 @@ struct ts_iscsi_server;
 struct ts_vpool;
 struct ts_vol_lun;
 
+/** The volume attribute holding the LU's persistent-reservation state. */
+#define TS_VOL_LUN_PR_ATTR "scsi.pr"
+
 /** What to export. Strings are copied. */
 struct ts_vol_lun_opts {
 	const char *iqn;           /**< target name (required) */
-	const char *pr_state_path; /**< file for persistent reservations (required) */
+	/** Optional legacy PR file of older releases: imported into the volume
+	 *  attribute (then renamed "<path>.imported") when the volume has none. */
+	const char *pr_state_path;
 	const char *chap_user;     /**< optional CHAP (both or neither) */
 	const char *chap_secret;
 	uint8_t uuid[16];          /**< LUN identity (serial number, NAA id) */

@@ -12,6 +12,8 @@
 #include <iscsi/iscsi.h>
 #include <iscsi/scsi-lowlevel.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -469,6 +471,310 @@ Test(iscsi, pr_state_machine)
 	logout(a);
 	logout(b);
 	stop();
+}
+
+/* PR OUT with a raw parameter list (REGISTER AND MOVE, flags libiscsi does not send). */
+static int prout_raw(struct iscsi_context *ctx, int sa, int type, const uint8_t *param, uint32_t len)
+{
+	unsigned char cdb[10] = { 0x5f, (unsigned char)sa, (unsigned char)type };
+	struct iscsi_data d = { .size = len, .data = (unsigned char *)param };
+	struct scsi_task *t = scsi_create_task(10, cdb, SCSI_XFER_WRITE, len);
+	cr_assert_not_null(t);
+	cdb[5] = (unsigned char)(len >> 24);
+	cdb[6] = (unsigned char)(len >> 16);
+	cdb[7] = (unsigned char)(len >> 8);
+	cdb[8] = (unsigned char)len;
+	memcpy(t->cdb, cdb, 10);
+	cr_assert_not_null(iscsi_scsi_command_sync(ctx, 0, t, &d));
+	int st = t->status;
+	scsi_free_scsi_task(t);
+	return st;
+}
+
+static void put_be64_test(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+/*
+ * READ FULL STATUS: the flags byte (ALL_TG_PT, R_HOLDER) of the descriptor
+ * with \p key, or -1; its TransportID's name into \p port if not NULL.
+ */
+static int full_status(struct iscsi_context *ctx, uint64_t key, char *port, size_t cap)
+{
+	struct scsi_task *t = iscsi_persistent_reserve_in_sync(ctx, 0, 3 /* READ FULL STATUS */, 4096);
+	cr_assert_not_null(t);
+	cr_assert_eq(t->status, SCSI_STATUS_GOOD);
+	const uint8_t *b = t->datain.data;
+	uint32_t n = (uint32_t)b[4] << 24 | (uint32_t)b[5] << 16 | (uint32_t)b[6] << 8 | b[7];
+	int flags = -1;
+	for (uint32_t off = 8; off + 24 <= 8 + n && off + 24 <= (uint32_t)t->datain.size;) {
+		const uint8_t *d = b + off;
+		uint32_t al = (uint32_t)d[20] << 24 | (uint32_t)d[21] << 16 | (uint32_t)d[22] << 8 | d[23];
+		uint64_t k = 0;
+		for (int i = 0; i < 8; i++)
+			k = k << 8 | d[i];
+		if (k == key) {
+			flags = d[12];
+			if (port)
+				snprintf(port, cap, "%.*s", (int)(al - 4), (const char *)d + 28);
+		}
+		off += 24 + al;
+	}
+	scsi_free_scsi_task(t);
+	return flags;
+}
+
+static int full_status_flags(struct iscsi_context *ctx, uint64_t key)
+{
+	return full_status(ctx, key, NULL, 0);
+}
+
+/* The first unit attention a command on \p ctx gets (ASC/ASCQ), then GOOD or CONFLICT. */
+static int ua_of(struct iscsi_context *ctx)
+{
+	struct scsi_sense sense;
+	int st = write1(ctx, &sense);
+	return st == SCSI_STATUS_CHECK_CONDITION && sense.key == SCSI_SENSE_UNIT_ATTENTION ? (int)sense.ascq
+											 : -st;
+}
+
+/* SPC-4 corners: ALL_TG_PT, SPEC_I_PT, PREEMPT edge cases, REGISTER AND MOVE, APTPL. */
+Test(iscsi, pr_spc4_service_actions)
+{
+	char dir[] = "/tmp/ts-iscsi-pr4-XXXXXX", path[128];
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/lun0.pr", dir);
+	struct ts_iscsi_target_opts to = { .iqn = IQN };
+	start(&to, path);
+	struct iscsi_context *a = login_as("iqn.2026-01.io.tessera:a");
+	struct iscsi_context *b = login_as("iqn.2026-01.io.tessera:b");
+	const int REG = SCSI_PERSISTENT_RESERVE_REGISTER, RES = SCSI_PERSISTENT_RESERVE_RESERVE;
+	const int PRE = SCSI_PERSISTENT_RESERVE_PREEMPT, PRA = SCSI_PERSISTENT_RESERVE_PREEMPT_AND_ABORT;
+	const int WE = SCSI_PERSISTENT_RESERVE_TYPE_WRITE_EXCLUSIVE;
+	const int EA = SCSI_PERSISTENT_RESERVE_TYPE_EXCLUSIVE_ACCESS;
+	const int WERO = SCSI_PERSISTENT_RESERVE_TYPE_WRITE_EXCLUSIVE_REGISTRANTS_ONLY;
+	uint8_t pl[24 + 64];
+	uint64_t keys[4];
+
+	/* ALL_TG_PT registers (one target port: the same registration), shown by READ FULL STATUS */
+	memset(pl, 0, sizeof(pl));
+	put_be64_test(pl + 8, 0xa);
+	pl[20] = 0x04 | 0x01; /* ALL_TG_PT, APTPL */
+	cr_assert_eq(prout_raw(a, REG, 0, pl, 24), SCSI_STATUS_GOOD);
+	cr_assert_eq(full_status_flags(a, 0xa), 0x02);
+	/* SPEC_I_PT is not supported: INVALID FIELD IN PARAMETER LIST */
+	pl[20] = 0x08;
+	put_be64_test(pl + 8, 0xb);
+	cr_assert_eq(prout_raw(b, REG, 0, pl, 24), SCSI_STATUS_CHECK_CONDITION);
+	cr_assert_eq(prout(b, REG, 0, 0, 0xb), SCSI_STATUS_GOOD);
+
+	/* PREEMPT with a key nobody has is a conflict, even while a reservation exists */
+	cr_assert_eq(prout(a, RES, WE, 0xa, 0), SCSI_STATUS_GOOD);
+	cr_assert_eq(full_status_flags(b, 0xa), 0x03);
+	cr_assert_eq(prout(b, PRE, WE, 0xb, 0x77), SCSI_STATUS_RESERVATION_CONFLICT);
+	/* a zero key outside all-registrants: INVALID FIELD IN PARAMETER LIST */
+	cr_assert_eq(prout(b, PRE, WE, 0xb, 0), SCSI_STATUS_CHECK_CONDITION);
+	/* the holder preempting itself changes the type; b (still registered) hears RESERVATIONS RELEASED */
+	cr_assert_eq(prout(a, PRE, WERO, 0xa, 0xa), SCSI_STATUS_GOOD);
+	cr_assert_eq(ua_of(b), 0x2a04);
+	cr_assert_eq(write1(b, NULL), SCSI_STATUS_GOOD); /* registrants only: b may write */
+
+	/* REGISTER AND MOVE: a hands the reservation to b's I_T nexus and unregisters */
+	{
+		char port[160];
+		memset(pl, 0, sizeof(pl));
+		put_be64_test(pl, 0xa);
+		put_be64_test(pl + 8, 0xb2);
+		pl[17] = 0x02; /* UNREG */
+		pl[19] = 1;    /* relative target port 1 */
+		/* b's initiator port, as the target reports it, in upper case: the ISID is hex */
+		cr_assert_eq(full_status(a, 0xb, port, sizeof(port)), 0);
+		char *sep = strstr(port, ",i,0x");
+		cr_assert_not_null(sep);
+		for (char *q = sep; *q; q++)
+			*q = (char)(*q >= 'a' && *q <= 'z' ? *q - 'a' + 'A' : *q);
+		size_t sl = strlen(port) + 1, tl = (4 + sl + 3) & ~(size_t)3;
+		if (tl < 24)
+			tl = 24;
+		pl[23] = (uint8_t)tl;
+		pl[24] = 0x45; /* initiator port format, iSCSI */
+		pl[26] = (uint8_t)((tl - 4) >> 8);
+		pl[27] = (uint8_t)(tl - 4);
+		memcpy(pl + 28, port, sl);
+		/* b is not the holder: conflict; a to itself: invalid */
+		cr_assert_eq(prout_raw(b, 7, WERO, pl, (uint32_t)(24 + tl)), SCSI_STATUS_RESERVATION_CONFLICT);
+		cr_assert_eq(prout_raw(a, 7, WERO, pl, (uint32_t)(24 + tl)), SCSI_STATUS_GOOD);
+	}
+	cr_assert_eq(read_keys(b, keys, 4), 1); /* b kept its own key 0xb, a is gone */
+	cr_assert_eq(keys[0], 0xb);
+	cr_assert_eq(full_status_flags(b, 0xb), 0x01); /* b holds it now */
+	cr_assert_eq(write1(a, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+
+	/* PREEMPT AND ABORT of a (registered again, so it may write under WERO):
+	 * a's key is not the holder's, so b's WERO stays and a is only unregistered */
+	cr_assert_eq(prout(a, REG, 0, 0, 0xa), SCSI_STATUS_GOOD);
+	cr_assert_eq(write1(a, NULL), SCSI_STATUS_GOOD);
+	cr_assert_eq(prout(b, PRA, EA, 0xb, 0xa), SCSI_STATUS_GOOD);
+	cr_assert_eq(ua_of(a), 0x2a05);
+	cr_assert_eq(write1(a, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+	cr_assert_eq(read1(a), SCSI_STATUS_GOOD);
+	cr_assert_eq(read_keys(b, keys, 4), 1);
+	/* b preempting its own reservation into EXCLUSIVE ACCESS keeps a from reading too */
+	cr_assert_eq(prout(b, PRE, EA, 0xb, 0xb), SCSI_STATUS_GOOD);
+	cr_assert_eq(read1(a), SCSI_STATUS_RESERVATION_CONFLICT);
+	logout(a);
+	logout(b);
+	stop();
+
+	/* the APTPL and ALL_TG_PT flags come back with the state */
+	start(&to, path);
+	a = login_as("iqn.2026-01.io.tessera:a");
+	struct scsi_task *t = iscsi_persistent_reserve_in_sync(a, 0, SCSI_PERSISTENT_RESERVE_REPORT_CAPABILITIES, 8);
+	cr_assert_not_null(t);
+	if (t->status == SCSI_STATUS_CHECK_CONDITION) { /* power on */
+		scsi_free_scsi_task(t);
+		t = iscsi_persistent_reserve_in_sync(a, 0, SCSI_PERSISTENT_RESERVE_REPORT_CAPABILITIES, 8);
+	}
+	cr_assert_eq(t->status, SCSI_STATUS_GOOD);
+	cr_assert_eq(t->datain.data[2] & 0x05, 0x05); /* ATP_C, PTPL_C */
+	cr_assert_eq(t->datain.data[3] & 0x01, 0x00); /* the last REGISTER (a, again) had APTPL 0 */
+	scsi_free_scsi_task(t);
+	logout(a);
+	stop();
+	unlink(path);
+	rmdir(dir);
+}
+
+/* ---- PREEMPT AND ABORT waits for the preempted nexus' writes at the provider ---- */
+
+/* A file LUN whose writes can be held at the provider. */
+static struct {
+	struct ts_iscsi_file_lun *fl;
+	pthread_mutex_t mu;
+	int hold, nheld;
+	struct ts_iscsi_lun_io *held[4];
+} g_gate = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+static int gate_read(void *ctx, struct ts_iscsi_lun_io *io)
+{
+	(void)ctx;
+	return ts_iscsi_file_lun_ops()->read(g_gate.fl, io);
+}
+
+static int gate_write(void *ctx, struct ts_iscsi_lun_io *io)
+{
+	(void)ctx;
+	pthread_mutex_lock(&g_gate.mu);
+	if (g_gate.hold && g_gate.nheld < 4) {
+		g_gate.held[g_gate.nheld++] = io;
+		pthread_mutex_unlock(&g_gate.mu);
+		return 0;
+	}
+	pthread_mutex_unlock(&g_gate.mu);
+	return ts_iscsi_file_lun_ops()->write(g_gate.fl, io);
+}
+
+static int gate_flush(void *ctx, struct ts_iscsi_lun_io *io)
+{
+	(void)ctx;
+	return ts_iscsi_file_lun_ops()->flush(g_gate.fl, io);
+}
+
+static int gate_unmap(void *ctx, struct ts_iscsi_lun_io *io)
+{
+	(void)ctx;
+	return ts_iscsi_file_lun_ops()->unmap(g_gate.fl, io);
+}
+
+static void gate_destroy(void *ctx)
+{
+	(void)ctx;
+	ts_iscsi_file_lun_ops()->destroy(g_gate.fl);
+}
+
+static const struct ts_iscsi_lun_ops g_gate_ops = {
+	.read = gate_read, .write = gate_write, .flush = gate_flush, .unmap = gate_unmap,
+	.destroy = gate_destroy,
+};
+
+static void task_cb(struct iscsi_context *ctx, int status, void *data, void *priv)
+{
+	int *out = priv;
+	(void)ctx;
+	*out = status == SCSI_STATUS_GOOD ? 1 : 100 + status;
+	scsi_free_scsi_task(data);
+}
+
+/* Drive \p ctx for up to \p ms or until *\p flag is set. */
+static void service(struct iscsi_context *ctx, unsigned ms, const int *flag, int *held)
+{
+	uint64_t end = ts_now_ns() + (uint64_t)ms * 1000000ull;
+	while (ts_now_ns() < end && !(flag && *flag)) {
+		struct pollfd p = { .fd = iscsi_get_fd(ctx), .events = (short)iscsi_which_events(ctx) };
+		if (poll(&p, 1, 10) > 0)
+			cr_assert_geq(iscsi_service(ctx, p.revents), 0);
+		if (held) {
+			pthread_mutex_lock(&g_gate.mu);
+			int n = g_gate.nheld;
+			pthread_mutex_unlock(&g_gate.mu);
+			if (n >= *held)
+				return;
+		}
+	}
+}
+
+Test(iscsi, pr_preempt_and_abort_waits_for_the_preempted_writes, .timeout = 60)
+{
+	struct ts_iscsi_server_opts so = { .addr = "127.0.0.1", .port = 0, .threads = 2 };
+	struct ts_iscsi_target_opts to = { .iqn = IQN };
+	struct ts_iscsi_lun_info info = { .size = 8 << 20, .block_size = 512 };
+	static unsigned char data[512];
+	int wa = 0, pa = 0, one = 1;
+
+	cr_assert_eq(ts_iscsi_server_create(&so, &g_srv), 0);
+	snprintf(g_portal, sizeof(g_portal), "127.0.0.1:%u", ts_iscsi_server_port(g_srv));
+	cr_assert_eq(ts_iscsi_target_add(g_srv, &to), 0);
+	cr_assert_eq(ts_iscsi_file_lun_create(NULL, 8 << 20, 0, &g_gate.fl), 0);
+	cr_assert_eq(ts_iscsi_lun_add(g_srv, IQN, 0, &g_gate_ops, NULL, &info), 0);
+	struct iscsi_context *a = login_as("iqn.2026-01.io.tessera:a");
+	struct iscsi_context *b = login_as("iqn.2026-01.io.tessera:b");
+	const int WE = SCSI_PERSISTENT_RESERVE_TYPE_WRITE_EXCLUSIVE;
+	cr_assert_eq(prout(a, SCSI_PERSISTENT_RESERVE_REGISTER, 0, 0, 0xa), SCSI_STATUS_GOOD);
+	cr_assert_eq(prout(b, SCSI_PERSISTENT_RESERVE_REGISTER, 0, 0, 0xb), SCSI_STATUS_GOOD);
+	cr_assert_eq(prout(a, SCSI_PERSISTENT_RESERVE_RESERVE, WE, 0xa, 0), SCSI_STATUS_GOOD);
+
+	/* a's write reaches the provider and stays there */
+	g_gate.hold = 1;
+	cr_assert_not_null(iscsi_write10_task(a, 0, 20, data, 512, 512, 0, 0, 0, 0, 0, task_cb, &wa));
+	service(a, 5000, NULL, &one);
+	cr_assert_eq(g_gate.nheld, 1);
+	/* b's PREEMPT AND ABORT does not complete while it is in flight */
+	struct scsi_persistent_reserve_out_basic p = { .reservation_key = 0xb,
+						       .service_action_reservation_key = 0xa };
+	cr_assert_not_null(iscsi_persistent_reserve_out_task(b, 0, SCSI_PERSISTENT_RESERVE_PREEMPT_AND_ABORT,
+							     0, WE, &p, task_cb, &pa));
+	service(b, 300, &pa, NULL);
+	cr_assert_eq(pa, 0);
+	/* the preemption is in effect already: b holds it, a's new commands are refused */
+	cr_assert_eq(full_status_flags(b, 0xb), 0x01);
+	/* let the write go: it completes (it was admitted before), then the PREEMPT AND ABORT */
+	pthread_mutex_lock(&g_gate.mu);
+	g_gate.hold = 0;
+	pthread_mutex_unlock(&g_gate.mu);
+	cr_assert_eq(ts_iscsi_file_lun_ops()->write(g_gate.fl, g_gate.held[0]), 0);
+	service(a, 5000, &wa, NULL);
+	cr_assert_eq(wa, 1);
+	service(b, 5000, &pa, NULL);
+	cr_assert_eq(pa, 1);
+	cr_assert_eq(ua_of(a), 0x2a05);
+	cr_assert_eq(write1(a, NULL), SCSI_STATUS_RESERVATION_CONFLICT);
+	cr_assert_eq(write1(b, NULL), SCSI_STATUS_GOOD);
+	logout(a);
+	logout(b);
+	stop();
+	g_gate.nheld = 0;
 }
 
 /* Bitwise CRC32C (Castagnoli, reflected), independent of ISA-L. */

@@ -5,11 +5,13 @@
  * at random points (device stops, unflushed writes partly lost) with every
  * flushed write and every snapshot checked after reopening; allocation
  * failure injection on every metadata and IO path (-ENOMEM, state unchanged,
- * nothing leaked); a full pool; concurrent writers racing snapshots.
+ * nothing leaked); a full pool; concurrent writers racing snapshots; volume
+ * attributes (limits, reload, not inherited by clones, gone with the volume).
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -973,6 +975,165 @@ Test(volume, holds_and_snapshots_race_writers)
 	for (i = 0; i < 3; i++)
 		for (g = 0; g < 40; g++)
 			cr_assert_eq(cur[w[i].first + g], w[i].last_tok[g]);
+	ts_vpool_close(p);
+	ts_member_destroy(m);
+}
+
+/* ---------------------------------------------------- volume attributes */
+
+static void attr_expect(struct ts_vpool *p, uint64_t vol, const char *name, const void *val,
+			size_t len)
+{
+	uint8_t *buf = malloc(TS_VOLUME_ATTR_VALUE_MAX);
+
+	cr_assert_eq(ts_vpool_volume_attr_get(p, vol, name, NULL, 0), (int)len, "%s", name);
+	cr_assert_eq(ts_vpool_volume_attr_get(p, vol, name, buf, TS_VOLUME_ATTR_VALUE_MAX), (int)len);
+	if (len)
+		cr_assert_arr_eq(buf, val, len, "%s", name);
+	free(buf);
+}
+
+Test(volume, attributes_set_get_delete_reload_and_clones)
+{
+	char name[TS_VOLUME_ATTR_NAME_MAX + 1];
+	uint8_t *big = malloc(TS_VOLUME_ATTR_VALUE_MAX + 1), small[4];
+	uint64_t vol, snap, clone, live_clone, hidden, other;
+	struct ts_member *m;
+	struct ts_vpool *p;
+	struct tmem *r;
+	int i;
+
+	for (i = 0; i < (int)TS_VOLUME_ATTR_VALUE_MAX + 1; i++)
+		big[i] = (uint8_t)(i * 7 + 3);
+	cr_assert_eq(tm_ram_create(32ull << 20, 4096, 0, &m, &r), 0);
+	cr_assert_eq(ts_vpool_format(m), 0);
+	cr_assert_eq(ts_vpool_open(m, &p), 0);
+	cr_assert_eq(ts_vpool_volume_create(p, "a", 64 * BS, 0, &vol), 0);
+	cr_assert_eq(ts_vpool_volume_create(p, "b", 64 * BS, 0, &other), 0);
+
+	/* set, get, overwrite, delete */
+	cr_assert_eq(ts_vpool_volume_attr_get(p, vol, "scsi.pr", NULL, 0), -ENOENT);
+	cr_assert_eq(ts_vpool_volume_attr_set(p, vol, "scsi.pr", "hello", 5), 0);
+	attr_expect(p, vol, "scsi.pr", "hello", 5);
+	cr_assert_eq(ts_vpool_volume_attr_get(p, vol, "scsi.pr", small, 4), -ERANGE);
+	cr_assert_eq(ts_vpool_volume_attr_set(p, vol, "scsi.pr", "a longer value", 14), 0);
+	attr_expect(p, vol, "scsi.pr", "a longer value", 14);
+	cr_assert_eq(ts_vpool_volume_attr_set(p, vol, "empty", NULL, 0), 0);
+	attr_expect(p, vol, "empty", NULL, 0);
+	cr_assert_eq(ts_vpool_volume_attr_set(p, vol, "gone", "x", 1), 0);
+	cr_assert_eq(ts_vpool_volume_attr_del(p, vol, "gone"), 0);
+	cr_assert_eq(ts_vpool_volume_attr_get(p, vol, "gone", NULL, 0), -ENOENT);
+	cr_assert_eq(ts_vpool_volume_attr_del(p, vol, "gone"), -ENOENT);
+	cr_assert_eq(ts_vpool_volume_attr_get(p, other, "scsi.pr", NULL, 0), -ENOENT);
+
+	/* limits */
+	memset(name, 'n', sizeof(name));
+	name[TS_VOLUME_ATTR_NAME_MAX] = 0; /* one byte too long */
+	cr_assert_eq(ts_vpool_volume_attr_set(p, vol, name, "x", 1), -EINVAL);
+	cr_assert_eq(ts_vpool_volume_attr_get(p, vol, name, NULL, 0), -EINVAL);
+	cr_assert_eq(ts_vpool_volume_attr_del(p, vol, name), -EINVAL);
+	name[TS_VOLUME_ATTR_NAME_MAX - 1] = 0; /* the longest */
+	cr_assert_eq(ts_vpool_volume_attr_set(p, vol, name, "long name", 9), 0);
+	cr_assert_eq(ts_vpool_volume_attr_set(p, vol, "", "x", 1), -EINVAL);
+	cr_assert_eq(ts_vpool_volume_attr_set(p, vol, NULL, "x", 1), -EINVAL);
+	cr_assert_eq(ts_vpool_volume_attr_set(p, vol, "v", NULL, 1), -EINVAL);
+	cr_assert_eq(ts_vpool_volume_attr_set(NULL, vol, "v", "x", 1), -EINVAL);
+	cr_assert_eq(ts_vpool_volume_attr_set(p, vol, "big", big, TS_VOLUME_ATTR_VALUE_MAX + 1),
+		     -E2BIG);
+	cr_assert_eq(ts_vpool_volume_attr_get(p, vol, "big", NULL, 0), -ENOENT);
+	cr_assert_eq(ts_vpool_volume_attr_set(p, vol, "big", big, TS_VOLUME_ATTR_VALUE_MAX), 0);
+	cr_assert_eq(ts_vpool_volume_attr_set(p, 9999, "v", "x", 1), -ENOENT);
+	cr_assert_eq(ts_vpool_volume_attr_del(p, 9999, "v"), -ENOENT);
+	/* scsi.pr, empty, the long name, big: fill up to the maximum */
+	for (i = 4; i < TS_VOLUME_ATTRS_MAX; i++) {
+		char n[8];
+		snprintf(n, sizeof(n), "f%d", i);
+		cr_assert_eq(ts_vpool_volume_attr_set(p, vol, n, n, strlen(n)), 0);
+	}
+	cr_assert_eq(ts_vpool_volume_attr_set(p, vol, "one.more", "x", 1), -ENOSPC);
+	cr_assert_eq(ts_vpool_volume_attr_set(p, vol, "empty", "now set", 7), 0); /* replace: fine */
+
+	/* snapshots keep them on the volume; clones (of a snapshot, of the live
+	 * volume through a hidden snapshot) start with none */
+	cr_assert_eq(ts_vpool_snapshot(p, vol, "s", 0, &snap), 0);
+	attr_expect(p, vol, "scsi.pr", "a longer value", 14);
+	cr_assert_eq(ts_vpool_volume_create(p, "c", 64 * BS, snap, &clone), 0);
+	cr_assert_eq(ts_vpool_volume_attr_get(p, clone, "scsi.pr", NULL, 0), -ENOENT);
+	cr_assert_eq(ts_vpool_snapshot(p, vol, "", TS_LAYER_HIDDEN, &hidden), 0);
+	cr_assert_eq(ts_vpool_volume_create(p, "lc", 64 * BS, hidden, &live_clone), 0);
+	cr_assert_eq(ts_vpool_volume_attr_get(p, live_clone, "big", NULL, 0), -ENOENT);
+	cr_assert_eq(ts_vpool_volume_attr_set(p, clone, "scsi.pr", "clone's own", 11), 0);
+	cr_assert_eq(ts_vpool_volume_expand(p, vol, 128 * BS), 0);
+
+	/* reload: first from the log, then from the checkpoint that open wrote */
+	for (i = 0; i < 2; i++) {
+		ts_vpool_close(p);
+		cr_assert_eq(ts_vpool_open(m, &p), 0, "reload %d", i);
+		attr_expect(p, vol, "scsi.pr", "a longer value", 14);
+		attr_expect(p, vol, "empty", "now set", 7);
+		attr_expect(p, vol, name, "long name", 9);
+		attr_expect(p, vol, "big", big, TS_VOLUME_ATTR_VALUE_MAX);
+		attr_expect(p, vol, "f5", "f5", 2);
+		cr_assert_eq(ts_vpool_volume_attr_get(p, vol, "gone", NULL, 0), -ENOENT);
+		attr_expect(p, clone, "scsi.pr", "clone's own", 11);
+		cr_assert_eq(ts_vpool_volume_attr_get(p, live_clone, "scsi.pr", NULL, 0), -ENOENT);
+		cr_assert_eq(ts_vpool_volume_attr_get(p, other, "scsi.pr", NULL, 0), -ENOENT);
+	}
+
+	/* a rebase (restore in place) keeps them; a delete takes them along */
+	cr_assert_eq(ts_vpool_volume_rebase(p, vol, snap), 0);
+	attr_expect(p, vol, "scsi.pr", "a longer value", 14);
+	cr_assert_eq(ts_vpool_volume_delete(p, vol), 0);
+	cr_assert_eq(ts_vpool_volume_attr_get(p, vol, "scsi.pr", NULL, 0), -ENOENT);
+	cr_assert_eq(ts_vpool_volume_attr_set(p, vol, "scsi.pr", "x", 1), -ENOENT);
+	ts_vpool_close(p);
+	cr_assert_eq(ts_vpool_open(m, &p), 0);
+	cr_assert_eq(ts_vpool_volume_attr_get(p, vol, "scsi.pr", NULL, 0), -ENOENT);
+	attr_expect(p, clone, "scsi.pr", "clone's own", 11);
+	ts_vpool_close(p);
+	ts_member_destroy(m);
+	free(big);
+}
+
+Test(volume, attribute_allocation_failures_change_nothing)
+{
+	static const char *const names[] = { "scsi.pr", "new", "scsi.pr" };
+	struct ts_member *m;
+	struct ts_vpool *p;
+	struct tmem *r;
+	uint64_t vol;
+	int which;
+
+	cr_assert_eq(tm_ram_create(32ull << 20, 4096, 0, &m, &r), 0);
+	cr_assert_eq(ts_vpool_format(m), 0);
+	cr_assert_eq(ts_vpool_open(m, &p), 0);
+	cr_assert_eq(ts_vpool_volume_create(p, "a", 64 * BS, 0, &vol), 0);
+	cr_assert_eq(ts_vpool_volume_attr_set(p, vol, "scsi.pr", "old", 3), 0);
+	/* 0: overwrite, 1: add, 2: delete */
+	for (which = 0; which < 3; which++) {
+		int rc = -ENOMEM;
+		long k;
+
+		for (k = 0; rc == -ENOMEM && k < 1000; k++) {
+			ts_alloc_fail_after(k);
+			rc = which == 2 ? ts_vpool_volume_attr_del(p, vol, names[which])
+					: ts_vpool_volume_attr_set(p, vol, names[which], "value", 5);
+			ts_alloc_fail_after(-1);
+			if (rc != -ENOMEM)
+				continue;
+			if (which == 0)
+				attr_expect(p, vol, "scsi.pr", "old", 3);
+			else if (which == 1)
+				cr_assert_eq(ts_vpool_volume_attr_get(p, vol, "new", NULL, 0), -ENOENT);
+			else
+				attr_expect(p, vol, "scsi.pr", "value", 5);
+		}
+		cr_assert_eq(rc, 0, "op %d: rc %d", which, rc);
+	}
+	ts_vpool_close(p);
+	cr_assert_eq(ts_vpool_open(m, &p), 0);
+	cr_assert_eq(ts_vpool_volume_attr_get(p, vol, "scsi.pr", NULL, 0), -ENOENT);
+	attr_expect(p, vol, "new", "value", 5);
 	ts_vpool_close(p);
 	ts_member_destroy(m);
 }

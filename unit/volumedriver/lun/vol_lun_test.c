@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The volume LUN provider: QoS enforcement. A thin volume on a RAM member,
- * exported on a loopback iSCSI server with a QoS domain. Most tests drive
- * the provider's ops table directly (the .c is included to reach it), with
- * a closed loop of 16 IOs from the test thread; one logs in with libiscsi to
- * check that unexport waits for IOs queued in the gate.
+ * The volume LUN provider: QoS enforcement and persistent reservations. A
+ * thin volume on a RAM member, exported on a loopback iSCSI server with a QoS
+ * domain. Most QoS tests drive the provider's ops table directly (the .c is
+ * included to reach it), with a closed loop of 16 IOs from the test thread;
+ * one logs in with libiscsi to check that unexport waits for IOs queued in
+ * the gate. Persistent reservations, through two libiscsi sessions:
+ * registrations and the holder survive a new server and a pool reopen (they
+ * live in the volume attribute), clones start without, and a legacy PR file
+ * is imported once.
  */
 #include <criterion/criterion.h>
 #include <iscsi/iscsi.h>
@@ -282,4 +286,210 @@ Test(vol_lun, unexport_drains_queued_ios, .timeout = 60)
 	cr_assert_lt(ts_now_ns() - t0, 10000000000ull);
 	iscsi_destroy_context(ctx);
 	(void)g_cb_calls;
+}
+
+/* ---- persistent reservations live in the volume ---- */
+
+static struct iscsi_context *pr_login(const char *iname, uint8_t isid_tag)
+{
+	struct iscsi_context *ctx = iscsi_create_context(iname);
+	char portal[64];
+
+	cr_assert_not_null(ctx);
+	snprintf(portal, sizeof(portal), "127.0.0.1:%u", ts_iscsi_server_port(g_srv));
+	/* a fixed ISID: the same I_T nexus after a reconnect */
+	cr_assert_eq(iscsi_set_isid_random(ctx, isid_tag, 0), 0);
+	iscsi_set_targetname(ctx, IQN);
+	iscsi_set_session_type(ctx, ISCSI_SESSION_NORMAL);
+	cr_assert_eq(iscsi_full_connect_sync(ctx, portal, 0), 0, "%s", iscsi_get_error(ctx));
+	return ctx;
+}
+
+static int pr_out(struct iscsi_context *ctx, int sa, int type, uint64_t rk, uint64_t sark)
+{
+	struct scsi_persistent_reserve_out_basic b = { .reservation_key = rk,
+						       .service_action_reservation_key = sark };
+	struct scsi_task *t = iscsi_persistent_reserve_out_sync(ctx, 0, sa, 0, type, &b);
+	int st;
+
+	cr_assert_not_null(t);
+	st = t->status;
+	scsi_free_scsi_task(t);
+	return st;
+}
+
+static int pr_write(struct iscsi_context *ctx)
+{
+	static uint8_t data[BS];
+	struct scsi_task *t;
+	int st;
+
+	/* a unit attention first (power on, reservations preempted) is not the answer */
+	for (int i = 0; i < 4; i++) {
+		t = iscsi_write16_sync(ctx, 0, 0, data, BS, BS, 0, 0, 0, 0, 0);
+		cr_assert_not_null(t);
+		st = t->status;
+		if (!(st == SCSI_STATUS_CHECK_CONDITION && t->sense.key == SCSI_SENSE_UNIT_ATTENTION)) {
+			scsi_free_scsi_task(t);
+			return st;
+		}
+		scsi_free_scsi_task(t);
+	}
+	return -1;
+}
+
+/* READ KEYS (sorted) and READ RESERVATION: holder key and type, or 0 and -1. */
+static void pr_read(struct iscsi_context *ctx, uint64_t *keys, int *nkeys, uint64_t *hkey, int *type)
+{
+	struct scsi_persistent_reserve_in_read_reservation *rr;
+	struct scsi_persistent_reserve_in_read_keys *rk;
+	struct scsi_task *t;
+
+	t = iscsi_persistent_reserve_in_sync(ctx, 0, SCSI_PERSISTENT_RESERVE_READ_KEYS, 512);
+	cr_assert_not_null(t);
+	if (t->status == SCSI_STATUS_CHECK_CONDITION) { /* the unit attention of a new LU */
+		scsi_free_scsi_task(t);
+		t = iscsi_persistent_reserve_in_sync(ctx, 0, SCSI_PERSISTENT_RESERVE_READ_KEYS, 512);
+		cr_assert_not_null(t);
+	}
+	cr_assert_eq(t->status, SCSI_STATUS_GOOD);
+	rk = scsi_datain_unmarshall(t);
+	cr_assert_not_null(rk);
+	*nkeys = rk->num_keys;
+	for (int i = 0; i < rk->num_keys && i < 4; i++)
+		keys[i] = rk->keys[i];
+	if (*nkeys == 2 && keys[0] > keys[1]) {
+		uint64_t k = keys[0];
+		keys[0] = keys[1];
+		keys[1] = k;
+	}
+	scsi_free_scsi_task(t);
+	t = iscsi_persistent_reserve_in_sync(ctx, 0, SCSI_PERSISTENT_RESERVE_READ_RESERVATION, 512);
+	cr_assert_not_null(t);
+	cr_assert_eq(t->status, SCSI_STATUS_GOOD);
+	rr = scsi_datain_unmarshall(t);
+	cr_assert_not_null(rr);
+	*hkey = rr->reserved ? rr->reservation_key : 0;
+	*type = rr->reserved ? (int)rr->pr_type : -1;
+	scsi_free_scsi_task(t);
+}
+
+/* Unexport, destroy the server, close and reopen the pool: a restart. */
+static void pr_restart(void)
+{
+	struct ts_iscsi_server_opts so = { .addr = "127.0.0.1", .port = 0, .threads = 2 };
+
+	cr_assert_eq(ts_vol_lun_unexport(g_lun), 0);
+	g_lun = NULL;
+	ts_iscsi_server_destroy(g_srv);
+	ts_vpool_close(g_pool);
+	cr_assert_eq(ts_vpool_open(g_m, &g_pool), 0);
+	cr_assert_eq(ts_iscsi_server_create(&so, &g_srv), 0);
+}
+
+static void pr_logout(struct iscsi_context *c)
+{
+	iscsi_logout_sync(c);
+	iscsi_destroy_context(c);
+}
+
+/* Both sessions out, restart, export again, both back in with their ISIDs. */
+static void pr_cycle(const struct ts_vol_lun_opts *o, struct iscsi_context **a, const char *ia,
+		     uint8_t ta, struct iscsi_context **b, const char *ib, uint8_t tb)
+{
+	pr_logout(*a);
+	pr_logout(*b);
+	pr_restart();
+	cr_assert_eq(ts_vol_lun_export(g_srv, g_pool, g_vol, o, &g_lun), 0);
+	*a = pr_login(ia, ta);
+	*b = pr_login(ib, tb);
+}
+
+Test(vol_lun, reservations_survive_a_new_server_and_pool_reopen, .timeout = 60)
+{
+	struct ts_vol_lun_opts o = { .iqn = IQN }; /* no legacy file */
+	const char *ia = "iqn.2026-01.io.tessera:node-a", *ib = "iqn.2026-01.io.tessera:node-b";
+	struct iscsi_context *a, *b;
+	uint64_t keys[4], hkey;
+	int nkeys, type;
+
+	cr_assert_eq(ts_vol_lun_export(g_srv, g_pool, g_vol, &o, &g_lun), 0);
+	a = pr_login(ia, 1);
+	b = pr_login(ib, 2);
+	cr_assert_eq(pr_out(a, SCSI_PERSISTENT_RESERVE_REGISTER, 0, 0, 0xA), SCSI_STATUS_GOOD);
+	cr_assert_eq(pr_out(b, SCSI_PERSISTENT_RESERVE_REGISTER, 0, 0, 0xB), SCSI_STATUS_GOOD);
+	cr_assert_eq(pr_out(a, SCSI_PERSISTENT_RESERVE_RESERVE,
+			    SCSI_PERSISTENT_RESERVE_TYPE_WRITE_EXCLUSIVE, 0xA, 0), SCSI_STATUS_GOOD);
+	cr_assert_eq(pr_write(a), SCSI_STATUS_GOOD);
+	cr_assert_eq(pr_write(b), SCSI_STATUS_RESERVATION_CONFLICT);
+	cr_assert_gt(ts_vpool_volume_attr_get(g_pool, g_vol, TS_VOL_LUN_PR_ATTR, NULL, 0), 0);
+	pr_cycle(&o, &a, ia, 1, &b, ib, 2);
+	pr_read(b, keys, &nkeys, &hkey, &type);
+	cr_assert_eq(nkeys, 2);
+	cr_assert_eq(keys[0], 0xA);
+	cr_assert_eq(keys[1], 0xB);
+	cr_assert_eq(hkey, 0xA);
+	cr_assert_eq(type, SCSI_PERSISTENT_RESERVE_TYPE_WRITE_EXCLUSIVE);
+	cr_assert_eq(pr_write(a), SCSI_STATUS_GOOD); /* the same nexus still holds it */
+	cr_assert_eq(pr_write(b), SCSI_STATUS_RESERVATION_CONFLICT);
+	/* fence A off, then restart again: B holds it, A is gone */
+	cr_assert_eq(pr_out(b, SCSI_PERSISTENT_RESERVE_PREEMPT,
+			    SCSI_PERSISTENT_RESERVE_TYPE_WRITE_EXCLUSIVE, 0xB, 0xA), SCSI_STATUS_GOOD);
+	pr_cycle(&o, &a, ia, 1, &b, ib, 2);
+	pr_read(a, keys, &nkeys, &hkey, &type);
+	cr_assert_eq(nkeys, 1);
+	cr_assert_eq(keys[0], 0xB);
+	cr_assert_eq(hkey, 0xB);
+	cr_assert_eq(pr_write(a), SCSI_STATUS_RESERVATION_CONFLICT);
+	cr_assert_eq(pr_write(b), SCSI_STATUS_GOOD);
+	pr_logout(a);
+	pr_logout(b);
+	cr_assert_eq(ts_vol_lun_unexport(g_lun), 0);
+
+	/* a clone is a new LU: no reservations */
+	{
+		uint64_t snap, clone;
+		cr_assert_eq(ts_vpool_snapshot(g_pool, g_vol, "s", 0, &snap), 0);
+		cr_assert_eq(ts_vpool_volume_create(g_pool, "c", VOL_BLOCKS * BS, snap, &clone), 0);
+		cr_assert_eq(ts_vpool_volume_attr_get(g_pool, clone, TS_VOL_LUN_PR_ATTR, NULL, 0),
+			     -ENOENT);
+	}
+}
+
+Test(vol_lun, legacy_pr_file_is_imported_once, .timeout = 60)
+{
+	static const char legacy[] = "tessera-pr 1\ngen 7\nres 1 1 iqn.2026-01.io.tessera:old,i,0x000000000001\n"
+				     "reg 00000000000000c1 iqn.2026-01.io.tessera:old,i,0x000000000001\n";
+	struct ts_vol_lun_opts o = { .iqn = IQN, .pr_state_path = g_pr };
+	char imported[96];
+	struct iscsi_context *c;
+	uint64_t keys[4], hkey;
+	int nkeys, type;
+
+	cr_assert_eq(ts_file_write_atomic(g_pr, legacy, strlen(legacy)), 0);
+	cr_assert_eq(ts_vol_lun_export(g_srv, g_pool, g_vol, &o, &g_lun), 0);
+	snprintf(imported, sizeof(imported), "%s.imported", g_pr);
+	cr_assert_neq(access(g_pr, F_OK), 0);
+	cr_assert_eq(access(imported, F_OK), 0);
+	cr_assert_eq(ts_vpool_volume_attr_get(g_pool, g_vol, TS_VOL_LUN_PR_ATTR, NULL, 0),
+		     (int)strlen(legacy));
+	c = pr_login("iqn.2026-01.io.tessera:reader", 3);
+	pr_read(c, keys, &nkeys, &hkey, &type);
+	cr_assert_eq(nkeys, 1);
+	cr_assert_eq(keys[0], 0xc1);
+	cr_assert_eq(hkey, 0xc1);
+	cr_assert_eq(type, SCSI_PERSISTENT_RESERVE_TYPE_WRITE_EXCLUSIVE);
+	cr_assert_eq(pr_write(c), SCSI_STATUS_RESERVATION_CONFLICT);
+	pr_logout(c);
+	/* a stale file written later is ignored: the attribute wins */
+	cr_assert_eq(ts_file_write_atomic(g_pr, "tessera-pr 1\ngen 1\nres 0 0 -\n", 29), 0);
+	pr_restart();
+	cr_assert_eq(ts_vol_lun_export(g_srv, g_pool, g_vol, &o, &g_lun), 0);
+	c = pr_login("iqn.2026-01.io.tessera:reader", 3);
+	pr_read(c, keys, &nkeys, &hkey, &type);
+	cr_assert_eq(nkeys, 1);
+	cr_assert_eq(hkey, 0xc1);
+	pr_logout(c);
+	cr_assert_eq(ts_vol_lun_unexport(g_lun), 0);
+	unlink(imported);
 }
