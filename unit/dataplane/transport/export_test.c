@@ -67,7 +67,7 @@ static struct ts_member *connect_vdisk(const uint8_t uuid[16], const char *secre
 	char iqn[80], url[160];
 	struct ts_transport_opts o = { .url = url, .chap_user = USER, .chap_secret = secret,
 				       .node_id = 2, .uuid = uuid, .size = size, .block_size = size ? BS : 0,
-				       .io_timeout_ms = 500, .connect_timeout_ms = 500 };
+				       .io_timeout_ms = 5000, .connect_timeout_ms = 5000 };
 	struct ts_member *m = NULL;
 
 	ts_transport_vdisk_iqn(uuid, iqn);
