@@ -372,8 +372,8 @@ const char *csi_mode_refusal(const struct ts_csi_backend_ops *be,
 		if (nodes > 1 && writers && !be->multi_node_writers)
 			return "access modes with writers on several nodes need a backend whose "
 			       "volume engine serializes writes from every node, and this "
-			       "driver's backend does not (the Tessera data plane does once "
-			       "its IO arbiter serves the volume)";
+			       "driver's backend does not (the data-plane backend of tessera "
+			       "dev and tessera controller does)";
 		return NULL;
 	}
 	switch (cap->access_mode->mode) {
