@@ -218,6 +218,7 @@ static void write_finish(struct vreq *r)
 		struct vgrain *g = &r->g[i];
 		if (!g->fresh)
 			continue;
+		p->pres--; /* the slot held since submit: vp_free_later below may use it */
 		if (st == 0) {
 			struct r_map m = { r->head->id, g->grain, g->pba };
 			uint64_t old = rmap_set(&r->head->map, g->grain, g->pba);
@@ -322,7 +323,7 @@ static int vio_write(struct ts_volume *h, uint64_t off, uint64_t len, const void
 	struct ts_vpool *p = h->pool;
 	struct vol *v = h->vol;
 	struct vreq *r;
-	size_t i, nfresh = 0;
+	size_t i;
 	int rc;
 
 	pthread_mutex_lock(&p->mu);
@@ -346,7 +347,7 @@ static int vio_write(struct ts_volume *h, uint64_t off, uint64_t len, const void
 			continue;
 		}
 		if (rmap_reserve(&v->head->map, g->grain) || rmap_reserve(&v->index, g->grain) ||
-		    vp_pending_reserve(p, nfresh + 1) || vp_rec_reserve(p, R_MAP_SIZE)) {
+		    vp_pending_reserve(p, 1) || vp_rec_reserve(p, R_MAP_SIZE)) {
 			rc = -ENOMEM;
 			break;
 		}
@@ -357,11 +358,12 @@ static int vio_write(struct ts_volume *h, uint64_t off, uint64_t len, const void
 			break;
 		}
 		g->fresh = 1;
-		nfresh++;
+		p->pres++; /* its slot in the pending list, until write_finish */
 	}
 	if (rc) {
 		for (i = 0; i < r->ng; i++)
 			if (r->g[i].fresh) {
+				p->pres--;
 				vp_free_now(p, r->g[i].pba);
 				vp_rec_unreserve(p, R_MAP_SIZE);
 			}

@@ -233,9 +233,14 @@ void vp_free_now(struct ts_vpool *p, uint64_t pba)
 	p->nfree++;
 }
 
+/*
+ * Room for \p n more entries beyond those in the list and those held by
+ * writes in flight (p->pres): a write holds one slot per fresh block from
+ * submit to completion, where it may free the block a racing write put there.
+ */
 int vp_pending_reserve(struct ts_vpool *p, size_t n)
 {
-	return vp_grow((void **)&p->pending, &p->pcap, p->npending + n, sizeof(*p->pending));
+	return vp_grow((void **)&p->pending, &p->pcap, p->npending + p->pres + n, sizeof(*p->pending));
 }
 
 void vp_free_later(struct ts_vpool *p, uint64_t pba)

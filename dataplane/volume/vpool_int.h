@@ -87,6 +87,7 @@ struct ts_vpool {
 	uint64_t nfree, cursor;
 	uint64_t *pending;  /* freed since the last commit */
 	size_t npending, pcap;
+	size_t pres; /* slots held for writes in flight (vp_pending_reserve keeps pcap >= npending + pres) */
 
 	/* tables, sorted by id (ids only grow, so appends keep them sorted) */
 	struct layer **layers;
