@@ -359,15 +359,18 @@ void ts_rl_destroy(struct ts_rl *rl)
 }
 
 /*
- * Enter r into the tree: 1 granted, 0 waiting, -EINVAL. With \p may_wait
+ * Enter r (with its callback or waiter) into the tree: 1 granted, 0 waiting, -EINVAL. With \p may_wait
  * false a request that would wait is not entered (-EBUSY).
  */
 static int rl_enter_locked(struct ts_rl *rl, struct ts_rl_req *r, uint64_t start, uint64_t len,
-			   enum ts_rl_mode mode, bool may_wait)
+			   enum ts_rl_mode mode, bool may_wait, ts_rl_cb cb, void *arg, void *waiter)
 {
 	if (!len || start + len < start || (mode != TS_RL_SHARED && mode != TS_RL_EXCL) ||
 	    r->state != RL_IDLE)
 		return -EINVAL;
+	r->cb = cb;
+	r->arg = arg;
+	r->waiter = waiter;
 	r->start = start;
 	r->end = start + len;
 	r->mode = (uint8_t)mode;
@@ -399,12 +402,7 @@ int ts_rl_lock_async(struct ts_rl *rl, struct ts_rl_req *r, uint64_t start, uint
 	if (!rl || !r || !cb)
 		return -EINVAL;
 	pthread_mutex_lock(&rl->mu);
-	if (r->state == RL_IDLE) {
-		r->cb = cb;
-		r->arg = arg;
-		r->waiter = NULL;
-	}
-	rc = rl_enter_locked(rl, r, start, len, mode, true);
+	rc = rl_enter_locked(rl, r, start, len, mode, true, cb, arg, NULL);
 	pthread_mutex_unlock(&rl->mu);
 	return rc;
 }
@@ -420,12 +418,7 @@ int ts_rl_lock(struct ts_rl *rl, struct ts_rl_req *r, uint64_t start, uint64_t l
 	if (pthread_cond_init(&w.cond, NULL))
 		return -ENOMEM;
 	pthread_mutex_lock(&rl->mu);
-	if (r->state == RL_IDLE) {
-		r->cb = NULL;
-		r->arg = NULL;
-		r->waiter = &w;
-	}
-	rc = rl_enter_locked(rl, r, start, len, mode, true);
+	rc = rl_enter_locked(rl, r, start, len, mode, true, NULL, NULL, &w);
 	if (rc == 0) {
 		while (r->state != RL_HELD)
 			pthread_cond_wait(&w.cond, &rl->mu);
@@ -447,12 +440,7 @@ int ts_rl_trylock(struct ts_rl *rl, struct ts_rl_req *r, uint64_t start, uint64_
 	if (!rl || !r)
 		return -EINVAL;
 	pthread_mutex_lock(&rl->mu);
-	if (r->state == RL_IDLE) {
-		r->cb = NULL;
-		r->arg = NULL;
-		r->waiter = NULL;
-	}
-	rc = rl_enter_locked(rl, r, start, len, mode, false);
+	rc = rl_enter_locked(rl, r, start, len, mode, false, NULL, NULL, NULL);
 	pthread_mutex_unlock(&rl->mu);
 	return rc < 0 ? rc : 0;
 }
