@@ -497,6 +497,38 @@ static int check_mode(struct ts_csi_driver *d, struct csi_call *c, const char *i
 	return 0;
 }
 
+/*
+ * A filesystem volume's record says it is staged, but nothing is mounted at
+ * its staging path: an earlier NodeUnstageVolume unmounted it and then could
+ * not detach the device (held elsewhere, e.g. by a mount namespace that still
+ * had a copy of the mount), and failed, so the CO will retry it. Until then a
+ * stage or publish must not hand out the empty directory (a Pod would see no
+ * data and write into the node's own filesystem): mount the still-attached
+ * device there again. 0, or a CSI failure already set on \p c.
+ */
+static int restore_staging_mount(struct csi_call *c, const struct node_vol *v,
+				 unsigned long flags, bool no_replay)
+{
+	int m;
+
+	if (v->block)
+		return 0;
+	m = is_mounted(v->staging);
+	if (m < 0)
+		return csi_fail_err(c, m, "reading mountinfo");
+	if (m)
+		return 0;
+	if (v->ro)
+		flags |= MS_RDONLY;
+	if (mount(v->dev, v->staging, v->fs_type, flags,
+		  !no_replay ? NULL : strcmp(v->fs_type, "xfs") ? "noload" : "norecovery"))
+		return csi_fail_err(c, -errno, "mounting the staging path again");
+	ts_log(TS_LOG_WARN, "csi",
+	       "staging path was unmounted by a failed unstage: mounted again id=%s dev=%s path=%s",
+	       v->id, v->dev, v->staging);
+	return 0;
+}
+
 static int node_stage(struct ts_csi_driver *d, struct csi_call *c, const void *reqp, void *respp)
 {
 	const Csi__V1__NodeStageVolumeRequest *req = reqp;
@@ -547,7 +579,7 @@ static int node_stage(struct ts_csi_driver *d, struct csi_call *c, const void *r
 				      "volume %s is already staged at %s with another access type or path",
 				      v->id, v->staging);
 		else
-			rc = 0;
+			rc = restore_staging_mount(c, v, flags, no_replay);
 		v = NULL;
 		goto out;
 	}
@@ -688,6 +720,19 @@ static int node_unstage(struct ts_csi_driver *d, struct csi_call *c, const void 
 		goto out;
 	}
 	if (!v->block) {
+		/*
+		 * Flush first: if another mount namespace still holds a copy of the
+		 * mount (a container being torn down), unmounting ours writes nothing
+		 * back, and the device may be detached under that copy.
+		 */
+		int sfd = open(v->staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		if (sfd >= 0) {
+			if (syncfs(sfd))
+				ts_log(TS_LOG_WARN, "csi", "syncfs before unstage failed id=%s err=\"%s\"",
+				       v->id, strerror(errno));
+			close(sfd);
+		}
 		rc = umount_all(v->staging);
 		if (rc) {
 			rc = csi_fail_err(c, rc, "unmounting the staging path");
@@ -745,6 +790,11 @@ static int node_publish(struct ts_csi_driver *d, struct csi_call *c, const void 
 	}
 	if (v->ro)
 		flags |= MS_RDONLY; /* staged read-only: every publish is */
+	/* The CO may publish without staging again after a failed unstage. */
+	rc = restore_staging_mount(c, v, 0,
+				   csi_mode_multi_node(req->volume_capability) && v->ro);
+	if (rc)
+		goto out;
 	m = is_mounted(tp);
 	if (m < 0) {
 		rc = csi_fail_err(c, m, "reading mountinfo");

@@ -18,15 +18,19 @@
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
 #include <linux/fs.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "csi/backend/backend_dataplane.h"
@@ -262,6 +266,103 @@ Test(csi_dataplane, block_volume_pattern_lands_in_the_pool)
 	close(fd);
 	cr_assert_eq(memcmp(data, back, sizeof(data)), 0);
 	unpublish(v, target);
+	unstage(v, staging);
+	delete_vol(v);
+	tfree_all();
+}
+
+static void read_file_is(const char *path, const char *want)
+{
+	char got[64] = "";
+	int fd = open(path, O_RDONLY);
+
+	cr_assert_geq(fd, 0, "%s: %s (the staging path was handed out empty)", path,
+		      strerror(errno));
+	cr_assert_gt(read(fd, got, sizeof(got) - 1), 0);
+	close(fd);
+	cr_assert_str_eq(got, want);
+}
+
+/*
+ * A failed unstage (kubelet's case: a container's mount namespace still held a
+ * copy of the mount, so the device stayed busy after the unmount) must not leave
+ * the record pointing at an empty directory: the next stage, or a publish the CO
+ * makes without staging again, mounts the still-attached device there again, and
+ * the Pod finds its data (it once found an empty /data and no file).
+ */
+Test(csi_dataplane, failed_unstage_leaves_no_empty_staging_path)
+{
+	Csi__V1__VolumeCapability *cap = tcap_mount("ext4");
+	Csi__V1__NodeUnstageVolumeRequest ur = CSI__V1__NODE_UNSTAGE_VOLUME_REQUEST__INIT;
+	char staging[400], target[400], file[500];
+	const Csi__V1__Volume *v;
+	int hold[2], fd, status;
+	pid_t child;
+	char c;
+
+	v = create("pvc-fs-busy", 32 << 20, cap);
+	snprintf(staging, sizeof(staging), "%s/busy-staging", g_dp.dir);
+	snprintf(target, sizeof(target), "%s/busy-target", g_dp.dir);
+	snprintf(file, sizeof(file), "%s/f", target);
+	mkdir(staging, 0750);
+	stage(v, staging, cap);
+	publish(v, staging, target, cap);
+	fd = open(file, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, "busy-data", 9), 9);
+	cr_assert_eq(fsync(fd), 0);
+	close(fd);
+
+	/* A child in its own mount namespace keeps a copy of the mounts. */
+	cr_assert_eq(pipe(hold), 0);
+	child = fork();
+	cr_assert_geq(child, 0);
+	if (child == 0) {
+		close(hold[1]);
+		if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
+			_exit(1);
+		(void)!read(hold[0], &c, 1); /* until the parent closes its end */
+		_exit(0);
+	}
+	close(hold[0]);
+	/* Wait until the child's namespace exists (its mountinfo differs from ours). */
+	for (int i = 0; i < 200; i++) {
+		char ns_child[64], ns_self[64], p[64];
+		ssize_t a, b;
+
+		snprintf(p, sizeof(p), "/proc/%d/ns/mnt", (int)child);
+		a = readlink(p, ns_child, sizeof(ns_child) - 1);
+		b = readlink("/proc/self/ns/mnt", ns_self, sizeof(ns_self) - 1);
+		if (a > 0 && b > 0 && (a != b || memcmp(ns_child, ns_self, (size_t)a)))
+			break;
+		usleep(10000);
+	}
+
+	unpublish(v, target);
+	ur.volume_id = v->volume_id;
+	ur.staging_target_path = staging;
+	cr_assert_eq(RPC("Node/NodeUnstageVolume", &ur, NULL, NULL), 9 /* FAILED_PRECONDITION */,
+		     "unstage with the device held elsewhere: %s", g_msg);
+	cr_assert(strstr(g_msg, "busy"), "%s", g_msg);
+
+	/* Publish without a new stage (kubelet still counts it staged). */
+	publish(v, staging, target, cap);
+	read_file_is(file, "busy-data");
+	unpublish(v, target);
+
+	/* A stage again, then publish. */
+	stage(v, staging, cap);
+	publish(v, staging, target, cap);
+	read_file_is(file, "busy-data");
+	unpublish(v, target);
+
+	/* The holder gone, the unstage completes. (With it still there, a second
+	 * unstage may already succeed: the kernel can drop the device's claim once a
+	 * second mount of the same superblock is unmounted; the holder's copy then
+	 * fails its IO, which is why unstage flushes before it unmounts.) */
+	close(hold[1]);
+	cr_assert_eq(waitpid(child, &status, 0), child);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
 	unstage(v, staging);
 	delete_vol(v);
 	tfree_all();
