@@ -16,8 +16,13 @@
  * neither (they are a small audit trail in tests); a real store would expire
  * them.
  *
+ * Group records are the exception to "one writer": the owner's engine
+ * rewrites its group's slots (rebuild), the control plane raises its epoch.
+ * Both read-modify-write under an flock of groups/<uuid>.lock, and a write
+ * carrying an epoch below the stored one is refused (-ESTALE).
+ *
  * THREAD SAFETY: no mutable state beyond the path; the filesystem's rename
- * atomicity is the only synchronisation.
+ * atomicity and the group lock are the only synchronisation.
  */
 #include "control/registry/registry.h"
 
@@ -26,6 +31,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -284,32 +290,8 @@ static int dir_request_status(void *ctx, uint32_t node_id, const char *req_id, i
 	return rc;
 }
 
-static int dir_put_group(void *ctx, const struct ts_reg_group *g)
+static int read_group(const struct dirreg *d, const uint8_t uuid[16], struct ts_reg_group *g)
 {
-	struct dirreg *d = ctx;
-	char path[4096], u[37];
-	json_t *arr = json_array();
-
-	for (uint32_t i = 0; arr && i < g->k + g->m && i < TS_REG_MAX_SLOTS; i++)
-		json_array_append_new(arr, json_pack("{s:i,s:o}", "node_id", (int)g->slots[i].node_id,
-						     "vdisk", uuid_json(g->slots[i].vdisk)));
-	json_t *jarr = json_array();
-
-	for (uint32_t i = 0; jarr && i < g->njournals && i < TS_REG_MAX_NODES; i++)
-		json_array_append_new(jarr, json_pack("{s:i,s:o}", "node_id",
-						      (int)g->journals[i].node_id, "vdisk",
-						      uuid_json(g->journals[i].vdisk)));
-	ts_uuid_format(g->uuid, u);
-	snprintf(path, sizeof(path), "%s/groups/%s.json", d->root, u);
-	return write_json(path, json_pack("{s:s,s:i,s:i,s:I,s:o,s:I,s:o}", "uuid", u, "k", (int)g->k,
-					  "m", (int)g->m, "member_size",
-					  (json_int_t)g->member_size, "slots", arr, "journal_size",
-					  (json_int_t)g->journal_size, "journals", jarr));
-}
-
-static int dir_get_group(void *ctx, const uint8_t uuid[16], struct ts_reg_group *g)
-{
-	struct dirreg *d = ctx;
 	char path[4096], u[37];
 	json_t *j, *arr = NULL, *v;
 	int k = 0, m = 0, rc = -EINVAL;
@@ -329,6 +311,16 @@ static int dir_get_group(void *ctx, const uint8_t uuid[16], struct ts_reg_group 
 	g->k = (uint32_t)k;
 	g->m = (uint32_t)m;
 	g->member_size = (uint64_t)ms;
+	/* owner and epoch: absent in records written before engines had owners */
+	v = json_object_get(j, "owner_node");
+	if (v && (!json_is_integer(v) || json_integer_value(v) < 0 ||
+		  json_integer_value(v) > UINT32_MAX))
+		goto out;
+	g->owner_node = v ? (uint32_t)json_integer_value(v) : 0;
+	v = json_object_get(j, "epoch");
+	if (v && (!json_is_integer(v) || json_integer_value(v) < 0))
+		goto out;
+	g->epoch = v ? (uint64_t)json_integer_value(v) : 0;
 	json_array_foreach(arr, i, v) {
 		if (!json_is_integer(json_object_get(v, "node_id")) ||
 		    uuid_of(json_object_get(v, "vdisk"), g->slots[i].vdisk))
@@ -360,6 +352,111 @@ out:
 	return rc;
 }
 
+static int write_group(const struct dirreg *d, const struct ts_reg_group *g)
+{
+	char path[4096], u[37];
+	json_t *arr = json_array();
+
+	for (uint32_t i = 0; arr && i < g->k + g->m && i < TS_REG_MAX_SLOTS; i++)
+		json_array_append_new(arr, json_pack("{s:i,s:o}", "node_id", (int)g->slots[i].node_id,
+						     "vdisk", uuid_json(g->slots[i].vdisk)));
+	json_t *jarr = json_array();
+
+	for (uint32_t i = 0; jarr && i < g->njournals && i < TS_REG_MAX_NODES; i++)
+		json_array_append_new(jarr, json_pack("{s:i,s:o}", "node_id",
+						      (int)g->journals[i].node_id, "vdisk",
+						      uuid_json(g->journals[i].vdisk)));
+	ts_uuid_format(g->uuid, u);
+	snprintf(path, sizeof(path), "%s/groups/%s.json", d->root, u);
+	return write_json(path, json_pack("{s:s,s:i,s:i,s:I,s:I,s:I,s:o,s:I,s:o}", "uuid", u,
+					  "k", (int)g->k, "m", (int)g->m, "member_size",
+					  (json_int_t)g->member_size, "owner_node",
+					  (json_int_t)g->owner_node, "epoch", (json_int_t)g->epoch,
+					  "slots", arr, "journal_size", (json_int_t)g->journal_size,
+					  "journals", jarr));
+}
+
+/*
+ * Writers of one group record serialize on an flock of <uuid>.lock (every
+ * process sharing the directory, every handle: the lock is per open file
+ * description, and each call opens its own). A read-modify-write under it
+ * is one step. Returns the locked fd or -errno.
+ */
+static int lock_group(const struct dirreg *d, const uint8_t uuid[16])
+{
+	char path[4096], u[37];
+	int fd;
+
+	ts_uuid_format(uuid, u);
+	snprintf(path, sizeof(path), "%s/groups/%s.lock", d->root, u);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	while (flock(fd, LOCK_EX)) {
+		if (errno != EINTR) {
+			int rc = -errno;
+
+			close(fd);
+			return rc;
+		}
+	}
+	return fd;
+}
+
+static int dir_put_group(void *ctx, const struct ts_reg_group *g)
+{
+	struct dirreg *d = ctx;
+	struct ts_reg_group *cur = ts_malloc(sizeof(*cur));
+	int fd, rc;
+
+	if (!cur)
+		return -ENOMEM;
+	fd = lock_group(d, g->uuid);
+	if (fd < 0) {
+		ts_free(cur);
+		return fd;
+	}
+	rc = read_group(d, g->uuid, cur);
+	if (rc == 0 && cur->epoch > g->epoch)
+		rc = -ESTALE; /* a newer owner has the group: this view is out of date */
+	else if (rc == 0 || rc == -ENOENT)
+		rc = write_group(d, g);
+	close(fd);
+	ts_free(cur);
+	return rc;
+}
+
+static int dir_get_group(void *ctx, const uint8_t uuid[16], struct ts_reg_group *g)
+{
+	return read_group(ctx, uuid, g);
+}
+
+static int dir_raise_epoch(void *ctx, const uint8_t uuid[16], uint32_t owner, uint64_t *epoch)
+{
+	struct dirreg *d = ctx;
+	struct ts_reg_group *g = ts_malloc(sizeof(*g));
+	int fd, rc;
+
+	if (!g)
+		return -ENOMEM;
+	fd = lock_group(d, uuid);
+	if (fd < 0) {
+		ts_free(g);
+		return fd;
+	}
+	rc = read_group(d, uuid, g);
+	if (rc == 0) {
+		g->owner_node = owner;
+		g->epoch++;
+		rc = write_group(d, g);
+		if (rc == 0)
+			*epoch = g->epoch;
+	}
+	close(fd);
+	ts_free(g);
+	return rc;
+}
+
 static void dir_destroy(void *ctx)
 {
 	ts_free(ctx);
@@ -374,6 +471,7 @@ static const struct ts_registry_ops g_dir_ops = {
 	.request_status = dir_request_status,
 	.put_group = dir_put_group,
 	.get_group = dir_get_group,
+	.raise_epoch = dir_raise_epoch,
 	.destroy = dir_destroy,
 };
 
@@ -481,4 +579,11 @@ int ts_registry_put_group(struct ts_registry *r, const struct ts_reg_group *g)
 int ts_registry_get_group(struct ts_registry *r, const uint8_t uuid[16], struct ts_reg_group *g)
 {
 	return r && uuid && g ? r->ops->get_group(r->ctx, uuid, g) : -EINVAL;
+}
+
+int ts_registry_raise_epoch(struct ts_registry *r, const uint8_t uuid[16], uint32_t owner,
+			    uint64_t *epoch)
+{
+	return r && uuid && owner && epoch ? r->ops->raise_epoch(r->ctx, uuid, owner, epoch)
+					   : -EINVAL;
 }

@@ -14,7 +14,12 @@
  *    design (create of an existing vdisk with the same size succeeds), so a
  *    request replayed after a crash is harmless;
  *  - group records: where each array-group slot lives (node id + vdisk
- *    uuid), so a controller restart assembles the same group.
+ *    uuid), so a controller restart assembles the same group; and who owns
+ *    the group (the node serving it) at which epoch (docs/scale-out.md).
+ *    Epochs of a group only ever increase: ts_registry_raise_epoch() is the
+ *    only way to change the owner, and ts_registry_put_group() refuses a
+ *    record carrying an epoch lower than the stored one (-ESTALE), so a stale
+ *    owner can never write its view of the group back over a newer one.
  *
  * The directory store (ts_registry_dir_open) keeps them as small JSON files
  * written atomically (temp file, fsync, rename, directory fsync):
@@ -23,7 +28,8 @@
  * Several processes share the directory; each file has one writer.
  *
  * Errors: 0 or -errno (-ENOENT for a missing record, -ETIMEDOUT from
- * ts_registry_wait_request, -EINVAL for bad arguments).
+ * ts_registry_wait_request, -ESTALE for a group record older than the
+ * stored one, -EINVAL for bad arguments).
  *
  * THREAD SAFETY: every function may be called from any thread; the
  * directory store has no in-memory state besides its path.
@@ -64,6 +70,8 @@ struct ts_reg_group {
 	uint8_t uuid[16];
 	uint32_t k, m;
 	uint64_t member_size;
+	uint32_t owner_node;         /**< node serving the group; 0 = none chosen yet */
+	uint64_t epoch;              /**< ownership epoch: raised on every owner change */
 	struct {
 		uint32_t node_id;
 		uint8_t vdisk[16];
@@ -89,8 +97,15 @@ struct ts_registry_ops {
 	int (*complete_request)(void *ctx, uint32_t node_id, const char *req_id, int status);
 	/** -ENOENT while pending, else 0 and *status. */
 	int (*request_status)(void *ctx, uint32_t node_id, const char *req_id, int *status);
+	/** Write \p g unless the stored record has a higher epoch (-ESTALE). Atomic. */
 	int (*put_group)(void *ctx, const struct ts_reg_group *g);
 	int (*get_group)(void *ctx, const uint8_t uuid[16], struct ts_reg_group *g);
+	/**
+	 * One atomic step: read the group record, set its owner to \p owner and
+	 * its epoch to the stored one + 1, write it, return the new epoch.
+	 * Concurrent callers get distinct epochs. -ENOENT without a record.
+	 */
+	int (*raise_epoch)(void *ctx, const uint8_t uuid[16], uint32_t owner, uint64_t *epoch);
 	void (*destroy)(void *ctx);
 };
 
@@ -122,6 +137,13 @@ int ts_registry_wait_request(struct ts_registry *r, uint32_t node_id, const char
 			     uint32_t timeout_ms, int *status);
 int ts_registry_put_group(struct ts_registry *r, const struct ts_reg_group *g);
 int ts_registry_get_group(struct ts_registry *r, const uint8_t uuid[16], struct ts_reg_group *g);
+/**
+ * Hand group \p uuid to node \p owner (non-zero) at a new epoch, stored
+ * before it is returned in *\p epoch: the epoch to fence the members with.
+ * Only the control plane calls it. 0, -ENOENT, -EINVAL or -errno.
+ */
+int ts_registry_raise_epoch(struct ts_registry *r, const uint8_t uuid[16], uint32_t owner,
+			    uint64_t *epoch);
 
 /** A fresh request id (uuid text). \p out holds 40 bytes. */
 void ts_registry_new_request_id(char out[40]);

@@ -4,8 +4,13 @@
  * duplicated), requests are pending until completed and served oldest
  * first, completion statuses reach a waiter, group records round-trip, and a
  * second handle on the same directory (another process) sees everything.
+ * Group ownership: epochs raised concurrently from two handles are distinct
+ * and strictly increasing, a record from a stale epoch is refused, records
+ * without owner fields read as "no owner, epoch 0", malformed fields fail.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,4 +148,144 @@ Test(node_registry, unparsable_request_can_be_completed)
 	cr_assert_eq(ts_registry_next_request(g_a, 4, &got), -ENOENT);
 	cr_assert_eq(ts_registry_wait_request(g_b, 4, "garbage-1", 100, &st), 0);
 	cr_assert_eq(st, -EINVAL);
+}
+
+static struct ts_reg_group make_group(void)
+{
+	struct ts_reg_group g = { .k = 4, .m = 2, .member_size = 24 << 20 };
+
+	ts_uuid_generate(g.uuid);
+	for (unsigned i = 0; i < 6; i++) {
+		g.slots[i].node_id = 1 + i % 3;
+		ts_uuid_generate(g.slots[i].vdisk);
+	}
+	return g;
+}
+
+Test(node_registry, raise_epoch_hands_the_group_over_and_refuses_stale_records)
+{
+	struct ts_reg_group g = make_group(), got, stale;
+	uint64_t e = 0;
+
+	cr_assert_eq(ts_registry_raise_epoch(g_a, g.uuid, 2, &e), -ENOENT);
+	cr_assert_eq(ts_registry_raise_epoch(g_a, g.uuid, 0, &e), -EINVAL);
+	cr_assert_eq(ts_registry_put_group(g_a, &g), 0);
+	cr_assert_eq(ts_registry_get_group(g_b, g.uuid, &got), 0);
+	cr_assert_eq(got.owner_node, 0);
+	cr_assert_eq(got.epoch, 0);
+
+	cr_assert_eq(ts_registry_raise_epoch(g_a, g.uuid, 2, &e), 0);
+	cr_assert_eq(e, 1);
+	cr_assert_eq(ts_registry_get_group(g_b, g.uuid, &got), 0);
+	cr_assert_eq(got.owner_node, 2);
+	cr_assert_eq(got.epoch, 1);
+	cr_assert_eq(memcmp(got.slots, g.slots, sizeof(g.slots)), 0, "slots kept");
+
+	/* the owner at epoch 1 rewrites its slots: accepted */
+	got.slots[3].node_id = 3;
+	cr_assert_eq(ts_registry_put_group(g_b, &got), 0);
+	stale = got;
+	cr_assert_eq(ts_registry_raise_epoch(g_b, g.uuid, 3, &e), 0);
+	cr_assert_eq(e, 2);
+	/* the old owner's view (epoch 1) can no longer be written back */
+	stale.slots[3].node_id = 1;
+	cr_assert_eq(ts_registry_put_group(g_a, &stale), -ESTALE);
+	cr_assert_eq(ts_registry_get_group(g_a, g.uuid, &got), 0);
+	cr_assert_eq(got.owner_node, 3);
+	cr_assert_eq(got.epoch, 2);
+	cr_assert_eq(got.slots[3].node_id, 3);
+	/* nor the record as first written (epoch 0) */
+	cr_assert_eq(ts_registry_put_group(g_a, &g), -ESTALE);
+}
+
+struct raiser {
+	struct ts_registry *r;
+	const uint8_t *uuid;
+	uint32_t owner;
+	uint64_t got[100];
+	int rc;
+};
+
+static void *raise_many(void *arg)
+{
+	struct raiser *w = arg;
+
+	for (unsigned i = 0; i < 100 && !w->rc; i++)
+		w->rc = ts_registry_raise_epoch(w->r, w->uuid, w->owner, &w->got[i]);
+	return NULL;
+}
+
+Test(node_registry, concurrent_epoch_raises_are_distinct)
+{
+	struct ts_reg_group g = make_group(), got;
+	struct raiser w[2] = { { .r = g_a, .uuid = g.uuid, .owner = 1 },
+			       { .r = g_b, .uuid = g.uuid, .owner = 2 } };
+	pthread_t t[2];
+	static bool seen[201];
+
+	cr_assert_eq(ts_registry_put_group(g_a, &g), 0);
+	for (unsigned i = 0; i < 2; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, raise_many, &w[i]), 0);
+	for (unsigned i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	for (unsigned i = 0; i < 2; i++) {
+		cr_assert_eq(w[i].rc, 0);
+		for (unsigned j = 0; j < 100; j++) {
+			cr_assert(w[i].got[j] >= 1 && w[i].got[j] <= 200, "epoch %lu",
+				  (unsigned long)w[i].got[j]);
+			cr_assert(!seen[w[i].got[j]], "epoch %lu handed out twice",
+				  (unsigned long)w[i].got[j]);
+			seen[w[i].got[j]] = true;
+			if (j)
+				cr_assert_gt(w[i].got[j], w[i].got[j - 1]);
+		}
+	}
+	cr_assert_eq(ts_registry_get_group(g_a, g.uuid, &got), 0);
+	cr_assert_eq(got.epoch, 200);
+	cr_assert(got.owner_node == 1 || got.owner_node == 2);
+}
+
+Test(node_registry, group_owner_fields_are_validated)
+{
+	struct ts_reg_group g = make_group(), got;
+	static const char *const bad[] = { "\"owner_node\":-1", "\"owner_node\":\"2\"",
+					   "\"owner_node\":4294967296", "\"epoch\":-5",
+					   "\"epoch\":1.5" };
+	char path[160], u[37], buf[8192];
+	FILE *f;
+	size_t len;
+
+	cr_assert_eq(ts_registry_put_group(g_a, &g), 0);
+	ts_uuid_format(g.uuid, u);
+	snprintf(path, sizeof(path), "%s/groups/%s.json", g_dir, u);
+	f = fopen(path, "r");
+	cr_assert_not_null(f);
+	len = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[len] = 0;
+	char *o = strstr(buf, "\"owner_node\":0,\"epoch\":0,");
+
+	cr_assert_not_null(o, "%s", buf);
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char rec[8400];
+
+		/* the record with one field replaced by a bad value (the other one dropped) */
+		snprintf(rec, sizeof(rec), "%.*s%s,%s", (int)(o - buf), buf, bad[i],
+			 o + strlen("\"owner_node\":0,\"epoch\":0,"));
+		f = fopen(path, "w");
+		cr_assert_not_null(f);
+		fputs(rec, f);
+		fclose(f);
+		cr_assert_eq(ts_registry_get_group(g_b, g.uuid, &got), -EINVAL, "%s", rec);
+		cr_assert_eq(ts_registry_put_group(g_a, &g), -EINVAL, "a corrupt record is not overwritten");
+	}
+	/* a record from before owners existed: no owner, epoch 0 */
+	f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fprintf(f, "%.*s%s", (int)(o - buf), buf, o + strlen("\"owner_node\":0,\"epoch\":0,"));
+	fclose(f);
+	cr_assert_eq(ts_registry_get_group(g_b, g.uuid, &got), 0);
+	cr_assert_eq(got.owner_node, 0);
+	cr_assert_eq(got.epoch, 0);
+	cr_assert_eq(memcmp(got.slots, g.slots, sizeof(g.slots)), 0);
 }
