@@ -764,6 +764,10 @@ int ts_iscsi_server_create(const struct ts_iscsi_server_opts *o, struct ts_iscsi
 	srv->next_tsih = 1;
 	for (unsigned i = 0; i < ISCSI_MAX_LOOPS; i++)
 		srv->loops[i].epfd = srv->loops[i].evfd = srv->loops[i].lfd = -1;
+	if (o) {
+		srv->redirect = o->redirect;
+		srv->redirect_ctx = o->redirect_ctx;
+	}
 	if (o && o->discovery_chap_user && o->discovery_chap_secret) {
 		srv->disc_user = ts_strdup(o->discovery_chap_user);
 		srv->disc_secret = ts_strdup(o->discovery_chap_secret);

@@ -93,6 +93,18 @@ struct ts_iscsi_server_opts {
 	unsigned threads;     /**< event-loop threads, default 1, max 16 */
 	const char *discovery_chap_user;   /**< optional CHAP for discovery sessions */
 	const char *discovery_chap_secret;
+	/**
+	 * Optional: a normal-session login names a target this server does not
+	 * serve. Return 0 with "host:port" (IPv4 or a name, NUL-terminated,
+	 * < \p len) in \p addr to answer "target moved temporarily" (RFC 7143
+	 * 11.13.5, status 0x0101, TargetAddress=host:port,1): the initiator logs
+	 * in there instead. Anything else refuses the login as today (0x0203,
+	 * not found). Runs on a loop thread with no lock held: it must not block
+	 * (answer from memory). The engine that owns a volume may live on
+	 * another node (docs/scale-out.md).
+	 */
+	int (*redirect)(void *ctx, const char *target_iqn, char *addr, size_t len);
+	void *redirect_ctx;
 };
 
 /** Per-target options. Strings are copied. */

@@ -200,6 +200,8 @@ struct ts_iscsi_server {
 	unsigned nloops;
 	uint16_t port;
 	char *disc_user, *disc_secret;
+	int (*redirect)(void *ctx, const char *target_iqn, char *addr, size_t len);
+	void *redirect_ctx;
 	pthread_mutex_t lock;     /* targets, sessions, tsih */
 	struct target *targets;
 	struct session *sessions;

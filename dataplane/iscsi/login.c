@@ -276,6 +276,39 @@ static int login_fail(struct conn *c, const uint8_t *req, uint16_t status)
 	return -EACCES;
 }
 
+/*
+ * A login for a target this server does not serve: redirect it when the
+ * server's redirect hook knows where the target is, else refuse it. Either
+ * way the connection closes after the response (-EACCES), as RFC 7143 has the
+ * initiator do after a redirect.
+ */
+static int login_redirect_or_fail(struct conn *c, const uint8_t *req, const char *tname,
+				  struct kvout *o)
+{
+	struct ts_iscsi_server *srv = c->loop->srv;
+	char addr[256], val[270];
+	size_t n;
+
+	if (!srv->redirect || srv->redirect(srv->redirect_ctx, tname, addr, sizeof(addr)))
+		return login_fail(c, req, ISCSI_LOGIN_NOT_FOUND);
+	n = strnlen(addr, sizeof(addr));
+	/* host:port, printable, no separators the key syntax gives meaning to */
+	if (n == 0 || n == sizeof(addr) || !strchr(addr, ':') || strpbrk(addr, ",= \t")) {
+		ts_log(TS_LOG_WARN, "iscsi", "redirect hook gave a bad address for target=%s", tname);
+		return login_fail(c, req, ISCSI_LOGIN_NOT_FOUND);
+	}
+	for (size_t i = 0; i < n; i++)
+		if (addr[i] < 0x21 || addr[i] > 0x7e)
+			return login_fail(c, req, ISCSI_LOGIN_NOT_FOUND);
+	snprintf(val, sizeof(val), "%s,1", addr);
+	o->len = 0;
+	kv_add(o, "TargetAddress", val);
+	ts_log(TS_LOG_INFO, "iscsi", "login redirected target=%s to=%s initiator=%s", tname, addr,
+	       c->lg.iname);
+	send_login_rsp(c, req, 0, ISCSI_LOGIN_MOVED_TEMP, o);
+	return -EACCES;
+}
+
 /* Create the session when the login reaches full feature phase. */
 static int session_start(struct conn *c)
 {
@@ -487,7 +520,7 @@ int login_handle(struct conn *c, const uint8_t *bhs, const uint8_t *data, uint32
 				}
 			pthread_mutex_unlock(&srv->lock);
 			if (!lg->tgt) {
-				rc = login_fail(c, bhs, ISCSI_LOGIN_NOT_FOUND);
+				rc = login_redirect_or_fail(c, bhs, tname, o);
 				goto out;
 			}
 			lg->need_chap = lg->tgt->chap_user != NULL;

@@ -870,3 +870,96 @@ Test(iscsi, data_digest_raw)
 	expect_closed(fd);
 	stop();
 }
+
+struct redirect_map {
+	const char *iqn, *addr; /* where iqn lives; addr NULL: "not known" */
+	unsigned calls;
+};
+
+static int redirect_hook(void *ctx, const char *iqn, char *addr, size_t len)
+{
+	struct redirect_map *m = ctx;
+
+	m->calls++;
+	if (strcmp(iqn, m->iqn) || !m->addr)
+		return -ENOENT;
+	snprintf(addr, len, "%s", m->addr);
+	return 0;
+}
+
+/* "host:port" or "host:port,tpgt" (what libiscsi keeps after a redirect) is \p portal */
+static bool same_portal(const char *addr, const char *portal)
+{
+	size_t n = strlen(portal);
+
+	return addr && !strncmp(addr, portal, n) && (addr[n] == 0 || addr[n] == ',');
+}
+
+static struct iscsi_context *login_at(const char *portal, const char *iqn)
+{
+	struct iscsi_context *ctx = iscsi_create_context(INAME);
+
+	cr_assert_not_null(ctx);
+	iscsi_set_targetname(ctx, iqn);
+	iscsi_set_session_type(ctx, ISCSI_SESSION_NORMAL);
+	if (iscsi_full_connect_sync(ctx, portal, 0) != 0) {
+		iscsi_destroy_context(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+Test(iscsi, login_redirected_to_the_portal_that_serves_the_target)
+{
+	struct ts_iscsi_target_opts to = { .iqn = IQN };
+	struct redirect_map map = { .iqn = IQN };
+	struct ts_iscsi_server_opts so = { .addr = "127.0.0.1", .threads = 1,
+					   .redirect = redirect_hook, .redirect_ctx = &map };
+	struct ts_iscsi_server *front;
+	struct iscsi_context *ctx;
+	char fportal[64];
+
+	start(&to, NULL); /* g_srv serves IQN */
+	cr_assert_eq(ts_iscsi_server_create(&so, &front), 0);
+	snprintf(fportal, sizeof(fportal), "127.0.0.1:%u", ts_iscsi_server_port(front));
+	map.addr = g_portal;
+
+	ctx = login_at(fportal, IQN);
+	cr_assert_not_null(ctx, "login through the redirecting portal failed");
+	cr_assert_eq(map.calls, 1);
+	cr_assert_eq(tur(ctx), SCSI_STATUS_GOOD);
+	/* the session is on the serving portal, not the front one */
+	cr_assert(same_portal(iscsi_get_target_address(ctx), g_portal), "%s",
+		  iscsi_get_target_address(ctx));
+	logout(ctx);
+
+	/* a target nobody knows: refused, not redirected */
+	cr_assert_null(login_at(fportal, "iqn.2026-01.io.tessera:nowhere"));
+	cr_assert_eq(map.calls, 2);
+	/* the hook does not know where IQN is now: refused */
+	map.addr = NULL;
+	cr_assert_null(login_at(fportal, IQN));
+	/* a hook answer that is not host:port, or would break the key syntax: refused */
+	static const char *const bad[] = { "", "no-port", "1.2.3.4:3260,2", "a b:1", "x=y:1" };
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		map.addr = bad[i];
+		cr_assert_null(login_at(fportal, IQN), "redirect to '%s' accepted", bad[i]);
+	}
+	/* a target the front portal serves itself is never redirected */
+	map.addr = g_portal;
+	map.calls = 0;
+	cr_assert_eq(ts_iscsi_target_add(front, &to), 0);
+	struct ts_iscsi_file_lun *fl;
+	struct ts_iscsi_lun_info info = { .size = 8 << 20, .block_size = 512 };
+
+	memset(info.uuid, 0x6b, 16);
+	cr_assert_eq(ts_iscsi_file_lun_create(NULL, 8 << 20, 0, &fl), 0);
+	cr_assert_eq(ts_iscsi_lun_add(front, IQN, 0, ts_iscsi_file_lun_ops(), fl, &info), 0);
+	ctx = login_at(fportal, IQN);
+	cr_assert_not_null(ctx);
+	cr_assert_eq(map.calls, 0, "the hook was asked about a target served here");
+	cr_assert_eq(tur(ctx), SCSI_STATUS_GOOD);
+	logout(ctx);
+	ts_iscsi_server_destroy(front);
+	stop();
+}
