@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Fault harness (issue 6): three hosts as network namespaces running the real
-# daemons, a verifying iSCSI load, and random faults; nothing acknowledged may
-# be lost, and the group must heal afterwards.
+# Fault harness (issue 6): N hosts (default 3) as network namespaces running
+# the real daemons, a verifying iSCSI load, and random faults; nothing
+# acknowledged may be lost, and the group must heal afterwards.
 #
-#   hosts  ts-f1, ts-f2, ts-f3: network namespaces, each with veth ts-fvN
+#   hosts  ts-f1 .. ts-fN: network namespaces, each with veth ts-fvN
 #          (10.99.0.N/24) whose peer ts-fsN is a port of bridge ts-fbr in a
 #          fourth namespace, the switch ts-fsw; the root namespace is on port
 #          ts-fs0 through ts-fh0 (10.99.0.254). The bridge lives in its own
@@ -14,19 +14,20 @@
 #   nodes  `tessera node --id N` in ts-fN, iSCSI on 10.99.0.N:3260, two file
 #          disks each under the work dir, one shared registry directory
 #   target `tessera controller` in ts-f1 (host 1 is "the node serving the
-#          target"): a 4+2 group across the nodes, volumes on 10.99.0.1:3261
+#          target"): a 4+2 group across the nodes (2 fragments per node on 3
+#          hosts, 1 per node on 6), volumes on 10.99.0.1:3261
 #   load   ts-faults-load in the root namespace on one 64 MiB volume: WRITE +
 #          SYNCHRONIZE CACHE of versioned 4 KiB blocks, read checks, rides
 #          through outages (reconnects, re-issues unacknowledged writes)
 #
 # Each round, after a random 0.5-2.5 s of load, one fault picked at random:
-#   node-kill   kill -9 (1 in 4: SIGTERM) node 2 or 3, restart it 0.5-4 s later
-#   link-down   node 1, 2 or 3: its switch port down (carrier lost) for 0.5-5 s
-#   link-drop   node 1, 2 or 3: the switch silently drops its packets both
+#   node-kill   kill -9 (1 in 4: SIGTERM) a node other than 1, restart it 0.5-4 s later
+#   link-down   any node: its switch port down (carrier lost) for 0.5-5 s
+#   link-drop   any node: the switch silently drops its packets both
 #               ways (iptables FORWARD in ts-fsw) for 0.5-5 s
 #   ctl-kill    kill -9 the controller, restart it 0-2 s later
 #   host-kill   kill -9 controller and node 1 together (host 1 crashes), restart
-#   node-ctl-kill  kill -9 node 2 or 3, 0.3-2 s later kill -9 the controller;
+#   node-ctl-kill  kill -9 a node other than 1, 0.3-2 s later kill -9 the controller;
 #               the controller restarts without that node (k members left),
 #               the node 0.5-3 s after it
 # then wait until the group is healthy again (`tessera agrp list`) and the
@@ -35,11 +36,12 @@
 # At the end: stop the load (it verifies every block: each must hold its last
 # acknowledged version or a later attempted one); wait for heal (state
 # healthy, replicated_bytes 0) -> healed=yes|no; verify again after heal; then,
-# with node 3 and then node 2 killed in turn, verify again (degraded reads must
-# decode from the healed fragments).
+# with node N and then node N-1 killed in turn, verify again (degraded reads
+# must decode from the healed fragments).
 #
-# Usage: e2e/faults.sh --rounds N [--seed S] [--faults K,K..] [--keep] [--tessera PATH] [--load PATH]
+# Usage: e2e/faults.sh --rounds N [--hosts H] [--seed S] [--faults K,K..] [--keep] [--tessera PATH] [--load PATH]
 #   --rounds N      fault rounds (default 3)
+#   --hosts H       hosts (3..32, default 3): a 4+2 group needs 3
 #   --seed S        seeds the choice of faults and timings (bash RANDOM) and the load
 #   --faults LIST   only these kinds, comma-separated (default: all of the above)
 #   --keep          keep the work dir (logs, disks, registry) even on success
@@ -55,10 +57,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
 KINDS=(node-kill link-down link-drop ctl-kill host-kill node-ctl-kill)
-ROUNDS=3 SEED="" KEEP=0 T="" LD=""
+ROUNDS=3 HOSTS=3 SEED="" KEEP=0 T="" LD=""
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) ROUNDS=$2; shift 2 ;;
+    --hosts) HOSTS=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --faults)
@@ -69,10 +72,13 @@ while [ $# -gt 0 ]; do
       KINDS=("${want[@]}"); shift 2 ;;
     --tessera) T=$(readlink -f "$2"); shift 2 ;;
     --load) LD=$(readlink -f "$2"); shift 2 ;;
-    *) echo "usage: $0 --rounds N [--seed S] [--faults K,K..] [--keep] [--tessera PATH] [--load PATH]" >&2; exit 2 ;;
+    *) echo "usage: $0 --rounds N [--hosts H] [--seed S] [--faults K,K..] [--keep] [--tessera PATH] [--load PATH]" >&2; exit 2 ;;
   esac
 done
 [[ $ROUNDS =~ ^[0-9]+$ ]] || { echo "faults: --rounds wants a number" >&2; exit 2; }
+[[ $HOSTS =~ ^[0-9]+$ ]] && [ "$HOSTS" -ge 3 ] && [ "$HOSTS" -le 32 ] ||
+  { echo "faults: --hosts wants a number from 3 to 32" >&2; exit 2; }
+ALL=$(seq 1 "$HOSTS")
 [ -n "$SEED" ] || SEED=$(( (RANDOM << 15) | RANDOM ))
 [[ $SEED =~ ^[0-9]+$ ]] || { echo "faults: --seed wants a number" >&2; exit 2; }
 RANDOM=$SEED
@@ -110,13 +116,15 @@ PORT=3260 CPORT=3261
 USER_=tessera-faults SECRET_=faults-secret-$RANDOM$RANDOM
 W=$(mktemp -d /tmp/ts-faults.XXXXXX)
 EP=unix://$W/ctl.sock
-NODE_PID=("" "" "" "") CTL_PID="" LOAD_PID=""
+NODE_PID=() CTL_PID="" LOAD_PID=""
+for i in $ALL; do NODE_PID[$i]=""; done
 declare -A CUT=()
 status=fail
 
 # shellcheck source=lib/netns.sh
 . "$here/lib/netns.sh"
-net_down() { netns_down ts-f 1 2 3; }
+# shellcheck disable=SC2086 # (ALL: a list of numbers)
+net_down() { netns_down ts-f $ALL; }
 
 # Every exit: processes, namespaces, and the work dir unless kept. Each pid
 # is waited for by name (a bare `wait` would print "Killed" for each).
@@ -136,7 +144,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-net_up() { netns_up ts-f $SUBNET 1 2 3; }
+# shellcheck disable=SC2086
+net_up() { netns_up ts-f $SUBNET $ALL; }
 
 start_node() { # N
   local i=$1
@@ -282,12 +291,12 @@ verify() { # label: full read-back of the load's log
 }
 
 # ---- setup ------------------------------------------------------------------
-log "seed=$SEED rounds=$ROUNDS work=$W tessera=$T"
+log "seed=$SEED rounds=$ROUNDS hosts=$HOSTS work=$W tessera=$T"
 net_up
 CLUSTER=$(cat /proc/sys/kernel/random/uuid)
 GROUP=$(cat /proc/sys/kernel/random/uuid)
 mkdir -p "$W/registry" "$W/ctl"
-for i in 1 2 3; do
+for i in $ALL; do
   mkdir -p "$W/n$i"
   truncate -s 256M "$W/n$i/d1" "$W/n$i/d2"
   start_node "$i"
@@ -301,7 +310,7 @@ finish() { # the last line, and the exit status
   exit $rc
 }
 # the group is placed on the nodes registered when the controller first starts
-for i in 1 2 3; do
+for i in $ALL; do
   for _ in $(seq 300); do
     [ -s "$W/registry/nodes/$i.json" ] && break
     kill -0 "${NODE_PID[$i]}" 2>/dev/null || { tail -5 "$W/node$i.log"; log "node $i died"; FAILED=1; finish; }
@@ -324,12 +333,12 @@ for r in $(seq "$ROUNDS"); do
   kind=${KINDS[$((RANDOM % ${#KINDS[@]}))]}
   case $kind in
     node-kill)
-      n=$((2 + RANDOM % 2)) sig=KILL d=$(rnd_ms 500 4000)
+      n=$((2 + RANDOM % (HOSTS - 1))) sig=KILL d=$(rnd_ms 500 4000)
       [ $((RANDOM % 4)) -eq 0 ] && sig=TERM
       log "round $r: $kind: SIG$sig node $n, restart after $(ms_s "$d") s"
       stop_node "$n" "$sig"; sleep "$(ms_s "$d")"; start_node "$n" ;;
     link-down|link-drop)
-      n=$((1 + RANDOM % 3)) d=$(rnd_ms 500 5000)
+      n=$((1 + RANDOM % HOSTS)) d=$(rnd_ms 500 5000)
       log "round $r: $kind: node $n for $(ms_s "$d") s"
       cut_link "$n" "${kind#link-}"; sleep "$(ms_s "$d")"; restore_link "$n" ;;
     ctl-kill)
@@ -342,7 +351,7 @@ for r in $(seq "$ROUNDS"); do
       stop_ctl KILL; stop_node 1 KILL; sleep "$(ms_s "$d")"
       start_node 1; start_ctl || { FAILED=1; break; } ;;
     node-ctl-kill)
-      n=$((2 + RANDOM % 2)) d=$(rnd_ms 300 2000) d2=$(rnd_ms 500 3000)
+      n=$((2 + RANDOM % (HOSTS - 1))) d=$(rnd_ms 300 2000) d2=$(rnd_ms 500 3000)
       log "round $r: $kind: kill -9 node $n, $(ms_s "$d") s later the controller; node back $(ms_s "$d2") s after the controller"
       stop_node "$n" KILL; sleep "$(ms_s "$d")"; stop_ctl KILL
       spawn_ctl; sleep "$(ms_s "$d2")"; start_node "$n"
@@ -360,7 +369,7 @@ if [ "$FAILED" -ne 0 ]; then
   # (restarted if it is not serving a healthy group within 30 s).
   log "round $((DONE + 1)) failed; restoring links, nodes and the controller"
   for i in "${!CUT[@]}"; do restore_link "$i"; done
-  for i in 1 2 3; do [ -n "${NODE_PID[$i]}" ] || start_node "$i"; done
+  for i in $ALL; do [ -n "${NODE_PID[$i]}" ] || start_node "$i"; done
   sleep 2 # (fresh heartbeats)
   if ! ctl_alive || ! wait_group healthy 30; then
     if [ -n "$CTL_PID" ]; then
@@ -387,7 +396,7 @@ if ctl_alive; then
   verify "after heal"
 fi
 if [ "$HEALED" = yes ]; then
-  for n in 3 2; do
+  for n in "$HOSTS" $((HOSTS - 1)); do
     stop_node "$n" KILL
     verify "node $n down"
     start_node "$n"
