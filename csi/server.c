@@ -520,13 +520,7 @@ void ts_csi_server_stop(struct ts_csi_server *s, unsigned grace_ms)
 		return;
 	atomic_store(&s->stopping, true);
 	grpc_server_shutdown_and_notify(s->server, s->cq, &s->shutdown_tag);
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += grace_ms / 1000;
-	until.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	ts_deadline_ms(&until, grace_ms);
 	pthread_mutex_lock(&s->lock);
 	while (!s->shutdown_done)
 		if (pthread_cond_timedwait(&s->cond, &s->lock, &until) == ETIMEDOUT)

@@ -15,8 +15,16 @@
  * LDM and the PEM. A kill -9 skips all of it; the disks are crash-safe on
  * their own (PEM/LDM) and the array group repairs what peers missed.
  *
- * THREAD SAFETY: the heartbeat thread is the only one that creates or
- * exports vdisks after start; n->lock guards the stop flag (with n->cond).
+ * Two threads: the request thread serves the mailbox (creating and
+ * exporting vdisks, and the engine requests, which may block for an
+ * assembly); the heartbeat thread rewrites the node record and refreshes the
+ * redirect routes, so liveness never waits for a request.
+ *
+ * THREAD SAFETY: the request thread is the only one that creates or exports
+ * vdisks or calls the engine ops after start. n->lock guards the stop flag
+ * (with n->cond) and the served list; n->pub_lock serializes record writes
+ * (a record is built and written under it, so an older one never lands
+ * last); n->rt_lock guards the routes the iSCSI loops read.
  */
 #include "control/node/node.h"
 
@@ -25,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "dataplane/common/ts_common.h"
@@ -33,19 +42,38 @@
 #include "dataplane/pem/pem.h"
 #include "dataplane/transport/export.h"
 
+/* Where the engine of a group runs: the key is a volume IQN's group part. */
+struct route {
+	uint8_t prefix[8];
+	char portal[64];
+};
+
 struct ts_node {
 	struct ts_node_opts o;
-	char chap_user[128], chap_secret[128];
+	char chap_user[128], chap_secret[128], engine_ep[80];
 	struct ts_pem *pem;
 	struct ts_ldm *ldm;
 	struct ts_iscsi_server *srv;
 	char portal[64];
-	pthread_t thread;
-	bool thread_started;
-	pthread_mutex_t lock;
+	pthread_t thread, hb_thread;
+	bool thread_started, hb_started;
+	pthread_mutex_t lock, pub_lock, rt_lock;
 	pthread_cond_t cond;
 	bool stop;
+	unsigned nserved;
+	uint8_t served[TS_REG_MAX_SERVED][16];
+	uint64_t served_epoch[TS_REG_MAX_SERVED];
+	struct route *routes;
+	unsigned nroutes;
 };
+
+static int served_find(const struct ts_node *n, const uint8_t uuid[16])
+{
+	for (unsigned i = 0; i < n->nserved; i++)
+		if (!memcmp(n->served[i], uuid, 16))
+			return (int)i;
+	return -1;
+}
 
 static int node_publish(struct ts_node *n)
 {
@@ -65,8 +93,18 @@ static int node_publish(struct ts_node *n)
 		memcpy(rec->vdisks[rec->nvdisks].uuid, vi[i].uuid, 16);
 		rec->vdisks[rec->nvdisks++].size = vi[i].size;
 	}
+	snprintf(rec->engine, sizeof(rec->engine), "%s", n->engine_ep);
+	pthread_mutex_lock(&n->pub_lock);
+	pthread_mutex_lock(&n->lock);
+	rec->nserved = n->nserved;
+	for (unsigned i = 0; i < n->nserved; i++) {
+		memcpy(rec->served[i].uuid, n->served[i], 16);
+		rec->served[i].epoch = n->served_epoch[i];
+	}
+	pthread_mutex_unlock(&n->lock);
 	rec->heartbeat_ms = ts_registry_now_ms();
 	rc = ts_registry_put_node(n->o.reg, rec);
+	pthread_mutex_unlock(&n->pub_lock);
 out:
 	ts_free(vi);
 	ts_free(rec);
@@ -97,6 +135,60 @@ static int node_create_member(struct ts_node *n, const uint8_t uuid[16], uint64_
 	return rc == -EEXIST ? 0 : rc;
 }
 
+/* Serve group \p uuid at \p epoch. Idempotent at the same epoch. */
+static int node_serve_group(struct ts_node *n, const uint8_t uuid[16], uint64_t epoch)
+{
+	int i, rc;
+
+	if (!n->o.engine)
+		return -EOPNOTSUPP;
+	if (!epoch)
+		return -EINVAL;
+	pthread_mutex_lock(&n->lock);
+	i = served_find(n, uuid);
+	rc = i < 0 ? 1 : epoch == n->served_epoch[i] ? 0 : epoch < n->served_epoch[i] ? -ESTALE : 2;
+	if (rc == 1 && n->nserved == TS_REG_MAX_SERVED)
+		rc = -ENOSPC;
+	pthread_mutex_unlock(&n->lock);
+	if (rc <= 0)
+		return rc;
+	if (rc == 2) {
+		/* a newer epoch for a group served here: start over, fencing at it */
+		rc = n->o.engine->release(n->o.engine_ctx, n, uuid);
+		if (rc)
+			return rc;
+		ts_node_engine_lost(n, uuid);
+	}
+	rc = n->o.engine->serve(n->o.engine_ctx, n, uuid, epoch);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&n->lock);
+	i = served_find(n, uuid);
+	if (i < 0)
+		i = (int)n->nserved++;
+	memcpy(n->served[i], uuid, 16);
+	n->served_epoch[i] = epoch;
+	pthread_mutex_unlock(&n->lock);
+	return 0;
+}
+
+/* Stop serving \p uuid unless this node serves it at a newer epoch. */
+static int node_release_group(struct ts_node *n, const uint8_t uuid[16], uint64_t epoch)
+{
+	int i, rc;
+
+	pthread_mutex_lock(&n->lock);
+	i = served_find(n, uuid);
+	rc = i < 0 ? 0 : epoch < n->served_epoch[i] ? -ESTALE : 1;
+	pthread_mutex_unlock(&n->lock);
+	if (rc <= 0)
+		return rc;
+	rc = n->o.engine->release(n->o.engine_ctx, n, uuid);
+	if (rc == 0)
+		ts_node_engine_lost(n, uuid);
+	return rc;
+}
+
 static void node_serve_requests(struct ts_node *n)
 {
 	struct ts_reg_request req;
@@ -110,6 +202,10 @@ static void node_serve_requests(struct ts_node *n)
 		rc = -EINVAL; /* unparsable or unknown: completed with an error */
 		if (req.op == TS_REG_CREATE_VDISK)
 			rc = node_create_member(n, req.uuid, req.size);
+		else if (req.op == TS_REG_SERVE_GROUP)
+			rc = node_serve_group(n, req.uuid, req.epoch);
+		else if (req.op == TS_REG_RELEASE_GROUP)
+			rc = node_release_group(n, req.uuid, req.epoch);
 		ts_log(rc ? TS_LOG_WARN : TS_LOG_INFO, "node", "request id=%s op=%d rc=%d", req.id,
 		       (int)req.op, rc);
 		if (rc == 0)
@@ -119,38 +215,111 @@ static void node_serve_requests(struct ts_node *n)
 	}
 }
 
+/* Wait \p ms or until stopped. True when stopped. */
+static bool node_sleep(struct ts_node *n, unsigned ms)
+{
+	struct timespec ts;
+	bool stop;
+
+	pthread_mutex_lock(&n->lock);
+	ts_deadline_ms(&ts, ms);
+	if (!n->stop)
+		pthread_cond_timedwait(&n->cond, &n->lock, &ts);
+	stop = n->stop;
+	pthread_mutex_unlock(&n->lock);
+	return stop;
+}
+
 static void *node_thread(void *arg)
 {
 	struct ts_node *n = arg;
-	uint64_t next_hb = 0;
 
-	for (;;) {
-		struct timespec ts;
-		bool stop;
-		uint64_t now;
-
-		pthread_mutex_lock(&n->lock);
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 50 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		if (!n->stop)
-			pthread_cond_timedwait(&n->cond, &n->lock, &ts);
-		stop = n->stop;
-		pthread_mutex_unlock(&n->lock);
-		if (stop)
-			break;
+	while (!node_sleep(n, 50))
 		node_serve_requests(n);
-		now = ts_registry_now_ms();
-		if (now >= next_hb) {
-			if (node_publish(n))
-				ts_log(TS_LOG_WARN, "node", "heartbeat write failed node=%u", n->o.node_id);
-			next_hb = now + n->o.heartbeat_ms;
+	return NULL;
+}
+
+/*
+ * Read every node record and rebuild the routes: group prefix -> portal of
+ * the node serving it at the highest epoch (a node that has not noticed it
+ * was replaced may still list the group at an older one).
+ */
+static void node_refresh_routes(struct ts_node *n)
+{
+	struct ts_reg_node *all = ts_calloc(TS_REG_MAX_NODES, sizeof(*all));
+	struct route *rt = ts_calloc(TS_REG_MAX_NODES * 4, sizeof(*rt));
+	uint64_t *ep = ts_calloc(TS_REG_MAX_NODES * 4, sizeof(*ep));
+	unsigned cnt = 0, nrt = 0;
+
+	if (!all || !rt || !ep || ts_registry_list_nodes(n->o.reg, all, TS_REG_MAX_NODES, &cnt))
+		goto out;
+	for (unsigned i = 0; i < cnt; i++) {
+		for (unsigned g = 0; g < all[i].nserved && g < TS_REG_MAX_SERVED; g++) {
+			unsigned r;
+
+			for (r = 0; r < nrt && memcmp(rt[r].prefix, all[i].served[g].uuid, 8); r++)
+				;
+			if (r == nrt) {
+				if (nrt == TS_REG_MAX_NODES * 4)
+					continue;
+				nrt++;
+			} else if (ep[r] >= all[i].served[g].epoch) {
+				continue;
+			}
+			memcpy(rt[r].prefix, all[i].served[g].uuid, 8);
+			snprintf(rt[r].portal, sizeof(rt[r].portal), "%s", all[i].portal);
+			ep[r] = all[i].served[g].epoch;
 		}
 	}
+	pthread_mutex_lock(&n->rt_lock);
+	struct route *old = n->routes;
+
+	n->routes = rt;
+	n->nroutes = nrt;
+	rt = old; /* freed below */
+	pthread_mutex_unlock(&n->rt_lock);
+out:
+	ts_free(all);
+	ts_free(rt);
+	ts_free(ep);
+}
+
+static void *node_hb_thread(void *arg)
+{
+	struct ts_node *n = arg;
+
+	do {
+		if (node_publish(n))
+			ts_log(TS_LOG_WARN, "node", "heartbeat write failed node=%u", n->o.node_id);
+		node_refresh_routes(n);
+	} while (!node_sleep(n, n->o.heartbeat_ms));
 	return NULL;
+}
+
+#define VOL_IQN_PREFIX "iqn.2026-01.io.tessera:vol-"
+
+/* The iSCSI server's redirect hook (runs on a loop thread: memory only). */
+static int node_redirect(void *ctx, const char *iqn, char *addr, size_t len)
+{
+	struct ts_node *n = ctx;
+	uint8_t u[16];
+	int rc = -ENOENT;
+
+	if (strncasecmp(iqn, VOL_IQN_PREFIX, strlen(VOL_IQN_PREFIX)) ||
+	    ts_uuid_parse(iqn + strlen(VOL_IQN_PREFIX), u))
+		return -ENOENT;
+	pthread_mutex_lock(&n->rt_lock);
+	for (unsigned r = 0; r < n->nroutes; r++) {
+		if (memcmp(n->routes[r].prefix, u, 8))
+			continue;
+		/* never to ourselves: we would have found the target */
+		if (strcmp(n->routes[r].portal, n->portal) &&
+		    (size_t)snprintf(addr, len, "%s", n->routes[r].portal) < len)
+			rc = 0;
+		break;
+	}
+	pthread_mutex_unlock(&n->rt_lock);
+	return rc;
 }
 
 /* True if the first 64 KiB of \p path are zeroes: a never-used disk. */
@@ -243,7 +412,15 @@ int ts_node_start(const struct ts_node_opts *o, struct ts_node **out)
 	n->o.chap_user = n->chap_user;
 	n->o.chap_secret = n->chap_secret;
 	n->o.addr = NULL; /* not kept */
+	if (o->engine_endpoint && strlen(o->engine_endpoint) >= sizeof(n->engine_ep)) {
+		ts_free(n);
+		return -EINVAL;
+	}
+	snprintf(n->engine_ep, sizeof(n->engine_ep), "%s", o->engine_endpoint ? o->engine_endpoint : "");
+	n->o.engine_endpoint = NULL; /* not kept */
 	pthread_mutex_init(&n->lock, NULL);
+	pthread_mutex_init(&n->pub_lock, NULL);
+	pthread_mutex_init(&n->rt_lock, NULL);
 	pthread_cond_init(&n->cond, NULL);
 	rc = node_open_disks(n);
 	if (rc)
@@ -251,6 +428,8 @@ int ts_node_start(const struct ts_node_opts *o, struct ts_node **out)
 	so.addr = o->addr;
 	so.port = n->o.port;
 	so.threads = 2;
+	so.redirect = node_redirect;
+	so.redirect_ctx = n;
 	rc = ts_iscsi_server_create(&so, &n->srv);
 	if (rc)
 		goto fail;
@@ -265,6 +444,10 @@ int ts_node_start(const struct ts_node_opts *o, struct ts_node **out)
 	if (rc)
 		goto fail;
 	n->thread_started = true;
+	rc = -pthread_create(&n->hb_thread, NULL, node_hb_thread, n);
+	if (rc)
+		goto fail;
+	n->hb_started = true;
 	ts_log(TS_LOG_INFO, "node", "node up id=%u portal=%s", n->o.node_id, n->portal);
 	*out = n;
 	return 0;
@@ -284,21 +467,79 @@ void ts_node_stats(struct ts_node *n, struct ts_node_stats *st)
 	st->extent_size = ts_pem_extent_size(n->pem);
 }
 
+struct ts_iscsi_server *ts_node_iscsi(struct ts_node *n)
+{
+	return n->srv;
+}
+
+struct ts_ldm *ts_node_ldm(struct ts_node *n)
+{
+	return n->ldm;
+}
+
+const char *ts_node_portal(const struct ts_node *n)
+{
+	return n->portal;
+}
+
+void ts_node_engine_lost(struct ts_node *n, const uint8_t uuid[16])
+{
+	int i;
+
+	pthread_mutex_lock(&n->lock);
+	i = served_find(n, uuid);
+	if (i >= 0) {
+		n->nserved--;
+		memmove(n->served[i], n->served[n->nserved], 16);
+		n->served_epoch[i] = n->served_epoch[n->nserved];
+	}
+	pthread_mutex_unlock(&n->lock);
+	if (i >= 0 && node_publish(n))
+		ts_log(TS_LOG_WARN, "node", "record write failed node=%u", n->o.node_id);
+}
+
+unsigned ts_node_served(struct ts_node *n, uint8_t (*uuids)[16], uint64_t *epochs, unsigned max)
+{
+	unsigned cnt;
+
+	pthread_mutex_lock(&n->lock);
+	cnt = n->nserved;
+	for (unsigned i = 0; i < cnt && i < max; i++) {
+		memcpy(uuids[i], n->served[i], 16);
+		epochs[i] = n->served_epoch[i];
+	}
+	pthread_mutex_unlock(&n->lock);
+	return cnt;
+}
+
 void ts_node_stop(struct ts_node *n)
 {
 	if (!n)
 		return;
-	if (n->thread_started) {
-		pthread_mutex_lock(&n->lock);
-		n->stop = true;
-		pthread_cond_broadcast(&n->cond);
-		pthread_mutex_unlock(&n->lock);
+	pthread_mutex_lock(&n->lock);
+	n->stop = true;
+	pthread_cond_broadcast(&n->cond);
+	pthread_mutex_unlock(&n->lock);
+	if (n->thread_started)
 		pthread_join(n->thread, NULL);
+	if (n->hb_started)
+		pthread_join(n->hb_thread, NULL);
+	/* engines first: their LUNs are on our server and their members on our LDM */
+	while (n->o.engine && n->nserved) {
+		uint8_t u[16];
+
+		memcpy(u, n->served[n->nserved - 1], 16);
+		if (n->o.engine->release(n->o.engine_ctx, n, u))
+			ts_log(TS_LOG_WARN, "node", "engine release failed at stop node=%u", n->o.node_id);
+		n->nserved--;
 	}
 	ts_iscsi_server_destroy(n->srv);
 	ts_ldm_close(n->ldm);
 	ts_pem_close(n->pem);
+	ts_free(n->routes);
 	pthread_cond_destroy(&n->cond);
 	pthread_mutex_destroy(&n->lock);
+	pthread_mutex_destroy(&n->pub_lock);
+	pthread_mutex_destroy(&n->rt_lock);
 	ts_free(n);
 }

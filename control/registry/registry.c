@@ -131,11 +131,18 @@ static int dir_put_node(void *ctx, const struct ts_reg_node *n)
 	for (uint32_t i = 0; arr && i < n->nvdisks && i < TS_REG_MAX_VDISKS; i++)
 		json_array_append_new(arr, json_pack("{s:o,s:I}", "uuid", uuid_json(n->vdisks[i].uuid),
 						     "size", (json_int_t)n->vdisks[i].size));
+	json_t *sarr = json_array();
+
+	for (uint32_t i = 0; sarr && i < n->nserved && i < TS_REG_MAX_SERVED; i++)
+		json_array_append_new(sarr, json_pack("{s:o,s:I}", "uuid",
+						      uuid_json(n->served[i].uuid), "epoch",
+						      (json_int_t)n->served[i].epoch));
 	snprintf(path, sizeof(path), "%s/nodes/%u.json", d->root, n->node_id);
-	return write_json(path, json_pack("{s:i,s:s,s:I,s:I,s:o}", "node_id", (int)n->node_id,
-					  "portal", n->portal, "heartbeat_ms",
+	return write_json(path, json_pack("{s:i,s:s,s:I,s:I,s:o,s:s,s:o}", "node_id",
+					  (int)n->node_id, "portal", n->portal, "heartbeat_ms",
 					  (json_int_t)n->heartbeat_ms, "free_bytes",
-					  (json_int_t)n->free_bytes, "vdisks", arr));
+					  (json_int_t)n->free_bytes, "vdisks", arr, "engine",
+					  n->engine, "served", sarr));
 }
 
 static int node_from_json(json_t *j, struct ts_reg_node *n)
@@ -161,6 +168,23 @@ static int node_from_json(json_t *j, struct ts_reg_node *n)
 		    !json_is_integer(json_object_get(v, "size")))
 			return -EINVAL;
 		n->vdisks[n->nvdisks++].size = (uint64_t)json_integer_value(json_object_get(v, "size"));
+	}
+	/* engine and served: absent in records written before engines ran in nodes */
+	v = json_object_get(j, "engine");
+	if (v && (!json_is_string(v) || strlen(json_string_value(v)) >= sizeof(n->engine)))
+		return -EINVAL;
+	snprintf(n->engine, sizeof(n->engine), "%s", v ? json_string_value(v) : "");
+	arr = json_object_get(j, "served");
+	if (arr && (!json_is_array(arr) || json_array_size(arr) > TS_REG_MAX_SERVED))
+		return -EINVAL;
+	json_array_foreach(arr, i, v) {
+		json_t *e = json_object_get(v, "epoch");
+
+		if (uuid_of(json_object_get(v, "uuid"), n->served[i].uuid) || !json_is_integer(e) ||
+		    json_integer_value(e) < 0)
+			return -EINVAL;
+		n->served[i].epoch = (uint64_t)json_integer_value(e);
+		n->nserved = (uint32_t)i + 1;
 	}
 	return 0;
 }
@@ -204,8 +228,9 @@ static int dir_post_request(void *ctx, uint32_t node_id, const struct ts_reg_req
 	if (rc)
 		return rc;
 	snprintf(path, sizeof(path), "%s/requests/%u/%s.req", d->root, node_id, r->id);
-	return write_json(path, json_pack("{s:s,s:i,s:o,s:I}", "id", r->id, "op", (int)r->op, "uuid",
-					  uuid_json(r->uuid), "size", (json_int_t)r->size));
+	return write_json(path, json_pack("{s:s,s:i,s:o,s:I,s:I}", "id", r->id, "op", (int)r->op,
+					  "uuid", uuid_json(r->uuid), "size", (json_int_t)r->size,
+					  "epoch", (json_int_t)r->epoch));
 }
 
 static int dir_next_request(void *ctx, uint32_t node_id, struct ts_reg_request *r)
@@ -251,11 +276,15 @@ static int dir_next_request(void *ctx, uint32_t node_id, struct ts_reg_request *
 	memset(r, 0, sizeof(*r));
 	/* the id from the file name, so even an unreadable request can be completed (with an error) */
 	snprintf(r->id, sizeof(r->id), "%.*s", (int)TS_MIN(strlen(best) - 4, sizeof(r->id) - 1), best);
+	json_t *ep = j ? json_object_get(j, "epoch") : NULL; /* absent in older requests */
+
 	if (j && json_unpack(j, "{s:s,s:i,s:I}", "id", &id, "op", &op, "size", &size) == 0 &&
-	    uuid_of(json_object_get(j, "uuid"), r->uuid) == 0) {
+	    uuid_of(json_object_get(j, "uuid"), r->uuid) == 0 &&
+	    (!ep || (json_is_integer(ep) && json_integer_value(ep) >= 0))) {
 		snprintf(r->id, sizeof(r->id), "%s", id);
 		r->op = (enum ts_reg_op)op;
 		r->size = (uint64_t)size;
+		r->epoch = ep ? (uint64_t)json_integer_value(ep) : 0;
 		rc = 0;
 	} else {
 		rc = -EINVAL;

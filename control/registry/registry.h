@@ -7,9 +7,12 @@
  *
  * Three kinds of record:
  *  - node records: written by each node daemon (id, iSCSI portal, member
- *    vdisks with sizes, free bytes, heartbeat time in wall-clock ms);
- *  - requests: the controller asks a node to do something (today: create a
- *    member vdisk and export it); the node takes it, acts, and completes it
+ *    vdisks with sizes, free bytes, heartbeat time in wall-clock ms, the
+ *    engine endpoint and the array groups whose engine it runs, with the
+ *    epoch it serves each at);
+ *  - requests: the controller asks a node to do something (create a member
+ *    vdisk and export it; serve an array group's engine at an epoch; release
+ *    it); the node takes it, acts, and completes it
  *    with a status the controller waits for. Requests are idempotent by
  *    design (create of an existing vdisk with the same size succeeds), so a
  *    request replayed after a crash is harmless;
@@ -42,6 +45,7 @@
 #define TS_REG_MAX_VDISKS 64
 #define TS_REG_MAX_NODES 64
 #define TS_REG_MAX_SLOTS 40
+#define TS_REG_MAX_SERVED 64
 
 struct ts_reg_vdisk {
 	uint8_t uuid[16];
@@ -55,15 +59,26 @@ struct ts_reg_node {
 	uint64_t free_bytes;
 	uint32_t nvdisks;
 	struct ts_reg_vdisk vdisks[TS_REG_MAX_VDISKS];
+	char engine[80];            /**< engine service endpoint; "" when it runs none */
+	uint32_t nserved;           /**< array groups whose engine runs here */
+	struct {
+		uint8_t uuid[16];
+		uint64_t epoch;     /**< the ownership epoch it fenced the members with */
+	} served[TS_REG_MAX_SERVED];
 };
 
-enum ts_reg_op { TS_REG_CREATE_VDISK = 1 };
+enum ts_reg_op {
+	TS_REG_CREATE_VDISK = 1,  /**< uuid, size: create + export a member vdisk */
+	TS_REG_SERVE_GROUP = 2,   /**< uuid, epoch: run the group's engine at that epoch */
+	TS_REG_RELEASE_GROUP = 3, /**< uuid, epoch: stop it (a planned handover) */
+};
 
 struct ts_reg_request {
 	char id[40];                /**< unique, filename-safe */
 	enum ts_reg_op op;
 	uint8_t uuid[16];
 	uint64_t size;
+	uint64_t epoch;             /**< SERVE/RELEASE; 0 otherwise */
 };
 
 struct ts_reg_group {

@@ -90,6 +90,13 @@ int ts_parse_size(const char *s, uint64_t *out);
 /** Monotonic clock in nanoseconds. */
 uint64_t ts_now_ns(void);
 
+struct timespec;
+/**
+ * \p ms from now on CLOCK_REALTIME, into *\p ts: the absolute deadline
+ * pthread_cond_timedwait() takes (default condition attributes).
+ */
+void ts_deadline_ms(struct timespec *ts, unsigned ms);
+
 /**
  * Write all of \p len bytes at \p off (retrying short writes and EINTR).
  * Returns 0 or -errno.

@@ -55,6 +55,12 @@ Test(node_registry, node_records)
 	ts_uuid_generate(n.vdisks[1].uuid);
 	n.vdisks[0].size = 4096;
 	n.vdisks[1].size = 1ull << 40;
+	snprintf(n.engine, sizeof(n.engine), "127.0.0.4:3270");
+	n.nserved = 2;
+	ts_uuid_generate(n.served[0].uuid);
+	ts_uuid_generate(n.served[1].uuid);
+	n.served[0].epoch = 7;
+	n.served[1].epoch = 1ull << 40;
 	cr_assert_eq(ts_registry_put_node(g_a, &n), 0);
 	n.heartbeat_ms = 222;
 	cr_assert_eq(ts_registry_put_node(g_a, &n), 0);
@@ -71,6 +77,12 @@ Test(node_registry, node_records)
 	cr_assert_eq(got->nvdisks, 2u);
 	cr_assert_eq(memcmp(got->vdisks, n.vdisks, sizeof(n.vdisks[0]) * 2), 0);
 	cr_assert_eq(got->free_bytes, 1u << 30);
+	cr_assert_str_eq(got->engine, "127.0.0.4:3270");
+	cr_assert_eq(got->nserved, 2u);
+	cr_assert_eq(memcmp(got->served, n.served, sizeof(n.served[0]) * 2), 0);
+	got = out[0].node_id == 9 ? &out[0] : &out[1];
+	cr_assert_str_eq(got->engine, "");
+	cr_assert_eq(got->nserved, 0u);
 	/* max bounds the output */
 	cr_assert_eq(ts_registry_list_nodes(g_b, out, 1, &cnt), 0);
 	cr_assert_eq(cnt, 1u);
@@ -80,6 +92,10 @@ Test(node_registry, node_records)
 Test(node_registry, requests_mailbox)
 {
 	struct ts_reg_request r1 = { .op = TS_REG_CREATE_VDISK, .size = 8192 }, r2 = r1, got;
+
+	r2.op = TS_REG_SERVE_GROUP;
+	r2.size = 0;
+	r2.epoch = 42;
 	int st = 0;
 
 	ts_registry_new_request_id(r1.id);
@@ -105,6 +121,8 @@ Test(node_registry, requests_mailbox)
 	cr_assert_eq(st, -28);
 	cr_assert_eq(ts_registry_next_request(g_b, 5, &got), 0);
 	cr_assert_str_eq(got.id, r2.id);
+	cr_assert_eq(got.op, TS_REG_SERVE_GROUP);
+	cr_assert_eq(got.epoch, 42u);
 	cr_assert_eq(ts_registry_complete_request(g_b, 5, r2.id, 0), 0);
 	cr_assert_eq(ts_registry_next_request(g_b, 5, &got), -ENOENT);
 	cr_assert_eq(ts_registry_wait_request(g_a, 5, r2.id, 1000, &st), 0);
