@@ -33,6 +33,7 @@ struct pl_disk {
 	uint32_t node;                      /* index into nodes */
 	uint64_t capacity, used;
 	uint32_t members;
+	uint64_t slots;                     /* scratch: free member slots for the group being placed */
 	bool mark;                          /* scratch: taken by the group being placed */
 };
 

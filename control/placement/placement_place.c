@@ -69,9 +69,9 @@ struct plan {
 };
 
 static bool costs(const struct ts_placement *p, const struct plan *pl, const struct pl_disk *d,
-		  uint32_t m, uint64_t ms)
+		  uint32_t m)
 {
-	return (d->capacity - d->used) / ms <= pl->g1 &&
+	return d->slots <= pl->g1 &&
 	       p->dom_acc[pl_disk_dom(p, d)] <= (uint64_t)m * pl->g1;
 }
 
@@ -83,7 +83,7 @@ static bool better(const struct ts_placement *p, const struct plan *pl, const st
 	unsigned __int128 fa, fb;
 
 	if (pl && pl->tight) {
-		bool xa = costs(p, pl, a, m, ms), xb = costs(p, pl, b, m, ms);
+		bool xa = costs(p, pl, a, m), xb = costs(p, pl, b, m);
 
 		if (xa != xb)
 			return xb;
@@ -213,8 +213,7 @@ static void explain(struct ts_placement *p, uint32_t k, uint32_t m, uint64_t ms,
 static uint64_t max_groups(struct ts_placement *p, uint32_t k, uint32_t m, uint64_t ms);
 
 /* The plan for one k+m group: g1, the slots that count per domain, the slack. */
-static void plan_init(struct ts_placement *p, struct plan *pl, uint64_t G, uint32_t k, uint32_t m,
-		      uint64_t ms)
+static void plan_init(struct ts_placement *p, struct plan *pl, uint64_t G, uint32_t k, uint32_t m)
 {
 	uint64_t total = 0;
 	size_t i;
@@ -223,8 +222,7 @@ static void plan_init(struct ts_placement *p, struct plan *pl, uint64_t G, uint3
 	for (i = 0; i < p->ndisks; i++) {
 		const struct pl_disk *d = &p->disks[i];
 
-		if (!p->nodes[d->node].cordoned)
-			p->dom_acc[pl_disk_dom(p, d)] += TS_MIN((d->capacity - d->used) / ms, pl->g1);
+		p->dom_acc[pl_disk_dom(p, d)] += TS_MIN(d->slots, pl->g1);
 	}
 	for (i = 0; i < p->ndomains; i++)
 		total += TS_MIN(p->dom_acc[i], (uint64_t)m * pl->g1);
@@ -233,12 +231,11 @@ static void plan_init(struct ts_placement *p, struct plan *pl, uint64_t G, uint3
 }
 
 /* Account the pick of disk d in the plan (before it is taken). */
-static void plan_pick(struct ts_placement *p, struct plan *pl, const struct pl_disk *d, uint32_t m,
-		      uint64_t ms)
+static void plan_pick(struct ts_placement *p, struct plan *pl, const struct pl_disk *d, uint32_t m)
 {
-	if ((d->capacity - d->used) / ms > pl->g1)
+	if (d->slots > pl->g1)
 		return; /* its slots beyond g1 did not count */
-	if (costs(p, pl, d, m, ms) && pl->slack)
+	if (costs(p, pl, d, m) && pl->slack)
 		pl->slack--;
 	p->dom_acc[pl_disk_dom(p, d)]--;
 }
@@ -257,7 +254,7 @@ static int choose(struct ts_placement *p, uint32_t k, uint32_t m, uint64_t ms, s
 
 	if (!G)
 		return -ENOSPC; /* the bound is exact for one group */
-	plan_init(p, &pl, G, k, m, ms);
+	plan_init(p, &pl, G, k, m);
 	for (; got < k + m; got++) {
 		ssize_t di;
 
@@ -266,7 +263,7 @@ static int choose(struct ts_placement *p, uint32_t k, uint32_t m, uint64_t ms, s
 		if (di < 0)
 			break;
 		idx[got] = (size_t)di;
-		plan_pick(p, &pl, &p->disks[di], m, ms);
+		plan_pick(p, &pl, &p->disks[di], m);
 		take(p, (size_t)di, true);
 	}
 	for (i = 0; i < got; i++)
@@ -511,8 +508,8 @@ fail:
 
 /* ---- capacity ---- */
 
-/* Can G more k+m groups of ms members be placed (the bound above)? */
-static bool groups_fit(struct ts_placement *p, uint64_t G, uint32_t k, uint32_t m, uint64_t ms)
+/* Can G more k+m groups be placed (the bound above, over the disks' slots)? */
+static bool groups_fit(struct ts_placement *p, uint64_t G, uint32_t k, uint32_t m)
 {
 	uint64_t total = 0;
 	size_t i;
@@ -520,8 +517,7 @@ static bool groups_fit(struct ts_placement *p, uint64_t G, uint32_t k, uint32_t 
 	for (i = 0; i < p->ndisks; i++) {
 		const struct pl_disk *d = &p->disks[i];
 
-		if (!p->nodes[d->node].cordoned)
-			p->dom_acc[pl_disk_dom(p, d)] += TS_MIN((d->capacity - d->used) / ms, G);
+		p->dom_acc[pl_disk_dom(p, d)] += TS_MIN(d->slots, G);
 	}
 	for (i = 0; i < p->ndomains; i++) {
 		total += TS_MIN(p->dom_acc[i], (uint64_t)m * G);
@@ -530,20 +526,27 @@ static bool groups_fit(struct ts_placement *p, uint64_t G, uint32_t k, uint32_t 
 	return total >= (uint64_t)(k + m) * G;
 }
 
-/* The largest G that groups_fit(), by bisection over [0, free slots / (k+m)]. */
+/*
+ * The largest G that groups_fit(), by bisection over [0, free slots /
+ * (k+m)]. Leaves each disk's free slots for ms byte members in its scratch
+ * (0 on cordoned nodes) for the plan.
+ */
 static uint64_t max_groups(struct ts_placement *p, uint32_t k, uint32_t m, uint64_t ms)
 {
 	uint64_t slots = 0, lo = 0, hi;
 	size_t i;
 
-	for (i = 0; i < p->ndisks; i++)
-		if (!p->nodes[p->disks[i].node].cordoned)
-			slots += (p->disks[i].capacity - p->disks[i].used) / ms;
+	for (i = 0; i < p->ndisks; i++) {
+		struct pl_disk *d = &p->disks[i];
+
+		d->slots = p->nodes[d->node].cordoned ? 0 : (d->capacity - d->used) / ms;
+		slots += d->slots;
+	}
 	hi = slots / (k + m);
 	while (lo < hi) {
 		uint64_t mid = lo + (hi - lo + 1) / 2;
 
-		if (groups_fit(p, mid, k, m, ms))
+		if (groups_fit(p, mid, k, m))
 			lo = mid;
 		else
 			hi = mid - 1;
