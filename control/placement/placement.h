@@ -102,7 +102,9 @@ int ts_placement_disk_remove(struct ts_placement *p, uint32_t disk_id, char *msg
  * on uncordoned nodes with room, at most m per failure domain, spread over
  * as many domains (then nodes) as possible and, among those, the disks with
  * the lowest used fraction after the member (then fewest members, then
- * lowest id). 0 and *\p group_id (ids start at 1, never reused), -EINVAL
+ * lowest id); when the pool's remaining capacity is at stake, disks whose
+ * use costs no future group come first (docs/placement.md). Refused only
+ * when no valid choice exists. 0 and *\p group_id (ids start at 1, never reused), -EINVAL
  * (k or m 0, k+m > TS_PLACEMENT_MAX_SLOTS, member_size 0), -ENOSPC with a
  * message (e.g. fewer than ceil((k+m)/m) domains have a disk with room),
  * -ENOMEM.
