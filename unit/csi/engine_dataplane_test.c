@@ -92,34 +92,12 @@ TestSuite(csi_engine_dataplane, .init = setup, .fini = teardown, .timeout = 400)
 static int vcreate_on(struct ts_client *ch, const char *name, uint64_t bytes, bool block,
 		      const char *snap, const char *vol, Csi__V1__CreateVolumeResponse **out)
 {
-	Csi__V1__CreateVolumeRequest r = CSI__V1__CREATE_VOLUME_REQUEST__INIT;
-	Csi__V1__CapacityRange cr = CSI__V1__CAPACITY_RANGE__INIT;
-	Csi__V1__VolumeCapability *caps[1] = { block ? tcap_block() : tcap_mount("ext4") };
-	Csi__V1__VolumeContentSource cs = CSI__V1__VOLUME_CONTENT_SOURCE__INIT;
-	Csi__V1__VolumeContentSource__SnapshotSource ss =
-		CSI__V1__VOLUME_CONTENT_SOURCE__SNAPSHOT_SOURCE__INIT;
-	Csi__V1__VolumeContentSource__VolumeSource vs =
-		CSI__V1__VOLUME_CONTENT_SOURCE__VOLUME_SOURCE__INIT;
+	Csi__V1__CreateVolumeRequest *r =
+		tcreate_req(name, (int64_t)bytes, block ? tcap_block() : tcap_mount("ext4"), snap, vol);
 	Csi__V1__CreateVolumeResponse *resp = NULL;
 	int code;
 
-	r.name = (char *)name;
-	cr.required_bytes = (int64_t)bytes;
-	r.capacity_range = bytes ? &cr : NULL;
-	r.volume_capabilities = caps;
-	r.n_volume_capabilities = 1;
-	if (snap || vol) {
-		cs.type_case = snap ? CSI__V1__VOLUME_CONTENT_SOURCE__TYPE_SNAPSHOT
-				    : CSI__V1__VOLUME_CONTENT_SOURCE__TYPE_VOLUME;
-		ss.snapshot_id = (char *)snap;
-		vs.volume_id = (char *)vol;
-		if (snap) /* a oneof: one union member */
-			cs.snapshot = &ss;
-		else
-			cs.volume = &vs;
-		r.volume_content_source = &cs;
-	}
-	code = RPC_ON(ch, "Controller/CreateVolume", &r, &csi__v1__create_volume_response__descriptor,
+	code = RPC_ON(ch, "Controller/CreateVolume", r, &csi__v1__create_volume_response__descriptor,
 		      &resp);
 	if (out)
 		*out = resp;

@@ -113,34 +113,11 @@ TestSuite(csi_engine, .init = setup, .fini = teardown, .timeout = 240);
 static int create_vol(struct ts_csi_driver *d, const char *name, uint64_t bytes, const char *snap,
 		      const char *vol, char *id)
 {
-	Csi__V1__CreateVolumeRequest r = CSI__V1__CREATE_VOLUME_REQUEST__INIT;
-	Csi__V1__CapacityRange cr = CSI__V1__CAPACITY_RANGE__INIT;
-	Csi__V1__VolumeCapability *caps[1] = { tcap_block() };
-	Csi__V1__VolumeContentSource src = CSI__V1__VOLUME_CONTENT_SOURCE__INIT;
-	Csi__V1__VolumeContentSource__SnapshotSource ss =
-		CSI__V1__VOLUME_CONTENT_SOURCE__SNAPSHOT_SOURCE__INIT;
-	Csi__V1__VolumeContentSource__VolumeSource vs =
-		CSI__V1__VOLUME_CONTENT_SOURCE__VOLUME_SOURCE__INIT;
+	Csi__V1__CreateVolumeRequest *r = tcreate_req(name, (int64_t)bytes, tcap_block(), snap, vol);
 	Csi__V1__CreateVolumeResponse *resp;
 	int code;
 
-	r.name = (char *)name;
-	cr.required_bytes = (int64_t)bytes;
-	r.capacity_range = bytes ? &cr : NULL;
-	r.volume_capabilities = caps;
-	r.n_volume_capabilities = 1;
-	if (snap) {
-		ss.snapshot_id = (char *)snap;
-		src.type_case = CSI__V1__VOLUME_CONTENT_SOURCE__TYPE_SNAPSHOT;
-		src.snapshot = &ss;
-		r.volume_content_source = &src;
-	} else if (vol) {
-		vs.volume_id = (char *)vol;
-		src.type_case = CSI__V1__VOLUME_CONTENT_SOURCE__TYPE_VOLUME;
-		src.volume = &vs;
-		r.volume_content_source = &src;
-	}
-	code = tcall(d, "/csi.v1.Controller/CreateVolume", &r,
+	code = tcall(d, "/csi.v1.Controller/CreateVolume", r,
 		     &csi__v1__create_volume_response__descriptor, (void **)&resp);
 	if (code == 0) {
 		if (id)
@@ -431,14 +408,12 @@ Test(csi_engine, unreachable_engine_is_unavailable_then_back)
 
 /* ---- malformed engine requests ---- */
 
-static uint64_t g_seed;
+static unsigned g_seed;
 
+/* seeded: a failure replays */
 static uint64_t rnd(void)
 {
-	g_seed ^= g_seed << 13;
-	g_seed ^= g_seed >> 7;
-	g_seed ^= g_seed << 17;
-	return g_seed;
+	return (uint64_t)rand_r(&g_seed) << 31 | (uint64_t)rand_r(&g_seed);
 }
 
 static json_t *odd_value(void)
@@ -554,7 +529,7 @@ Test(csi_engine, malformed_engine_requests_never_crash)
 	char msg[256], method[80], *resp;
 	size_t resp_len;
 
-	g_seed = 0x9e3779b97f4a7c15ull;
+	g_seed = 0x9e3779b9u;
 	cr_assert_eq(ts_client_open(g_ep_a, &c), 0);
 	/* the base requests are well formed */
 	for (size_t i = 0; i < TS_ARRAY_SIZE(g_base); i++) {
