@@ -180,7 +180,7 @@ static int m_capacity(struct csi_engine *e, const json_t *req, json_t *reply, in
 static int get_spec(const json_t *req, bool clone, struct ts_csi_vol_spec *spec, char *why,
 		    size_t why_len)
 {
-	uint64_t k, m;
+	uint64_t k = 0, m = 0;
 	int rc;
 
 	memset(spec, 0, sizeof(*spec));
@@ -249,7 +249,7 @@ static int m_remove(struct csi_engine *e, const json_t *req, json_t *reply, int 
 static int m_expand(struct csi_engine *e, const json_t *req, json_t *reply, int *brc, char *why,
 		    size_t why_len)
 {
-	uint64_t bytes, got = 0;
+	uint64_t bytes = 0, got = 0;
 	const char *id;
 	int rc = ts_ew_str(req, "id", TS_EW_ID, true, &id, why, why_len);
 
