@@ -144,6 +144,7 @@ int csi_code_from_err(int err)
 	case -EBUSY:
 	case -ENOTEMPTY:
 	case -EROFS:
+	case -EXDEV: /* e.g. a group snapshot of volumes on different engines */
 		return CSI_FAILED_PRECONDITION;
 	case -ETIMEDOUT:
 		return CSI_DEADLINE_EXCEEDED;

@@ -47,7 +47,11 @@ struct ts_csi_driver {
 	struct node_vol *staged;
 	const struct ts_admin_ops *admin_ops; /* csi/admin.h; NULL = no admin service */
 	void *admin_ctx;
+	struct csi_engine *engine; /* csi/engine.c; NULL = no engine service */
 };
+
+/* engine.c: free what ts_csi_driver_set_engine made (NULL is a no-op). */
+void csi_engine_free(struct csi_engine *e);
 
 extern const struct csi_method csi_identity_methods[];
 extern const size_t csi_identity_method_count;
@@ -57,6 +61,25 @@ extern const struct csi_method csi_node_methods[];
 extern const size_t csi_node_method_count;
 extern const struct csi_method csi_admin_methods[]; /* admin.c */
 extern const size_t csi_admin_method_count;
+extern const struct csi_method csi_engine_methods[]; /* engine.c */
+extern const size_t csi_engine_method_count;
+
+/* A method table, for csi_server_start. */
+struct csi_method_table {
+	const struct csi_method *m;
+	size_t n;
+};
+
+/*
+ * server.c: serve the methods of \p tables (and the SnapshotMetadata streams
+ * when \p streams) for \p d on \p endpoint: `unix:///abs/path` (a stale
+ * socket file is replaced) or any other gRPC listen address (TCP,
+ * "127.0.0.1:0" picks a port: *\p port gets it; 0 for unix). Returns as
+ * ts_csi_server_start; stop with ts_csi_server_stop.
+ */
+int csi_server_start(struct ts_csi_driver *d, const char *endpoint, unsigned workers,
+		     const struct csi_method_table *tables, size_t ntables, bool streams,
+		     struct ts_csi_server **out, int *port);
 
 /*
  * A server-streaming method (one request, a stream of responses): open()

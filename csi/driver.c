@@ -31,6 +31,7 @@ const struct csi_method *csi_method_find(const char *path)
 		{ csi_group_methods, &csi_group_method_count },
 		{ csi_node_methods, &csi_node_method_count },
 		{ csi_admin_methods, &csi_admin_method_count },
+		{ csi_engine_methods, &csi_engine_method_count },
 	};
 
 	for (size_t t = 0; t < TS_ARRAY_SIZE(tables); t++) {
@@ -124,6 +125,7 @@ void ts_csi_driver_destroy(struct ts_csi_driver *d)
 	if (!d)
 		return;
 	csi_node_free(d);
+	csi_engine_free(d->engine);
 	pthread_mutex_destroy(&d->ctl_lock);
 	pthread_mutex_destroy(&d->node_lock);
 	ts_free(d->node_id);

@@ -228,6 +228,12 @@ int csi_qos_reapply(struct ts_csi_driver *d)
 				ts_log(TS_LOG_WARN, "csi", "QoS for a volume the backend lacks id=%s",
 				       batch[i].id);
 				rc = 0;
+			} else if (rc == -EAGAIN) {
+				/* a remote engine down at start must not keep the controller down */
+				ts_log(TS_LOG_WARN, "csi",
+				       "QoS not re-applied now, the volume's engine is unreachable id=%s",
+				       batch[i].id);
+				rc = 0;
 			}
 		}
 		if (n)

@@ -3,8 +3,8 @@
  * The gRPC server loop: gRPC C core, one completion queue, a small pool of
  * worker threads.
  *
- * Every CSI method (and every admin method, csi/admin.c: same dispatch, JSON
- * bodies) is registered with GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
+ * Every CSI method (and every admin and engine method, csi/admin.c and
+ * csi/engine.c: same dispatch, JSON bodies) is registered with GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
  * (a unary request arrives with its one message), and two requests per method
  * are kept armed. A worker that receives a new call re-arms its slot first,
  * then starts a RECV_CLOSE_ON_SERVER batch (its completion tells us the client
@@ -24,6 +24,11 @@
  * status goes out through finish() as for a unary call. No worker ever waits
  * for a client, and a failed send (client gone, server cancelling) ends the
  * stream with CANCELLED.
+ *
+ * One loop, several method sets: ts_csi_server_start serves every table
+ * (CSI, admin, engine) on a unix socket; csi_server_start takes the tables
+ * and any gRPC endpoint, which is how an engine service runs on a server of
+ * its own (ts_engine_server_start, unix socket or TCP).
  *
  * Shutdown (ts_csi_server_stop, called on SIGTERM by `tessera csi`):
  * grpc_server_shutdown_and_notify stops new calls; running calls get the
@@ -114,6 +119,7 @@ struct ts_csi_server {
 	const struct csi_method **methods;
 	size_t nmethods;
 	void **sreg; /* streaming methods: csi_snapmeta_methods */
+	size_t nstreams;
 };
 
 static int arm(struct ts_csi_server *s, const struct csi_method *m,
@@ -403,7 +409,7 @@ static void server_free(struct ts_csi_server *s)
 		grpc_server_destroy(s->server);
 	if (s->cq)
 		grpc_completion_queue_destroy(s->cq);
-	if (s->bound)
+	if (s->bound && s->sock_path)
 		unlink(s->sock_path);
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);
@@ -416,26 +422,24 @@ static void server_free(struct ts_csi_server *s)
 	grpc_shutdown();
 }
 
-int ts_csi_server_start(struct ts_csi_driver *d, const char *endpoint, unsigned workers,
-			struct ts_csi_server **out)
+int csi_server_start(struct ts_csi_driver *d, const char *endpoint, unsigned workers,
+		     const struct csi_method_table *tables, size_t ntables, bool streams,
+		     struct ts_csi_server **out, int *port)
 {
-	const struct {
-		const struct csi_method *m;
-		size_t n;
-	} tables[] = {
-		{ csi_identity_methods, csi_identity_method_count },
-		{ csi_controller_methods, csi_controller_method_count },
-		{ csi_group_methods, csi_group_method_count },
-		{ csi_node_methods, csi_node_method_count },
-		{ csi_admin_methods, csi_admin_method_count }, /* csi/admin.h */
-	};
 	struct ts_csi_server *s;
 	grpc_server_credentials *creds;
+	size_t nstreams = streams ? csi_snapmeta_method_count : 0;
+	bool unix_ep;
 	struct stat sb;
-	int rc = -EINVAL;
+	int rc = -EINVAL, bound;
 
 	*out = NULL;
-	if (!endpoint || strncmp(endpoint, "unix:///", 8))
+	if (port)
+		*port = 0;
+	if (!endpoint || !endpoint[0])
+		return -EINVAL;
+	unix_ep = strncmp(endpoint, "unix:", 5) == 0;
+	if (unix_ep && strncmp(endpoint, "unix:///", 8))
 		return -EINVAL;
 	s = ts_calloc(1, sizeof(*s));
 	if (!s)
@@ -446,19 +450,20 @@ int ts_csi_server_start(struct ts_csi_driver *d, const char *endpoint, unsigned 
 	s->d = d;
 	s->shutdown_tag.kind = TAG_SHUTDOWN;
 	s->nthreads = workers ? workers : 4;
-	s->sock_path = ts_strdup(endpoint + 7);
+	s->sock_path = unix_ep ? ts_strdup(endpoint + 7) : NULL;
 	s->threads = ts_calloc(s->nthreads, sizeof(*s->threads));
 	s->nmethods = 0;
-	for (size_t t = 0; t < TS_ARRAY_SIZE(tables); t++)
+	for (size_t t = 0; t < ntables; t++)
 		s->nmethods += tables[t].n;
-	s->reg = ts_calloc(s->nmethods, sizeof(*s->reg));
-	s->methods = ts_calloc(s->nmethods, sizeof(*s->methods));
-	s->sreg = ts_calloc(csi_snapmeta_method_count, sizeof(*s->sreg));
+	s->nstreams = nstreams;
+	s->reg = ts_calloc(s->nmethods ? s->nmethods : 1, sizeof(*s->reg));
+	s->methods = ts_calloc(s->nmethods ? s->nmethods : 1, sizeof(*s->methods));
+	s->sreg = ts_calloc(nstreams ? nstreams : 1, sizeof(*s->sreg));
 	rc = -ENOMEM;
-	if (!s->sock_path || !s->threads || !s->reg || !s->methods || !s->sreg)
+	if ((unix_ep && !s->sock_path) || !s->threads || !s->reg || !s->methods || !s->sreg)
 		goto fail;
 	/* Replace a stale socket from an earlier run; refuse to clobber anything else. */
-	if (lstat(s->sock_path, &sb) == 0) {
+	if (unix_ep && lstat(s->sock_path, &sb) == 0) {
 		rc = -EADDRINUSE;
 		if (!S_ISSOCK(sb.st_mode) || unlink(s->sock_path))
 			goto fail;
@@ -466,17 +471,18 @@ int ts_csi_server_start(struct ts_csi_driver *d, const char *endpoint, unsigned 
 	s->cq = grpc_completion_queue_create_for_next(NULL);
 	s->server = grpc_server_create(NULL, NULL);
 	grpc_server_register_completion_queue(s->server, s->cq, NULL);
-	for (size_t t = 0, k = 0; t < TS_ARRAY_SIZE(tables); t++)
+	for (size_t t = 0, k = 0; t < ntables; t++)
 		for (size_t i = 0; i < tables[t].n; i++, k++) {
 			s->methods[k] = &tables[t].m[i];
 			s->reg[k] = grpc_server_register_method(s->server, tables[t].m[i].path, NULL,
 								GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
 		}
-	for (size_t i = 0; i < csi_snapmeta_method_count; i++)
+	for (size_t i = 0; i < nstreams; i++)
 		s->sreg[i] = grpc_server_register_method(s->server, csi_snapmeta_methods[i].path, NULL,
 							 GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
 	creds = grpc_insecure_server_credentials_create();
-	rc = grpc_server_add_http2_port(s->server, endpoint, creds) ? 0 : -EIO;
+	bound = grpc_server_add_http2_port(s->server, endpoint, creds);
+	rc = bound ? 0 : -EIO;
 	grpc_server_credentials_release(creds);
 	if (rc) {
 		ts_log(TS_LOG_ERROR, "csi", "cannot listen endpoint=%s", endpoint);
@@ -494,12 +500,14 @@ int ts_csi_server_start(struct ts_csi_driver *d, const char *endpoint, unsigned 
 			;
 		goto fail;
 	}
-	s->bound = true;
+	s->bound = unix_ep;
+	if (port && !unix_ep)
+		*port = bound; /* the TCP port, useful with ":0" */
 	grpc_server_start(s->server);
 	for (size_t k = 0; k < s->nmethods; k++)
 		for (int j = 0; j < ARMED_PER_METHOD; j++)
 			arm(s, s->methods[k], NULL, s->reg[k]);
-	for (size_t i = 0; i < csi_snapmeta_method_count; i++)
+	for (size_t i = 0; i < nstreams; i++)
 		arm(s, NULL, &csi_snapmeta_methods[i], s->sreg[i]);
 	arm(s, NULL, NULL, NULL);
 	for (unsigned i = 0; i < s->nthreads; i++)
@@ -510,6 +518,25 @@ int ts_csi_server_start(struct ts_csi_driver *d, const char *endpoint, unsigned 
 fail:
 	server_free(s);
 	return rc;
+}
+
+int ts_csi_server_start(struct ts_csi_driver *d, const char *endpoint, unsigned workers,
+			struct ts_csi_server **out)
+{
+	const struct csi_method_table tables[] = {
+		{ csi_identity_methods, csi_identity_method_count },
+		{ csi_controller_methods, csi_controller_method_count },
+		{ csi_group_methods, csi_group_method_count },
+		{ csi_node_methods, csi_node_method_count },
+		{ csi_admin_methods, csi_admin_method_count }, /* csi/admin.h */
+		{ csi_engine_methods, csi_engine_method_count }, /* csi/engine.h */
+	};
+
+	*out = NULL;
+	if (!endpoint || strncmp(endpoint, "unix:///", 8))
+		return -EINVAL;
+	return csi_server_start(d, endpoint, workers, tables, TS_ARRAY_SIZE(tables), true, out,
+				NULL);
 }
 
 void ts_csi_server_stop(struct ts_csi_server *s, unsigned grace_ms)

@@ -301,6 +301,12 @@ struct ts_csi_driver *ts_stack_driver(struct ts_stack *s)
 	return s->d;
 }
 
+void ts_stack_backend(struct ts_stack *s, const struct ts_csi_backend_ops **ops, void **ctx)
+{
+	*ops = s->be;
+	*ctx = s->be_ctx;
+}
+
 void ts_stack_stop(struct ts_stack *s)
 {
 	if (!s)

@@ -79,6 +79,13 @@ struct ts_vpool *ts_stack_vpool(struct ts_stack *s);
 /** The CSI driver object behind the stack's gRPC server (borrowed, same lifetime). */
 struct ts_csi_driver *ts_stack_driver(struct ts_stack *s);
 
+struct ts_csi_backend_ops;
+/**
+ * The stack's volume engine: its data-plane backend (borrowed, same
+ * lifetime), e.g. to serve it as an engine service (csi/engine.h).
+ */
+void ts_stack_backend(struct ts_stack *s, const struct ts_csi_backend_ops **ops, void **ctx);
+
 /**
  * Check a daemon's --portal ("host:port", port 1-65535) and CSI endpoint
  * ("unix:///absolute/path.sock"; when *\p endpoint is NULL it becomes

@@ -11,7 +11,7 @@ cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTS_SANITIZE=OFF >/dev/nul
 cmake --build "$B" >/dev/null
 # Every unit suite built under $B/unit runs, except these (measured under
 # valgrind on this tree; say why when adding one):
-#   csi_dataplane  over 400 s under valgrind (a pool of EC members, iSCSI
+#   csi_dataplane, csi_engine_dataplane  over 400 s under valgrind (a pool of EC members, iSCSI
 #                  target and user-mode initiator per test); runs under ASan
 #   csi_mount      forks mkfs/mount/umount; valgrind follows every child
 #                  (--trace-children) and mkfs.xfs fails under it, so
@@ -19,7 +19,7 @@ cmake --build "$B" >/dev/null
 #   attach_tgt     forks a tgtd iSCSI daemon and mounts FUSE; over 400 s
 # An argument replaces this with "only suites whose name matches the regex"
 # (e.g. scripts/valgrind.sh '^unit_(csi_mount)$').
-EXCLUDE='^unit_(csi_dataplane|csi_mount|attach_tgt)$'
+EXCLUDE='^unit_(csi_dataplane|csi_engine_dataplane|csi_mount|attach_tgt)$'
 FILTER=${1:-}
 fail=0
 for t in "$B"/unit/unit_*; do

@@ -14,14 +14,16 @@
  *
  * Implementations: backend_file.c (sparse files + loop devices, the test
  * backend, see ts_csi_backend_file_create()); the data-plane backend (EC
- * volumes served over iSCSI, attached via libiscsi -> FUSE -> loop) plugs in
- * the same way.
+ * volumes served over iSCSI, attached via libiscsi -> FUSE -> loop,
+ * backend_dataplane.h) plugs in the same way; the remote backend
+ * (backend_remote.h) forwards the controller side to engine services
+ * (csi/engine.h) that serve one of the others.
  *
  * Errors: 0 or -errno / TS_ERR_*. The CSI layer maps them to gRPC codes in one
  * place (csi/driver.c: csi_code_from_err): -ENOENT NOT_FOUND, -EEXIST
  * ALREADY_EXISTS, -EINVAL INVALID_ARGUMENT, -ERANGE OUT_OF_RANGE, -ENOSPC /
  * TS_ERR_NO_SPACE / -ENOMEM RESOURCE_EXHAUSTED, -EAGAIN / TS_ERR_DEGRADED
- * UNAVAILABLE, -EBUSY FAILED_PRECONDITION, anything else INTERNAL.
+ * UNAVAILABLE, -EBUSY / -EXDEV FAILED_PRECONDITION, anything else INTERNAL.
  *
  * THREAD SAFETY: the CSI layer serializes controller mutations
  * (create/delete/expand, snap_create/snap_delete/create_from) under its
@@ -120,6 +122,14 @@ struct ts_csi_backend_ops {
 	int (*create)(void *ctx, const struct ts_csi_vol_spec *spec,
 		      struct ts_csi_backend_vol *out);
 
+	/**
+	 * Optional (NULL = not supported): the volume created under \p name
+	 * (create's idempotency key), filled like create; -ENOENT when there
+	 * is none. Never creates. The remote backend asks every engine with it
+	 * before placing a new name (docs/engines.md).
+	 */
+	int (*find)(void *ctx, const char *name, struct ts_csi_backend_vol *out);
+
 	/** Remove a volume; 0 also when it does not exist. */
 	int (*remove)(void *ctx, const char *id);
 
@@ -142,6 +152,13 @@ struct ts_csi_backend_ops {
 	 */
 	int (*snap_create)(void *ctx, const char *vol_id, const char *name,
 			   struct ts_csi_backend_snap *out);
+
+	/**
+	 * Optional: the snapshot created under \p name (snap_create's key),
+	 * -ENOENT when there is none. The remote backend asks the other
+	 * engines with it, so a name stays unique across engines.
+	 */
+	int (*snap_find)(void *ctx, const char *name, struct ts_csi_backend_snap *out);
 
 	/** Delete a snapshot; 0 also when it does not exist. */
 	int (*snap_delete)(void *ctx, const char *snap_id);

@@ -37,11 +37,16 @@
  * partial one (a crash between two members' snapshots) is removed and the
  * group is cut again.
  *
- * THREAD SAFETY: b->lock protects the export and attach tables; the CSI
- * layer already serialises controller and node mutations, the lock covers
- * capacity/probe running beside them.
+ * The node side (attach, detach, refresh) is the shared iSCSI attach table
+ * (iscsi_attach.h), which the remote backend uses as well.
+ *
+ * THREAD SAFETY: b->lock protects the export table; the attach table has
+ * its own lock. The CSI layer (or the engine service, csi/engine.c)
+ * serialises controller and node mutations; the lock covers
+ * capacity/probe/find running beside them.
  */
 #include "csi/backend/backend_dataplane.h"
+#include "csi/backend/iscsi_attach.h"
 
 #include <inttypes.h>
 #include <openssl/sha.h>
@@ -56,11 +61,9 @@
 #include "dataplane/volume/volume.h"
 #include "snapshots/chain/chain.h"
 #include "snapshots/group/group.h"
-#include "volumedriver/attach/attach.h"
 #include "volumedriver/lun/vol_lun.h"
 
 #define DP_MAX_EXPORTS 4096
-#define DP_MAX_ATTACH 256
 /* How long a group snapshot may wait for its members' in-flight IO. */
 #define DP_GROUP_HOLD_NS (10ull * 1000000000ull)
 
@@ -68,11 +71,6 @@ struct dp_export {
 	uint64_t vol_id;
 	struct ts_vol_lun *lun;
 	struct ts_qos_limits qos;
-};
-
-struct dp_attach {
-	char dev[TS_CSI_DEV_MAX];
-	struct ts_attach *a;
 };
 
 struct dp_backend {
@@ -84,8 +82,7 @@ struct dp_backend {
 	uint8_t group_uuid[16];
 	struct dp_export exports[DP_MAX_EXPORTS];
 	unsigned nexports;
-	struct dp_attach attaches[DP_MAX_ATTACH];
-	unsigned nattaches;
+	struct ts_csi_iscsi_attach *attach; /* the node side (iscsi_attach.h) */
 	int (*probe_fn)(void *);
 	void *probe_arg;
 	unsigned k, m;
@@ -241,6 +238,27 @@ static int dp_create(void *ctx, const struct ts_csi_vol_spec *spec, struct ts_cs
 	return rc;
 }
 
+static int dp_find(void *ctx, const char *name, struct ts_csi_backend_vol *out)
+{
+	struct dp_backend *b = ctx;
+	struct ts_vpool_volume_info info;
+	char pname[TS_VOLUME_NAME_MAX];
+	uint64_t vol_id;
+	int rc;
+
+	pool_name(name, pname);
+	pthread_mutex_lock(&b->lock);
+	rc = ts_chain_volume_find(b->vp, pname, &vol_id);
+	if (rc == 0)
+		rc = ts_vpool_volume_info(b->vp, vol_id, &info);
+	if (rc == 0 && !export_find(b, vol_id))
+		rc = export_volume(b, vol_id);
+	if (rc == 0)
+		fill_vol(b, vol_id, info.size, out);
+	pthread_mutex_unlock(&b->lock);
+	return rc;
+}
+
 static int dp_remove(void *ctx, const char *id)
 {
 	struct dp_backend *b = ctx;
@@ -342,6 +360,22 @@ out:
 	if (rc == 0)
 		fill_snap(&si, out);
 	return rc == TS_ERR_NO_SPACE ? -ENOSPC : rc;
+}
+
+static int dp_snap_find(void *ctx, const char *name, struct ts_csi_backend_snap *out)
+{
+	struct dp_backend *b = ctx;
+	struct ts_chain_snapshot_info si;
+	char pname[TS_VOLUME_NAME_MAX];
+	int rc;
+
+	pool_name(name, pname);
+	pthread_mutex_lock(&b->lock);
+	rc = ts_chain_snapshot_find(b->vp, pname, &si);
+	pthread_mutex_unlock(&b->lock);
+	if (rc == 0)
+		fill_snap(&si, out);
+	return rc;
 }
 
 /* ---- QoS ---- */
@@ -636,79 +670,30 @@ static int dp_snap_delta(void *ctx, const char *base, const char *target, uint64
 	return 0;
 }
 
-/* ---- node side ---- */
+/* ---- node side: the shared iSCSI attach table (iscsi_attach.h) ---- */
 
 static int dp_attach(void *ctx, const char *id, const char *attach, char *dev, size_t dev_len)
 {
 	struct dp_backend *b = ctx;
-	struct ts_attach_opts o = { 0 };
-	char parent[4200];
-	struct ts_attach *a;
-	int rc;
 
 	(void)id;
-	if (strncmp(attach, "iscsi://", 8) != 0)
-		return -EINVAL;
-	snprintf(parent, sizeof(parent), "%s/attach", b->state_dir);
-	rc = ts_mkdir_p(parent);
-	if (rc < 0)
-		return rc;
-	o.url = attach;
-	o.mount_parent = parent;
-	pthread_mutex_lock(&b->lock);
-	if (b->nattaches == DP_MAX_ATTACH) {
-		rc = -ENOSPC;
-		goto out;
-	}
-	rc = ts_attach_open(&o, &a);
-	if (rc < 0)
-		goto out;
-	if (strlen(ts_attach_device_path(a)) >= dev_len ||
-	    strlen(ts_attach_device_path(a)) >= TS_CSI_DEV_MAX) {
-		ts_attach_close(a);
-		rc = -ENAMETOOLONG;
-		goto out;
-	}
-	strcpy(dev, ts_attach_device_path(a));
-	strcpy(b->attaches[b->nattaches].dev, dev);
-	b->attaches[b->nattaches++].a = a;
-out:
-	pthread_mutex_unlock(&b->lock);
-	return rc;
+	return ts_csi_iscsi_attach_open(b->attach, attach, dev, dev_len);
 }
 
 static int dp_detach(void *ctx, const char *id, const char *dev)
 {
 	struct dp_backend *b = ctx;
-	int rc = 0;
 
 	(void)id;
-	pthread_mutex_lock(&b->lock);
-	for (unsigned i = 0; i < b->nattaches; i++) {
-		if (strcmp(b->attaches[i].dev, dev) != 0)
-			continue;
-		rc = ts_attach_close(b->attaches[i].a);
-		b->attaches[i] = b->attaches[--b->nattaches];
-		break;
-	}
-	pthread_mutex_unlock(&b->lock);
-	return rc;
+	return ts_csi_iscsi_attach_close(b->attach, dev);
 }
 
 static int dp_refresh(void *ctx, const char *id, const char *dev, uint64_t *out_bytes)
 {
 	struct dp_backend *b = ctx;
-	int rc = -ENOENT;
 
 	(void)id;
-	pthread_mutex_lock(&b->lock);
-	for (unsigned i = 0; i < b->nattaches; i++)
-		if (!strcmp(b->attaches[i].dev, dev)) {
-			rc = ts_attach_refresh(b->attaches[i].a, out_bytes);
-			break;
-		}
-	pthread_mutex_unlock(&b->lock);
-	return rc;
+	return ts_csi_iscsi_attach_refresh(b->attach, dev, out_bytes);
 }
 
 static void dp_destroy(void *ctx)
@@ -717,8 +702,7 @@ static void dp_destroy(void *ctx)
 
 	if (!b)
 		return;
-	for (unsigned i = 0; i < b->nattaches; i++)
-		ts_attach_close(b->attaches[i].a);
+	ts_csi_iscsi_attach_destroy(b->attach);
 	for (unsigned i = 0; i < b->nexports; i++)
 		ts_vol_lun_unexport(b->exports[i].lun);
 	ts_qos_domain_destroy(b->qd); /* after the LUNs: their QoS handles are gone */
@@ -731,10 +715,12 @@ static const struct ts_csi_backend_ops g_dp_ops = {
 	.name = "dataplane",
 	.probe = dp_probe,
 	.create = dp_create,
+	.find = dp_find,
 	.remove = dp_remove,
 	.expand = dp_expand,
 	.capacity = dp_capacity,
 	.snap_create = dp_snap_create,
+	.snap_find = dp_snap_find,
 	.snap_delete = dp_snap_delete,
 	.snap_list = dp_snap_list,
 	.create_from = dp_create_from,
@@ -781,6 +767,9 @@ int ts_csi_backend_dataplane_create(const struct ts_csi_dataplane_opts *o,
 	}
 	snprintf(dir, sizeof(dir), "%s/pr", o->state_dir);
 	rc = ts_mkdir_p(dir);
+	if (rc < 0)
+		goto fail;
+	rc = ts_csi_iscsi_attach_create(o->state_dir, &b->attach);
 	if (rc < 0)
 		goto fail;
 	rc = ts_qos_domain_create(&b->qd);

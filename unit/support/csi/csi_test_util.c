@@ -126,6 +126,42 @@ Csi__V1__VolumeCapability *tcap_mount(const char *fs)
 	return c;
 }
 
+Csi__V1__CreateVolumeRequest *tcreate_req(const char *name, int64_t bytes,
+					  Csi__V1__VolumeCapability *cap, const char *snap,
+					  const char *vol)
+{
+	Csi__V1__CreateVolumeRequest *r = keep(calloc(1, sizeof(*r)));
+	Csi__V1__CapacityRange *cr = keep(calloc(1, sizeof(*cr)));
+	Csi__V1__VolumeCapability **caps = keep(calloc(1, sizeof(*caps)));
+	Csi__V1__VolumeContentSource *cs = keep(calloc(1, sizeof(*cs)));
+	Csi__V1__VolumeContentSource__SnapshotSource *ss = keep(calloc(1, sizeof(*ss)));
+	Csi__V1__VolumeContentSource__VolumeSource *vs = keep(calloc(1, sizeof(*vs)));
+
+	csi__v1__create_volume_request__init(r);
+	csi__v1__capacity_range__init(cr);
+	csi__v1__volume_content_source__init(cs);
+	csi__v1__volume_content_source__snapshot_source__init(ss);
+	csi__v1__volume_content_source__volume_source__init(vs);
+	r->name = (char *)name;
+	cr->required_bytes = bytes;
+	r->capacity_range = bytes ? cr : NULL;
+	caps[0] = cap;
+	r->volume_capabilities = caps;
+	r->n_volume_capabilities = 1;
+	if (snap) { /* a oneof: one union member */
+		ss->snapshot_id = (char *)snap;
+		cs->type_case = CSI__V1__VOLUME_CONTENT_SOURCE__TYPE_SNAPSHOT;
+		cs->snapshot = ss;
+		r->volume_content_source = cs;
+	} else if (vol) {
+		vs->volume_id = (char *)vol;
+		cs->type_case = CSI__V1__VOLUME_CONTENT_SOURCE__TYPE_VOLUME;
+		cs->volume = vs;
+		r->volume_content_source = cs;
+	}
+	return r;
+}
+
 Csi__V1__VolumeCapability *tcap_block(void)
 {
 	Csi__V1__VolumeCapability *c = keep(calloc(1, sizeof(*c)));

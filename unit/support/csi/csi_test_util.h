@@ -46,6 +46,13 @@ const char *tmsg(void);
 Csi__V1__VolumeCapability *tcap_mount(const char *fs);
 Csi__V1__VolumeCapability *tcap_block(void);
 void tfree_all(void);
+/*
+ * A CreateVolume request: \p bytes 0 = no capacity range; content from
+ * snapshot \p snap or volume \p vol when one is given.
+ */
+Csi__V1__CreateVolumeRequest *tcreate_req(const char *name, int64_t bytes,
+					  Csi__V1__VolumeCapability *cap, const char *snap,
+					  const char *vol);
 
 /* A NodeStageVolume request for volume \p v (its id and volume context) at \p staging. */
 Csi__V1__NodeStageVolumeRequest tstage_req(const Csi__V1__Volume *v, const char *staging,

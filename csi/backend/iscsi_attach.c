@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The attach table of iSCSI-served backends (iscsi_attach.h). It used to
+ * live inside backend_dataplane.c; the remote backend needs exactly the same
+ * node side (the engine is elsewhere, the attach is local), so it is one
+ * small module both backends hold an instance of.
+ *
+ * A fixed table: a node attaches a bounded number of volumes (kubelet's
+ * max volumes per node is far below it), and a fixed array keeps detach on
+ * a failure path allocation-free.
+ *
+ * THREAD SAFETY: t->lock covers the table and is held across
+ * ts_attach_open/close so two stages of one table never race for a slot.
+ */
+#include "csi/backend/iscsi_attach.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "csi/backend/backend.h"
+#include "dataplane/common/ts_common.h"
+#include "volumedriver/attach/attach.h"
+
+#define ATTACH_MAX 256
+
+struct attach_ent {
+	char dev[TS_CSI_DEV_MAX];
+	struct ts_attach *a;
+};
+
+struct ts_csi_iscsi_attach {
+	pthread_mutex_t lock;
+	char *parent; /* <state_dir>/attach */
+	struct attach_ent ents[ATTACH_MAX];
+	unsigned n;
+};
+
+int ts_csi_iscsi_attach_create(const char *state_dir, struct ts_csi_iscsi_attach **out)
+{
+	struct ts_csi_iscsi_attach *t;
+
+	if (!state_dir || !out)
+		return -EINVAL;
+	t = ts_calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->parent = ts_malloc(strlen(state_dir) + sizeof("/attach"));
+	if (!t->parent) {
+		ts_free(t);
+		return -ENOMEM;
+	}
+	sprintf(t->parent, "%s/attach", state_dir);
+	pthread_mutex_init(&t->lock, NULL);
+	*out = t;
+	return 0;
+}
+
+int ts_csi_iscsi_attach_open(struct ts_csi_iscsi_attach *t, const char *url, char *dev,
+			     size_t dev_len)
+{
+	struct ts_attach_opts o = { 0 };
+	struct ts_attach *a;
+	const char *path;
+	int rc;
+
+	if (strncmp(url, "iscsi://", 8) != 0)
+		return -EINVAL;
+	rc = ts_mkdir_p(t->parent);
+	if (rc < 0)
+		return rc;
+	o.url = url;
+	o.mount_parent = t->parent;
+	pthread_mutex_lock(&t->lock);
+	if (t->n == ATTACH_MAX) {
+		rc = -ENOSPC;
+		goto out;
+	}
+	rc = ts_attach_open(&o, &a);
+	if (rc < 0)
+		goto out;
+	path = ts_attach_device_path(a);
+	if (strlen(path) >= dev_len || strlen(path) >= TS_CSI_DEV_MAX) {
+		ts_attach_close(a);
+		rc = -ENAMETOOLONG;
+		goto out;
+	}
+	strcpy(dev, path);
+	strcpy(t->ents[t->n].dev, path);
+	t->ents[t->n++].a = a;
+out:
+	pthread_mutex_unlock(&t->lock);
+	return rc;
+}
+
+int ts_csi_iscsi_attach_close(struct ts_csi_iscsi_attach *t, const char *dev)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&t->lock);
+	for (unsigned i = 0; i < t->n; i++) {
+		if (strcmp(t->ents[i].dev, dev) != 0)
+			continue;
+		rc = ts_attach_close(t->ents[i].a);
+		t->ents[i] = t->ents[--t->n];
+		break;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return rc;
+}
+
+int ts_csi_iscsi_attach_refresh(struct ts_csi_iscsi_attach *t, const char *dev,
+				uint64_t *out_bytes)
+{
+	int rc = -ENOENT;
+
+	pthread_mutex_lock(&t->lock);
+	for (unsigned i = 0; i < t->n; i++)
+		if (!strcmp(t->ents[i].dev, dev)) {
+			rc = ts_attach_refresh(t->ents[i].a, out_bytes);
+			break;
+		}
+	pthread_mutex_unlock(&t->lock);
+	return rc;
+}
+
+void ts_csi_iscsi_attach_destroy(struct ts_csi_iscsi_attach *t)
+{
+	if (!t)
+		return;
+	for (unsigned i = 0; i < t->n; i++)
+		ts_attach_close(t->ents[i].a);
+	pthread_mutex_destroy(&t->lock);
+	ts_free(t->parent);
+	ts_free(t);
+}
