@@ -50,7 +50,7 @@ struct route {
 
 struct ts_node {
 	struct ts_node_opts o;
-	char chap_user[128], chap_secret[128], engine_ep[80];
+	char chap_user[128], chap_secret[128];
 	struct ts_pem *pem;
 	struct ts_ldm *ldm;
 	struct ts_iscsi_server *srv;
@@ -63,6 +63,7 @@ struct ts_node {
 	unsigned nserved;
 	uint8_t served[TS_REG_MAX_SERVED][16];
 	uint64_t served_epoch[TS_REG_MAX_SERVED];
+	char served_ep[TS_REG_MAX_SERVED][80];
 	struct route *routes;
 	unsigned nroutes;
 };
@@ -93,13 +94,14 @@ static int node_publish(struct ts_node *n)
 		memcpy(rec->vdisks[rec->nvdisks].uuid, vi[i].uuid, 16);
 		rec->vdisks[rec->nvdisks++].size = vi[i].size;
 	}
-	snprintf(rec->engine, sizeof(rec->engine), "%s", n->engine_ep);
 	pthread_mutex_lock(&n->pub_lock);
 	pthread_mutex_lock(&n->lock);
 	rec->nserved = n->nserved;
 	for (unsigned i = 0; i < n->nserved; i++) {
 		memcpy(rec->served[i].uuid, n->served[i], 16);
 		rec->served[i].epoch = n->served_epoch[i];
+		snprintf(rec->served[i].engine, sizeof(rec->served[i].engine), "%s",
+			 n->served_ep[i]);
 	}
 	pthread_mutex_unlock(&n->lock);
 	rec->heartbeat_ms = ts_registry_now_ms();
@@ -138,6 +140,7 @@ static int node_create_member(struct ts_node *n, const uint8_t uuid[16], uint64_
 /* Serve group \p uuid at \p epoch. Idempotent at the same epoch. */
 static int node_serve_group(struct ts_node *n, const uint8_t uuid[16], uint64_t epoch)
 {
+	char ep[80] = "";
 	int i, rc;
 
 	if (!n->o.engine)
@@ -159,7 +162,7 @@ static int node_serve_group(struct ts_node *n, const uint8_t uuid[16], uint64_t 
 			return rc;
 		ts_node_engine_lost(n, uuid);
 	}
-	rc = n->o.engine->serve(n->o.engine_ctx, n, uuid, epoch);
+	rc = n->o.engine->serve(n->o.engine_ctx, n, uuid, epoch, ep, sizeof(ep));
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&n->lock);
@@ -168,6 +171,7 @@ static int node_serve_group(struct ts_node *n, const uint8_t uuid[16], uint64_t 
 		i = (int)n->nserved++;
 	memcpy(n->served[i], uuid, 16);
 	n->served_epoch[i] = epoch;
+	snprintf(n->served_ep[i], sizeof(n->served_ep[i]), "%s", ep);
 	pthread_mutex_unlock(&n->lock);
 	return 0;
 }
@@ -412,12 +416,6 @@ int ts_node_start(const struct ts_node_opts *o, struct ts_node **out)
 	n->o.chap_user = n->chap_user;
 	n->o.chap_secret = n->chap_secret;
 	n->o.addr = NULL; /* not kept */
-	if (o->engine_endpoint && strlen(o->engine_endpoint) >= sizeof(n->engine_ep)) {
-		ts_free(n);
-		return -EINVAL;
-	}
-	snprintf(n->engine_ep, sizeof(n->engine_ep), "%s", o->engine_endpoint ? o->engine_endpoint : "");
-	n->o.engine_endpoint = NULL; /* not kept */
 	pthread_mutex_init(&n->lock, NULL);
 	pthread_mutex_init(&n->pub_lock, NULL);
 	pthread_mutex_init(&n->rt_lock, NULL);
@@ -492,6 +490,7 @@ void ts_node_engine_lost(struct ts_node *n, const uint8_t uuid[16])
 		n->nserved--;
 		memmove(n->served[i], n->served[n->nserved], 16);
 		n->served_epoch[i] = n->served_epoch[n->nserved];
+		memcpy(n->served_ep[i], n->served_ep[n->nserved], sizeof(n->served_ep[i]));
 	}
 	pthread_mutex_unlock(&n->lock);
 	if (i >= 0 && node_publish(n))

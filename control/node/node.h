@@ -35,6 +35,7 @@
 #ifndef TS_NODE_H
 #define TS_NODE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "control/registry/registry.h"
@@ -48,8 +49,13 @@ struct ts_ldm;
  * at a time; they may block.
  */
 struct ts_node_engine_ops {
-	/** Serve group \p uuid, fencing its members at \p epoch first. 0 or -errno. */
-	int (*serve)(void *ctx, struct ts_node *n, const uint8_t uuid[16], uint64_t epoch);
+	/**
+	 * Serve group \p uuid, fencing its members at \p epoch first; write the
+	 * endpoint of its engine service ("host:port", < \p len) into
+	 * \p endpoint. 0 or -errno.
+	 */
+	int (*serve)(void *ctx, struct ts_node *n, const uint8_t uuid[16], uint64_t epoch,
+		     char *endpoint, size_t len);
 	/** Stop serving it: drain IO, drop its LUNs. 0 also when it is not served. */
 	int (*release)(void *ctx, struct ts_node *n, const uint8_t uuid[16]);
 };
@@ -71,7 +77,6 @@ struct ts_node_opts {
 	uint32_t heartbeat_ms;       /**< 0: 500 */
 	const struct ts_node_engine_ops *engine; /**< NULL: serve requests fail -EOPNOTSUPP */
 	void *engine_ctx;
-	const char *engine_endpoint; /**< published in the node record (copied); may be NULL */
 };
 
 /**
@@ -106,8 +111,8 @@ const char *ts_node_portal(const struct ts_node *n);
 void ts_node_engine_lost(struct ts_node *n, const uint8_t uuid[16]);
 
 /**
- * The groups this node serves now: up to \p max into \p out (uuid, epoch).
- * Returns how many it serves.
+ * The groups this node serves now: up to \p max uuids and epochs. Returns
+ * how many it serves.
  */
 unsigned ts_node_served(struct ts_node *n, uint8_t (*uuids)[16], uint64_t *epochs, unsigned max);
 

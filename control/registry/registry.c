@@ -134,15 +134,15 @@ static int dir_put_node(void *ctx, const struct ts_reg_node *n)
 	json_t *sarr = json_array();
 
 	for (uint32_t i = 0; sarr && i < n->nserved && i < TS_REG_MAX_SERVED; i++)
-		json_array_append_new(sarr, json_pack("{s:o,s:I}", "uuid",
+		json_array_append_new(sarr, json_pack("{s:o,s:I,s:s}", "uuid",
 						      uuid_json(n->served[i].uuid), "epoch",
-						      (json_int_t)n->served[i].epoch));
+						      (json_int_t)n->served[i].epoch, "engine",
+						      n->served[i].engine));
 	snprintf(path, sizeof(path), "%s/nodes/%u.json", d->root, n->node_id);
-	return write_json(path, json_pack("{s:i,s:s,s:I,s:I,s:o,s:s,s:o}", "node_id",
+	return write_json(path, json_pack("{s:i,s:s,s:I,s:I,s:o,s:o}", "node_id",
 					  (int)n->node_id, "portal", n->portal, "heartbeat_ms",
 					  (json_int_t)n->heartbeat_ms, "free_bytes",
-					  (json_int_t)n->free_bytes, "vdisks", arr, "engine",
-					  n->engine, "served", sarr));
+					  (json_int_t)n->free_bytes, "vdisks", arr, "served", sarr));
 }
 
 static int node_from_json(json_t *j, struct ts_reg_node *n)
@@ -169,21 +169,20 @@ static int node_from_json(json_t *j, struct ts_reg_node *n)
 			return -EINVAL;
 		n->vdisks[n->nvdisks++].size = (uint64_t)json_integer_value(json_object_get(v, "size"));
 	}
-	/* engine and served: absent in records written before engines ran in nodes */
-	v = json_object_get(j, "engine");
-	if (v && (!json_is_string(v) || strlen(json_string_value(v)) >= sizeof(n->engine)))
-		return -EINVAL;
-	snprintf(n->engine, sizeof(n->engine), "%s", v ? json_string_value(v) : "");
+	/* served: absent in records written before engines ran in nodes */
 	arr = json_object_get(j, "served");
 	if (arr && (!json_is_array(arr) || json_array_size(arr) > TS_REG_MAX_SERVED))
 		return -EINVAL;
 	json_array_foreach(arr, i, v) {
-		json_t *e = json_object_get(v, "epoch");
+		json_t *e = json_object_get(v, "epoch"), *ep = json_object_get(v, "engine");
 
 		if (uuid_of(json_object_get(v, "uuid"), n->served[i].uuid) || !json_is_integer(e) ||
-		    json_integer_value(e) < 0)
+		    json_integer_value(e) < 0 || !json_is_string(ep) ||
+		    strlen(json_string_value(ep)) >= sizeof(n->served[i].engine))
 			return -EINVAL;
 		n->served[i].epoch = (uint64_t)json_integer_value(e);
+		snprintf(n->served[i].engine, sizeof(n->served[i].engine), "%s",
+			 json_string_value(ep));
 		n->nserved = (uint32_t)i + 1;
 	}
 	return 0;

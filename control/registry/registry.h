@@ -7,9 +7,9 @@
  *
  * Three kinds of record:
  *  - node records: written by each node daemon (id, iSCSI portal, member
- *    vdisks with sizes, free bytes, heartbeat time in wall-clock ms, the
- *    engine endpoint and the array groups whose engine it runs, with the
- *    epoch it serves each at);
+ *    vdisks with sizes, free bytes, heartbeat time in wall-clock ms, and the
+ *    array groups whose engine it runs, with the epoch it serves each at and
+ *    the engine service's endpoint);
  *  - requests: the controller asks a node to do something (create a member
  *    vdisk and export it; serve an array group's engine at an epoch; release
  *    it); the node takes it, acts, and completes it
@@ -59,11 +59,11 @@ struct ts_reg_node {
 	uint64_t free_bytes;
 	uint32_t nvdisks;
 	struct ts_reg_vdisk vdisks[TS_REG_MAX_VDISKS];
-	char engine[80];            /**< engine service endpoint; "" when it runs none */
 	uint32_t nserved;           /**< array groups whose engine runs here */
 	struct {
 		uint8_t uuid[16];
 		uint64_t epoch;     /**< the ownership epoch it fenced the members with */
+		char engine[80];    /**< the engine service's endpoint (host:port) */
 	} served[TS_REG_MAX_SERVED];
 };
 

@@ -53,7 +53,8 @@ static void vol_iqn(const uint8_t group[16], char out[80])
 	ts_iscsi_iqn_for_volume(u, out);
 }
 
-static int fake_serve(void *ctx, struct ts_node *n, const uint8_t uuid[16], uint64_t epoch)
+static int fake_serve(void *ctx, struct ts_node *n, const uint8_t uuid[16], uint64_t epoch,
+		      char *endpoint, size_t len)
 {
 	struct ts_iscsi_target_opts to = { 0 };
 	struct ts_iscsi_lun_info info = { .size = 8 * MIB, .block_size = 512 };
@@ -79,6 +80,7 @@ static int fake_serve(void *ctx, struct ts_node *n, const uint8_t uuid[16], uint
 		return rc;
 	g_last_epoch = epoch;
 	g_serves++;
+	snprintf(endpoint, len, "127.0.0.1:%u", g_port + 10 + (unsigned)epoch);
 	return 0;
 }
 
@@ -98,15 +100,12 @@ static const struct ts_node_engine_ops g_fake = { .serve = fake_serve, .release 
 
 static int start_node(unsigned id, bool engine)
 {
-	char ep[32];
 	struct ts_node_opts o = { .node_id = id, .disks = g_paths[id], .ndisks = 1,
 				  .extent_size = MIB, .addr = "127.0.0.1",
 				  .port = (uint16_t)(g_port + id), .chap_user = "nodes",
 				  .chap_secret = "node-engine-secret", .reg = g_reg,
-				  .heartbeat_ms = 100, .engine = engine ? &g_fake : NULL,
-				  .engine_endpoint = ep };
+				  .heartbeat_ms = 100, .engine = engine ? &g_fake : NULL };
 
-	snprintf(ep, sizeof(ep), "127.0.0.1:%u", g_port + 10 + id);
 	memcpy(o.cluster_uuid, g_cluster, 16);
 	return ts_node_start(&o, &g_node[id]);
 }
@@ -180,10 +179,15 @@ static uint64_t listed_epoch(unsigned id, uint64_t *hb)
 			continue;
 		if (hb)
 			*hb = all[i].heartbeat_ms;
-		cr_assert_neq(all[i].engine[0], 0, "engine endpoint published");
-		for (unsigned g = 0; g < all[i].nserved; g++)
-			if (!memcmp(all[i].served[g].uuid, g_group, 16))
-				e = all[i].served[g].epoch;
+		for (unsigned g = 0; g < all[i].nserved; g++) {
+			char want[32];
+
+			if (memcmp(all[i].served[g].uuid, g_group, 16))
+				continue;
+			e = all[i].served[g].epoch;
+			snprintf(want, sizeof(want), "127.0.0.1:%u", g_port + 10 + (unsigned)e);
+			cr_assert_str_eq(all[i].served[g].engine, want, "engine endpoint published");
+		}
 	}
 	ts_free(all);
 	return e;
