@@ -42,6 +42,7 @@
 #include <time.h>
 
 #include "csi/admin.h"
+#include "programs/maint.h"
 #include "programs/stack.h"
 #include "dataplane/common/ts_common.h"
 #include "programs/programs.h"
@@ -57,12 +58,7 @@ struct ctl {
 	const struct ts_controller_cfg *cfg;
 	struct ts_registry *reg;
 	struct ts_cluster *cl;
-	/* maintenance thread */
-	pthread_t maint;
-	bool maint_running;
-	pthread_mutex_t mu;
-	pthread_cond_t cv; /* CLOCK_MONOTONIC */
-	bool stop;         /* under mu */
+	struct ts_maint *maint;
 };
 
 static void usage(FILE *f)
@@ -128,26 +124,7 @@ static int ctl_status(void *arg, struct ts_admin_status *out)
 
 	ts_cluster_status(c->cl, &st);
 	out->nagrps = 1;
-	ts_uuid_format(st.group_uuid, g->uuid);
-	g->k = st.k;
-	g->m = st.m;
-	g->generation = st.generation;
-	g->size_bytes = st.size;
-	for (unsigned s = 0; s < st.n && s < TS_ADMIN_MAX_SLOTS && s < TS_REG_MAX_SLOTS; s++) {
-		g->slots[s].node = st.slot_node[s];
-		g->slots[s].live = st.live_mask >> s & 1;
-	}
-	snprintf(g->state, sizeof(g->state), "%s", st.state);
-	g->degraded_stripes = st.degraded_stripes;
-	g->replicated_bytes = st.replicated_bytes;
-	g->unreplicated_bytes = st.unreplicated_bytes;
-	g->heal_total_bytes = st.heal_total_bytes;
-	g->heal_done_bytes = st.heal_done_bytes;
-	g->heal_rate_mbps = (double)st.heal_rate_bps / 1e6;
-	g->heals = st.heals;
-	g->rebuilds = st.rebuilds;
-	g->rebuild_bytes = st.rebuild_bytes;
-	g->rebuild_rate_mbps = (double)st.rebuild_rate_bps / 1e6;
+	ts_maint_agrp_view(&st, g);
 	return 0;
 }
 
@@ -159,80 +136,6 @@ static int ctl_probe(void *arg)
 
 	ts_cluster_status(c->cl, &st);
 	return (unsigned)__builtin_popcountll(st.live_mask) >= st.k ? 0 : -EAGAIN;
-}
-
-/* ---- maintenance ---- */
-
-static void *maint_main(void *arg)
-{
-	struct ctl *c = arg;
-	struct ts_cluster_status st;
-	char state[sizeof(st.state)] = "";
-	int last_rc = 0;
-
-	pthread_mutex_lock(&c->mu);
-	while (!c->stop) {
-		struct timespec until;
-		int rc;
-
-		pthread_mutex_unlock(&c->mu);
-		rc = ts_cluster_tick(c->cl);
-		if (rc > 0)
-			ts_log(TS_LOG_INFO, "controller", "members rejoined count=%d", rc);
-		else if (rc < 0 && rc != last_rc) /* retried every tick: say it once */
-			ts_log(TS_LOG_WARN, "controller", "maintenance step failed: %s",
-			       ts_strerror(rc));
-		last_rc = rc < 0 ? rc : 0;
-		ts_cluster_status(c->cl, &st);
-		if (strcmp(st.state, state)) {
-			ts_log(TS_LOG_INFO, "controller",
-			       "group state=%s live=0x%llx degraded_stripes=%llu replicated_bytes=%llu",
-			       st.state, (unsigned long long)st.live_mask,
-			       (unsigned long long)st.degraded_stripes,
-			       (unsigned long long)st.replicated_bytes);
-			snprintf(state, sizeof(state), "%s", st.state);
-		}
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_nsec += TICK_MS * 1000000L;
-		until.tv_sec += until.tv_nsec / 1000000000L;
-		until.tv_nsec %= 1000000000L;
-		pthread_mutex_lock(&c->mu);
-		while (!c->stop && pthread_cond_timedwait(&c->cv, &c->mu, &until) != ETIMEDOUT)
-			;
-	}
-	pthread_mutex_unlock(&c->mu);
-	return NULL;
-}
-
-static int maint_start(struct ctl *c)
-{
-	pthread_condattr_t ca;
-	int rc;
-
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	rc = -pthread_cond_init(&c->cv, &ca);
-	pthread_condattr_destroy(&ca);
-	if (rc == 0)
-		rc = -pthread_mutex_init(&c->mu, NULL);
-	if (rc == 0)
-		rc = -pthread_create(&c->maint, NULL, maint_main, c);
-	c->maint_running = rc == 0;
-	return rc;
-}
-
-static void maint_stop(struct ctl *c)
-{
-	if (!c->maint_running)
-		return;
-	pthread_mutex_lock(&c->mu);
-	c->stop = true;
-	pthread_cond_signal(&c->cv);
-	pthread_mutex_unlock(&c->mu);
-	pthread_join(c->maint, NULL);
-	pthread_cond_destroy(&c->cv);
-	pthread_mutex_destroy(&c->mu);
-	c->maint_running = false;
 }
 
 /* ---- startup ---- */
@@ -352,7 +255,7 @@ int ts_controller_start(const struct ts_controller_cfg *cfg, struct ts_controlle
 		fprintf(stderr, "tessera %s: group %s: %s\n", cfg->name, group, ts_strerror(rc));
 		goto fail;
 	}
-	rc = maint_start(&t->c);
+	rc = ts_maint_start(t->c.cl, "controller", TICK_MS, &t->c.maint);
 	if (rc < 0) {
 		fprintf(stderr, "tessera %s: maintenance thread: %s\n", cfg->name, ts_strerror(rc));
 		goto fail;
@@ -407,7 +310,7 @@ void ts_controller_stop(struct ts_controller *t)
 	if (!t)
 		return;
 	ts_stack_stop(t->stack);
-	maint_stop(&t->c);
+	ts_maint_stop(t->c.maint);
 	ts_cluster_close(t->c.cl);
 	ts_free(t);
 }

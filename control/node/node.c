@@ -17,14 +17,15 @@
  *
  * Two threads: the request thread serves the mailbox (creating and
  * exporting vdisks, and the engine requests, which may block for an
- * assembly); the heartbeat thread rewrites the node record and refreshes the
- * redirect routes, so liveness never waits for a request.
+ * assembly); the heartbeat thread rewrites the node record, so liveness
+ * never waits for a request.
  *
  * THREAD SAFETY: the request thread is the only one that creates or exports
  * vdisks or calls the engine ops after start. n->lock guards the stop flag
  * (with n->cond) and the served list; n->pub_lock serializes record writes
  * (a record is built and written under it, so an older one never lands
- * last); n->rt_lock guards the routes the iSCSI loops read.
+ * last). The redirect routes are control/registry/routes.h's, with their own
+ * thread and lock.
  */
 #include "control/node/node.h"
 
@@ -33,7 +34,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "dataplane/common/ts_common.h"
@@ -41,12 +41,7 @@
 #include "dataplane/ldm/ldm.h"
 #include "dataplane/pem/pem.h"
 #include "dataplane/transport/export.h"
-
-/* Where the engine of a group runs: the key is a volume IQN's group part. */
-struct route {
-	uint8_t prefix[8];
-	char portal[64];
-};
+#include "control/registry/routes.h"
 
 struct ts_node {
 	struct ts_node_opts o;
@@ -57,15 +52,14 @@ struct ts_node {
 	char portal[64];
 	pthread_t thread, hb_thread;
 	bool thread_started, hb_started;
-	pthread_mutex_t lock, pub_lock, rt_lock;
+	pthread_mutex_t lock, pub_lock;
 	pthread_cond_t cond;
 	bool stop;
 	unsigned nserved;
 	uint8_t served[TS_REG_MAX_SERVED][16];
 	uint64_t served_epoch[TS_REG_MAX_SERVED];
 	char served_ep[TS_REG_MAX_SERVED][80];
-	struct route *routes;
-	unsigned nroutes;
+	struct ts_routes *routes;
 };
 
 static int served_find(const struct ts_node *n, const uint8_t uuid[16])
@@ -243,51 +237,6 @@ static void *node_thread(void *arg)
 	return NULL;
 }
 
-/*
- * Read every node record and rebuild the routes: group prefix -> portal of
- * the node serving it at the highest epoch (a node that has not noticed it
- * was replaced may still list the group at an older one).
- */
-static void node_refresh_routes(struct ts_node *n)
-{
-	struct ts_reg_node *all = ts_calloc(TS_REG_MAX_NODES, sizeof(*all));
-	struct route *rt = ts_calloc(TS_REG_MAX_NODES * 4, sizeof(*rt));
-	uint64_t *ep = ts_calloc(TS_REG_MAX_NODES * 4, sizeof(*ep));
-	unsigned cnt = 0, nrt = 0;
-
-	if (!all || !rt || !ep || ts_registry_list_nodes(n->o.reg, all, TS_REG_MAX_NODES, &cnt))
-		goto out;
-	for (unsigned i = 0; i < cnt; i++) {
-		for (unsigned g = 0; g < all[i].nserved && g < TS_REG_MAX_SERVED; g++) {
-			unsigned r;
-
-			for (r = 0; r < nrt && memcmp(rt[r].prefix, all[i].served[g].uuid, 8); r++)
-				;
-			if (r == nrt) {
-				if (nrt == TS_REG_MAX_NODES * 4)
-					continue;
-				nrt++;
-			} else if (ep[r] >= all[i].served[g].epoch) {
-				continue;
-			}
-			memcpy(rt[r].prefix, all[i].served[g].uuid, 8);
-			snprintf(rt[r].portal, sizeof(rt[r].portal), "%s", all[i].portal);
-			ep[r] = all[i].served[g].epoch;
-		}
-	}
-	pthread_mutex_lock(&n->rt_lock);
-	struct route *old = n->routes;
-
-	n->routes = rt;
-	n->nroutes = nrt;
-	rt = old; /* freed below */
-	pthread_mutex_unlock(&n->rt_lock);
-out:
-	ts_free(all);
-	ts_free(rt);
-	ts_free(ep);
-}
-
 static void *node_hb_thread(void *arg)
 {
 	struct ts_node *n = arg;
@@ -295,35 +244,8 @@ static void *node_hb_thread(void *arg)
 	do {
 		if (node_publish(n))
 			ts_log(TS_LOG_WARN, "node", "heartbeat write failed node=%u", n->o.node_id);
-		node_refresh_routes(n);
 	} while (!node_sleep(n, n->o.heartbeat_ms));
 	return NULL;
-}
-
-#define VOL_IQN_PREFIX "iqn.2026-01.io.tessera:vol-"
-
-/* The iSCSI server's redirect hook (runs on a loop thread: memory only). */
-static int node_redirect(void *ctx, const char *iqn, char *addr, size_t len)
-{
-	struct ts_node *n = ctx;
-	uint8_t u[16];
-	int rc = -ENOENT;
-
-	if (strncasecmp(iqn, VOL_IQN_PREFIX, strlen(VOL_IQN_PREFIX)) ||
-	    ts_uuid_parse(iqn + strlen(VOL_IQN_PREFIX), u))
-		return -ENOENT;
-	pthread_mutex_lock(&n->rt_lock);
-	for (unsigned r = 0; r < n->nroutes; r++) {
-		if (memcmp(n->routes[r].prefix, u, 8))
-			continue;
-		/* never to ourselves: we would have found the target */
-		if (strcmp(n->routes[r].portal, n->portal) &&
-		    (size_t)snprintf(addr, len, "%s", n->routes[r].portal) < len)
-			rc = 0;
-		break;
-	}
-	pthread_mutex_unlock(&n->rt_lock);
-	return rc;
 }
 
 /* True if the first 64 KiB of \p path are zeroes: a never-used disk. */
@@ -418,7 +340,6 @@ int ts_node_start(const struct ts_node_opts *o, struct ts_node **out)
 	n->o.addr = NULL; /* not kept */
 	pthread_mutex_init(&n->lock, NULL);
 	pthread_mutex_init(&n->pub_lock, NULL);
-	pthread_mutex_init(&n->rt_lock, NULL);
 	pthread_cond_init(&n->cond, NULL);
 	rc = node_open_disks(n);
 	if (rc)
@@ -426,8 +347,12 @@ int ts_node_start(const struct ts_node_opts *o, struct ts_node **out)
 	so.addr = o->addr;
 	so.port = n->o.port;
 	so.threads = 2;
-	so.redirect = node_redirect;
-	so.redirect_ctx = n;
+	snprintf(n->portal, sizeof(n->portal), "%s:%u", o->addr, n->o.port);
+	rc = ts_routes_start(n->o.reg, n->portal, n->o.heartbeat_ms, &n->routes);
+	if (rc)
+		goto fail;
+	so.redirect = ts_routes_redirect;
+	so.redirect_ctx = n->routes;
 	rc = ts_iscsi_server_create(&so, &n->srv);
 	if (rc)
 		goto fail;
@@ -535,10 +460,9 @@ void ts_node_stop(struct ts_node *n)
 	ts_iscsi_server_destroy(n->srv);
 	ts_ldm_close(n->ldm);
 	ts_pem_close(n->pem);
-	ts_free(n->routes);
+	ts_routes_stop(n->routes);
 	pthread_cond_destroy(&n->cond);
 	pthread_mutex_destroy(&n->lock);
 	pthread_mutex_destroy(&n->pub_lock);
-	pthread_mutex_destroy(&n->rt_lock);
 	ts_free(n);
 }

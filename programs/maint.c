@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The maintenance loop of an assembled array group (see maint.h). The wait
+ * between ticks is on CLOCK_MONOTONIC, so a wall-clock step neither stalls
+ * nor hurries it.
+ */
+#include "programs/maint.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "control/cluster/cluster.h"
+#include "csi/admin.h"
+#include "dataplane/common/ts_common.h"
+
+struct ts_maint {
+	struct ts_cluster *cl;
+	char tag[24];
+	unsigned tick_ms;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* CLOCK_MONOTONIC */
+	bool stop;         /* under mu */
+};
+
+static void *maint_main(void *arg)
+{
+	struct ts_maint *m = arg;
+	struct ts_cluster_status st;
+	char state[sizeof(st.state)] = "";
+	int last_rc = 0;
+
+	pthread_mutex_lock(&m->mu);
+	while (!m->stop) {
+		struct timespec until;
+		int rc;
+
+		pthread_mutex_unlock(&m->mu);
+		rc = ts_cluster_tick(m->cl);
+		if (rc > 0)
+			ts_log(TS_LOG_INFO, m->tag, "members rejoined count=%d", rc);
+		else if (rc < 0 && rc != last_rc) /* retried every tick: say it once */
+			ts_log(TS_LOG_WARN, m->tag, "maintenance step failed: %s", ts_strerror(rc));
+		last_rc = rc < 0 ? rc : 0;
+		ts_cluster_status(m->cl, &st);
+		if (strcmp(st.state, state)) {
+			ts_log(TS_LOG_INFO, m->tag,
+			       "group state=%s live=0x%llx degraded_stripes=%llu replicated_bytes=%llu",
+			       st.state, (unsigned long long)st.live_mask,
+			       (unsigned long long)st.degraded_stripes,
+			       (unsigned long long)st.replicated_bytes);
+			snprintf(state, sizeof(state), "%s", st.state);
+		}
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_nsec += (long)m->tick_ms * 1000000L;
+		until.tv_sec += until.tv_nsec / 1000000000L;
+		until.tv_nsec %= 1000000000L;
+		pthread_mutex_lock(&m->mu);
+		while (!m->stop && pthread_cond_timedwait(&m->cv, &m->mu, &until) != ETIMEDOUT)
+			;
+	}
+	pthread_mutex_unlock(&m->mu);
+	return NULL;
+}
+
+int ts_maint_start(struct ts_cluster *cl, const char *tag, unsigned tick_ms,
+		   struct ts_maint **out)
+{
+	pthread_condattr_t ca;
+	struct ts_maint *m;
+	int rc;
+
+	*out = NULL;
+	if (!cl || !tick_ms)
+		return -EINVAL;
+	m = ts_calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->cl = cl;
+	m->tick_ms = tick_ms;
+	snprintf(m->tag, sizeof(m->tag), "%s", tag ? tag : "maint");
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	rc = -pthread_cond_init(&m->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (rc) {
+		ts_free(m);
+		return rc;
+	}
+	pthread_mutex_init(&m->mu, NULL);
+	rc = -pthread_create(&m->thread, NULL, maint_main, m);
+	if (rc) {
+		pthread_cond_destroy(&m->cv);
+		pthread_mutex_destroy(&m->mu);
+		ts_free(m);
+		return rc;
+	}
+	*out = m;
+	return 0;
+}
+
+void ts_maint_stop(struct ts_maint *m)
+{
+	if (!m)
+		return;
+	pthread_mutex_lock(&m->mu);
+	m->stop = true;
+	pthread_cond_signal(&m->cv);
+	pthread_mutex_unlock(&m->mu);
+	pthread_join(m->thread, NULL);
+	pthread_cond_destroy(&m->cv);
+	pthread_mutex_destroy(&m->mu);
+	ts_free(m);
+}
+
+void ts_maint_agrp_view(const struct ts_cluster_status *st, struct ts_admin_agrp *g)
+{
+	ts_uuid_format(st->group_uuid, g->uuid);
+	g->k = st->k;
+	g->m = st->m;
+	g->generation = st->generation;
+	g->size_bytes = st->size;
+	for (unsigned s = 0; s < st->n && s < TS_ADMIN_MAX_SLOTS && s < TS_REG_MAX_SLOTS; s++) {
+		g->slots[s].node = st->slot_node[s];
+		g->slots[s].live = st->live_mask >> s & 1;
+	}
+	snprintf(g->state, sizeof(g->state), "%s", st->state);
+	g->degraded_stripes = st->degraded_stripes;
+	g->replicated_bytes = st->replicated_bytes;
+	g->unreplicated_bytes = st->unreplicated_bytes;
+	g->heal_total_bytes = st->heal_total_bytes;
+	g->heal_done_bytes = st->heal_done_bytes;
+	g->heal_rate_mbps = (double)st->heal_rate_bps / 1e6;
+	g->heals = st->heals;
+	g->rebuilds = st->rebuilds;
+	g->rebuild_bytes = st->rebuild_bytes;
+	g->rebuild_rate_mbps = (double)st->rebuild_rate_bps / 1e6;
+}
