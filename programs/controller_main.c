@@ -82,46 +82,16 @@ static void usage(FILE *f)
 
 /* ---- the admin service's view: nodes from the registry, the group from the cluster ---- */
 
-static int cmp_node(const void *a, const void *b)
-{
-	const struct ts_reg_node *x = a, *y = b;
-
-	return x->node_id < y->node_id ? -1 : x->node_id > y->node_id;
-}
-
 static int ctl_status(void *arg, struct ts_admin_status *out)
 {
 	struct ctl *c = arg;
 	struct ts_admin_agrp *g = &out->agrps[0];
 	struct ts_cluster_status st;
-	struct ts_reg_node *nodes = ts_calloc(TS_REG_MAX_NODES, sizeof(*nodes));
-	uint64_t now = ts_registry_now_ms();
-	unsigned n = 0;
-	int rc;
+	int rc = ts_maint_node_view(c->reg, HEARTBEAT_MAX_AGE_MS, c->cfg->node_detail,
+				    c->cfg->node_detail_arg, out);
 
-	if (!nodes)
-		return -ENOMEM;
-	rc = ts_registry_list_nodes(c->reg, nodes, TS_REG_MAX_NODES, &n);
-	if (rc < 0) {
-		ts_free(nodes);
+	if (rc < 0)
 		return rc;
-	}
-	qsort(nodes, n, sizeof(*nodes), cmp_node);
-	out->nnodes = TS_MIN(n, TS_ADMIN_MAX_NODES);
-	for (size_t i = 0; i < out->nnodes; i++) {
-		struct ts_admin_node *an = &out->nodes[i];
-
-		an->id = nodes[i].node_id;
-		an->up = nodes[i].heartbeat_ms + HEARTBEAT_MAX_AGE_MS >= now;
-		an->free_bytes = nodes[i].free_bytes;
-		snprintf(an->portal, sizeof(an->portal), "%s", nodes[i].portal);
-		/* disks and extents are the node's own business (extent_bytes 0 says
-		 * unknown) unless the caller runs the nodes itself (tessera dev) */
-		if (c->cfg->node_detail)
-			c->cfg->node_detail(c->cfg->node_detail_arg, an);
-	}
-	ts_free(nodes);
-
 	ts_cluster_status(c->cl, &st);
 	out->nagrps = 1;
 	ts_maint_agrp_view(&st, g);

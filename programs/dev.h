@@ -3,9 +3,11 @@
  * \file
  * The embedded default as a library: N data-plane nodes (control/node, each
  * its own file disks and iSCSI target on 127.0.1.<N> at the portal's port)
- * and the controller over them (programs/controller_main.h: the array group
- * over user-mode iSCSI, maintenance, the serving stack), all in this
- * process. `tessera dev` (dev_main.c) is argument parsing around it; tests
+ * and the controller over them, all in this process. The volume engine (the
+ * array group over user-mode iSCSI, maintenance, the thin pool, the volumes'
+ * targets) runs either in the controller (programs/controller_main.h) or in
+ * node 1's engine host (programs/engine_host.h), which the controller's CSI
+ * service reaches over the engine service; see ts_dev_opts.node_engines. `tessera dev` (dev_main.c) is argument parsing around it; tests
  * that need a whole cluster in-process (unit/support/cluster) start the
  * same assembly, so there is one way to put the data plane together.
  *
@@ -33,6 +35,14 @@ struct ts_dev_opts {
 	const char *csi_endpoint; /**< required, checked "unix:///abs.sock" */
 	const char *node_id;      /**< required: CSI node id */
 	const sigset_t *sigs;     /**< optional: signals that end the startup waits */
+	/**
+	 * Where the volume engine runs. false: in this process's controller
+	 * (one stack over the group, as `tessera controller` does). true: in a
+	 * node — node 1 serves the group under an ownership epoch, and this
+	 * process's CSI Controller reaches it through the engine service (the
+	 * remote backend), carrying no volume data (docs/scale-out.md).
+	 */
+	bool node_engines;
 };
 
 /**

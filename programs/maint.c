@@ -10,10 +10,12 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "control/cluster/cluster.h"
+#include "control/registry/registry.h"
 #include "csi/admin.h"
 #include "dataplane/common/ts_common.h"
 
@@ -139,4 +141,45 @@ void ts_maint_agrp_view(const struct ts_cluster_status *st, struct ts_admin_agrp
 	g->rebuilds = st->rebuilds;
 	g->rebuild_bytes = st->rebuild_bytes;
 	g->rebuild_rate_mbps = (double)st->rebuild_rate_bps / 1e6;
+}
+
+static int cmp_node(const void *a, const void *b)
+{
+	const struct ts_reg_node *x = a, *y = b;
+
+	return x->node_id < y->node_id ? -1 : x->node_id > y->node_id;
+}
+
+int ts_maint_node_view(struct ts_registry *reg, unsigned max_age_ms,
+		       void (*detail)(void *arg, struct ts_admin_node *n), void *arg,
+		       struct ts_admin_status *out)
+{
+	struct ts_reg_node *nodes = ts_calloc(TS_REG_MAX_NODES, sizeof(*nodes));
+	uint64_t now = ts_registry_now_ms();
+	unsigned n = 0;
+	int rc;
+
+	if (!nodes)
+		return -ENOMEM;
+	rc = ts_registry_list_nodes(reg, nodes, TS_REG_MAX_NODES, &n);
+	if (rc < 0) {
+		ts_free(nodes);
+		return rc;
+	}
+	qsort(nodes, n, sizeof(*nodes), cmp_node);
+	out->nnodes = TS_MIN(n, TS_ADMIN_MAX_NODES);
+	for (size_t i = 0; i < out->nnodes; i++) {
+		struct ts_admin_node *an = &out->nodes[i];
+
+		an->id = nodes[i].node_id;
+		an->up = nodes[i].heartbeat_ms + max_age_ms >= now;
+		an->free_bytes = nodes[i].free_bytes;
+		snprintf(an->portal, sizeof(an->portal), "%s", nodes[i].portal);
+		/* disks and extents are the node's own business (extent_bytes 0 says
+		 * unknown) unless the caller runs the nodes itself (tessera dev) */
+		if (detail)
+			detail(arg, an);
+	}
+	ts_free(nodes);
+	return 0;
 }

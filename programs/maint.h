@@ -35,4 +35,18 @@ void ts_maint_stop(struct ts_maint *m);
 /** Fill the admin view \p g of a group from its status \p st. */
 void ts_maint_agrp_view(const struct ts_cluster_status *st, struct ts_admin_agrp *g);
 
+struct ts_admin_node;
+struct ts_admin_status;
+struct ts_registry;
+
+/**
+ * Fill the admin view's nodes (out->nodes, out->nnodes) from \p reg's node
+ * records, in id order: up while the heartbeat is younger than
+ * \p max_age_ms; \p detail (optional) adds what the caller knows of a node
+ * (disks, extents). 0 or -errno.
+ */
+int ts_maint_node_view(struct ts_registry *reg, unsigned max_age_ms,
+		       void (*detail)(void *arg, struct ts_admin_node *n), void *arg,
+		       struct ts_admin_status *out);
+
 #endif /* TS_PROGRAMS_MAINT_H */

@@ -126,8 +126,8 @@ static int stack_admin_status(void *ctx, struct ts_admin_status *out)
 	struct ts_vpool_stats vs;
 	int rc = s->o.status(s->o.status_arg, out);
 
-	if (rc < 0)
-		return rc;
+	if (rc < 0 || !s->vp)
+		return rc; /* no pool here: the caller's status filled it */
 	ts_vpool_stats(s->vp, &vs);
 	out->vpool.total_bytes = vs.data_blocks * TS_VOLUME_BLOCK;
 	out->vpool.free_bytes = vs.free_blocks * TS_VOLUME_BLOCK;
@@ -175,6 +175,8 @@ static int stack_admin_tree(void *ctx, char **out)
 	char *text;
 	int rc;
 
+	if (!s->vp)
+		return -EOPNOTSUPP; /* the pools are the engines' (issue 13: an engine call) */
 	if (!arr)
 		return -ENOMEM;
 	rc = ts_chain_walk(s->vp, tree_visit, &w);
@@ -232,15 +234,27 @@ int ts_stack_start(const struct ts_stack_opts *o, struct ts_stack **out)
 	int rc;
 
 	*out = NULL;
-	if (!o || !o->device || !o->state_dir || !o->portal || !o->node_id || !o->status ||
-	    check_endpoint(o->csi_endpoint) || parse_portal(o->portal, addr, sizeof(addr), &so.port))
+	if (!o || !o->device == !o->backend || !o->state_dir || !o->portal || !o->node_id ||
+	    !o->status || check_endpoint(o->csi_endpoint) ||
+	    parse_portal(o->portal, addr, sizeof(addr), &so.port)) {
+		if (o && o->backend && !o->device)
+			o->backend->destroy(o->backend_ctx);
 		return -EINVAL;
+	}
 	s = ts_calloc(1, sizeof(*s));
-	if (!s)
+	if (!s) {
+		if (o->backend && !o->device)
+			o->backend->destroy(o->backend_ctx);
 		return -ENOMEM;
+	}
 	s->o = *o;
 	snprintf(s->name, sizeof(s->name), "%s", o->name ? o->name : "stack");
 	so.addr = addr;
+	if (o->backend) {
+		s->be = o->backend;
+		s->be_ctx = o->backend_ctx;
+		goto store;
+	}
 
 	what = "volume pool";
 	rc = open_vpool(s);
@@ -265,6 +279,7 @@ int ts_stack_start(const struct ts_stack_opts *o, struct ts_stack **out)
 	rc = ts_csi_backend_dataplane_create(&dpo, &s->be, &s->be_ctx);
 	if (rc < 0)
 		goto fail;
+store:
 	what = "metadata store";
 	snprintf(path, sizeof(path), "%s/meta", o->state_dir);
 	arg = path;

@@ -37,11 +37,20 @@
 
 struct ts_member;
 struct ts_admin_status;
+struct ts_csi_backend_ops;
 struct ts_stack;
 
 struct ts_stack_opts {
 	const char *name;          /**< "dev", "controller": log tag, message prefix */
-	struct ts_member *device;  /**< required, borrowed: the block device under the pool */
+	/**
+	 * The block device under the pool (borrowed). NULL with \p backend
+	 * set: the stack then runs no pool and no iSCSI target, only the CSI
+	 * driver and admin service over \p backend (the remote backend of a
+	 * controller whose engines run in the nodes: docs/scale-out.md).
+	 */
+	struct ts_member *device;
+	const struct ts_csi_backend_ops *backend; /**< with device NULL; owned from start on */
+	void *backend_ctx;
 	const char *state_dir;     /**< required, must exist */
 	const char *portal;        /**< required, "host:port" (ts_stack_parse_portal) */
 	const char *csi_endpoint;  /**< required, "unix:///absolute/path.sock" */
@@ -73,7 +82,7 @@ void ts_stack_stop(struct ts_stack *s);
 struct ts_vpool;
 struct ts_csi_driver;
 
-/** The thin-volume pool the stack serves (borrowed; valid until ts_stack_stop). */
+/** The thin-volume pool the stack serves (borrowed; valid until ts_stack_stop; NULL without a device). */
 struct ts_vpool *ts_stack_vpool(struct ts_stack *s);
 
 /** The CSI driver object behind the stack's gRPC server (borrowed, same lifetime). */

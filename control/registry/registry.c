@@ -349,6 +349,11 @@ static int read_group(const struct dirreg *d, const uint8_t uuid[16], struct ts_
 	if (v && (!json_is_integer(v) || json_integer_value(v) < 0))
 		goto out;
 	g->epoch = v ? (uint64_t)json_integer_value(v) : 0;
+	v = json_object_get(j, "flags");
+	if (v && (!json_is_integer(v) || json_integer_value(v) < 0 ||
+		  json_integer_value(v) > UINT32_MAX))
+		goto out;
+	g->flags = v ? (uint32_t)json_integer_value(v) : 0;
 	json_array_foreach(arr, i, v) {
 		if (!json_is_integer(json_object_get(v, "node_id")) ||
 		    uuid_of(json_object_get(v, "vdisk"), g->slots[i].vdisk))
@@ -396,12 +401,13 @@ static int write_group(const struct dirreg *d, const struct ts_reg_group *g)
 						      uuid_json(g->journals[i].vdisk)));
 	ts_uuid_format(g->uuid, u);
 	snprintf(path, sizeof(path), "%s/groups/%s.json", d->root, u);
-	return write_json(path, json_pack("{s:s,s:i,s:i,s:I,s:I,s:I,s:o,s:I,s:o}", "uuid", u,
-					  "k", (int)g->k, "m", (int)g->m, "member_size",
+	return write_json(path, json_pack("{s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:o,s:I,s:o}", "uuid",
+					  u, "k", (int)g->k, "m", (int)g->m, "member_size",
 					  (json_int_t)g->member_size, "owner_node",
 					  (json_int_t)g->owner_node, "epoch", (json_int_t)g->epoch,
-					  "slots", arr, "journal_size", (json_int_t)g->journal_size,
-					  "journals", jarr));
+					  "flags", (json_int_t)g->flags, "slots", arr,
+					  "journal_size", (json_int_t)g->journal_size, "journals",
+					  jarr));
 }
 
 /*

@@ -47,6 +47,9 @@
 #define TS_REG_MAX_SLOTS 40
 #define TS_REG_MAX_SERVED 64
 
+/** Group record flag: its thin volume pool was formatted (never format again). */
+#define TS_REG_GROUP_POOL 0x1u
+
 struct ts_reg_vdisk {
 	uint8_t uuid[16];
 	uint64_t size;
@@ -87,6 +90,7 @@ struct ts_reg_group {
 	uint64_t member_size;
 	uint32_t owner_node;         /**< node serving the group; 0 = none chosen yet */
 	uint64_t epoch;              /**< ownership epoch: raised on every owner change */
+	uint32_t flags;              /**< TS_REG_GROUP_* */
 	struct {
 		uint32_t node_id;
 		uint8_t vdisk[16];

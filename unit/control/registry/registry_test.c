@@ -267,7 +267,7 @@ Test(node_registry, group_owner_fields_are_validated)
 	struct ts_reg_group g = make_group(), got;
 	static const char *const bad[] = { "\"owner_node\":-1", "\"owner_node\":\"2\"",
 					   "\"owner_node\":4294967296", "\"epoch\":-5",
-					   "\"epoch\":1.5" };
+					   "\"epoch\":1.5", "\"flags\":-1" };
 	char path[160], u[37], buf[8192];
 	FILE *f;
 	size_t len;
@@ -280,7 +280,7 @@ Test(node_registry, group_owner_fields_are_validated)
 	len = fread(buf, 1, sizeof(buf) - 1, f);
 	fclose(f);
 	buf[len] = 0;
-	char *o = strstr(buf, "\"owner_node\":0,\"epoch\":0,");
+	char *o = strstr(buf, "\"owner_node\":0,\"epoch\":0,\"flags\":0,");
 
 	cr_assert_not_null(o, "%s", buf);
 	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -288,7 +288,7 @@ Test(node_registry, group_owner_fields_are_validated)
 
 		/* the record with one field replaced by a bad value (the other one dropped) */
 		snprintf(rec, sizeof(rec), "%.*s%s,%s", (int)(o - buf), buf, bad[i],
-			 o + strlen("\"owner_node\":0,\"epoch\":0,"));
+			 o + strlen("\"owner_node\":0,\"epoch\":0,\"flags\":0,"));
 		f = fopen(path, "w");
 		cr_assert_not_null(f);
 		fputs(rec, f);
@@ -299,7 +299,8 @@ Test(node_registry, group_owner_fields_are_validated)
 	/* a record from before owners existed: no owner, epoch 0 */
 	f = fopen(path, "w");
 	cr_assert_not_null(f);
-	fprintf(f, "%.*s%s", (int)(o - buf), buf, o + strlen("\"owner_node\":0,\"epoch\":0,"));
+	fprintf(f, "%.*s%s", (int)(o - buf), buf,
+		o + strlen("\"owner_node\":0,\"epoch\":0,\"flags\":0,"));
 	fclose(f);
 	cr_assert_eq(ts_registry_get_group(g_b, g.uuid, &got), 0);
 	cr_assert_eq(got.owner_node, 0);
