@@ -116,7 +116,7 @@ static int member_with(int i, uint32_t epoch, uint32_t node, struct ts_member **
 	char iqn[80], url[160];
 	struct ts_transport_opts o = { .url = url, .chap_user = USER, .chap_secret = SECRET,
 				       .node_id = 2, .uuid = g_vd[i], .size = VD_SIZE, .block_size = BS,
-				       .io_timeout_ms = 3000, .connect_timeout_ms = 2000,
+				       .io_timeout_ms = 10000, .connect_timeout_ms = 5000,
 				       .reconnect_min_ms = 20, .reconnect_max_ms = 100,
 				       .owner_epoch = epoch, .owner_node = node };
 
@@ -447,7 +447,7 @@ static void wait_connects(struct ts_member *m, uint64_t n)
 {
 	struct ts_transport_stats ts;
 
-	for (int t = 0; t < 500; t++) {
+	for (int t = 0; t < 2000; t++) { /* 20 s: valgrind on shared cores */
 		cr_assert_eq(ts_transport_member_stats(m, &ts), 0);
 		if (ts.connects >= n && ts.connected)
 			return;
