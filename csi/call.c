@@ -140,6 +140,7 @@ int csi_code_from_err(int err)
 	case -ENODEV:
 	case TS_ERR_DEGRADED:
 	case TS_ERR_MEMBER_FAILED:
+	case TS_ERR_FENCED:
 		return CSI_UNAVAILABLE;
 	case -EBUSY:
 	case -ENOTEMPTY:

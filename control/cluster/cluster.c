@@ -116,6 +116,8 @@ static int vdisk_member(struct ts_cluster *c, uint32_t node, const uint8_t vd[16
 		to.block_size = TS_LDM_BLOCK_SIZE;
 		to.io_timeout_ms = c->o.io_timeout_ms;
 		to.connect_timeout_ms = TS_MIN(c->o.io_timeout_ms, 2000u);
+		to.owner_epoch = c->o.owner_epoch;
+		to.owner_node = c->o.owner_node;
 		return ts_transport_iscsi_member(&to, out);
 	}
 	return -ENOENT; /* node not registered (yet) */
@@ -379,6 +381,11 @@ int ts_cluster_open(const struct ts_cluster_opts *o, struct ts_cluster **out)
 		c->o.heartbeat_max_age_ms = 3000;
 	if (!c->o.request_timeout_ms)
 		c->o.request_timeout_ms = 10000;
+	if (!c->o.owner_epoch)
+		c->o.owner_epoch = 1;
+	if (!c->o.owner_node)
+		c->o.owner_node = o->local_node_id ? o->local_node_id : TS_CLUSTER_CONTROLLER_OWNER;
+	ts_log(TS_LOG_INFO, "cluster", "owner epoch=%u node=%u", c->o.owner_epoch, c->o.owner_node);
 	rc = ts_registry_get_group(o->reg, o->group_uuid, &c->grp);
 	if (rc == -ENOENT) {
 		rc = -EINVAL;
@@ -412,7 +419,8 @@ int ts_cluster_rejoin(struct ts_cluster *c)
 	unsigned nn = 0;
 	int joined = 0;
 
-	if (!c->agrp || live == (1ull << c->n) - 1 || live_nodes(c, &nodes, &nn))
+	if (!c->agrp || ts_agrp_fenced(c->agrp) || live == (1ull << c->n) - 1 ||
+	    live_nodes(c, &nodes, &nn))
 		return 0;
 	for (unsigned s = 0; s < c->n; s++) {
 		uint32_t node = c->grp.slots[s].node_id;
@@ -708,6 +716,8 @@ int ts_cluster_tick(struct ts_cluster *c)
 	struct ts_agrp_stats as;
 	int joined, rc;
 
+	if (ts_agrp_fenced(c->agrp))
+		return TS_ERR_FENCED; /* a stale owner repairs nothing */
 	if (!c->agrp ||
 	    ((unsigned)__builtin_popcountll(ts_agrp_live_mask(c->agrp)) < c->grp.k &&
 	     ts_cluster_rejoin(c) == 0 && slots_reachable(c) >= c->grp.k)) {
@@ -747,6 +757,8 @@ void ts_cluster_status(struct ts_cluster *c, struct ts_cluster_status *st)
 	st->k = c->grp.k;
 	st->m = c->grp.m;
 	st->n = c->n;
+	st->owner_epoch = c->o.owner_epoch;
+	st->owner_node = c->o.owner_node;
 	/* under grp_lock: a re-assembly swaps c->agrp and c->rl */
 	pthread_mutex_lock(&c->grp_lock);
 	for (unsigned s = 0; s < c->n; s++)
@@ -759,6 +771,7 @@ void ts_cluster_status(struct ts_cluster *c, struct ts_cluster_status *st)
 	st->size = ts_agrp_size(c->agrp);
 	st->generation = ts_agrp_generation(c->agrp);
 	st->live_mask = ts_agrp_live_mask(c->agrp);
+	st->fenced = ts_agrp_fenced(c->agrp);
 	ts_agrp_stats(c->agrp, &as);
 	st->degraded_stripes = as.ood_stripes;
 	if (c->rl) {
@@ -782,7 +795,9 @@ void ts_cluster_status(struct ts_cluster *c, struct ts_cluster_status *st)
 	st->rebuild_rate_bps = c->rebuild_ns ? (uint64_t)((double)c->rebuild_bytes * 1e9 /
 							   (double)c->rebuild_ns)
 					     : 0;
-	if (c->rebuilding)
+	if (st->fenced)
+		snprintf(st->state, sizeof(st->state), "fenced");
+	else if (c->rebuilding)
 		snprintf(st->state, sizeof(st->state), "rebuilding");
 	else if (st->live_mask != all)
 		snprintf(st->state, sizeof(st->state), "%s",

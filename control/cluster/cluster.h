@@ -18,6 +18,23 @@
  * which resyncs what they missed. Call it periodically (or on a node's
  * heartbeat reappearing).
  *
+ * Ownership and fencing (docs/fencing.md): the cluster is the group's
+ * engine at epoch opts.owner_epoch, as owner opts.owner_node. Every remote
+ * member and replica journal is reached with that owner key, so the nodes'
+ * member LUNs refuse the IO of any older owner, and this cluster's once a
+ * newer one registered: its group is then fenced (ts_agrp_fenced()), every
+ * IO fails with TS_ERR_FENCED, and tick, rejoin, heal and rebuild stop
+ * (status state "fenced"). Close it; a new epoch opens the group again.
+ * The epoch must come from the control plane, which hands out strictly
+ * increasing epochs per group; the default (epoch 1) is the single
+ * controller's: a restarted controller takes over from its own earlier
+ * sessions, and nothing protects against a second controller using it too.
+ *
+ * Local members (opts.local_ldm) go straight to the LDM and are not fenced:
+ * only a process that is the sole engine for the group (the test fixture)
+ * may use them; an engine that may lose ownership reaches even its own
+ * node's vdisks through that node's member LUNs.
+ *
  * THREAD SAFETY: IO goes through the array group (see agrp.h). open/close
  * from one thread; ts_cluster_rejoin() may run while IO flows, from one
  * thread at a time.
@@ -46,7 +63,14 @@ struct ts_cluster_opts {
 	uint32_t local_node_id;      /**< 0: no local node */
 	struct ts_ldm *local_ldm;    /**< with local_node_id: this process's LDM (borrowed) */
 	uint64_t journal_size;       /**< first use only: bytes of replica journal per node; 0: member_size / 4 */
+	/** Ownership epoch of this engine (from the control plane); 0: 1 (single controller). */
+	uint32_t owner_epoch;
+	/** Owner id in the key: 0: local_node_id, or TS_CLUSTER_CONTROLLER_OWNER without one. */
+	uint32_t owner_node;
 };
+
+/** The owner id of the (single) controller process, which is no node. */
+#define TS_CLUSTER_CONTROLLER_OWNER 0xffffffffu
 
 struct ts_cluster;
 
@@ -77,7 +101,8 @@ int ts_cluster_rejoin(struct ts_cluster *c);
 struct ts_member *ts_cluster_device(struct ts_cluster *c);
 
 /**
- * One round of the controller's maintenance: ts_cluster_rejoin(); a member
+ * One round of the controller's maintenance (TS_ERR_FENCED at once, doing
+ * nothing, once the group is fenced): ts_cluster_rejoin(); a member
  * whose node is live but no longer has its vdisk (the disk under it was
  * lost or replaced) is rebuilt onto a new vdisk on that node
  * (ts_agrp_replace: reconstruct + re-fragment) and the group record
@@ -110,6 +135,9 @@ struct ts_cluster_status {
 	uint64_t rebuilds;            /**< lost members rebuilt onto new vdisks */
 	uint64_t rebuild_bytes;       /**< last rebuild: bytes reconstructed */
 	uint64_t rebuild_rate_bps;    /**< last rebuild's rate, bytes/s */
+	uint32_t owner_epoch;         /**< the epoch this engine owns the group at */
+	uint32_t owner_node;
+	int fenced;                   /**< a newer owner fenced this engine (state "fenced") */
 };
 
 /** Fill *\p st (a consistent snapshot; cheap, callable while IO flows). */

@@ -86,7 +86,7 @@ int agrp_sb_write_locked(struct ts_agrp *g, uint64_t extra, uint64_t extra_gen)
 
 	if (!bufs)
 		return -ENOMEM;
-	for (unsigned round = 0; round <= g->n; round++) {
+	for (unsigned round = 0; round <= g->n && !agrp_fenced(g); round++) {
 		struct mio x[MAXN];
 		struct ts_member_fanout b;
 		struct agrp_sb sb;
@@ -111,7 +111,10 @@ int agrp_sb_write_locked(struct ts_agrp *g, uint64_t extra, uint64_t extra_gen)
 
 			if (!x[j].fio.status)
 				continue;
-			if (g->slot[i].live) {
+			if (x[j].fio.status == TS_ERR_FENCED) {
+				agrp_set_fenced(g, (int)i);
+				rc = TS_ERR_FENCED;
+			} else if (g->slot[i].live) {
 				ts_log(TS_LOG_WARN, "agrp", "superblock write failed slot=%u err=%s", i,
 				       ts_strerror(x[j].fio.status));
 				g->slot[i].live = 0;
@@ -120,17 +123,40 @@ int agrp_sb_write_locked(struct ts_agrp *g, uint64_t extra, uint64_t extra_gen)
 				rc = x[j].fio.status;
 			}
 		}
-		if (!failed)
+		if (!failed || agrp_fenced(g))
 			break;
 		g->generation++;
 	}
 	ts_free(bufs);
-	return rc;
+	return agrp_fenced(g) ? TS_ERR_FENCED : rc;
 }
 
-/* Member \p i failed an IO: take it out, bump the generation on the others. */
+void agrp_set_fenced(struct ts_agrp *g, int slot)
+{
+	if (atomic_exchange(&g->fenced, 1))
+		return;
+	ts_log(TS_LOG_WARN, "agrp",
+	       "group fenced: a member refused IO (another engine owns the group) slot=%d node=%u; "
+	       "every IO fails from now on, members are left as they are",
+	       slot, slot >= 0 ? g->slot[slot].node_id : 0u);
+}
+
+int ts_agrp_fenced(struct ts_agrp *g)
+{
+	return g ? agrp_fenced(g) : 0;
+}
+
+/*
+ * Member \p i failed an IO: take it out, bump the generation on the others.
+ * A fenced IO is not a member failure: the group is fenced instead, and a
+ * fenced group changes nothing on any member (a stale owner must not).
+ */
 void agrp_member_fail(struct ts_agrp *g, unsigned i, int err)
 {
+	if (err == TS_ERR_FENCED)
+		agrp_set_fenced(g, (int)i);
+	if (agrp_fenced(g))
+		return;
 	pthread_mutex_lock(&g->state_lock);
 	if (g->slot[i].live) {
 		unsigned left = 0;
@@ -397,6 +423,8 @@ int ts_agrp_add_member(struct ts_agrp *g, struct ts_member *mem)
 
 	if (!g || !mem)
 		return -EINVAL;
+	if (agrp_fenced(g))
+		return TS_ERR_FENCED;
 	rc = agrp_sb_read(mem, &sb);
 	if (rc)
 		return rc;
@@ -434,6 +462,8 @@ int ts_agrp_replace(struct ts_agrp *g, unsigned sl, struct ts_member *mem)
 
 	if (!g || !mem || sl >= g->n)
 		return -EINVAL;
+	if (agrp_fenced(g))
+		return TS_ERR_FENCED;
 	mi = ts_member_info(mem);
 	if (mi->block_size != g->bs)
 		return TS_ERR_GEOMETRY;
@@ -700,6 +730,7 @@ void ts_agrp_close(struct ts_agrp *g)
 {
 	if (!g)
 		return;
-	agrp_do_flush(g);
+	if (!agrp_fenced(g)) /* a fenced group writes nothing, not even clean bits */
+		agrp_do_flush(g);
 	group_free(g);
 }

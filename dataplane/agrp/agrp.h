@@ -197,6 +197,17 @@ struct ts_agrp_stats {
 };
 /** Fill *st (walks the out-of-date bitmaps; cheap enough for status calls). */
 void ts_agrp_stats(struct ts_agrp *g, struct ts_agrp_stats *st);
+/**
+ * Non-zero once the group is fenced: a member refused an IO with
+ * TS_ERR_FENCED, i.e. another engine took ownership of the group at a
+ * newer epoch (docs/fencing.md). Sticky: from then on every read, write,
+ * flush, add_member and replace fails with TS_ERR_FENCED before touching a
+ * member, no member is marked failed, and no superblock, bitmap or rescue
+ * record is written (close writes nothing either). The engine's way out is
+ * to close the group; a new ownership (a new epoch) assembles it afresh.
+ * 0 for NULL.
+ */
+int ts_agrp_fenced(struct ts_agrp *g);
 /** Fill info (geometry, uuid, slots, generation) of the running group. */
 void ts_agrp_get_info(struct ts_agrp *g, struct ts_agrp_info *info);
 

@@ -64,9 +64,12 @@ uint64_t agrp_bm_persist_locked(struct ts_agrp *g, uint64_t live, const struct b
 			}
 		}
 		ts_member_fanout_wait(&b);
-		for (unsigned j = 0; j < cnt; j++)
-			if (x[j].fio.status) /* cppcheck-suppress uninitvar ; x[0..cnt) set by batch_add */
+		for (unsigned j = 0; j < cnt; j++) {
+			if (x[j].fio.status == TS_ERR_FENCED) /* cppcheck-suppress uninitvar */
+				agrp_set_fenced(g, (int)x[j].slot);
+			else if (x[j].fio.status) /* cppcheck-suppress uninitvar ; x[0..cnt) set by batch_add */
 				bad |= 1ull << x[j].slot;
+		}
 		done = upto;
 	}
 	return bad;
@@ -90,6 +93,8 @@ void agrp_bm_mark(struct ts_agrp *g, uint64_t r0, uint64_t r1, int intent, uint6
 	uint64_t live = agrp_live_mask(g), bad = 0;
 	unsigned nd = 0;
 
+	if (agrp_fenced(g))
+		return; /* nothing is written any more; the IO fails on its own checks */
 	pthread_mutex_lock(&g->bm_lock);
 	for (uint64_t r = r0; r <= r1; r++) {
 		if (intent)

@@ -58,7 +58,8 @@ static void dev_read_done(void *arg, int status)
 	struct ts_member_io *io = arg;
 	struct agrp_dev *d = io->priv[0];
 
-	if (status && d->o.read_fallback &&
+	/* a fenced group's reads are not served from the replicas either */
+	if (status && status != TS_ERR_FENCED && d->o.read_fallback &&
 	    d->o.read_fallback(d->o.ctx, io->offset, io->len, io->buf) == 0)
 		status = 0;
 	dev_complete(io, status);

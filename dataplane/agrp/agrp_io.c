@@ -23,6 +23,12 @@
  * preceded by a rescue record (agrp_rescue.c). Member IO errors fail the
  * member (generation bump on the others) and the request carries on
  * degraded; a read that would decode an untrusted region fails with -EIO.
+ * A member IO failing with TS_ERR_FENCED is not a member failure: another
+ * engine owns the group (docs/fencing.md). The group is then fenced for
+ * good: the request stops where it is, and this and every later request
+ * fails with TS_ERR_FENCED before touching a member (no member is failed,
+ * no bitmap, rescue record or superblock is written, no write hook runs,
+ * so nothing is copied to the replica journals either).
  *
  * THREAD SAFETY: see agrp.h. g->ranges (a ts_rl, its own leaf mutex) holds the
  * in-flight stripe ranges; queue_lock/queue_cond guard the request queue (leaf). Order: range ->
@@ -112,6 +118,8 @@ int agrp_stripe_fetch(struct ts_agrp *g, struct scratch *sc, uint64_t s, uint32_
 		struct ts_member_fanout b;
 		unsigned cnt = 0, got = 0, bad = 0;
 
+		if (agrp_fenced(g))
+			return TS_ERR_FENCED;
 		if ((unsigned)popcount64(dead) > g->m)
 			return TS_ERR_DEGRADED;
 		if (want & dead) {
@@ -141,6 +149,8 @@ int agrp_stripe_fetch(struct ts_agrp *g, struct scratch *sc, uint64_t s, uint32_
 				bad = 1;
 			}
 		}
+		if (agrp_fenced(g))
+			return TS_ERR_FENCED;
 		if (bad)
 			continue;
 		if (want & dead)
@@ -163,6 +173,8 @@ int agrp_stripe_put(struct ts_agrp *g, uint64_t s, const uint32_t *o, const uint
 	struct ts_member_fanout b;
 	unsigned cnt = 0;
 
+	if (agrp_fenced(g))
+		return TS_ERR_FENCED;
 	/* slots not live miss this write: out of date from now on (durably first) */
 	ood = ((1ull << g->n) - 1) & ~live;
 	if (ood)
@@ -184,6 +196,8 @@ int agrp_stripe_put(struct ts_agrp *g, uint64_t s, const uint32_t *o, const uint
 			failed |= 1ull << x[j].slot;
 		}
 	}
+	if (agrp_fenced(g))
+		return TS_ERR_FENCED;
 	if (failed)
 		agrp_bm_mark(g, region_of(g, s), region_of(g, s), 0, failed);
 	if ((unsigned)popcount64(~agrp_live_mask(g) & ((g->n == 64) ? ~0ull : ((1ull << g->n) - 1))) >
@@ -316,6 +330,10 @@ static int do_read(struct ts_agrp *g, struct scratch *sc, uint64_t off, uint64_t
 		rc = -ENOMEM;
 		goto fail;
 	}
+	if (agrp_fenced(g)) {
+		rc = TS_ERR_FENCED;
+		goto fail;
+	}
 	agrp_range_acquire(g, &rg, s0, s1, 0);
 	live = agrp_live_mask(g); /* after the range lock: a rejoin holds it while it changes membership */
 	/* healthy fast path: one member IO per chunk piece, all in parallel */
@@ -347,6 +365,10 @@ static int do_read(struct ts_agrp *g, struct scratch *sc, uint64_t off, uint64_t
 			continue;
 		if (x[j].fio.status != TS_ERR_DEGRADED)
 			agrp_member_fail(g, x[j].slot, x[j].fio.status); /* no-op if already out */
+		if (agrp_fenced(g)) {
+			rc = TS_ERR_FENCED; /* not one byte a fenced owner read is returned */
+			break;
+		}
 		bufs[d] = buf + (vpos[j] - off);
 		rc = agrp_stripe_fetch(g, sc, s, (uint32_t)(so % g->chunk), (uint32_t)(e - vpos[j]),
 				  1ull << d, bufs, 0);
@@ -369,12 +391,20 @@ static int do_write(struct ts_agrp *g, struct scratch *sc, uint64_t off, uint64_
 	agrp_range_acquire(g, &rg, s0, s1, 1);
 	all = (g->n == 64) ? ~0ull : (1ull << g->n) - 1;
 	live = agrp_live_mask(g);
+	if (agrp_fenced(g)) { /* before the hook: a stale owner copies nothing to the journals */
+		rc = TS_ERR_FENCED;
+		goto out;
+	}
 	if ((unsigned)popcount64(all & ~live) > g->m) {
 		rc = TS_ERR_DEGRADED;
 		goto out;
 	}
 	if (g->opts.write_hook) {
 		rc = g->opts.write_hook(g->opts.write_hook_ctx, off, len, buf, all & ~live);
+		if (rc == TS_ERR_FENCED)
+			agrp_set_fenced(g, -1); /* a journal refused it: the same verdict as a member's */
+		if (!rc && agrp_fenced(g))
+			rc = TS_ERR_FENCED;
 		if (rc)
 			goto out;
 	}
@@ -387,7 +417,7 @@ static int do_write(struct ts_agrp *g, struct scratch *sc, uint64_t off, uint64_
 	}
 	/* members failed while it was applied: the hook sees the write again,
 	 * with the slots that missed it (the data is the same, now final) */
-	if (rc == 0 && g->opts.write_hook && (live & ~agrp_live_mask(g)))
+	if (rc == 0 && !agrp_fenced(g) && g->opts.write_hook && (live & ~agrp_live_mask(g)))
 		rc = g->opts.write_hook(g->opts.write_hook_ctx, off, len, buf, all & ~agrp_live_mask(g));
 	agrp_bm_write_done(g, r0, r1);
 out:
@@ -402,6 +432,8 @@ int agrp_do_flush(struct ts_agrp *g)
 	struct ts_member_fanout b;
 	unsigned cnt = 0;
 
+	if (agrp_fenced(g))
+		return TS_ERR_FENCED;
 	pthread_mutex_lock(&g->bm_lock);
 	seq = g->done_seq;
 	pthread_mutex_unlock(&g->bm_lock);
@@ -414,6 +446,8 @@ int agrp_do_flush(struct ts_agrp *g)
 	for (unsigned j = 0; j < cnt; j++)
 		if (x[j].fio.status)
 			agrp_member_fail(g, x[j].slot, x[j].fio.status);
+	if (agrp_fenced(g))
+		return TS_ERR_FENCED;
 	if ((unsigned)popcount64(agrp_live_mask(g)) < g->k)
 		return TS_ERR_DEGRADED;
 	/* everything completed up to seq is durable: idle regions are clean */

@@ -85,6 +85,8 @@ struct ts_agrp {
 
 	struct ts_rl *ranges; /* in-flight stripe ranges (dataplane/rangelock) */
 
+	_Atomic int fenced;   /* a member refused IO with TS_ERR_FENCED: another engine owns us */
+
 	pthread_mutex_t state_lock;
 	struct slot slot[MAXN];
 	uint64_t generation, sb_seq;
@@ -176,6 +178,13 @@ uint64_t agrp_live_mask(struct ts_agrp *g);
 int agrp_sb_write_locked(struct ts_agrp *g, uint64_t extra, uint64_t extra_gen);
 /** Take slot \p i out after an IO error \p err; bumps the generation. */
 void agrp_member_fail(struct ts_agrp *g, unsigned i, int err);
+/* Non-zero once the group is fenced (sticky); see ts_agrp_fenced(). */
+static inline int agrp_fenced(struct ts_agrp *g)
+{
+	return atomic_load(&g->fenced);
+}
+/* A member (slot, or -1: the write hook's journal) said TS_ERR_FENCED: fenced from now on (logged once). */
+void agrp_set_fenced(struct ts_agrp *g, int slot);
 /** Per-thread scratch buffers: 0 or -ENOMEM (nothing left allocated). */
 int agrp_scratch_alloc(const struct ts_agrp *g, struct scratch *sc);
 void agrp_scratch_free(struct scratch *sc);

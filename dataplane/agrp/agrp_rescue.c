@@ -149,6 +149,8 @@ int agrp_rescue_record(struct ts_agrp *g, struct scratch *sc, uint64_t s, uint64
 	for (unsigned i = 0; i < cnt; i++)
 		if (x[i].fio.status)
 			agrp_member_fail(g, x[i].slot, x[i].fio.status);
+	if (agrp_fenced(g))
+		return TS_ERR_FENCED;
 	return 1;
 }
 

@@ -67,6 +67,8 @@ static int rebuild_stripes(struct ts_agrp *g, struct scratch *sc, uint8_t *rb, u
 				agrp_member_fail(g, x[j].slot, x[j].fio.status);
 				bad = 1;
 			}
+		if (agrp_fenced(g))
+			return TS_ERR_FENCED;
 		if (bad)
 			continue; /* again with the members still live */
 		for (uint64_t j = 0; j < cnt && rc == 0; j++) {
@@ -169,6 +171,8 @@ int agrp_resync_slot(struct ts_agrp *g, unsigned sl)
 	uint8_t *rb;
 	int rc, any_untrusted = 0;
 
+	if (agrp_fenced(g))
+		return TS_ERR_FENCED;
 	rc = agrp_scratch_alloc(g, &sc);
 	if (rc)
 		return rc;

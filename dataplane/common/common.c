@@ -35,6 +35,7 @@ static const char *const g_ts_err_text[] = {
 	[7] = "no free extents",
 	[8] = "unsupported on-disk format version",
 	[9] = "member IO failed",
+	[10] = "fenced: another engine owns the array group",
 };
 
 const char *ts_strerror(int err)

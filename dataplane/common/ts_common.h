@@ -40,7 +40,8 @@ enum ts_err {
 	TS_ERR_NO_SPACE = -10007,     /**< no free extents */
 	TS_ERR_VERSION = -10008,      /**< unsupported on-disk format version */
 	TS_ERR_MEMBER_FAILED = -10009, /**< a member reported an IO error */
-	TS_ERR_LAST = -10010,
+	TS_ERR_FENCED = -10010,       /**< a member refused the IO: another engine owns the group (docs/fencing.md) */
+	TS_ERR_LAST = -10011,
 };
 
 /** Human-readable text for 0, -errno or a TS_ERR_* code. Never NULL; static storage. */

@@ -24,6 +24,19 @@
  * and reads it back at ts_iscsi_lun_add() time through ops->pr_load (or the
  * path). See docs/iscsi.md.
  *
+ * Fencing LUs (info.fencing, docs/fencing.md): the PR keys are ownership
+ * keys, (epoch << 32) | node id, both halves non-zero. The LU keeps a floor,
+ * the highest (epoch, node) any REGISTER has carried, persisted through
+ * ops->fence_save before it takes effect. Once the floor is set, a
+ * REGISTER below it (lower epoch, or the same epoch from another node) and
+ * every other PR OUT service action from a nexus not registered with the
+ * floor key get RESERVATION CONFLICT, and so does every read or write from
+ * such a nexus: only the owner at the current epoch reaches the medium.
+ * A REGISTER of a non-zero key completes only once the writes of every
+ * other nexus already at the provider have completed, so after it returns
+ * GOOD nothing of a stale owner reaches the medium. Refused commands are
+ * counted (ts_iscsi_lun_fence_stats()).
+ *
  * THREAD SAFETY: every function here may be called from any thread except
  * from inside a provider callback or an op. The server runs a small fixed
  * number of event-loop threads (epoll); one registry mutex guards targets and
@@ -71,6 +84,15 @@ struct ts_iscsi_lun_ops {
 	int (*pr_save)(void *ctx, const void *blob, size_t len);
 	/** Optional: load the PR blob into \p buf; returns its length, 0 if none, or -errno. */
 	int (*pr_load)(void *ctx, void *buf, size_t cap);
+	/**
+	 * Fencing LUs only (both mandatory then): persist the fencing floor
+	 * durably before returning (synchronous, called with the LU's lock held,
+	 * rarely: once per epoch raise). 0 or -errno; on error the REGISTER that
+	 * raised it fails and the floor stays where it was.
+	 */
+	int (*fence_save)(void *ctx, uint32_t epoch, uint32_t node);
+	/** Fencing LUs: load the floor at ts_iscsi_lun_add() (0/0 if never set). 0 or -errno. */
+	int (*fence_load)(void *ctx, uint32_t *epoch, uint32_t *node);
 	/** Optional: called when the engine drops its last reference to the LUN. */
 	void (*destroy)(void *ctx);
 };
@@ -84,6 +106,19 @@ struct ts_iscsi_lun_info {
 	bool thin;               /**< advertise logical block provisioning (UNMAP) */
 	const char *product;     /**< INQUIRY product id (<= 16 chars), NULL: "VOLUME" */
 	const char *pr_state_path; /**< PR persistence file when ops->pr_save is NULL; may be NULL */
+	bool fencing;            /**< ownership-epoch PR policy (see above); needs ops->fence_save/load */
+};
+
+/** Fencing state and counters of one LU (ts_iscsi_lun_fence_stats()). */
+struct ts_iscsi_fence_stats {
+	uint32_t epoch;          /**< floor: highest epoch registered, 0 if never */
+	uint32_t node;           /**< the node that registered it (the owner) */
+	uint64_t key;            /**< the floor key, (epoch << 32) | node */
+	bool held;               /**< the owner holds the reservation right now */
+	uint64_t raises;         /**< floor raises since the LUN was added */
+	uint64_t refused_writes; /**< data-changing commands refused (WRITE, WRITE SAME, UNMAP, CAW, ...) */
+	uint64_t refused_other;  /**< other reads/commands refused by the floor or the reservation */
+	uint64_t refused_pr;     /**< PR OUT commands refused by the floor */
 };
 
 /** Server options. Zero-initialise, then set what you need. */
@@ -157,6 +192,13 @@ int ts_iscsi_lun_add(struct ts_iscsi_server *srv, const char *iqn, uint16_t lun_
 
 /** Unregister a LUN; new commands get LOGICAL UNIT NOT SUPPORTED. 0 or -ENOENT. */
 int ts_iscsi_lun_remove(struct ts_iscsi_server *srv, const char *iqn, uint16_t lun_id);
+
+/**
+ * Fencing state of LUN \p lun_id of target \p iqn (any LU; the counters
+ * count on fencing LUs only). Returns 0, -ENOENT or -EINVAL.
+ */
+int ts_iscsi_lun_fence_stats(struct ts_iscsi_server *srv, const char *iqn, uint16_t lun_id,
+			     struct ts_iscsi_fence_stats *st);
 
 /**
  * Grow a LUN to \p size bytes (a multiple of its block size, not smaller

@@ -88,6 +88,10 @@ struct lun {
 	uint8_t pr_type;
 	char pr_holder[ISCSI_PORT_NAME_MAX];  /* "" for all-registrants types */
 	bool aptpl;
+	/* fencing LUs (info.fencing): the floor and what it refused */
+	uint32_t fence_epoch, fence_node;
+	bool fence_logged;        /* a refusal since the last raise was logged */
+	uint64_t fence_raises, refused_writes, refused_other, refused_pr;
 	bool d_sense, swp, wce;
 	struct wrange writes;     /* sentinel: writes holding their range */
 	struct cmd *abort_waiters;/* PREEMPT AND ABORTs waiting for fenced_writes to drain */
@@ -251,6 +255,8 @@ void spc_exec_request_sense(struct cmd *c, struct nexus *nx);
 void spc_exec_rsoc(struct cmd *c);
 /* spc_pr.c: reservations; pr_res_conflict() is called under lun->lock */
 bool pr_res_conflict(struct cmd *c);
+/* Under lun->lock: does the fencing owner (the floor key) hold the reservation? */
+bool pr_fence_owner_holds(struct lun *l);
 void pr_exec_out(struct cmd *c, struct nexus *nx);
 void pr_exec_in(struct cmd *c);
 void pr_exec_reserve(struct cmd *c, bool reserve);

@@ -45,10 +45,19 @@
 /* ------------------------------------------------------------------ */
 /* write ranges (COMPARE AND WRITE atomicity)                          */
 
-/* c holds its range now: enter it on the LUN's list of writes in flight. */
-static void range_held(struct cmd *c)
+/*
+ * c holds its range now: enter it on the LUN's list of writes in flight, and
+ * check the reservations again in the same step. A PREEMPT AND ABORT (or a
+ * fencing REGISTER) marks only the writes on that list, so a write that
+ * passed scsi_exec()'s check before it and entered the list after it (or
+ * waited for its range meanwhile) must be refused here, or it would reach
+ * the medium after the preempt completed. Returns false (and completes c
+ * with RESERVATION CONFLICT) if it now conflicts.
+ */
+static bool range_held(struct cmd *c)
 {
 	struct lun *l = c->lun;
+	bool conflict;
 
 	pthread_mutex_lock(&l->lock);
 	c->wlink.fenced = false;
@@ -57,14 +66,20 @@ static void range_held(struct cmd *c)
 	l->writes.prev->next = &c->wlink;
 	l->writes.prev = &c->wlink;
 	c->has_range = true;
+	conflict = pr_res_conflict(c);
 	pthread_mutex_unlock(&l->lock);
+	if (conflict) {
+		c->status = SCSI_STATUS_RESERVATION_CONFLICT;
+		cmd_complete(c); /* releases the range */
+	}
+	return !conflict;
 }
 
 static void range_retry(struct cmd *c, int status)
 {
 	(void)status;
-	range_held(c); /* granted while it waited */
-	scsi_exec(c);
+	if (range_held(c)) /* granted while it waited */
+		scsi_exec(c);
 }
 
 /* Granted after waiting: runs on the releasing thread; re-drive c on its own loop. */
@@ -76,7 +91,8 @@ static void range_granted(struct ts_rl_req *r, void *arg)
 
 /*
  * Try to hold [lba, lba+nb) (nb > 0, checked against the capacity). False:
- * c waits, holding a reference, and is re-executed with the range held.
+ * c waits, holding a reference, and is re-executed with the range held; or
+ * it was completed (an error, or a reservation conflict found by range_held()).
  */
 static bool range_acquire(struct cmd *c, uint64_t lba, uint64_t nb, bool caw)
 {
@@ -93,8 +109,7 @@ static bool range_acquire(struct cmd *c, uint64_t lba, uint64_t nb, bool caw)
 		scsi_io_sense(c, rc, false);
 		return false;
 	}
-	range_held(c);
-	return true;
+	return range_held(c);
 }
 
 void scsi_range_release(struct cmd *c)

@@ -356,7 +356,7 @@ void scsi_exec(struct cmd *c)
 		scsi_io_sense(c, -ENOMEM, false);
 		return;
 	}
-	if (!c->has_range) { /* a re-driven waiter already passed these checks */
+	if (!c->has_range) { /* a re-driven waiter passed these; range_held() re-checked the reservations */
 		pthread_mutex_lock(&l->lock);
 		if (nx->ua && op != SCSI_INQUIRY && op != SCSI_REPORT_LUNS && op != SCSI_REQUEST_SENSE) {
 			uint32_t bit = nx->ua & -nx->ua;

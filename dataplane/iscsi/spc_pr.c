@@ -26,6 +26,24 @@
  * TransportIDs in initiator port format). SPEC_I_PT is refused; all six
  * reservation types, LU scope only.
  *
+ * Fencing LUs (info.fencing; the member LUNs a node exports to array-group
+ * engines, docs/fencing.md). Keys are (epoch << 32) | node. The floor
+ * (lun->fence_epoch/node) is the highest key a REGISTER carried; it is
+ * persisted through ops->fence_save before it changes, and only goes up.
+ * With a floor set: a REGISTER of a key below it, or of the floor's epoch
+ * from another node, is a RESERVATION CONFLICT; every other PR OUT action
+ * needs the issuer registered with the floor key (REGISTER AND MOVE is
+ * refused: ownership moves by a new epoch, never by handing a reservation
+ * over); every read or write needs it too (pr_res_conflict()), whatever the
+ * reservation type, so a stale owner that kept its registration or holds
+ * the reservation is refused the moment a newer epoch registers. A
+ * REGISTER of a non-zero key marks every write of the other nexuses
+ * already at the provider and completes only once they are done (the
+ * PREEMPT AND ABORT parking below), so after its GOOD nothing of a stale
+ * owner reaches the medium. The persisted floor alone is enough after a
+ * restart: registrations name I_T nexuses that die with the process, and
+ * only the floor's owner can register again.
+ *
  * THREAD SAFETY: lun->lock guards the registrations, the reservation and
  * the SPC-2 holder; pr_persist() runs with it held (a PR change and its
  * persistence are one step). It also guards the fenced marks on write ranges
@@ -81,8 +99,86 @@ static enum acc cmd_access(const uint8_t *cdb)
 	return ACC_WRITE;
 }
 
-/* Under lun->lock. True if the command conflicts with a reservation. */
+static uint64_t fence_key(const struct lun *l)
+{
+	return ((uint64_t)l->fence_epoch << 32) | l->fence_node;
+}
+
+/* Is \p port registered with the floor key (the owner at the current epoch)? */
+static bool fence_is_owner(struct lun *l, const char *port)
+{
+	int ri = reg_find(l, port);
+
+	return ri >= 0 && l->regs[ri].key == fence_key(l);
+}
+
+bool pr_fence_owner_holds(struct lun *l)
+{
+	if (!l->pr_held || !l->fence_epoch)
+		return false;
+	if (l->pr_type == PR_TYPE_WEAR || l->pr_type == PR_TYPE_EAAR) {
+		for (unsigned i = 0; i < l->nregs; i++)
+			if (l->regs[i].key == fence_key(l))
+				return true;
+		return false;
+	}
+	return fence_is_owner(l, l->pr_holder);
+}
+
+/* Commands that change the medium: what a fenced owner must never get through. */
+static bool cmd_modifies(const uint8_t *cdb)
+{
+	switch (cdb[0]) {
+	case SCSI_WRITE6: case SCSI_WRITE10: case SCSI_WRITE12: case SCSI_WRITE16:
+	case SCSI_WRITE_VERIFY10: case SCSI_WRITE_VERIFY12: case SCSI_WRITE_VERIFY16:
+	case SCSI_WRITE_SAME10: case SCSI_WRITE_SAME16: case SCSI_UNMAP: case SCSI_COMPARE_AND_WRITE:
+		return true;
+	}
+	return false;
+}
+
+/* Count a refused command on a fencing LU, logging the first one after each raise. */
+static void fence_refused(struct lun *l, struct cmd *c, const char *why)
+{
+	char u[37];
+	int ri;
+
+	if (cmd_modifies(c->cdb))
+		l->refused_writes++;
+	else
+		l->refused_other++;
+	if (l->fence_logged)
+		return;
+	l->fence_logged = true;
+	ri = reg_find(l, c->conn->sess->port);
+	ts_uuid_format(l->info.uuid, u);
+	ts_log(TS_LOG_WARN, "iscsi",
+	       "fenced IO refused lun=%s port=%s key=%016llx floor_epoch=%u floor_node=%u op=0x%02x why=%s "
+	       "refused_writes=%llu",
+	       u, c->conn->sess->port, ri >= 0 ? (unsigned long long)l->regs[ri].key : 0ull,
+	       l->fence_epoch, l->fence_node, c->cdb[0], why, (unsigned long long)l->refused_writes);
+}
+
+static bool pr_res_conflict_spc(struct cmd *c);
+
+/* Under lun->lock. True if the command conflicts with a reservation (or the fencing floor). */
 bool pr_res_conflict(struct cmd *c)
+{
+	struct lun *l = c->lun;
+
+	if (l->info.fencing && l->fence_epoch && cmd_access(c->cdb) != ACC_ALWAYS &&
+	    !fence_is_owner(l, c->conn->sess->port)) {
+		fence_refused(l, c, "not the owner");
+		return true;
+	}
+	if (!pr_res_conflict_spc(c))
+		return false;
+	if (l->info.fencing && cmd_access(c->cdb) != ACC_ALWAYS)
+		fence_refused(l, c, "reservation");
+	return true;
+}
+
+static bool pr_res_conflict_spc(struct cmd *c)
 {
 	struct lun *l = c->lun;
 	const char *me = c->conn->sess->port;
@@ -373,6 +469,76 @@ static void fence_port(struct lun *l, const char *port)
 	}
 }
 
+/* Fencing REGISTER: mark the writes of every other nexus in flight at the provider. */
+static void fence_others(struct lun *l, const char *me)
+{
+	for (struct wrange *r = l->writes.next; r != &l->writes; r = r->next) {
+		const struct cmd *w = (const struct cmd *)((const char *)r - offsetof(struct cmd, wlink));
+		if (!r->fenced && strcmp(w->conn->sess->port, me)) {
+			r->fenced = true;
+			l->fenced_writes++;
+		}
+	}
+}
+
+/*
+ * The fencing rules of a PR OUT on a fencing LU, before the service action
+ * runs. Returns true if the action may go on; otherwise \p o says why not.
+ * A REGISTER above the floor raises it (persisted first).
+ */
+static bool fence_check_out(struct lun *l, struct pr_out *o, uint8_t sa, uint64_t sark)
+{
+	uint32_t e = (uint32_t)(sark >> 32), n = (uint32_t)sark;
+	char u[37];
+	int rc;
+
+	if (sa == PR_OUT_REGISTER_MOVE) {
+		out_fail(o, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_CDB);
+		return false;
+	}
+	if (sa != PR_OUT_REGISTER && sa != PR_OUT_REGISTER_IGNORE) {
+		/* RESERVE, RELEASE, CLEAR, PREEMPT: the owner at the current epoch only */
+		if (l->fence_epoch && !fence_is_owner(l, o->me)) {
+			l->refused_pr++;
+			o->conflict = true;
+			return false;
+		}
+		return true;
+	}
+	if (!sark)
+		return true; /* unregistering only gives up rights */
+	if (!e || !n) {
+		out_fail(o, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_PARAM);
+		return false;
+	}
+	if (e < l->fence_epoch || (e == l->fence_epoch && n != l->fence_node)) {
+		l->refused_pr++;
+		ts_uuid_format(l->info.uuid, u);
+		ts_log(TS_LOG_WARN, "iscsi",
+		       "fenced REGISTER refused lun=%s port=%s epoch=%u node=%u floor_epoch=%u floor_node=%u",
+		       u, o->me, e, n, l->fence_epoch, l->fence_node);
+		o->conflict = true;
+		return false;
+	}
+	if (e == l->fence_epoch)
+		return true;
+	rc = l->ops->fence_save(l->ctx, e, n);
+	ts_uuid_format(l->info.uuid, u);
+	if (rc) {
+		ts_log(TS_LOG_ERROR, "iscsi", "cannot persist fencing epoch lun=%s epoch=%u node=%u err=\"%s\"",
+		       u, e, n, ts_strerror(rc));
+		out_fail(o, SK_HARDWARE_ERROR, ASC_INTERNAL_TARGET_FAILURE);
+		return false;
+	}
+	ts_log(TS_LOG_INFO, "iscsi", "fencing epoch raised lun=%s epoch=%u node=%u previous_epoch=%u previous_node=%u",
+	       u, e, n, l->fence_epoch, l->fence_node);
+	l->fence_epoch = e;
+	l->fence_node = n;
+	l->fence_raises++;
+	l->fence_logged = false;
+	return true;
+}
+
 /*
  * PREEMPT and PREEMPT AND ABORT (SPC-4 "Preempting"). The victims are the
  * other I_T nexuses registered with SERVICE ACTION RESERVATION KEY (with an
@@ -552,6 +718,8 @@ void pr_exec_out(struct cmd *c, struct nexus *nx)
 	if (sa != PR_OUT_REGISTER && sa != PR_OUT_REGISTER_IGNORE &&
 	    (o.ri < 0 || l->regs[o.ri].key != rk)) {
 		o.conflict = true;
+	} else if (l->info.fencing && !fence_check_out(l, &o, sa, sark)) {
+		/* refused by the floor: o says how */
 	} else {
 		switch (sa) {
 		case PR_OUT_REGISTER:
@@ -578,6 +746,12 @@ void pr_exec_out(struct cmd *c, struct nexus *nx)
 	}
 	if (o.changed)
 		pr_persist(l);
+	if (l->info.fencing && o.changed && sark && !o.conflict && !o.key &&
+	    (sa == PR_OUT_REGISTER || sa == PR_OUT_REGISTER_IGNORE)) {
+		/* the fencing point: nothing of another nexus may land after our GOOD */
+		fence_others(l, o.me);
+		o.park = l->fenced_writes > 0;
+	}
 	if (o.park) {
 		c->refs++; /* pr_abort_wake() requeues it */
 		c->next = l->abort_waiters;

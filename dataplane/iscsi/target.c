@@ -148,7 +148,8 @@ int ts_iscsi_lun_add(struct ts_iscsi_server *srv, const char *iqn, uint16_t lun_
 
 	if (!srv || !iqn || !ops || !info || !ops->read || !ops->write || !ops->flush || !ops->unmap ||
 	    lun_id >= ISCSI_MAX_LUNS || (info->block_size != 512 && info->block_size != 4096) ||
-	    info->size < info->block_size || info->size % info->block_size)
+	    info->size < info->block_size || info->size % info->block_size ||
+	    (info->fencing && (!ops->fence_save || !ops->fence_load)))
 		return -EINVAL;
 	l = ts_calloc(1, sizeof(*l));
 	if (!l)
@@ -172,7 +173,13 @@ int ts_iscsi_lun_add(struct ts_iscsi_server *srv, const char *iqn, uint16_t lun_
 	l->nblocks = info->size / info->block_size;
 	l->wce = true;
 	l->writes.next = l->writes.prev = &l->writes;
-	rc = ts_rl_create(&l->ranges);
+	/* a fencing LU whose floor cannot be read must not serve: it might let a stale owner in */
+	if (info->fencing)
+		rc = ops->fence_load(ctx, &l->fence_epoch, &l->fence_node);
+	if (!rc && (!l->fence_epoch) != (!l->fence_node))
+		rc = TS_ERR_CORRUPT;
+	if (!rc)
+		rc = ts_rl_create(&l->ranges);
 	if (rc) {
 		ts_free(l->pr_path);
 		ts_free(l);
@@ -237,6 +244,35 @@ int ts_iscsi_lun_resize(struct ts_iscsi_server *srv, const char *iqn, uint16_t l
 	}
 	if (l)
 		scsi_lun_resize(l, size);
+	pthread_mutex_unlock(&srv->lock);
+	return l ? 0 : -ENOENT;
+}
+
+int ts_iscsi_lun_fence_stats(struct ts_iscsi_server *srv, const char *iqn, uint16_t lun_id,
+			     struct ts_iscsi_fence_stats *st)
+{
+	struct target *t;
+	struct lun *l = NULL;
+
+	if (!srv || !iqn || !st || lun_id >= ISCSI_MAX_LUNS)
+		return -EINVAL;
+	pthread_mutex_lock(&srv->lock);
+	t = target_find_locked(srv, iqn);
+	if (t)
+		l = t->luns[lun_id];
+	if (l) {
+		pthread_mutex_lock(&l->lock);
+		memset(st, 0, sizeof(*st));
+		st->epoch = l->fence_epoch;
+		st->node = l->fence_node;
+		st->key = ((uint64_t)l->fence_epoch << 32) | l->fence_node;
+		st->held = pr_fence_owner_holds(l);
+		st->raises = l->fence_raises;
+		st->refused_writes = l->refused_writes;
+		st->refused_other = l->refused_other;
+		st->refused_pr = l->refused_pr;
+		pthread_mutex_unlock(&l->lock);
+	}
 	pthread_mutex_unlock(&srv->lock);
 	return l ? 0 : -ENOENT;
 }

@@ -11,7 +11,9 @@
  * (vdisk uuid, index); record 0's owner data holds the descriptor:
  *
  *   0 "LDV1" | 4 flags (bit 0 committed) | 8 size | 16 extent count |
- *   20 reserved | 24 tag | 32 name[48] | 80 reserved (16)   (little-endian)
+ *   20 reserved | 24 tag | 32 name[48] | 80 fence epoch | 84 fence node |
+ *   88 reserved (8)   (little-endian; the fencing floor of the vdisk's
+ *   member LUN, docs/fencing.md; zeroes in vdisks that were never fenced)
  *
  * Invariant: a committed descriptor names exactly the extents with index <
  * its count, each present once, zeroed when allocated. Create allocates
@@ -45,6 +47,7 @@ struct ts_ldm_vdisk {
 	uint64_t size;
 	uint64_t tag;
 	char name[TS_LDM_NAME_MAX];
+	uint32_t fence_epoch, fence_node; /* under ldm->lock */
 	pthread_rwlock_t map_lock;
 	uint32_t count;
 	struct ts_pem_extent *ext;  /* count entries, by index */
@@ -67,6 +70,7 @@ struct desc {
 	uint32_t count;
 	uint64_t tag;
 	char name[TS_LDM_NAME_MAX];
+	uint32_t fence_epoch, fence_node;
 };
 
 static void desc_encode(const struct desc *d, uint8_t out[TS_PEM_OWNER_DATA])
@@ -86,6 +90,10 @@ static void desc_encode(const struct desc *d, uint8_t out[TS_PEM_OWNER_DATA])
 	memcpy(out + 24, &v64, 8);
 	memcpy(out + 32, d->name, TS_LDM_NAME_MAX);
 	out[32 + TS_LDM_NAME_MAX - 1] = '\0';
+	v32 = htole32(d->fence_epoch);
+	memcpy(out + 80, &v32, 4);
+	v32 = htole32(d->fence_node);
+	memcpy(out + 84, &v32, 4);
 }
 
 /* 0 if \p in holds a committed descriptor. */
@@ -106,13 +114,18 @@ static int desc_decode(const uint8_t in[TS_PEM_OWNER_DATA], struct desc *d)
 	d->tag = le64toh(v64);
 	memcpy(d->name, in + 32, TS_LDM_NAME_MAX);
 	d->name[TS_LDM_NAME_MAX - 1] = '\0';
+	memcpy(&v32, in + 80, 4);
+	d->fence_epoch = le32toh(v32);
+	memcpy(&v32, in + 84, 4);
+	d->fence_node = le32toh(v32);
 	return (d->flags & DESC_COMMITTED) ? 0 : -EINVAL;
 }
 
 static void vd_desc(const struct ts_ldm_vdisk *vd, uint64_t size, uint32_t count, uint32_t flags,
 		    struct ts_pem_owner *o)
 {
-	struct desc d = { .flags = flags, .size = size, .count = count, .tag = vd->tag };
+	struct desc d = { .flags = flags, .size = size, .count = count, .tag = vd->tag,
+			  .fence_epoch = vd->fence_epoch, .fence_node = vd->fence_node };
 
 	memcpy(d.name, vd->name, TS_LDM_NAME_MAX);
 	memset(o, 0, sizeof(*o));
@@ -309,6 +322,8 @@ static int rebuild_one(struct ts_ldm *ldm, struct rec *r, size_t n, struct ts_pe
 	vd->size = d.size;
 	vd->tag = d.tag;
 	memcpy(vd->name, d.name, TS_LDM_NAME_MAX);
+	vd->fence_epoch = d.fence_epoch;
+	vd->fence_node = d.fence_node;
 	vd->disk_mask = mask_of(vd->ext, vd->count);
 	*out = vd;
 	return 0;
@@ -552,6 +567,8 @@ static void info_fill(struct ts_ldm_vdisk *vd, struct ts_ldm_vdisk_info *info)
 	info->tag = vd->tag;
 	info->extents = vd->count;
 	memcpy(info->name, vd->name, TS_LDM_NAME_MAX);
+	info->fence_epoch = vd->fence_epoch;
+	info->fence_node = vd->fence_node;
 }
 
 int ts_ldm_list(struct ts_ldm *ldm, struct ts_ldm_vdisk_info *arr, uint32_t max)
@@ -645,6 +662,31 @@ int ts_ldm_set_label(struct ts_ldm_vdisk *vd, const char *name, uint64_t tag)
 	if (rc) {
 		memcpy(vd->name, old_name, TS_LDM_NAME_MAX);
 		vd->tag = old_tag;
+	}
+	pthread_mutex_unlock(&ldm->lock);
+	return rc;
+}
+
+int ts_ldm_set_fence(struct ts_ldm_vdisk *vd, uint32_t epoch, uint32_t node)
+{
+	struct ts_ldm *ldm;
+	uint32_t old_epoch, old_node;
+	struct ts_pem_owner rec0;
+	int rc;
+
+	if (!vd)
+		return -EINVAL;
+	ldm = vd->ldm;
+	pthread_mutex_lock(&ldm->lock);
+	old_epoch = vd->fence_epoch;
+	old_node = vd->fence_node;
+	vd->fence_epoch = epoch;
+	vd->fence_node = node;
+	vd_desc(vd, vd->size, vd->count, DESC_COMMITTED, &rec0);
+	rc = ts_pem_set_owner(ldm->pem, vd->ext[0], &rec0);
+	if (rc) {
+		vd->fence_epoch = old_epoch;
+		vd->fence_node = old_node;
 	}
 	pthread_mutex_unlock(&ldm->lock);
 	return rc;

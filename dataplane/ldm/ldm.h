@@ -73,6 +73,8 @@ struct ts_ldm_vdisk_info {
 	uint64_t tag;                 /**< user tag (the array group marks its members) */
 	uint32_t extents;
 	char name[TS_LDM_NAME_MAX];
+	uint32_t fence_epoch;         /**< fencing floor of its member LUN (ts_ldm_set_fence), 0: never set */
+	uint32_t fence_node;
 };
 
 /**
@@ -121,6 +123,14 @@ int ts_ldm_resize(struct ts_ldm_vdisk *vd, uint64_t new_size);
 
 /** Change name and tag (durable on return). 0, -ENOMEM or -errno. */
 int ts_ldm_set_label(struct ts_ldm_vdisk *vd, const char *name, uint64_t tag);
+
+/**
+ * Store the fencing floor of the vdisk's member LUN (docs/fencing.md) in its
+ * descriptor: durable on return (one superblock write). The LDM only keeps
+ * it; the member LUN decides when it changes. 0, -EINVAL or -errno (the old
+ * value stays).
+ */
+int ts_ldm_set_fence(struct ts_ldm_vdisk *vd, uint32_t epoch, uint32_t node);
 
 /**
  * Delete \p vd and free its extents; the handle is freed too. Returns 0,

@@ -77,6 +77,7 @@ struct ts_replog {
 	pthread_mutex_t lock; /* everything below */
 	uint64_t epoch, seq, head;
 	uint64_t jout;   /* journals marked out */
+	int fenced;      /* a journal refused a write with TS_ERR_FENCED: appends stop for good */
 	uint64_t jstale; /* journals whose superblock is behind the epoch */
 	struct ent *tab;
 	uint64_t tabsz, used; /* slots (power of two), entries */
@@ -332,6 +333,13 @@ static uint64_t write_everywhere(struct ts_replog *rl, uint64_t targets, uint64_
 			continue;
 		if (w[i].status == 0) {
 			ok |= 1ull << i;
+		} else if (w[i].status == TS_ERR_FENCED) {
+			pthread_mutex_lock(&rl->lock);
+			if (!rl->fenced)
+				ts_log(TS_LOG_WARN, "replog", "journal refused a write: fenced journal=%s",
+				       ts_member_info(rl->j[i])->name);
+			rl->fenced = 1;
+			pthread_mutex_unlock(&rl->lock);
 		} else {
 			ts_log(TS_LOG_WARN, "replog", "journal write failed journal=%s err=\"%s\"",
 			       ts_member_info(rl->j[i])->name, ts_strerror(w[i].status));
@@ -374,7 +382,10 @@ static int append_one(struct ts_replog *rl, uint64_t targets, uint32_t kind, uin
 	pthread_mutex_lock(&rl->lock);
 	pos = rl->head;
 	seq = rl->seq + 1;
+	rc = rl->fenced ? TS_ERR_FENCED : 0;
 	pthread_mutex_unlock(&rl->lock);
+	if (rc)
+		return rc;
 	if (pos + bytes > rl->cap)
 		return -ENOSPC;
 	rec = ts_malloc(bytes);
@@ -386,6 +397,11 @@ static int append_one(struct ts_replog *rl, uint64_t targets, uint32_t kind, uin
 	ok = write_everywhere(rl, targets, pos, rec, bytes);
 	*copies = (unsigned)__builtin_popcountll(ok);
 	pthread_mutex_lock(&rl->lock);
+	if (rl->fenced) { /* another engine owns the group: this record counts for nothing */
+		pthread_mutex_unlock(&rl->lock);
+		ts_free(rec);
+		return TS_ERR_FENCED;
+	}
 	rl->jout |= targets & ~ok;
 	if (!ok) {
 		rc = -EIO;
@@ -460,7 +476,7 @@ int ts_replog_write_hook(void *ctx, uint64_t off, uint64_t len, const void *buf,
 		/* every member live: the EC copy is about to be the newest; no
 		 * replica of these blocks may outlive a restart */
 		rc = targets ? append_one(rl, targets, REC_TOMBSTONE, off, len, NULL, &copies) : -EIO;
-		if (rc) {
+		if (rc && rc != TS_ERR_FENCED) {
 			ts_log(TS_LOG_ERROR, "replog", "tombstone failed off=%llu len=%llu err=\"%s\"",
 			       (unsigned long long)off, (unsigned long long)len, ts_strerror(rc));
 			/* no copy of the tombstone: drop the index entries anyway so
@@ -482,6 +498,8 @@ int ts_replog_write_hook(void *ctx, uint64_t off, uint64_t len, const void *buf,
 		rc = targets ? append_one(rl, targets, REC_DATA, p, n,
 					  (const uint8_t *)buf + (p - off), &copies)
 			     : -EIO;
+		if (rc == TS_ERR_FENCED)
+			break; /* the group write fails: a stale owner replicates nothing */
 		if (rc) {
 			pthread_mutex_lock(&rl->lock);
 			if (rl->st.unreplicated_bytes == 0)

@@ -87,8 +87,11 @@ void ts_replog_close(struct ts_replog *rl);
  * node that holds none of the missing slots (FUA), then index it.
  * \p missing == 0: if the range overlaps covered blocks, append a tombstone
  * and drop them. Returns 0 (also when the journal is full or has no live
- * journal: the write proceeds unreplicated and is counted), or a journal IO
- * error only for a tombstone that could be written nowhere.
+ * journal: the write proceeds unreplicated and is counted), a journal IO
+ * error only for a tombstone that could be written nowhere, or
+ * TS_ERR_FENCED once a journal refused a write because another engine owns
+ * the group (docs/fencing.md; sticky: every later append fails the same way
+ * without journal IO).
  */
 int ts_replog_write_hook(void *ctx, uint64_t off, uint64_t len, const void *buf, uint64_t missing);
 

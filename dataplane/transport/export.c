@@ -11,6 +11,12 @@
  * unmap pass straight through, so the durability a peer asks for is the
  * durability the local disk gives.
  *
+ * Fencing: every vdisk export is a fencing LU (dataplane/iscsi, "Fencing
+ * LUs"; docs/fencing.md): the engine enforces the ownership epochs, and its
+ * floor is kept in the vdisk's LDM descriptor (ts_ldm_set_fence), so a node
+ * daemon restart keeps it. A LUN made by ts_transport_member_lun_create()
+ * over some other member has no vdisk and cannot be fenced.
+ *
  * Lifetime: the engine owns the LUN context once registered and calls
  * ops->destroy on its own loop thread after the last IO completed (never
  * from a member completion), which is where the owned member adapter is
@@ -29,6 +35,7 @@
 struct ts_transport_lun {
 	struct ts_member *m;
 	bool owned;
+	struct ts_ldm_vdisk *vd; /* the exported vdisk (fencing floor), NULL for other members */
 };
 
 struct xio {
@@ -88,6 +95,27 @@ static int lun_unmap(void *ctx, struct ts_iscsi_lun_io *io)
 	return xio_submit(ctx, io, TS_MEMBER_UNMAP);
 }
 
+static int lun_fence_save(void *ctx, uint32_t epoch, uint32_t node)
+{
+	struct ts_transport_lun *l = ctx;
+
+	return l->vd ? ts_ldm_set_fence(l->vd, epoch, node) : -EOPNOTSUPP;
+}
+
+static int lun_fence_load(void *ctx, uint32_t *epoch, uint32_t *node)
+{
+	struct ts_transport_lun *l = ctx;
+	struct ts_ldm_vdisk_info vi;
+
+	*epoch = *node = 0;
+	if (!l->vd)
+		return -EOPNOTSUPP;
+	ts_ldm_vdisk_info(l->vd, &vi);
+	*epoch = vi.fence_epoch;
+	*node = vi.fence_node;
+	return 0;
+}
+
 static void lun_destroy(void *ctx)
 {
 	ts_transport_member_lun_destroy(ctx);
@@ -98,6 +126,8 @@ static const struct ts_iscsi_lun_ops g_member_lun_ops = {
 	.write = lun_write,
 	.flush = lun_flush,
 	.unmap = lun_unmap,
+	.fence_save = lun_fence_save,
+	.fence_load = lun_fence_load,
 	.destroy = lun_destroy,
 };
 
@@ -169,6 +199,8 @@ int ts_transport_export_vdisk(struct ts_iscsi_server *srv, struct ts_ldm_vdisk *
 	rc = ts_transport_member_lun_create(m, true, &l);
 	if (rc)
 		goto fail;
+	l->vd = vd;
+	li.fencing = true;
 	li.size = vi.size;
 	li.block_size = TS_LDM_BLOCK_SIZE;
 	memcpy(li.uuid, vi.uuid, 16);
@@ -177,8 +209,8 @@ int ts_transport_export_vdisk(struct ts_iscsi_server *srv, struct ts_ldm_vdisk *
 	rc = ts_iscsi_lun_add(srv, iqn, 0, &g_member_lun_ops, l, &li);
 	if (rc)
 		goto fail;
-	ts_log(TS_LOG_INFO, "transport", "exported vdisk iqn=%s size=%llu", iqn,
-	       (unsigned long long)vi.size);
+	ts_log(TS_LOG_INFO, "transport", "exported vdisk iqn=%s size=%llu fence_epoch=%u fence_node=%u",
+	       iqn, (unsigned long long)vi.size, vi.fence_epoch, vi.fence_node);
 	return 0;
 fail:
 	if (l)
@@ -198,4 +230,15 @@ int ts_transport_unexport_vdisk(struct ts_iscsi_server *srv, const uint8_t uuid[
 		return -EINVAL;
 	ts_transport_vdisk_iqn(uuid, iqn);
 	return ts_iscsi_target_remove(srv, iqn);
+}
+
+int ts_transport_export_fence_stats(struct ts_iscsi_server *srv, const uint8_t uuid[16],
+				    struct ts_iscsi_fence_stats *st)
+{
+	char iqn[80];
+
+	if (!srv || !uuid || !st)
+		return -EINVAL;
+	ts_transport_vdisk_iqn(uuid, iqn);
+	return ts_iscsi_lun_fence_stats(srv, iqn, 0, st);
 }

@@ -18,6 +18,11 @@
  *  - ts_transport_export_vdisk(): the LDM convenience that makes the vdisk's
  *    member adapter, wraps it and registers target + LUN on a server.
  *
+ * Every vdisk export is a fencing LU (iscsi.h, docs/fencing.md): the
+ * PR keys are ownership epochs, and the floor (highest epoch registered and
+ * its node) lives in the vdisk's LDM descriptor, so it survives a restart
+ * of the node daemon.
+ *
  * THREAD SAFETY: the LUN ops follow the iSCSI provider contract (any thread).
  * export/unexport may be called from any thread except from inside an op or
  * a callback; they take the iSCSI server's locks only.
@@ -65,5 +70,13 @@ int ts_transport_export_vdisk(struct ts_iscsi_server *srv, struct ts_ldm_vdisk *
  * adapter is destroyed when the engine lets go of the LUN). 0 or -ENOENT.
  */
 int ts_transport_unexport_vdisk(struct ts_iscsi_server *srv, const uint8_t uuid[16]);
+
+/**
+ * Fencing state and refused-IO counters of vdisk \p uuid's export (see
+ * struct ts_iscsi_fence_stats; the counters restart at 0 with the export).
+ * 0, -EINVAL or -ENOENT.
+ */
+int ts_transport_export_fence_stats(struct ts_iscsi_server *srv, const uint8_t uuid[16],
+				    struct ts_iscsi_fence_stats *st);
 
 #endif /* TS_TRANSPORT_EXPORT_H */

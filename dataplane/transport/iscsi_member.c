@@ -31,6 +31,22 @@
  * context, then finishes anything still listed, so no callback can reach a
  * freed tio and no IO outlives its deadline by more than one tick.
  *
+ * Fencing (opts.owner_epoch, docs/fencing.md). With an owner key
+ * K = (epoch << 32) | node, every login is followed by the acquisition,
+ * before any IO is issued (state ACQUIRING, bounded by the connect
+ * deadline): REGISTER AND IGNORE EXISTING KEY with K (the fencing point:
+ * the target refuses it if a newer epoch registered, and completes it only
+ * once the writes of every other nexus have drained), READ RESERVATION,
+ * then PREEMPT of the holder's key or RESERVE (exclusive access), then READ
+ * KEYS and a PREEMPT of every other key left (stale owners, our own earlier
+ * nexuses). The member only ever registers K, after every reconnect; it
+ * never invents a newer epoch. A RESERVATION CONFLICT on the REGISTER, or on
+ * any IO, means another engine owns the group now: the member becomes
+ * fenced for good (state FENCED): the IO fails with TS_ERR_FENCED, so does
+ * everything queued and submitted later, at once, and it never reconnects.
+ * A conflict on a later acquisition step (a key that vanished meanwhile)
+ * restarts the acquisition; the REGISTER then says which case it is.
+ *
  * We disable libiscsi's own reconnect: it would replay commands on the new
  * session past their deadline, and we want one owner of the retry policy.
  *
@@ -57,7 +73,14 @@
 #define MAX_TRIES 4
 #define MS 1000000ull
 
-enum rm_state { RM_DOWN = 0, RM_CONNECTING, RM_UP };
+enum rm_state { RM_DOWN = 0, RM_CONNECTING, RM_ACQUIRING, RM_UP, RM_FENCED };
+
+/* Acquisition steps (fencing): one PR command at a time. */
+enum pr_step { PR_REGISTER = 0, PR_READ_RES, PR_TAKE, PR_READ_KEYS, PR_PREEMPT_STALE };
+
+#define PR_TYPE_EA 3 /* EXCLUSIVE ACCESS: a stale owner's reads are refused too */
+#define PR_MAX_KEYS 64
+#define PR_MAX_RESTARTS 3
 
 struct rm;
 
@@ -87,6 +110,7 @@ struct rm {
 	char mutual_user[128], mutual_secret[128];
 	uint32_t bs;
 	uint64_t io_timeout, connect_timeout, backoff_min, backoff_max; /* ns */
+	uint64_t key;              /* fencing key, 0: no fencing */
 
 	/* submit queue */
 	pthread_mutex_t sq_lock;
@@ -102,10 +126,17 @@ struct rm {
 	bool tearing;
 	uint64_t next_attempt, connect_deadline, backoff;
 	struct tlist wait, inflight;
+	/* acquisition (fencing) */
+	enum pr_step pr_step;
+	struct scsi_task *pr_task;
+	struct scsi_persistent_reserve_out_basic pr_params;
+	uint64_t pr_keys[PR_MAX_KEYS];
+	unsigned pr_nkeys, pr_idx, pr_tries, pr_restarts;
+	bool fence_pending;        /* a RESERVATION CONFLICT was seen: fence after iscsi_service() */
 
 	/* stats */
-	atomic_uint_fast64_t ok, failed, timeouts, connects, connect_failures;
-	atomic_uint inflight_n, connected;
+	atomic_uint_fast64_t ok, failed, timeouts, connects, connect_failures, fenced_ios;
+	atomic_uint inflight_n, connected, fenced;
 };
 
 static const struct ts_member_ops g_rm_ops;
@@ -152,6 +183,8 @@ static void tio_finish(struct tlist *l, struct tio *t, int status)
 		atomic_fetch_add(&rm->failed, 1);
 	else
 		atomic_fetch_add(&rm->ok, 1);
+	if (status == TS_ERR_FENCED)
+		atomic_fetch_add(&rm->fenced_ios, 1);
 	io->cb(io, status);
 }
 
@@ -196,6 +229,12 @@ static void tio_done(struct iscsi_context *iscsi, int status, void *command_data
 			ts_log(TS_LOG_WARN, "transport", "command lost target=%s op=%d status=0x%x",
 			       rm->target, (int)t->io->op, (unsigned)status);
 		tio_finish(&rm->inflight, t, TS_ERR_MEMBER_FAILED);
+		return;
+	}
+	if (status == SCSI_STATUS_RESERVATION_CONFLICT && rm->key) {
+		/* another engine owns the group: never retried, not a member failure */
+		rm->fence_pending = true;
+		tio_finish(&rm->inflight, t, TS_ERR_FENCED);
 		return;
 	}
 	if (status_transient(status, t->task) && ++t->tries < MAX_TRIES &&
@@ -312,17 +351,9 @@ static void discard_sigpipe(const sigset_t *old)
 		pthread_sigmask(SIG_SETMASK, old, NULL);
 }
 
-/* Drop the session: every IO on it fails; reconnect after the backoff. */
-static void rm_teardown(struct rm *rm, const char *why)
+/* Close the context: every IO on it fails with \p status. */
+static void rm_drop_ctx(struct rm *rm, int status)
 {
-	uint64_t now = ts_now_ns();
-
-	if (!rm->ctx)
-		return;
-	if (rm->state == RM_UP || rm->inflight.n)
-		ts_log(strcmp(why, "shutdown") ? TS_LOG_WARN : TS_LOG_INFO, "transport",
-		       "session lost target=%s portal=%s why=\"%s\" inflight=%u", rm->target,
-		       rm->portal, why, rm->inflight.n);
 	rm->tearing = true;
 	iscsi_scsi_cancel_all_tasks(rm->ctx);
 	iscsi_destroy_context(rm->ctx);
@@ -330,13 +361,47 @@ static void rm_teardown(struct rm *rm, const char *why)
 	rm->tearing = false;
 	discard_sigpipe(NULL);
 	while (rm->inflight.head)
-		tio_finish(&rm->inflight, rm->inflight.head, TS_ERR_MEMBER_FAILED);
+		tio_finish(&rm->inflight, rm->inflight.head, status);
+	atomic_store(&rm->connected, 0);
+}
+
+/* Drop the session: every IO on it fails; reconnect after the backoff. */
+static void rm_teardown(struct rm *rm, const char *why)
+{
+	uint64_t now = ts_now_ns();
+
+	if (!rm->ctx || rm->state == RM_FENCED)
+		return;
+	if (rm->state == RM_UP || rm->inflight.n)
+		ts_log(strcmp(why, "shutdown") ? TS_LOG_WARN : TS_LOG_INFO, "transport",
+		       "session lost target=%s portal=%s why=\"%s\" inflight=%u", rm->target,
+		       rm->portal, why, rm->inflight.n);
+	rm_drop_ctx(rm, TS_ERR_MEMBER_FAILED);
 	if (rm->state != RM_UP)
 		atomic_fetch_add(&rm->connect_failures, 1);
 	rm->state = RM_DOWN;
-	atomic_store(&rm->connected, 0);
 	rm->next_attempt = now + rm->backoff;
 	rm->backoff = rm->backoff * 2 > rm->backoff_max ? rm->backoff_max : rm->backoff * 2;
+}
+
+/*
+ * Another engine owns the group: drop the session, fail everything in
+ * flight and waiting with TS_ERR_FENCED, and stay down for good.
+ */
+static void rm_fence(struct rm *rm, const char *why)
+{
+	if (rm->state == RM_FENCED)
+		return;
+	ts_log(TS_LOG_WARN, "transport",
+	       "fenced target=%s portal=%s epoch=%u node=%u why=\"%s\" inflight=%u waiting=%u", rm->target,
+	       rm->portal, (unsigned)(rm->key >> 32), (unsigned)rm->key, why, rm->inflight.n, rm->wait.n);
+	if (rm->ctx)
+		rm_drop_ctx(rm, TS_ERR_FENCED);
+	rm->state = RM_FENCED;
+	rm->fence_pending = false;
+	atomic_store(&rm->fenced, 1);
+	while (rm->wait.head)
+		tio_finish(&rm->wait, rm->wait.head, TS_ERR_FENCED);
 }
 
 /* A fresh, configured, not yet connected context; NULL on failure. */
@@ -361,6 +426,156 @@ static struct iscsi_context *rm_new_ctx(const struct rm *rm)
 	return c;
 }
 
+/* The session is usable: IOs may go. */
+static void rm_session_up(struct rm *rm)
+{
+	rm->state = RM_UP;
+	rm->backoff = rm->backoff_min;
+	atomic_fetch_add(&rm->connects, 1);
+	atomic_store(&rm->connected, 1);
+	if (rm->key)
+		ts_log(TS_LOG_INFO, "transport", "session up target=%s portal=%s epoch=%u node=%u",
+		       rm->target, rm->portal, (unsigned)(rm->key >> 32), (unsigned)rm->key);
+	else
+		ts_log(TS_LOG_INFO, "transport", "session up target=%s portal=%s", rm->target, rm->portal);
+}
+
+static void pr_done(struct iscsi_context *iscsi, int status, void *command_data, void *private_data);
+
+/* Send the current acquisition step. */
+static void pr_issue(struct rm *rm)
+{
+	struct scsi_persistent_reserve_out_basic *p = &rm->pr_params;
+	int sa = -1, type = 0;
+
+	memset(p, 0, sizeof(*p));
+	switch (rm->pr_step) {
+	case PR_REGISTER:
+		sa = SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY;
+		p->service_action_reservation_key = rm->key;
+		break;
+	case PR_READ_RES:
+		rm->pr_task = iscsi_persistent_reserve_in_task(rm->ctx, rm->lun,
+							       SCSI_PERSISTENT_RESERVE_READ_RESERVATION, 24,
+							       pr_done, rm);
+		break;
+	case PR_TAKE: /* pr_keys[0]: the holder's key to preempt, 0: RESERVE */
+		p->reservation_key = rm->key;
+		p->service_action_reservation_key = rm->pr_keys[0];
+		sa = rm->pr_keys[0] ? SCSI_PERSISTENT_RESERVE_PREEMPT : SCSI_PERSISTENT_RESERVE_RESERVE;
+		type = PR_TYPE_EA;
+		break;
+	case PR_READ_KEYS:
+		rm->pr_task = iscsi_persistent_reserve_in_task(rm->ctx, rm->lun,
+							       SCSI_PERSISTENT_RESERVE_READ_KEYS,
+							       8 + 8 * PR_MAX_KEYS, pr_done, rm);
+		break;
+	case PR_PREEMPT_STALE:
+		p->reservation_key = rm->key;
+		p->service_action_reservation_key = rm->pr_keys[rm->pr_idx];
+		sa = SCSI_PERSISTENT_RESERVE_PREEMPT;
+		type = PR_TYPE_EA;
+		break;
+	}
+	if (sa >= 0)
+		rm->pr_task = iscsi_persistent_reserve_out_task(rm->ctx, rm->lun, sa, 0, type, p, pr_done,
+								rm);
+	if (!rm->pr_task)
+		rm->connect_deadline = 0; /* tear down after iscsi_service() */
+}
+
+/* Next step after \p t (GOOD) of the acquisition; false when done. */
+static bool pr_advance(struct rm *rm, struct scsi_task *t)
+{
+	switch (rm->pr_step) {
+	case PR_REGISTER:
+		rm->pr_step = PR_READ_RES;
+		return true;
+	case PR_READ_RES: {
+		struct scsi_persistent_reserve_in_read_reservation *rr = scsi_datain_unmarshall(t);
+
+		if (!rr) {
+			rm->connect_deadline = 0;
+			return false;
+		}
+		rm->pr_keys[0] = rr->reserved ? rr->reservation_key : 0;
+		rm->pr_step = PR_TAKE;
+		return true;
+	}
+	case PR_TAKE:
+		rm->pr_step = PR_READ_KEYS;
+		return true;
+	case PR_READ_KEYS: {
+		struct scsi_persistent_reserve_in_read_keys *rk = scsi_datain_unmarshall(t);
+		unsigned mine = 0;
+
+		if (!rk) {
+			rm->connect_deadline = 0;
+			return false;
+		}
+		rm->pr_nkeys = 0;
+		for (int i = 0; i < rk->num_keys; i++) {
+			bool seen = false;
+
+			if (rk->keys[i] == rm->key && ++mine < 2)
+				continue; /* ours (this nexus, or an earlier one when seen twice) */
+			for (unsigned j = 0; j < rm->pr_nkeys; j++)
+				seen |= rm->pr_keys[j] == rk->keys[i];
+			if (!seen && rm->pr_nkeys < PR_MAX_KEYS)
+				rm->pr_keys[rm->pr_nkeys++] = rk->keys[i];
+		}
+		rm->pr_idx = 0;
+		rm->pr_step = PR_PREEMPT_STALE;
+		return rm->pr_nkeys > 0;
+	}
+	case PR_PREEMPT_STALE:
+		return ++rm->pr_idx < rm->pr_nkeys;
+	}
+	return false;
+}
+
+/* An acquisition command completed. Runs inside iscsi_service(). */
+static void pr_done(struct iscsi_context *iscsi, int status, void *command_data, void *private_data)
+{
+	struct rm *rm = private_data;
+	struct scsi_task *t = rm->pr_task;
+	bool more = false;
+
+	(void)iscsi;
+	(void)command_data;
+	rm->pr_task = NULL;
+	if (rm->tearing || rm->state != RM_ACQUIRING) {
+		if (t)
+			scsi_free_scsi_task(t);
+		return;
+	}
+	if (status == SCSI_STATUS_RESERVATION_CONFLICT && rm->pr_step == PR_REGISTER) {
+		rm->fence_pending = true; /* a newer epoch registered: we are not the owner */
+	} else if (status == SCSI_STATUS_RESERVATION_CONFLICT) {
+		/* a key vanished under us (or a newer owner came): register again to know */
+		if (++rm->pr_restarts > PR_MAX_RESTARTS) {
+			rm->connect_deadline = 0;
+		} else {
+			rm->pr_step = PR_REGISTER;
+			more = true;
+		}
+	} else if (status_transient(status, t) && ++rm->pr_tries < 2 * MAX_TRIES) {
+		more = true; /* the POWER ON unit attention of the new nexus, BUSY: same step again */
+	} else if (status != SCSI_STATUS_GOOD) {
+		ts_log(TS_LOG_WARN, "transport", "acquisition failed target=%s step=%d status=0x%x sense=0x%x",
+		       rm->target, (int)rm->pr_step, (unsigned)status, t ? (unsigned)t->sense.key : 0u);
+		rm->connect_deadline = 0;
+	} else {
+		more = pr_advance(rm, t);
+		if (!more && rm->connect_deadline)
+			rm_session_up(rm);
+	}
+	if (t)
+		scsi_free_scsi_task(t);
+	if (more)
+		pr_issue(rm);
+}
+
 /* Login finished (or failed). Runs inside iscsi_service(). */
 static void rm_logged_in(struct iscsi_context *iscsi, int status, void *command_data,
 			 void *private_data)
@@ -376,11 +591,14 @@ static void rm_logged_in(struct iscsi_context *iscsi, int status, void *command_
 		rm->connect_deadline = 0;
 		return;
 	}
-	rm->state = RM_UP;
-	rm->backoff = rm->backoff_min;
-	atomic_fetch_add(&rm->connects, 1);
-	atomic_store(&rm->connected, 1);
-	ts_log(TS_LOG_INFO, "transport", "session up target=%s portal=%s", rm->target, rm->portal);
+	if (!rm->key) {
+		rm_session_up(rm);
+		return;
+	}
+	rm->state = RM_ACQUIRING;
+	rm->pr_step = PR_REGISTER;
+	rm->pr_tries = rm->pr_restarts = 0;
+	pr_issue(rm);
 }
 
 /* TCP connected (or failed): start the login. */
@@ -455,7 +673,7 @@ static void rm_expire(struct rm *rm, uint64_t now)
 		atomic_fetch_add(&rm->timeouts, 1);
 		rm_teardown(rm, "IO timeout");
 	}
-	if (rm->state == RM_CONNECTING && now >= rm->connect_deadline)
+	if ((rm->state == RM_CONNECTING || rm->state == RM_ACQUIRING) && now >= rm->connect_deadline)
 		rm_teardown(rm, "connect timeout");
 }
 
@@ -505,11 +723,19 @@ static void *rm_thread(void *arg)
 			q = nx;
 		}
 		if (n == 2 && pfd[1].revents && rm->ctx) {
-			if (iscsi_service(rm->ctx, pfd[1].revents) < 0)
+			if (iscsi_service(rm->ctx, pfd[1].revents) < 0 && !rm->fence_pending)
 				rm_teardown(rm, iscsi_get_error(rm->ctx));
+		}
+		if (rm->fence_pending)
+			rm_fence(rm, "reservation conflict");
+		if (rm->state == RM_FENCED) {
+			while (rm->wait.head)
+				tio_finish(&rm->wait, rm->wait.head, TS_ERR_FENCED);
 		}
 		if (rm->state == RM_CONNECTING && rm->connect_deadline == 0)
 			rm_teardown(rm, "login failed");
+		if (rm->state == RM_ACQUIRING && rm->connect_deadline == 0)
+			rm_teardown(rm, "acquisition failed");
 		rm_issue_waiting(rm);
 		now = ts_now_ns();
 		rm_expire(rm, now);
@@ -620,6 +846,11 @@ int ts_transport_iscsi_member(const struct ts_transport_opts *o, struct ts_membe
 	rm->backoff_max = (o->reconnect_max_ms ? o->reconnect_max_ms : 2000) * MS;
 	if (rm->backoff_max < rm->backoff_min)
 		rm->backoff_max = rm->backoff_min;
+	if ((!o->owner_epoch) != (!o->owner_node)) {
+		rc = -EINVAL; /* both or neither: a key needs an epoch and a node */
+		goto fail;
+	}
+	rm->key = ((uint64_t)o->owner_epoch << 32) | o->owner_node;
 	rm->backoff = rm->backoff_min;
 	if (o->initiator_iqn)
 		rc = copy_str(rm->initiator, sizeof(rm->initiator), o->initiator_iqn);
@@ -697,5 +928,7 @@ int ts_transport_member_stats(struct ts_member *m, struct ts_transport_stats *st
 	st->connect_failures = atomic_load(&rm->connect_failures);
 	st->inflight = atomic_load(&rm->inflight_n);
 	st->connected = atomic_load(&rm->connected);
+	st->fenced = atomic_load(&rm->fenced);
+	st->fenced_ios = atomic_load(&rm->fenced_ios);
 	return 0;
 }

@@ -27,7 +27,16 @@
  *  - SCSI errors from a live target map to errnos: ILLEGAL REQUEST -> -EINVAL,
  *    DATA PROTECT -> -EROFS, MEDIUM/HARDWARE ERROR and others -> -EIO.
  *    Transient statuses (BUSY, TASK SET FULL, UNIT ATTENTION) are retried a
- *    few times within the deadline.
+ *    few times within the deadline;
+ *  - fencing (opts.owner_epoch != 0, docs/fencing.md): after every login,
+ *    before any IO, the member registers the owner key
+ *    (owner_epoch << 32) | owner_node on the LUN and takes its reservation
+ *    (preempting older owners and its own earlier nexuses); it never
+ *    registers any other key. RESERVATION CONFLICT (on that REGISTER or on
+ *    any IO) means a newer epoch owns the disk: that IO fails with
+ *    TS_ERR_FENCED (not retried, not a member failure), and from then on
+ *    the member is fenced: every queued and later IO fails with
+ *    TS_ERR_FENCED at once and it never reconnects.
  *
  * THREAD SAFETY: ts_member_submit() on a remote member may be called from any
  * thread, including from a completion callback (which runs on the member's
@@ -70,6 +79,15 @@ struct ts_transport_opts {
 	uint32_t connect_timeout_ms; /**< per connect+login attempt; 0: 2000 */
 	uint32_t reconnect_min_ms; /**< first backoff; 0: 50 */
 	uint32_t reconnect_max_ms; /**< backoff cap; 0: 2000 */
+	/**
+	 * Fencing: the epoch of the engine's ownership of the group, as the
+	 * control plane handed it out, and the engine's node id. Both 0: no
+	 * fencing (the LUN's reservations are left alone); both non-zero:
+	 * the member acquires the LUN with key (owner_epoch << 32) | owner_node
+	 * after every login. One zero and not the other: -EINVAL.
+	 */
+	uint32_t owner_epoch;
+	uint32_t owner_node;
 };
 
 /** Counters of one remote member (monotonic since creation, except the gauges). */
@@ -81,6 +99,8 @@ struct ts_transport_stats {
 	uint64_t connect_failures;
 	uint32_t inflight;         /**< gauge: commands on the wire */
 	uint32_t connected;        /**< gauge: 1 if logged in */
+	uint32_t fenced;           /**< 1 once a newer owner fenced this member (for good) */
+	uint64_t fenced_ios;       /**< IOs failed with TS_ERR_FENCED */
 };
 
 /**

@@ -14,6 +14,7 @@ Test(common, strerror_names_errno_and_project_codes)
 	cr_assert_str_eq(ts_strerror(-ENOENT), strerror(ENOENT));
 	cr_assert_str_eq(ts_strerror(TS_ERR_CORRUPT), "on-disk structure is corrupt");
 	cr_assert_str_eq(ts_strerror(TS_ERR_MEMBER_FAILED), "member IO failed");
+	cr_assert_str_eq(ts_strerror(TS_ERR_FENCED), "fenced: another engine owns the array group");
 	cr_assert_str_eq(ts_strerror(-99999), "unknown error");
 }
 
