@@ -100,9 +100,9 @@ static void usage(FILE *f)
 		"  --portal HOST:PORT   iSCSI portal (default 127.0.0.1:3260); the nodes listen\n"
 		"                       on 127.0.1.<N> at the same port\n"
 		"  --node-id ID         CSI node id (default tessera-dev)\n"
-		"  --engines WHERE      nodes (default): the volume engine runs in node 1 and the\n"
-		"                       controller carries no volume data; controller: in this\n"
-		"                       process's controller, as before\n");
+		"  --engines WHERE      controller (default): the volume engine runs in this\n"
+		"                       process's controller; nodes: in node 1, and the controller\n"
+		"                       side carries no volume data (loopback portals only)\n");
 }
 
 /* A positive size ("256Mi", "1G"). */
@@ -480,6 +480,19 @@ static int dev_start_node_engines(struct ts_dev *d, const struct ts_dev_opts *o)
 			return rc;
 		}
 		ts_cluster_close(cl);
+		/*
+		 * The creator took the members at epoch 1 as the controller (the
+		 * cluster's default owner); record that, so the first node gets
+		 * epoch 2. (After a crash right here a serve at epoch 1 is refused
+		 * by the members and dev_serve's next try raises again.)
+		 */
+		uint64_t e;
+
+		rc = ts_registry_raise_epoch(d->reg, d->cfg.group, TS_CLUSTER_CONTROLLER_OWNER, &e);
+		if (rc) {
+			fprintf(stderr, "tessera dev: group record: %s\n", ts_strerror(rc));
+			return rc;
+		}
 	}
 	rc = dev_serve(d, 1, o->sigs);
 	if (rc) {
@@ -628,8 +641,7 @@ int ts_dev_main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct ts_dev_opts o = { .nodes = 3, .disks = 2, .disk_size = 1ull << 30, .k = 4, .m = 2,
-				 .node_id = "tessera-dev", .portal = "127.0.0.1:3260",
-				 .node_engines = true };
+				 .node_id = "tessera-dev", .portal = "127.0.0.1:3260" };
 	struct ts_controller_cfg ready;
 	struct ts_dev *d = NULL;
 	char state[4096] = "", sock[4200];

@@ -116,10 +116,15 @@ static int host_serve(void *ctx, struct ts_node *n, const uint8_t uuid[16], uint
 		      char *endpoint, size_t len)
 {
 	struct ts_engine_host *h = ctx;
+	/*
+	 * No local members: even this node's own vdisks are reached through its
+	 * member LUNs, which check the ownership epoch (docs/fencing.md); a
+	 * direct LDM path would let a stale engine here write them.
+	 */
 	struct ts_cluster_opts co = { .reg = h->o.reg, .chap_user = h->chap_user,
 				      .chap_secret = h->chap_secret,
 				      .io_timeout_ms = h->o.io_timeout_ms,
-				      .local_node_id = h->o.node_id, .local_ldm = ts_node_ldm(n) };
+				      .owner_epoch = (uint32_t)epoch, .owner_node = h->o.node_id };
 	struct ts_csi_dataplane_opts dpo = { 0 };
 	struct ts_engine_opts eo = { 0 };
 	struct ts_reg_group *rec = ts_malloc(sizeof(*rec));
@@ -131,6 +136,10 @@ static int host_serve(void *ctx, struct ts_node *n, const uint8_t uuid[16], uint
 	if (!rec)
 		return -ENOMEM;
 	ts_uuid_format(uuid, u);
+	if (!epoch || epoch > UINT32_MAX) {
+		ts_free(rec);
+		return -EOVERFLOW; /* the member LUNs' keys hold 32 bits of epoch */
+	}
 	pthread_mutex_lock(&h->lock);
 	rc = h->n == TS_REG_MAX_SERVED ? -ENOSPC : 0;
 	for (unsigned i = 0; i < h->n && !rc; i++)

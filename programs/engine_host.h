@@ -5,8 +5,9 @@
  * control plane hands to this node (control/node's struct
  * ts_node_engine_ops). docs/scale-out.md is the design.
  *
- * Serving a group: assemble it from its record (control/cluster, the node's
- * own members through its LDM, the others over iSCSI), start its maintenance
+ * Serving a group: assemble it from its record (control/cluster: every
+ * member over iSCSI, this node's own through its member LUNs too, all fenced
+ * at the epoch the control plane handed out: docs/fencing.md), start its maintenance
  * thread (rejoin, heal, rebuild: ts_cluster_tick every 500 ms), open its
  * thin volume pool (formatted once, the first time any node serves the
  * group: the group record's TS_REG_GROUP_POOL flag says it was), put its

@@ -170,15 +170,17 @@ static int tree_visit(void *arg, const struct ts_vpool_layer_info *l, unsigned d
 static int stack_admin_tree(void *ctx, char **out)
 {
 	struct ts_stack *s = ctx;
-	json_t *arr = json_array();
-	struct tree_walk w = { arr, s->vp };
+	json_t *arr;
+	struct tree_walk w;
 	char *text;
 	int rc;
 
 	if (!s->vp)
 		return -EOPNOTSUPP; /* the pools are the engines' (issue 13: an engine call) */
+	arr = json_array();
 	if (!arr)
 		return -ENOMEM;
+	w = (struct tree_walk){ arr, s->vp };
 	rc = ts_chain_walk(s->vp, tree_visit, &w);
 	text = rc == 0 ? json_dumps(arr, JSON_COMPACT) : NULL;
 	json_decref(arr);

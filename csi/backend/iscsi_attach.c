@@ -103,7 +103,8 @@ int ts_csi_iscsi_attach_close(struct ts_csi_iscsi_attach *t, const char *dev)
 		if (strcmp(t->ents[i].dev, dev) != 0)
 			continue;
 		rc = ts_attach_close(t->ents[i].a);
-		t->ents[i] = t->ents[--t->n];
+		if (rc == 0) /* still held (-EBUSY): the attach stays, for the retry */
+			t->ents[i] = t->ents[--t->n];
 		break;
 	}
 	pthread_mutex_unlock(&t->lock);

@@ -7,6 +7,10 @@
 # login), bad input (unknown volume, bad size, unreachable endpoint, ...)
 # exits non-zero with one clear line, and a volume survives a SIGINT restart
 # of the cluster on the same state dir.
+# TS_CLI_ENGINES=nodes runs `tessera dev --engines nodes` (the engine in node
+# 1, the CLI's calls forwarded to it): ids are then <group key>.tv-..., the
+# volumes are served on node 1's portal (127.0.1.1 at the same port), and a
+# login to the dev's own portal is redirected there.
 # Usage: run.sh TESSERA [WORKDIR]  (default a fresh /tmp/ts-cli-e2e.*, removed
 # on success and kept on failure; short, because a unix socket path must fit
 # in 108 bytes)
@@ -33,9 +37,15 @@ for p in $(shuf -i 20000-60000 -n 50); do
 done
 [ -n "$PORT" ] || fail "no free port"
 PORTAL=127.0.0.1:$PORT
+ENGINES=${TS_CLI_ENGINES:-controller}
+case $ENGINES in
+controller) ID_RE='^tv-[0-9a-f]{16}$' ID_TXT='tv-' SERVE=$PORTAL ;;
+nodes) ID_RE='^[0-9a-f]{16}\.tv-[0-9a-f]{16}$' ID_TXT='[0-9a-f]\{16\}\.tv-' SERVE=127.0.1.1:$PORT ;;
+*) echo "FAIL: TS_CLI_ENGINES=$ENGINES (controller or nodes)"; exit 1 ;;
+esac
 
 start_dev() { # $1: run number; sets DEV_PID and TESSERA_ENDPOINT
-	"$BIN" dev --state-dir "$W/state" --disk-size 256Mi --portal "$PORTAL" \
+	"$BIN" dev --state-dir "$W/state" --disk-size 256Mi --portal "$PORTAL" --engines "$ENGINES" \
 		>"$W/dev$1.out" 2>"$W/dev$1.err" &
 	DEV_PID=$!
 	for _ in $(seq 1 600); do
@@ -77,16 +87,23 @@ echo "ok: tessera dev ready on $TESSERA_ENDPOINT portal $PORTAL"
 jq -e . "$W/a.json" >/dev/null || fail "create -o json is not JSON"
 A_ID=$(jq -r .id "$W/a.json")
 A_URL=$(jq -r .iscsi_url "$W/a.json")
-[[ $A_ID =~ ^tv-[0-9a-f]{16}$ ]] || fail "id '$A_ID'"
-[[ $A_URL =~ ^iscsi://$PORTAL/iqn\.[^/]+/0$ ]] || fail "iscsi_url '$A_URL'"
+[[ $A_ID =~ $ID_RE ]] || fail "id '$A_ID' (want /$ID_RE/)"
+[[ $A_URL =~ ^iscsi://$SERVE/iqn\.[^/]+/0$ ]] || fail "iscsi_url '$A_URL'"
 [ "$(jq -r .size_bytes "$W/a.json")" = $((48 << 20)) ] || fail "size_bytes $(jq .size_bytes "$W/a.json")"
 [ "$(jq -r '.name + " " + .ec' "$W/a.json")" = "e2e-a 4+2" ] || fail "name/ec in $(cat "$W/a.json")"
 [ "$(url_size "$A_URL")" = $((48 << 20)) ] || fail "target capacity $(url_size "$A_URL")"
 iscsi-inq "$A_URL" | grep -q 'Peripheral Device Type:DIRECT_ACCESS' || fail "iscsi-inq"
 echo "ok: created $A_ID, served at $A_URL with 48 MiB"
+if [ "$ENGINES" = nodes ]; then
+	FRONT_URL=${A_URL/$SERVE/$PORTAL}
+	[ "$(url_size "$FRONT_URL")" = $((48 << 20)) ] || fail "via the dev's portal (redirect): $(url_size "$FRONT_URL")"
+	NODE2_URL=${A_URL/$SERVE/127.0.1.2:$PORT}
+	[ "$(url_size "$NODE2_URL")" = $((48 << 20)) ] || fail "via node 2's portal (redirect): $(url_size "$NODE2_URL")"
+	echo "ok: logins at $PORTAL and at node 2 are redirected to node 1"
+fi
 
 "$BIN" volume create e2e-keep --size 16Mi >"$W/keep.txt" || fail "create e2e-keep"
-grep -q "^created volume 'e2e-keep' (tv-" "$W/keep.txt" || fail "create table output: $(cat "$W/keep.txt")"
+grep -q "^created volume 'e2e-keep' ($ID_TXT" "$W/keep.txt" || fail "create table output: $(cat "$W/keep.txt")"
 K_ID=$(sed -n 's/^id: *//p' "$W/keep.txt")
 K_URL=$(sed -n 's/^iscsi_url: *//p' "$W/keep.txt")
 [ -n "$K_ID" ] && [ -n "$K_URL" ] || fail "create table lacks id/iscsi_url: $(cat "$W/keep.txt")"
