@@ -43,6 +43,7 @@
 
 #include "csi/admin.h"
 #include "programs/maint.h"
+#include "programs/remote_ctl.h"
 #include "programs/stack.h"
 #include "dataplane/common/ts_common.h"
 #include "programs/programs.h"
@@ -77,6 +78,11 @@ static void usage(FILE *f)
 		"                        (default member-size / 4)\n"
 		"  --io-timeout-ms MS    IO timeout towards the nodes (default 2000)\n"
 		"  --node-id ID          CSI node id (default tessera-controller)\n"
+		"  --engines WHERE       controller (default): serve the volumes here; nodes: hand\n"
+		"                        the group to a node's engine (tessera node --state-dir)\n"
+		"                        and carry no volume data (docs/scale-out.md)\n"
+		"  --owner N             with --engines nodes: the node to serve first (default:\n"
+		"                        the lowest live node id); on its loss, the next live one\n"
 		"TESSERA_CHAP_USER/SECRET: the credential the nodes' targets require.\n");
 }
 
@@ -306,6 +312,28 @@ int ts_controller_serve(const struct ts_controller_cfg *cfg)
 	return 0;
 }
 
+/* --engines nodes: the group's engine in a node, this process without volume data. */
+static int serve_remote(const struct ts_controller_cfg *cfg, uint32_t owner)
+{
+	struct ts_remote_ctl_cfg rc_cfg = { .name = cfg->name, .reg = cfg->reg, .co = cfg->co,
+					    .create = cfg->create, .owner = owner,
+					    .portal = cfg->portal, .csi_endpoint = cfg->csi_endpoint,
+					    .state_dir = cfg->state_dir, .node_id = cfg->node_id,
+					    .sigs = cfg->sigs,
+					    .heartbeat_max_age_ms = HEARTBEAT_MAX_AGE_MS };
+	struct ts_remote_ctl *r;
+	int sig, rc;
+
+	rc = ts_remote_ctl_start(&rc_cfg, &r);
+	if (rc)
+		return rc == 1 ? 0 : 1;
+	ts_controller_print_ready(cfg);
+	sigwait(cfg->sigs, &sig);
+	ts_log(TS_LOG_INFO, cfg->name, "signal %d, shutting down", sig);
+	ts_remote_ctl_stop(r);
+	return 0;
+}
+
 int ts_controller_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -319,6 +347,8 @@ int ts_controller_main(int argc, char **argv)
 		{ "journal-size", required_argument, NULL, 'J' },
 		{ "io-timeout-ms", required_argument, NULL, 't' },
 		{ "node-id", required_argument, NULL, 'i' },
+		{ "engines", required_argument, NULL, 'E' },
+		{ "owner", required_argument, NULL, 'O' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -327,7 +357,8 @@ int ts_controller_main(int argc, char **argv)
 	struct ts_reg_group rec;
 	const char *regdir = NULL, *group = NULL, *endpoint = NULL;
 	char sock[4200];
-	uint64_t v;
+	uint64_t v, owner = 0;
+	bool node_engines = false;
 	sigset_t sigs;
 	int opt, rc;
 
@@ -362,6 +393,19 @@ int ts_controller_main(int argc, char **argv)
 				return 2;
 			}
 			co->io_timeout_ms = (uint32_t)v;
+			break;
+		case 'E':
+			if (strcmp(optarg, "nodes") && strcmp(optarg, "controller")) {
+				fprintf(stderr, "tessera controller: --engines wants nodes or controller\n");
+				return 2;
+			}
+			node_engines = !strcmp(optarg, "nodes");
+			break;
+		case 'O':
+			if (parse_u64(optarg, &owner, false) || owner > UINT32_MAX) {
+				fprintf(stderr, "tessera controller: bad --owner '%s'\n", optarg);
+				return 2;
+			}
 			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -424,7 +468,7 @@ int ts_controller_main(int argc, char **argv)
 		return 1;
 	}
 	cfg.create = rc == -ENOENT;
-	rc = ts_controller_serve(&cfg);
+	rc = node_engines ? serve_remote(&cfg, (uint32_t)owner) : ts_controller_serve(&cfg);
 	ts_registry_close(cfg.reg);
 	return rc;
 }

@@ -38,20 +38,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "control/cluster/cluster.h"
 #include "control/node/node.h"
 #include "control/registry/registry.h"
-#include "control/registry/routes.h"
 #include "csi/admin.h"
-#include "csi/backend/backend_remote.h"
 #include "dataplane/common/ts_common.h"
-#include "dataplane/iscsi/iscsi.h"
 #include "programs/controller_main.h"
 #include "programs/engine_host.h"
-#include "programs/maint.h"
+#include "programs/remote_ctl.h"
 #include "programs/stack.h"
 
 #define DEV_MAX_NODES 16
@@ -59,7 +54,6 @@
 #define DEV_EXTENT (4ull << 20)
 #define DEV_CHAP_USER "tessera-dev"
 #define DEV_HEARTBEAT_MAX_AGE_MS 3000
-#define DEV_SERVE_TIMEOUT_MS 60000
 
 /* What dev.json keeps: fixed at first start. */
 struct dev_cfg {
@@ -82,9 +76,8 @@ struct ts_dev {
 	 * backend, and the front portal that redirects to the serving node */
 	bool node_engines;
 	struct ts_engine_host *host[DEV_MAX_NODES];
-	struct ts_stack *stack;
-	struct ts_routes *routes;
-	struct ts_iscsi_server *front;
+	struct ts_remote_ctl_cfg rc; /* borrowed by remote */
+	struct ts_remote_ctl *remote;
 };
 
 static void usage(FILE *f)
@@ -322,83 +315,12 @@ static void node_detail(void *arg, struct ts_admin_node *an)
 
 /* ---- engines in the nodes (ts_dev_opts.node_engines) ---- */
 
-/* The group this dev serves, as the router names it. */
-static void dev_group_key(const struct ts_dev *d, char key[TS_ENGINE_GROUP_MAX + 1])
-{
-	ts_engine_group_key(d->cfg.group, key);
-}
-
-/*
- * The router of the controller's remote backend: the groups the node records
- * say are served (the highest epoch wins) and where their engine services
- * listen. One group today: a dev that has not finished a handover answers
- * -EAGAIN (UNAVAILABLE, the CO retries), any other key -ENOENT.
- */
-static int dev_router_list(void *ctx, struct ts_remote_engine *out, size_t max, size_t *n)
-{
-	struct ts_dev *d = ctx;
-	struct ts_reg_node *all = ts_calloc(TS_REG_MAX_NODES, sizeof(*all));
-	uint64_t best = 0, now = ts_registry_now_ms();
-	unsigned cnt = 0;
-	int rc;
-
-	*n = 0;
-	if (!all)
-		return -ENOMEM;
-	rc = ts_registry_list_nodes(d->reg, all, TS_REG_MAX_NODES, &cnt);
-	for (unsigned i = 0; rc == 0 && i < cnt && max; i++) {
-		if (all[i].heartbeat_ms + DEV_HEARTBEAT_MAX_AGE_MS < now)
-			continue; /* a dead node's record still lists what it served */
-		for (unsigned g = 0; g < all[i].nserved; g++) {
-			if (memcmp(all[i].served[g].uuid, d->cfg.group, 16) ||
-			    all[i].served[g].epoch <= best)
-				continue;
-			best = all[i].served[g].epoch;
-			dev_group_key(d, out[0].group);
-			snprintf(out[0].endpoint, sizeof(out[0].endpoint), "%s",
-				 all[i].served[g].engine);
-			*n = 1;
-		}
-	}
-	ts_free(all);
-	return rc;
-}
-
-static int dev_router_locate(void *ctx, const char *group, struct ts_remote_engine *out)
-{
-	struct ts_dev *d = ctx;
-	char key[TS_ENGINE_GROUP_MAX + 1];
-	size_t n = 0;
-	int rc;
-
-	dev_group_key(d, key);
-	if (strcmp(group, key))
-		return -ENOENT;
-	rc = dev_router_list(ctx, out, 1, &n);
-	return rc ? rc : n ? 0 : -EAGAIN;
-}
-
-static int dev_router_pick(void *ctx, const struct ts_csi_vol_spec *spec,
-			   struct ts_remote_engine *out)
-{
-	char key[TS_ENGINE_GROUP_MAX + 1];
-
-	(void)spec;
-	dev_group_key(ctx, key);
-	return dev_router_locate(ctx, key, out);
-}
-
-static const struct ts_remote_router_ops g_dev_router = { .pick = dev_router_pick,
-							   .locate = dev_router_locate,
-							   .list = dev_router_list };
-
-/* The admin view: nodes from the registry, groups and pools from the engine hosts. */
-static int dev_status(void *arg, struct ts_admin_status *out)
+/* The engines' own view of the groups and pools: they run in this process. */
+static int dev_groups(void *arg, struct ts_admin_status *out)
 {
 	struct ts_dev *d = arg;
-	int rc = ts_maint_node_view(d->reg, DEV_HEARTBEAT_MAX_AGE_MS, node_detail, d, out);
 
-	for (unsigned n = 0; rc == 0 && n < d->cfg.nodes; n++) {
+	for (unsigned n = 0; n < d->cfg.nodes; n++) {
 		if (!d->host[n])
 			continue;
 		out->nagrps += ts_engine_host_status(d->host[n], out->agrps + out->nagrps,
@@ -406,116 +328,21 @@ static int dev_status(void *arg, struct ts_admin_status *out)
 		ts_engine_host_pools(d->host[n], &out->vpool.total_bytes, &out->vpool.free_bytes,
 				     &out->vpool.volumes);
 	}
-	return rc;
+	return 0;
 }
 
-/*
- * Hand the group to node \p owner: a new epoch (stored before it is handed
- * out), then the serve request, waited for. The engine host assembles the
- * group and may fail while members are missing; retried every second until
- * \p timeout_ms. 0, 1 when a signal stopped the wait, or the error.
- */
-static int dev_serve(struct ts_dev *d, uint32_t owner, const sigset_t *sigs)
-{
-	const struct timespec wait = { 1, 0 };
-	uint64_t deadline = ts_registry_now_ms() + DEV_SERVE_TIMEOUT_MS;
-	int rc, st = 0, last = 0;
-
-	for (;;) {
-		struct ts_reg_request r = { .op = TS_REG_SERVE_GROUP };
-
-		memcpy(r.uuid, d->cfg.group, 16);
-		ts_registry_new_request_id(r.id);
-		rc = ts_registry_raise_epoch(d->reg, d->cfg.group, owner, &r.epoch);
-		if (rc == 0)
-			rc = ts_registry_post_request(d->reg, owner, &r);
-		if (rc == 0)
-			rc = ts_registry_wait_request(d->reg, owner, r.id, DEV_SERVE_TIMEOUT_MS, &st);
-		if (rc == 0 && st == 0) {
-			ts_log(TS_LOG_INFO, "dev", "group served by node=%u epoch=%llu", owner,
-			       (unsigned long long)r.epoch);
-			return 0;
-		}
-		rc = rc ? rc : st;
-		if (ts_registry_now_ms() > deadline)
-			return rc;
-		if (rc != last)
-			ts_log(TS_LOG_WARN, "dev", "node %u cannot serve the group yet (%s); retrying",
-			       owner, ts_strerror(rc));
-		last = rc;
-		if (sigs && sigtimedwait(sigs, NULL, &wait) > 0)
-			return 1;
-		if (!sigs)
-			nanosleep(&wait, NULL);
-	}
-}
-
-/*
- * The controller side without the engine: create the group on first start
- * (placement and the members' superblocks; no volume data), hand it to node
- * 1, then serve CSI + admin over the remote backend and a front portal on
- * o->portal that redirects every login to the serving node.
- */
+/* The controller side without the engine (programs/remote_ctl.h), node 1 first. */
 static int dev_start_node_engines(struct ts_dev *d, const struct ts_dev_opts *o)
 {
-	struct ts_csi_remote_opts ro = { .router = &g_dev_router, .router_ctx = d,
-					 .state_dir = d->state, .multi_node_writers = true };
-	struct ts_stack_opts so = { .name = "dev", .node_id = o->node_id, .portal = o->portal,
-				    .state_dir = d->state, .csi_endpoint = o->csi_endpoint,
-				    .status = dev_status, .status_arg = d };
-	struct ts_iscsi_server_opts fo = { .threads = 1, .redirect = ts_routes_redirect };
-	char addr[80];
-	const char *colon = strrchr(o->portal, ':');
-	int rc;
-
-	if (d->cc.create) {
-		struct ts_cluster *cl;
-		struct ts_cluster_opts co = d->cc.co;
-
-		co.reg = d->reg;
-		co.heartbeat_max_age_ms = DEV_HEARTBEAT_MAX_AGE_MS;
-		rc = ts_cluster_open(&co, &cl);
-		if (rc) {
-			fprintf(stderr, "tessera dev: creating the array group: %s\n", ts_strerror(rc));
-			return rc;
-		}
-		ts_cluster_close(cl);
-		/*
-		 * The creator took the members at epoch 1 as the controller (the
-		 * cluster's default owner); record that, so the first node gets
-		 * epoch 2. (After a crash right here a serve at epoch 1 is refused
-		 * by the members and dev_serve's next try raises again.)
-		 */
-		uint64_t e;
-
-		rc = ts_registry_raise_epoch(d->reg, d->cfg.group, TS_CLUSTER_CONTROLLER_OWNER, &e);
-		if (rc) {
-			fprintf(stderr, "tessera dev: group record: %s\n", ts_strerror(rc));
-			return rc;
-		}
-	}
-	rc = dev_serve(d, 1, o->sigs);
-	if (rc) {
-		if (rc < 0)
-			fprintf(stderr, "tessera dev: node 1 cannot serve the array group: %s\n",
-				ts_strerror(rc));
-		return rc;
-	}
-	rc = ts_routes_start(d->reg, o->portal, 0, &d->routes);
-	if (rc == 0) {
-		snprintf(addr, sizeof(addr), "%.*s", (int)(colon - o->portal), o->portal);
-		fo.addr = addr;
-		fo.port = (uint16_t)atoi(colon + 1);
-		fo.redirect_ctx = d->routes;
-		rc = ts_iscsi_server_create(&fo, &d->front);
-		if (rc)
-			fprintf(stderr, "tessera dev: iSCSI portal %s: %s\n", o->portal, ts_strerror(rc));
-	}
-	if (rc == 0)
-		rc = ts_csi_backend_remote_create(&ro, &so.backend, &so.backend_ctx);
-	if (rc == 0)
-		rc = ts_stack_start(&so, &d->stack);
-	return rc;
+	d->rc = (struct ts_remote_ctl_cfg){ .name = "dev", .reg = d->reg, .co = d->cc.co,
+					    .create = d->cc.create, .owner = 1,
+					    .portal = o->portal, .csi_endpoint = o->csi_endpoint,
+					    .state_dir = d->state, .node_id = o->node_id,
+					    .sigs = o->sigs,
+					    .heartbeat_max_age_ms = DEV_HEARTBEAT_MAX_AGE_MS,
+					    .node_detail = node_detail, .node_detail_arg = d,
+					    .groups = dev_groups, .groups_arg = d };
+	return ts_remote_ctl_start(&d->rc, &d->remote);
 }
 
 int ts_dev_start(const struct ts_dev_opts *o, struct ts_dev **out)
@@ -609,7 +436,7 @@ fail:
 
 struct ts_stack *ts_dev_stack(struct ts_dev *d)
 {
-	return d->node_engines ? d->stack : ts_controller_stack(d->ctl);
+	return d->node_engines ? ts_remote_ctl_stack(d->remote) : ts_controller_stack(d->ctl);
 }
 
 void ts_dev_stop(struct ts_dev *d)
@@ -617,9 +444,7 @@ void ts_dev_stop(struct ts_dev *d)
 	if (!d)
 		return;
 	ts_controller_stop(d->ctl);
-	ts_stack_stop(d->stack);
-	ts_iscsi_server_destroy(d->front);
-	ts_routes_stop(d->routes);
+	ts_remote_ctl_stop(d->remote);
 	stop_nodes(d);
 	ts_registry_close(d->reg);
 	ts_free(d);

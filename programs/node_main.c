@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "programs/engine_host.h"
 #include "programs/programs.h"
 #include "control/node/node.h"
 #include "control/registry/registry.h"
@@ -20,6 +21,8 @@ static void node_usage(FILE *f)
 {
 	fprintf(f, "usage: tessera node --id N --cluster UUID --addr IP [--port P] --registry DIR\n"
 		   "                    --disk PATH [--disk PATH...] [--extent-size BYTES] [--heartbeat-ms MS]\n"
+		   "                    [--state-dir DIR [--io-timeout-ms MS]]\n"
+		   "--state-dir: run an engine host (serve array groups the controller hands over).\n"
 		   "CHAP credentials for peers: env TESSERA_CHAP_USER, TESSERA_CHAP_SECRET.\n");
 }
 
@@ -31,11 +34,15 @@ int ts_node_main(int argc, char **argv)
 		{ "disk", required_argument, NULL, 'd' },    { "cluster", required_argument, NULL, 'c' },
 		{ "extent-size", required_argument, NULL, 'e' },
 		{ "heartbeat-ms", required_argument, NULL, 'h' }, { "help", no_argument, NULL, 'H' },
+		{ "state-dir", required_argument, NULL, 's' },
+		{ "io-timeout-ms", required_argument, NULL, 't' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *disks[16];
 	struct ts_node_opts o = { 0 };
-	const char *regdir = NULL;
+	const char *regdir = NULL, *state = NULL;
+	struct ts_engine_host *host = NULL;
+	uint32_t io_timeout = 0;
 	struct ts_registry *reg = NULL;
 	struct ts_node *n = NULL;
 	sigset_t set;
@@ -62,6 +69,8 @@ int ts_node_main(int argc, char **argv)
 			break;
 		case 'e': o.extent_size = strtoull(optarg, NULL, 0); break;
 		case 'h': o.heartbeat_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
+		case 's': state = optarg; break;
+		case 't': io_timeout = (uint32_t)strtoul(optarg, NULL, 10); break;
 		case 'H': node_usage(stdout); return 0;
 		default: node_usage(stderr); return 2;
 		}
@@ -83,10 +92,23 @@ int ts_node_main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	rc = ts_registry_dir_open(regdir, &reg);
 	o.reg = reg;
+	if (rc == 0 && state) {
+		struct ts_engine_host_opts ho = { .reg = reg, .node_id = o.node_id, .addr = o.addr,
+						  .state_dir = state, .chap_user = o.chap_user,
+						  .chap_secret = o.chap_secret,
+						  .io_timeout_ms = io_timeout };
+
+		rc = ts_mkdir_p(state);
+		if (rc == 0)
+			rc = ts_engine_host_create(&ho, &host);
+		o.engine = ts_engine_host_ops();
+		o.engine_ctx = host;
+	}
 	if (rc == 0)
 		rc = ts_node_start(&o, &n);
 	if (rc) {
 		fprintf(stderr, "tessera node: %s\n", ts_strerror(rc));
+		ts_engine_host_destroy(host);
 		ts_registry_close(reg);
 		return 1;
 	}
@@ -94,7 +116,8 @@ int ts_node_main(int argc, char **argv)
 	fflush(stdout);
 	if (sigwait(&set, &sig) == 0)
 		ts_log(TS_LOG_INFO, "node", "stopping node=%u signal=%d", o.node_id, sig);
-	ts_node_stop(n);
+	ts_node_stop(n); /* releases the engines */
+	ts_engine_host_destroy(host);
 	ts_registry_close(reg);
 	return 0;
 }

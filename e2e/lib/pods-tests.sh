@@ -84,14 +84,16 @@ t_pod_fs() {
   pod_apply writer podfs Filesystem "echo tessera-pod-data > /data/f && sync && cat /data/f"
   pod_running writer
   pod_done writer
-  k -n "$E2E_NS" logs writer | grep -qx tessera-pod-data || fail "writer did not write"
+  k -n "$E2E_NS" logs writer | grep -qx tessera-pod-data ||
+    fail "writer did not write; its log: $(k -n "$E2E_NS" logs writer 2>&1 | tail -5 | tr '\n' '|'); dmesg: $(dmesg 2>/dev/null | grep -iE 'ext4|xfs|loop|I/O error' | tail -3 | tr '\n' '|')"
   findmnt -rn | grep -q "$pv" || fail "no mount of $pv on the host while the Pod runs"
   pod_delete writer
   ! findmnt -rn | grep -q "/pods/.*$pv/mount" || fail "Pod volume of $pv still mounted after the Pod was deleted"
   pod_apply reader podfs Filesystem "cat /data/f"
   pod_running reader
   pod_done reader
-  k -n "$E2E_NS" logs reader | grep -qx tessera-pod-data || fail "reader did not read the writer's data"
+  k -n "$E2E_NS" logs reader | grep -qx tessera-pod-data ||
+    fail "reader did not read the writer's data; its log: $(k -n "$E2E_NS" logs reader 2>&1 | tail -5 | tr '\n' '|'); dmesg: $(dmesg 2>/dev/null | grep -iE 'ext4|xfs|loop|I/O error' | tail -3 | tr '\n' '|')"
   pod_delete reader
   pvc_delete podfs
 }

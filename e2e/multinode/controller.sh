@@ -38,45 +38,12 @@ W=$(mktemp -d /tmp/ts-mnctl.XXXXXX) # short: the socket path must fit in 108 byt
 export TESSERA_CHAP_USER=tessera-nodes TESSERA_CHAP_SECRET=controller-test-secret
 export TESSERA_ENDPOINT=unix://$W/ctl/csi.sock
 CLUSTER=$(cat /proc/sys/kernel/random/uuid) GROUP=$(cat /proc/sys/kernel/random/uuid)
-declare -A NP=()
-CP="" WP="" PASSED=0 STATES=""
-cleanup() {
-	set +e
-	[ -n "$WP" ] && kill -KILL "$WP" 2>/dev/null
-	[ -n "$CP" ] && kill -TERM "$CP" 2>/dev/null
-	for i in "${!NP[@]}"; do kill -TERM "${NP[$i]}" 2>/dev/null; done
-	wait 2>/dev/null
-	if [ "$PASSED" = 1 ] && [ -z "${TS_KEEP_WORK:-}" ]; then rm -rf "$W"; else echo "work dir: $W"; fi
-}
-trap cleanup EXIT
-fail() {
-	echo "FAIL: $*"
-	for f in "$W"/ctl.err "$W"/node*.log; do [ -f "$f" ] && { echo "--- $f (tail)"; tail -15 "$f"; }; done
-	exit 1
-}
-
-# One port for all four addresses, free on every address.
-PORT=
-for p in $(shuf -i 20000-30000 -n 50); do
-	if [ -z "$(ss -Htln "sport = :$p")" ]; then PORT=$p; break; fi
-done
-[ -n "$PORT" ] || fail "no free port"
+STATES=""
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
 PORTAL=127.0.0.11:$PORT
 
-start_node() { # $1: node id 1-3 (address 127.0.0.1$(($1+1)))
-	local i=$1
-	: >"$W/node$i.out"
-	"$T" node --id "$i" --cluster "$CLUSTER" --addr "127.0.0.1$((i + 1))" --port "$PORT" \
-		--registry "$W/registry" --disk "$W/node$i.disk" --extent-size 1048576 \
-		--heartbeat-ms 200 >"$W/node$i.out" 2>>"$W/node$i.log" &
-	NP[$i]=$!
-	for _ in $(seq 1 300); do
-		grep -q "^node=$i ready" "$W/node$i.out" && return 0
-		kill -0 "${NP[$i]}" 2>/dev/null || fail "node $i exited before ready"
-		sleep 0.1
-	done
-	fail "node $i not ready"
-}
+start_node() { mn_start_node "$1" "127.0.0.1$(($1 + 1))"; } # $1: node id 1-3
 kill_node() { # $1: id, $2: signal
 	kill "-$2" "${NP[$1]}"
 	wait "${NP[$1]}" 2>/dev/null || true

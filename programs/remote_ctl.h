@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/**
+ * \file
+ * The controller side of a cluster whose volume engine runs in a node
+ * (docs/scale-out.md): `tessera dev --engines nodes` and `tessera controller
+ * --engines nodes` both run it. It carries no volume data:
+ *
+ *  - on first use it creates the array group (placement and the members'
+ *    superblocks, as the controller always did) and records epoch 1 for
+ *    itself, the creator;
+ *  - it hands the group to a node: a new ownership epoch, stored before it is
+ *    handed out (ts_registry_raise_epoch), then a serve request, waited for;
+ *  - it watches: when the serving node's heartbeat is older than the
+ *    heartbeat age, it hands the group to the live node with the lowest id
+ *    at a new epoch (failover; the members refuse the old owner from then
+ *    on, docs/fencing.md);
+ *  - it serves CSI and the admin service over the remote backend, routed by
+ *    the node records (the group's engine endpoint at the highest epoch of
+ *    a live node), and a front iSCSI portal that redirects every login to
+ *    the serving node.
+ *
+ * One group today (cfg.co.group_uuid).
+ *
+ * THREAD SAFETY: start/stop from one thread; the watch thread and the
+ * stack's threads run in between.
+ */
+#ifndef TS_PROGRAMS_REMOTE_CTL_H
+#define TS_PROGRAMS_REMOTE_CTL_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "control/cluster/cluster.h"
+
+struct ts_admin_node;
+struct ts_admin_status;
+struct ts_remote_ctl;
+struct ts_stack;
+
+struct ts_remote_ctl_cfg {
+	const char *name;          /**< "dev", "controller": log tag, message prefix */
+	struct ts_registry *reg;   /**< borrowed */
+	struct ts_cluster_opts co; /**< the group (and how to create it) */
+	bool create;               /**< no group record yet: create it first */
+	uint32_t owner;            /**< node to serve it first; 0: the lowest live id */
+	const char *portal;        /**< front portal "host:port" (redirects only) */
+	const char *csi_endpoint;  /**< "unix:///abs.sock" */
+	const char *state_dir;     /**< CSI records, attach mounts */
+	const char *node_id;       /**< CSI node id */
+	const sigset_t *sigs;      /**< optional: signals that end the startup waits */
+	unsigned heartbeat_max_age_ms; /**< a node is live within it; 0: 3000 */
+	/** Optional: what the caller knows of node n->id (disks, extents). */
+	void (*node_detail)(void *arg, struct ts_admin_node *n);
+	void *node_detail_arg;
+	/**
+	 * Optional: fill out->agrps / nagrps / vpool (the engines' own view,
+	 * when the caller can see them: `tessera dev`). Without it the groups
+	 * are shown from their records (members, serving node, state "served"
+	 * or "unserved").
+	 */
+	int (*groups)(void *arg, struct ts_admin_status *out);
+	void *groups_arg;
+};
+
+/**
+ * Create the group if asked, hand it to its first owner (retrying for a
+ * minute while the node cannot assemble it), start the watch thread and the
+ * stack. \p cfg is borrowed until stop. 0 and *\p out; 1 when a signal in
+ * *cfg->sigs stopped the startup; a negative error after a line on stderr.
+ */
+int ts_remote_ctl_start(const struct ts_remote_ctl_cfg *cfg, struct ts_remote_ctl **out);
+
+/** The CSI stack (valid until stop). */
+struct ts_stack *ts_remote_ctl_stack(struct ts_remote_ctl *r);
+
+/** Failovers done since start (the watch thread's count). */
+unsigned ts_remote_ctl_failovers(struct ts_remote_ctl *r);
+
+/** Stop the stack, the watch thread and the front portal. NULL: no-op. */
+void ts_remote_ctl_stop(struct ts_remote_ctl *r);
+
+#endif /* TS_PROGRAMS_REMOTE_CTL_H */
