@@ -49,6 +49,8 @@ struct csi_engine {
 	const struct ts_csi_backend_ops *ops;
 	void *ctx;
 	uint64_t max_bytes;
+	int (*report)(void *arg, const char *what, char **json);
+	void *report_arg;
 };
 
 struct ts_engine_server {
@@ -503,6 +505,33 @@ static int m_group_snap(struct csi_engine *e, const json_t *req, json_t *reply, 
 	return rc;
 }
 
+/* what: "group" | "tree"; the host's JSON goes into "report" as a value */
+static int m_report(struct csi_engine *e, const json_t *req, json_t *reply, int *brc, char *why,
+		    size_t why_len)
+{
+	const char *what;
+	json_error_t jerr;
+	json_t *v;
+	char *text = NULL;
+
+	if (ts_ew_str(req, "what", TS_EW_NAME, true, &what, why, why_len))
+		return -EINVAL;
+	if (strcmp(what, "group") && strcmp(what, "tree")) {
+		snprintf(why, why_len, "what: '%s' is not a report (group, tree)", what);
+		return -EINVAL;
+	}
+	*brc = e->report ? e->report(e->report_arg, what, &text) : -EOPNOTSUPP;
+	if (*brc)
+		return 0;
+	v = json_loads(text, 0, &jerr);
+	ts_free(text);
+	if (!v) {
+		*brc = -EPROTO; /* the host's own JSON: a bug there, not the caller's */
+		return 0;
+	}
+	return set(reply, "report", v);
+}
+
 /* ---- the method table ---- */
 
 #define K(...) (const char *const[]){ "group", __VA_ARGS__ NULL }
@@ -528,6 +557,7 @@ E("SnapDelta", m_snap_delta, false, K("base", "target", "start", "max", ))
 E("SetQos", m_set_qos, true, K("id", "qos", ))
 E("QosStats", m_qos_stats, false, K("id", ))
 E("GroupSnapCreate", m_group_snap, true, K("name", "volumes", ))
+E("Report", m_report, false, K("what", ))
 #undef E
 #undef K
 
@@ -549,6 +579,7 @@ const struct csi_method csi_engine_methods[] = {
 	M("SetQos", m_set_qos),
 	M("QosStats", m_qos_stats),
 	M("GroupSnapCreate", m_group_snap),
+	M("Report", m_report),
 };
 const size_t csi_engine_method_count = TS_ARRAY_SIZE(csi_engine_methods);
 
@@ -570,6 +601,8 @@ static int engine_new(const struct ts_engine_opts *o, struct csi_engine **out)
 	e->ops = o->ops;
 	e->ctx = o->ctx;
 	e->max_bytes = o->max_volume_bytes ? o->max_volume_bytes : ENGINE_MAX_BYTES_DEFAULT;
+	e->report = o->report;
+	e->report_arg = o->report_arg;
 	*out = e;
 	return 0;
 }

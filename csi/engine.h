@@ -12,7 +12,8 @@
  *
  * The controller-side backend ops travel: Probe, Create, Find, Remove,
  * Expand, Capacity, SnapCreate, SnapFind, SnapDelete, SnapList (paged), CreateFrom,
- * SnapDelta (paged), SetQos, QosStats, GroupSnapCreate. The node side
+ * SnapDelta (paged), SetQos, QosStats, GroupSnapCreate; and Report (the
+ * host's view of the group or its snapshot tree, ts_engine_opts.report). The node side
  * (attach) never does: the consumer node attaches the engine's iSCSI URL
  * itself.
  *
@@ -54,6 +55,16 @@ struct ts_engine_opts {
 	void *ctx;                            /**< borrowed */
 	/** Larger Create/CreateFrom/Expand sizes answer rc -ERANGE; 0 = 64 TiB. */
 	uint64_t max_volume_bytes;
+	/**
+	 * Optional: what the engine's host can tell about it beyond the backend
+	 * ops, as JSON text (ts_malloc'd into *\p json) for the `Report`
+	 * method: \p what is "group" (the array group as the admin service
+	 * shows it) or "tree" (the snapshot tree's layers). 0, -EOPNOTSUPP for
+	 * a report it does not have, or -errno. Called beside the other
+	 * methods (any thread).
+	 */
+	int (*report)(void *arg, const char *what, char **json);
+	void *report_arg;
 };
 
 /**

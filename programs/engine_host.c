@@ -31,6 +31,7 @@
 #include "dataplane/common/ts_common.h"
 #include "dataplane/volume/volume.h"
 #include "programs/maint.h"
+#include "programs/stack.h"
 #include "snapshots/chain/chain.h"
 
 #define ENGINE_TICK_MS 500
@@ -39,6 +40,8 @@ struct engine {
 	uint8_t uuid[16];
 	char key[TS_ENGINE_GROUP_MAX + 1];
 	unsigned k;
+	uint64_t epoch;        /* the ownership epoch it serves at */
+	uint64_t next_check_ms; /* when to look at the group record again */
 	struct ts_cluster *cl;
 	struct ts_maint *maint;
 	struct ts_vpool *vp;
@@ -82,6 +85,28 @@ static void engine_free(struct engine *e)
 	ts_maint_stop(e->maint);
 	ts_cluster_close(e->cl);
 	ts_free(e);
+}
+
+/* The engine service's Report: the group as the admin service shows it, or the tree. */
+static int engine_report(void *arg, const char *what, char **json)
+{
+	struct engine *e = arg;
+	struct ts_cluster_status st;
+	struct ts_admin_agrp *g;
+	int rc;
+
+	if (!strcmp(what, "tree"))
+		return ts_stack_tree_json(e->vp, json);
+	if (strcmp(what, "group"))
+		return -EOPNOTSUPP;
+	g = ts_calloc(1, sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	ts_cluster_status(e->cl, &st);
+	ts_maint_agrp_view(&st, g);
+	rc = ts_maint_agrp_to_json(g, json);
+	ts_free(g);
+	return rc;
 }
 
 /* Open the pool, formatting it the first time the group is ever served (see top). */
@@ -158,6 +183,7 @@ static int host_serve(void *ctx, struct ts_node *n, const uint8_t uuid[16], uint
 	memcpy(e->uuid, uuid, 16);
 	ts_engine_group_key(uuid, e->key);
 	e->k = rec->k;
+	e->epoch = epoch;
 	memcpy(co.group_uuid, uuid, 16);
 	co.k = rec->k;
 	co.m = rec->m;
@@ -195,6 +221,8 @@ static int host_serve(void *ctx, struct ts_node *n, const uint8_t uuid[16], uint
 	eo.group = e->key;
 	eo.ops = e->be;
 	eo.ctx = e->be_ctx;
+	eo.report = engine_report;
+	eo.report_arg = e;
 	snprintf(listen, sizeof(listen), "%s:0", h->addr);
 	what = "engine service";
 	rc = ts_engine_server_start(&eo, listen, 0, &e->srv);
@@ -240,8 +268,65 @@ static int host_release(void *ctx, struct ts_node *n, const uint8_t uuid[16])
 	return 0;
 }
 
+/*
+ * True when engine \p e lost its group: its members refused it (fenced), or
+ * the group record names a newer epoch (read at most once a second), which
+ * an engine that was paused or cut off learns before its next IO would.
+ */
+static bool engine_replaced(struct ts_engine_host *h, struct engine *e, uint64_t now)
+{
+	struct ts_cluster_status st;
+	struct ts_reg_group *g;
+	bool gone = false;
+
+	ts_cluster_status(e->cl, &st);
+	if (st.fenced)
+		return true;
+	if (now < e->next_check_ms)
+		return false;
+	e->next_check_ms = now + 1000;
+	g = ts_malloc(sizeof(*g));
+	if (g && ts_registry_get_group(h->o.reg, e->uuid, g) == 0)
+		gone = g->epoch > e->epoch;
+	ts_free(g);
+	return gone;
+}
+
+/*
+ * An engine whose group a newer owner took serves nothing any more: release
+ * it, so the node stops listing the group and its portal stops offering the
+ * volumes' targets (logins are then redirected to the new owner). Its
+ * members refuse whatever it still had in flight (docs/fencing.md).
+ */
+static void host_poll(void *ctx, struct ts_node *n)
+{
+	struct ts_engine_host *h = ctx;
+	uint64_t now = ts_registry_now_ms();
+
+	for (;;) {
+		struct engine *e = NULL;
+
+		pthread_mutex_lock(&h->lock);
+		for (unsigned i = 0; i < h->n && !e; i++) {
+			if (!engine_replaced(h, h->eng[i], now))
+				continue;
+			e = h->eng[i];
+			h->eng[i] = h->eng[--h->n];
+		}
+		pthread_mutex_unlock(&h->lock);
+		if (!e)
+			return;
+		ts_log(TS_LOG_WARN, "engine",
+		       "a newer owner took group key=%s (this engine was at epoch %llu); releasing it",
+		       e->key, (unsigned long long)e->epoch);
+		ts_node_engine_lost(n, e->uuid);
+		engine_free(e);
+	}
+}
+
 static const struct ts_node_engine_ops g_host_ops = { .serve = host_serve,
-						       .release = host_release };
+						       .release = host_release,
+						       .poll = host_poll };
 
 const struct ts_node_engine_ops *ts_engine_host_ops(void)
 {

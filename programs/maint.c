@@ -16,6 +16,7 @@
 
 #include "control/cluster/cluster.h"
 #include "control/registry/registry.h"
+#include <jansson.h>
 #include "csi/admin.h"
 #include "dataplane/common/ts_common.h"
 
@@ -182,4 +183,83 @@ int ts_maint_node_view(struct ts_registry *reg, unsigned max_age_ms,
 	}
 	ts_free(nodes);
 	return 0;
+}
+
+int ts_maint_agrp_to_json(const struct ts_admin_agrp *g, char **text)
+{
+	json_t *slots = json_array(), *j;
+	char *s;
+
+	for (unsigned i = 0; slots && i < g->k + g->m && i < TS_ADMIN_MAX_SLOTS; i++)
+		json_array_append_new(slots, json_pack("[i,b]", (int)g->slots[i].node,
+						       (int)g->slots[i].live));
+	j = json_pack("{s:s,s:i,s:i,s:I,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:f,s:o}",
+		      "uuid", g->uuid, "k", (int)g->k, "m", (int)g->m, "generation",
+		      (json_int_t)g->generation, "size_bytes", (json_int_t)g->size_bytes, "state",
+		      g->state, "degraded_stripes", (json_int_t)g->degraded_stripes,
+		      "replicated_bytes", (json_int_t)g->replicated_bytes, "unreplicated_bytes",
+		      (json_int_t)g->unreplicated_bytes, "heal_total_bytes",
+		      (json_int_t)g->heal_total_bytes, "heal_done_bytes",
+		      (json_int_t)g->heal_done_bytes, "heal_rate_mbps", g->heal_rate_mbps, "heals",
+		      (json_int_t)g->heals, "rebuilds", (json_int_t)g->rebuilds, "rebuild_bytes",
+		      (json_int_t)g->rebuild_bytes, "rebuild_rate_mbps", g->rebuild_rate_mbps,
+		      "slots", slots);
+	s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	*text = s ? ts_strdup(s) : NULL;
+	free(s);
+	return *text ? 0 : -ENOMEM;
+}
+
+int ts_maint_agrp_from_json(const char *text, struct ts_admin_agrp *g)
+{
+	json_int_t k = 0, m = 0, gen = 0, size = 0, ds = 0, rb = 0, ub = 0, ht = 0, hd = 0, heals = 0,
+		   rbs = 0, rbb = 0;
+	const char *uuid = NULL, *state = NULL;
+	json_t *j = json_loads(text, 0, NULL), *slots = NULL, *v;
+	double hr = 0, rr = 0;
+	size_t i;
+	int rc = -EPROTO;
+
+	if (!j || json_unpack(j, "{s:s,s:I,s:I,s:I,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:F,s:I,s:I,s:I,s:F,s:o}",
+			      "uuid", &uuid, "k", &k, "m", &m, "generation", &gen, "size_bytes",
+			      &size, "state", &state, "degraded_stripes", &ds, "replicated_bytes",
+			      &rb, "unreplicated_bytes", &ub, "heal_total_bytes", &ht,
+			      "heal_done_bytes", &hd, "heal_rate_mbps", &hr, "heals", &heals,
+			      "rebuilds", &rbs, "rebuild_bytes", &rbb, "rebuild_rate_mbps", &rr,
+			      "slots", &slots) ||
+	    k < 1 || m < 0 || k + m > TS_ADMIN_MAX_SLOTS || !json_is_array(slots) ||
+	    json_array_size(slots) != (size_t)(k + m) || strlen(uuid) >= sizeof(g->uuid) ||
+	    strlen(state) >= sizeof(g->state))
+		goto out;
+	memset(g, 0, sizeof(*g));
+	snprintf(g->uuid, sizeof(g->uuid), "%s", uuid);
+	snprintf(g->state, sizeof(g->state), "%s", state);
+	g->k = (uint32_t)k;
+	g->m = (uint32_t)m;
+	g->generation = (uint64_t)gen;
+	g->size_bytes = (uint64_t)size;
+	g->degraded_stripes = (uint64_t)ds;
+	g->replicated_bytes = (uint64_t)rb;
+	g->unreplicated_bytes = (uint64_t)ub;
+	g->heal_total_bytes = (uint64_t)ht;
+	g->heal_done_bytes = (uint64_t)hd;
+	g->heal_rate_mbps = hr;
+	g->heals = (uint64_t)heals;
+	g->rebuilds = (uint64_t)rbs;
+	g->rebuild_bytes = (uint64_t)rbb;
+	g->rebuild_rate_mbps = rr;
+	json_array_foreach(slots, i, v) {
+		json_int_t node = 0;
+		int live = 0;
+
+		if (json_unpack(v, "[I,b]", &node, &live) || node < 0 || node > UINT32_MAX)
+			goto out;
+		g->slots[i].node = (uint32_t)node;
+		g->slots[i].live = live;
+	}
+	rc = 0;
+out:
+	json_decref(j);
+	return rc;
 }

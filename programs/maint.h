@@ -40,6 +40,14 @@ struct ts_admin_status;
 struct ts_registry;
 
 /**
+ * The admin view of one group as JSON text (ts_malloc'd: an engine's
+ * `Report` "group"), and back. 0, -ENOMEM; from_json: -EPROTO when \p text
+ * is not such a view.
+ */
+int ts_maint_agrp_to_json(const struct ts_admin_agrp *g, char **text);
+int ts_maint_agrp_from_json(const char *text, struct ts_admin_agrp *g);
+
+/**
  * Fill the admin view's nodes (out->nodes, out->nnodes) from \p reg's node
  * records, in id order: up while the heartbeat is younger than
  * \p max_age_ms; \p detail (optional) adds what the caller knows of a node

@@ -15,6 +15,7 @@
 #include "programs/remote_ctl.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 #include "control/registry/routes.h"
 #include "csi/admin.h"
 #include "csi/backend/backend_remote.h"
+#include "csi/rpc/client.h"
 #include "dataplane/common/ts_common.h"
 #include "dataplane/iscsi/iscsi.h"
 #include "programs/engine_host.h"
@@ -125,6 +127,92 @@ static const struct ts_remote_router_ops g_router = { .pick = router_pick,
 
 /* ---- the admin view ---- */
 
+/*
+ * Ask the serving engine for a report ("group" or "tree": the engine
+ * service's Report method). 0 and the report's JSON text (ts_malloc'd), or
+ * -EAGAIN when no engine answers, or its rc.
+ */
+static int engine_report(struct ts_remote_ctl *r, const char *what, char **text)
+{
+	char ep[TS_REMOTE_ENDPOINT_MAX + 1], msg[256], *resp = NULL, *req;
+	struct ts_client *cl = NULL;
+	json_t *j, *rep;
+	size_t len = 0;
+	int rc;
+
+	*text = NULL;
+	if (!serving_node(r, ep, NULL))
+		return -EAGAIN;
+	j = json_pack("{s:s,s:s}", "group", r->key, "what", what);
+	req = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	if (!req)
+		return -ENOMEM;
+	rc = ts_client_open(ep, &cl);
+	if (rc == 0)
+		rc = ts_client_call(cl, TS_ENGINE_PREFIX "Report", req, strlen(req), &resp, &len, 5000,
+				    msg, sizeof(msg));
+	ts_client_close(cl);
+	free(req);
+	if (rc) {
+		ts_log(TS_LOG_WARN, r->cfg.name, "engine %s: Report %s: %s", ep, what, msg);
+		ts_free(resp);
+		return -EAGAIN;
+	}
+	j = json_loads(resp, 0, NULL);
+	ts_free(resp);
+	rep = j ? json_object_get(j, "report") : NULL;
+	if (!j || !json_is_integer(json_object_get(j, "rc")))
+		rc = -EPROTO;
+	else
+		rc = (int)json_integer_value(json_object_get(j, "rc"));
+	if (rc == 0 && !rep)
+		rc = -EPROTO;
+	if (rc == 0) {
+		char *s = json_dumps(rep, JSON_COMPACT | JSON_ENCODE_ANY);
+
+		*text = s ? ts_strdup(s) : NULL;
+		free(s);
+		rc = *text ? 0 : -ENOMEM;
+	}
+	json_decref(j);
+	return rc;
+}
+
+/* The snapshot tree from the serving engine, its volume ids as the CSI layer names them. */
+static int ctl_tree(void *arg, char **out)
+{
+	struct ts_remote_ctl *r = arg;
+	json_t *arr, *l;
+	char *text = NULL, *s;
+	size_t i;
+	int rc = engine_report(r, "tree", &text);
+
+	*out = NULL;
+	if (rc)
+		return rc;
+	arr = json_loads(text, 0, NULL);
+	ts_free(text);
+	if (!json_is_array(arr)) {
+		json_decref(arr);
+		return -EPROTO;
+	}
+	json_array_foreach(arr, i, l) {
+		json_t *vid = json_object_get(l, "volume_id");
+		char id[TS_ENGINE_GROUP_MAX + 80];
+
+		if (!json_is_string(vid))
+			continue;
+		snprintf(id, sizeof(id), "%s.%s", r->key, json_string_value(vid));
+		json_object_set_new(l, "volume_id", json_string(id));
+	}
+	s = json_dumps(arr, JSON_COMPACT);
+	json_decref(arr);
+	*out = s ? ts_strdup(s) : NULL;
+	free(s);
+	return *out ? 0 : -ENOMEM;
+}
+
 /* The group from its record, when the engines' own view is not at hand. */
 static int record_view(struct ts_remote_ctl *r, struct ts_admin_status *out)
 {
@@ -157,10 +245,21 @@ static int ctl_status(void *arg, struct ts_admin_status *out)
 	struct ts_remote_ctl *r = arg;
 	int rc = ts_maint_node_view(r->cfg.reg, r->cfg.heartbeat_max_age_ms, r->cfg.node_detail,
 				    r->cfg.node_detail_arg, out);
+	char *text = NULL;
 
 	if (rc)
 		return rc;
-	return r->cfg.groups ? r->cfg.groups(r->cfg.groups_arg, out) : record_view(r, out);
+	if (r->cfg.groups)
+		return r->cfg.groups(r->cfg.groups_arg, out);
+	/* the serving engine's own view; the record's while none answers */
+	if (engine_report(r, "group", &text) == 0 &&
+	    ts_maint_agrp_from_json(text, &out->agrps[0]) == 0) {
+		ts_free(text);
+		out->nagrps = 1;
+		return 0;
+	}
+	ts_free(text);
+	return record_view(r, out);
 }
 
 /* ---- handing the group over ---- */
@@ -301,7 +400,8 @@ int ts_remote_ctl_start(const struct ts_remote_ctl_cfg *cfg, struct ts_remote_ct
 					 .multi_node_writers = true };
 	struct ts_stack_opts so = { .name = cfg->name, .node_id = cfg->node_id,
 				    .portal = cfg->portal, .state_dir = cfg->state_dir,
-				    .csi_endpoint = cfg->csi_endpoint, .status = ctl_status };
+				    .csi_endpoint = cfg->csi_endpoint, .status = ctl_status,
+				    .tree = ctl_tree };
 	struct ts_iscsi_server_opts fo = { .threads = 1, .redirect = ts_routes_redirect };
 	const char *colon = cfg->portal ? strrchr(cfg->portal, ':') : NULL;
 	struct ts_remote_ctl *r;
@@ -324,14 +424,22 @@ int ts_remote_ctl_start(const struct ts_remote_ctl_cfg *cfg, struct ts_remote_ct
 	rc = cfg->create ? create_group(r) : 0;
 	if (rc)
 		goto fail;
+	/* a controller restarted while a live node serves the group leaves it there */
+	uint32_t lowest = 0, now_serving = serving_node(r, NULL, &lowest);
+
 	if (!owner)
-		(void)serving_node(r, NULL, &owner);
-	if (!owner) {
+		owner = lowest;
+	if (now_serving) {
+		ts_log(TS_LOG_INFO, cfg->name, "group already served by node=%u; keeping it",
+		       now_serving);
+		rc = 0;
+	} else if (!owner) {
 		fprintf(stderr, "tessera %s: no live node to serve the group\n", cfg->name);
 		rc = -EAGAIN;
 		goto fail;
+	} else {
+		rc = hand_over(r, owner, SERVE_TIMEOUT_MS, false);
 	}
-	rc = hand_over(r, owner, SERVE_TIMEOUT_MS, false);
 	if (rc) {
 		if (rc < 0)
 			fprintf(stderr, "tessera %s: node %u cannot serve the array group: %s\n",
@@ -353,6 +461,7 @@ int ts_remote_ctl_start(const struct ts_remote_ctl_cfg *cfg, struct ts_remote_ct
 		goto fail;
 	ro.router_ctx = r;
 	so.status_arg = r;
+	so.tree_arg = r;
 	rc = ts_csi_backend_remote_create(&ro, &so.backend, &so.backend_ctx);
 	if (rc == 0)
 		rc = ts_stack_start(&so, &r->stack); /* says which layer failed */

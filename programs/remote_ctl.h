@@ -10,6 +10,7 @@
  *    itself, the creator;
  *  - it hands the group to a node: a new ownership epoch, stored before it is
  *    handed out (ts_registry_raise_epoch), then a serve request, waited for;
+ *    a restarted controller that finds a live node serving it leaves it there;
  *  - it watches: when the serving node's heartbeat is older than the
  *    heartbeat age, it hands the group to the live node with the lowest id
  *    at a new epoch (failover; the members refuse the old owner from then

@@ -170,18 +170,24 @@ static int tree_visit(void *arg, const struct ts_vpool_layer_info *l, unsigned d
 static int stack_admin_tree(void *ctx, char **out)
 {
 	struct ts_stack *s = ctx;
+
+	if (!s->vp) /* the pools are the engines' */
+		return s->o.tree ? s->o.tree(s->o.tree_arg, out) : -EOPNOTSUPP;
+	return ts_stack_tree_json(s->vp, out);
+}
+
+int ts_stack_tree_json(struct ts_vpool *vp, char **out)
+{
 	json_t *arr;
 	struct tree_walk w;
 	char *text;
 	int rc;
 
-	if (!s->vp)
-		return -EOPNOTSUPP; /* the pools are the engines' (issue 13: an engine call) */
 	arr = json_array();
 	if (!arr)
 		return -ENOMEM;
-	w = (struct tree_walk){ arr, s->vp };
-	rc = ts_chain_walk(s->vp, tree_visit, &w);
+	w = (struct tree_walk){ arr, vp };
+	rc = ts_chain_walk(vp, tree_visit, &w);
 	text = rc == 0 ? json_dumps(arr, JSON_COMPACT) : NULL;
 	json_decref(arr);
 	if (rc < 0)

@@ -51,6 +51,9 @@ struct ts_stack_opts {
 	struct ts_member *device;
 	const struct ts_csi_backend_ops *backend; /**< with device NULL; owned from start on */
 	void *backend_ctx;
+	/** With a backend: the snapshot tree (JSON array text, ts_malloc'd); NULL: EOPNOTSUPP. */
+	int (*tree)(void *arg, char **out);
+	void *tree_arg;
 	const char *state_dir;     /**< required, must exist */
 	const char *portal;        /**< required, "host:port" (ts_stack_parse_portal) */
 	const char *csi_endpoint;  /**< required, "unix:///absolute/path.sock" */
@@ -81,6 +84,12 @@ void ts_stack_stop(struct ts_stack *s);
 
 struct ts_vpool;
 struct ts_csi_driver;
+
+/**
+ * The snapshot tree of pool \p vp as the admin service shows it (a JSON
+ * array of layers, ts_malloc'd text into *\p out). 0 or -errno.
+ */
+int ts_stack_tree_json(struct ts_vpool *vp, char **out);
 
 /** The thin-volume pool the stack serves (borrowed; valid until ts_stack_stop; NULL without a device). */
 struct ts_vpool *ts_stack_vpool(struct ts_stack *s);

@@ -232,8 +232,11 @@ static void *node_thread(void *arg)
 {
 	struct ts_node *n = arg;
 
-	while (!node_sleep(n, 50))
+	while (!node_sleep(n, 50)) {
 		node_serve_requests(n);
+		if (n->o.engine && n->o.engine->poll)
+			n->o.engine->poll(n->o.engine_ctx, n);
+	}
 	return NULL;
 }
 

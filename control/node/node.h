@@ -58,6 +58,12 @@ struct ts_node_engine_ops {
 		     char *endpoint, size_t len);
 	/** Stop serving it: drain IO, drop its LUNs. 0 also when it is not served. */
 	int (*release)(void *ctx, struct ts_node *n, const uint8_t uuid[16]);
+	/**
+	 * Optional, every request tick (50 ms): notice engines that ended on
+	 * their own (fenced by a newer owner) and report them with
+	 * ts_node_engine_lost().
+	 */
+	void (*poll)(void *ctx, struct ts_node *n);
 };
 
 /** LDM tag of vdisks that are array-group members exported to peers. */

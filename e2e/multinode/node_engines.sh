@@ -17,7 +17,11 @@
 #     higher epoch (its node record lists it), and every acknowledged block
 #     reads back through node 2's portal (the same IQN): lost=0;
 #  4. node 1 restarts: it serves nothing, and a login at its portal is
-#     redirected to node 2.
+#     redirected to node 2;
+#  5. node 2 is paused (SIGSTOP): node 1 takes the group at a higher epoch;
+#     node 2, resumed (SIGCONT), sees the newer epoch and releases it; every
+#     acknowledged block reads back through the controller's portal (the
+#     load tool follows the redirect).
 #
 # Usage: node_engines.sh <tessera> <ts-faults-load> (TS_KEEP_WORK=1 keeps the
 # work dir). Last line: acked=N lost=L ctl_bytes=C node1_bytes=B epoch=E.
@@ -45,6 +49,18 @@ tcp_bytes() {
 		/users:/ { mine = index($0, pid) > 0; next }
 		mine { for (i = 1; i <= NF; i++) if ($i ~ /^bytes_(sent|received):/) { split($i, a, ":"); s += a[2] } }
 		END { print s + 0 }'
+}
+
+# wait_takeover NODE ABOVE: until node NODE lists the group at an epoch above
+# ABOVE (30 s at most); prints that epoch (or the last one seen).
+wait_takeover() {
+	local e=0
+	for _ in $(seq 1 300); do
+		e=$(served_epoch "$1")
+		[ "$e" -gt "$2" ] && break
+		sleep 0.1
+	done
+	echo "$e"
 }
 
 # The epoch node $1's record lists the group at (0: not listed).
@@ -77,6 +93,13 @@ for via in "$FRONT" "$(node_portal 2)"; do
 	[ "$sz" = $((32 << 20)) ] || fail "login via $via: size '$sz'"
 done
 echo "ok: $URL, logins at $FRONT and $(node_portal 2) redirected to node 1"
+# the group's state is the serving engine's (its Report), the tree too
+"$T" agrp list -o json | jq -e '.array_groups[0] | .state == "healthy" and .live_members == 6' \
+	>/dev/null || fail "agrp list: $("$T" agrp list -o json)"
+"$T" volume tree -o json | jq -e '[.layers[] | select(.kind == "head")] | length == 1' >/dev/null ||
+	fail "volume tree: $("$T" volume tree -o json 2>&1)"
+"$T" volume tree ne >/dev/null || fail "volume tree ne: $("$T" volume tree ne 2>&1)"
+echo "ok: agrp list (healthy, 6/6) and volume tree come from node 1's engine"
 
 # --- 2. load; bytes per process while its sockets are open
 "$LD" -l "$W/load.wal" -s 5 -q 4 -d 6 -t 3000 "$URL" >"$W/load.out" 2>"$W/load.log" &
@@ -94,12 +117,7 @@ ACKED=$(sed -n 's/^acked=\([0-9]*\).*/\1/p' <<<"$res")
 
 # --- 3. the serving node dies: the group moves to node 2 at a higher epoch
 kill -KILL "${NP[1]}"; wait "${NP[1]}" 2>/dev/null || true; unset 'NP[1]'
-E2=0
-for _ in $(seq 1 300); do
-	E2=$(served_epoch 2)
-	[ "$E2" -gt "$E1" ] && break
-	sleep 0.1
-done
+E2=$(wait_takeover 2 "$E1")
 [ "$E2" -gt "$E1" ] || fail "node 2 did not take the group over (epoch $E2)"
 echo "ok: node 1 killed; node 2 serves at epoch $E2"
 URL2=${URL/$(node_portal 1)/$(node_portal 2)}
@@ -113,8 +131,34 @@ LOST=$(sed -n 's/.* lost=\([0-9]*\).*/\1/p' <<<"$ver")
 start_node 1
 sleep 1
 [ "$(served_epoch 1)" = 0 ] || fail "node 1 lists the group again"
+# node 2's engine rejoins node 1's members and heals
+for _ in $(seq 1 120); do
+	"$T" agrp list -o json 2>/dev/null | jq -e '.array_groups[0] | .state == "healthy" and .live_members == 6' \
+		>/dev/null && break
+	sleep 0.5
+done
+"$T" agrp list -o json | jq -e '.array_groups[0] | .state == "healthy" and .live_members == 6' \
+	>/dev/null || fail "not healthy after node 1 came back: $("$T" agrp list -o json)"
 sz=$(iscsi-readcapacity16 "$URL" | sed -n 's/^Total size:\([0-9]*\)$/\1/p')
 [ "$sz" = $((32 << 20)) ] || fail "login at node 1 after its restart: size '$sz'"
 echo "ok: node 1 restarted, its portal redirects to node 2"
+
+# --- 5. the serving node pauses (SIGSTOP): node 1 takes over; node 2, resumed,
+# finds a newer epoch and releases the group; nothing acknowledged is lost
+kill -STOP "${NP[2]}"
+E3=$(wait_takeover 1 "$E2")
+[ "$E3" -gt "$E2" ] || { kill -CONT "${NP[2]}"; fail "node 1 did not take over from the paused node 2"; }
+kill -CONT "${NP[2]}"
+for _ in $(seq 1 100); do
+	[ "$(served_epoch 2)" = 0 ] && break
+	sleep 0.1
+done
+[ "$(served_epoch 2)" = 0 ] || fail "node 2, resumed, still lists the group"
+grep -q "a newer owner took group" "$W/node2.log" || fail "node 2 did not log that it lost the group"
+ver=$("$LD" -V -i 0 -T 60000 -l "$W/load.wal" "${URL/$(node_portal 1)/$FRONT}" 2>>"$W/verify.log" | tail -1)
+LOST=$(sed -n 's/.* lost=\([0-9]*\).*/\1/p' <<<"$ver")
+[ "${LOST:-x}" = 0 ] || fail "lost blocks after the pause: $ver"
+echo "ok: node 2 paused; node 1 serves at epoch $E3; node 2 resumed and released the group; verify via $FRONT: $ver"
+E2=$E3
 PASSED=1
 echo "acked=$ACKED lost=$LOST ctl_bytes=$CB node1_bytes=$N1 epoch=$E2"

@@ -602,3 +602,49 @@ Test(csi_engine, served_beside_csi_checks_the_same)
 	cr_assert_not_null(strstr((char *)resp, "serves group ga, not gz"), "%s", resp);
 	ts_free(resp);
 }
+
+static int test_report(void *arg, const char *what, char **json)
+{
+	(void)arg;
+	if (!strcmp(what, "group")) {
+		*json = ts_strdup("{\"state\":\"healthy\",\"k\":4}");
+		return *json ? 0 : -ENOMEM;
+	}
+	*json = ts_strdup("not json"); /* a broken host: the caller gets -EPROTO */
+	return *json ? 0 : -ENOMEM;
+}
+
+/* Report: the host's JSON passes through as a value; a bad `what` is refused. */
+Test(csi_engine, report_passes_the_hosts_view_through)
+{
+	struct ts_engine_opts o = { .group = "ga", .ops = g_a.be, .ctx = g_a.be_ctx,
+				    .report = test_report };
+	static const struct {
+		const char *body;
+		int code;
+		const char *has;
+	} cases[] = {
+		{ "{\"group\":\"ga\",\"what\":\"group\"}", 0, "\"report\":{\"state\":\"healthy\",\"k\":4}" },
+		{ "{\"group\":\"ga\",\"what\":\"tree\"}", 0, "\"rc\":-71" }, /* -EPROTO */
+		{ "{\"group\":\"ga\",\"what\":\"disks\"}", 3, NULL },
+		{ "{\"group\":\"ga\"}", 3, NULL },
+		{ "{\"group\":\"ga\",\"what\":7}", 3, NULL },
+		{ "{\"group\":\"gz\",\"what\":\"group\"}", 0, "\"rc\":-116" }, /* -ESTALE */
+	};
+	uint8_t *resp;
+	size_t len;
+	int code;
+	char msg[256];
+
+	cr_assert_eq(ts_csi_driver_set_engine(g_local.d, &o), 0);
+	for (size_t i = 0; i < TS_ARRAY_SIZE(cases); i++) {
+		resp = NULL;
+		ts_csi_handle(g_local.d, TS_ENGINE_PREFIX "Report", (const uint8_t *)cases[i].body,
+			      strlen(cases[i].body), &resp, &len, &code, msg, sizeof(msg));
+		cr_assert_eq(code, cases[i].code, "%s: %d %s", cases[i].body, code, msg);
+		if (cases[i].has)
+			cr_assert_not_null(strstr((char *)resp, cases[i].has), "%s: %s", cases[i].body,
+					   resp);
+		ts_free(resp);
+	}
+}

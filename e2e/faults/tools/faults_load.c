@@ -49,7 +49,10 @@
  * with poll(2); libiscsi's own reconnect is off (it would replay commands
  * and consume unit attentions behind our back). On a lost session every
  * command on it is cancelled and the tool reconnects with backoff (100 ms
- * doubling to 2 s); after login, TEST UNIT READY is repeated until GOOD (it
+ * doubling to 2 s). A login answered "target moved" (an engine served by
+ * another node, docs/scale-out.md) is followed at once to the address given;
+ * every later reconnect starts again at the URL's portal, so after a
+ * failover the redirect leads to the new owner. After login, TEST UNIT READY is repeated until GOOD (it
  * consumes the unit attention) and READ CAPACITY(16) checks the size before
  * any write is sent. A command older than the IO timeout drops the session.
  *
@@ -122,6 +125,9 @@ struct lane {
 struct load {
 	/* target */
 	char portal[300], target[300], user[300], secret[300];
+	char home[300];        /* the URL's portal: every reconnect starts here */
+	unsigned redirects;    /* followed in a row (a loop of redirects ends) */
+	bool redirected;       /* the next connect goes to portal, at once */
 	int lun;
 	/* session */
 	struct iscsi_context *ctx;
@@ -378,6 +384,13 @@ static void teardown(struct load *ld, const char *why)
 	for (unsigned i = 0; i < ld->qd; i++)
 		lane_reset(&ld->lanes[i]);
 	ld->sess = S_DOWN;
+	if (ld->redirected) {
+		ld->redirected = false;
+		ld->next_attempt = now; /* portal: the address the redirect gave */
+		return;
+	}
+	snprintf(ld->portal, sizeof(ld->portal), "%s", ld->home);
+	ld->redirects = 0;
 	ld->next_attempt = now + ld->backoff;
 	ld->backoff = ld->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : ld->backoff * 2;
 }
@@ -453,10 +466,24 @@ static void logged_in(struct iscsi_context *iscsi, int status, void *command_dat
 	(void)command_data;
 	if (ld->tearing || ld->sess != S_CONNECTING)
 		return;
+	if (status == SCSI_STATUS_REDIRECT && ld->redirects < 4 && iscsi_get_target_address(iscsi)) {
+		const char *to = iscsi_get_target_address(iscsi);
+		size_t n = strcspn(to, ",");
+
+		if (n > 0 && n < sizeof(ld->portal)) {
+			snprintf(ld->portal, sizeof(ld->portal), "%.*s", (int)n, to);
+			ld->redirects++;
+			say("login redirected to %s", ld->portal);
+			ld->redirected = true; /* reconnect there now, no backoff */
+			broken(ld, "redirected");
+			return;
+		}
+	}
 	if (status != SCSI_STATUS_GOOD) {
 		broken(ld, iscsi_get_error(iscsi));
 		return;
 	}
+	ld->redirects = 0;
 	ld->n_sessions++;
 	ld->sess = S_SETUP;
 	ld->setup_step = 0;
@@ -912,6 +939,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	snprintf(ld->portal, sizeof(ld->portal), "%s", u->portal);
+	snprintf(ld->home, sizeof(ld->home), "%s", u->portal);
 	snprintf(ld->target, sizeof(ld->target), "%s", u->target);
 	snprintf(ld->user, sizeof(ld->user), "%s", user ? user : u->user);
 	snprintf(ld->secret, sizeof(ld->secret), "%s", secret ? secret : u->passwd);
