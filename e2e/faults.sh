@@ -30,6 +30,15 @@
 #   node-ctl-kill  kill -9 a node other than 1, 0.3-2 s later kill -9 the controller;
 #               the controller restarts without that node (k members left),
 #               the node 0.5-3 s after it
+# With --engines nodes (the engine in a node daemon, `tessera controller
+# --engines nodes` carrying no volume data; the load logs in at the
+# controller's portal and follows the redirect to the serving node), also:
+#   owner-kill  kill -9 the node serving the group (the controller hands it to
+#               the lowest live node at a new epoch), restart it 0.5-4 s later
+#   owner-pause SIGSTOP the serving node until another node serves the group
+#               at a higher epoch, then SIGCONT: the stale owner must release
+#               the group, and its writes still in flight are refused by the
+#               members (fencing, docs/fencing.md)
 # then wait until the group is healthy again (`tessera agrp list`) and the
 # load has acknowledged new writes.
 #
@@ -39,8 +48,9 @@
 # with node N and then node N-1 killed in turn, verify again (degraded reads
 # must decode from the healed fragments).
 #
-# Usage: e2e/faults.sh --rounds N [--hosts H] [--seed S] [--faults K,K..] [--keep] [--tessera PATH] [--load PATH]
+# Usage: e2e/faults.sh --rounds N [--hosts H] [--engines nodes|controller] [--seed S] [--faults K,K..] [--keep] [--tessera PATH] [--load PATH]
 #   --rounds N      fault rounds (default 3)
+#   --engines WHERE controller (default) or nodes (see above)
 #   --hosts H       hosts (3..32, default 3): a 4+2 group needs 3
 #   --seed S        seeds the choice of faults and timings (bash RANDOM) and the load
 #   --faults LIST   only these kinds, comma-separated (default: all of the above)
@@ -57,28 +67,41 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
 KINDS=(node-kill link-down link-drop ctl-kill host-kill node-ctl-kill)
-ROUNDS=3 HOSTS=3 SEED="" KEEP=0 T="" LD=""
+NODE_KINDS=(owner-kill owner-pause)
+ROUNDS=3 HOSTS=3 ENGINES=controller SEED="" KEEP=0 T="" LD="" WANT=""
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) ROUNDS=$2; shift 2 ;;
     --hosts) HOSTS=$2; shift 2 ;;
+    --engines) ENGINES=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    --faults)
-      IFS=, read -r -a want <<<"$2"
-      for k in "${want[@]}"; do
-        [[ " ${KINDS[*]} " == *" $k "* ]] || { echo "faults: unknown fault $k (${KINDS[*]})" >&2; exit 2; }
-      done
-      KINDS=("${want[@]}"); shift 2 ;;
+    --faults) WANT=$2; shift 2 ;;
     --tessera) T=$(readlink -f "$2"); shift 2 ;;
     --load) LD=$(readlink -f "$2"); shift 2 ;;
     *) echo "usage: $0 --rounds N [--hosts H] [--seed S] [--faults K,K..] [--keep] [--tessera PATH] [--load PATH]" >&2; exit 2 ;;
   esac
 done
 [[ $ROUNDS =~ ^[0-9]+$ ]] || { echo "faults: --rounds wants a number" >&2; exit 2; }
+case $ENGINES in
+  controller) ;;
+  nodes) KINDS+=("${NODE_KINDS[@]}") ;;
+  *) echo "faults: --engines wants nodes or controller" >&2; exit 2 ;;
+esac
+if [ -n "$WANT" ]; then
+  IFS=, read -r -a want <<<"$WANT"
+  for k in "${want[@]}"; do
+    [[ " ${KINDS[*]} " == *" $k "* ]] || { echo "faults: unknown fault $k (${KINDS[*]})" >&2; exit 2; }
+  done
+  KINDS=("${want[@]}")
+fi
 [[ $HOSTS =~ ^[0-9]+$ ]] && [ "$HOSTS" -ge 3 ] && [ "$HOSTS" -le 32 ] ||
   { echo "faults: --hosts wants a number from 3 to 32" >&2; exit 2; }
 ALL=$(seq 1 "$HOSTS")
+NODE_ARGS=() CTL_ARGS=() ENGINE_HOST=""
+if [ "$ENGINES" = nodes ]; then
+  NODE_ARGS=(--io-timeout-ms 1500) CTL_ARGS=(--engines nodes) ENGINE_HOST=1
+fi
 [ -n "$SEED" ] || SEED=$(( (RANDOM << 15) | RANDOM ))
 [[ $SEED =~ ^[0-9]+$ ]] || { echo "faults: --seed wants a number" >&2; exit 2; }
 RANDOM=$SEED
@@ -152,7 +175,8 @@ start_node() { # N
   ip netns exec ts-f$i env TESSERA_CHAP_USER=$USER_ TESSERA_CHAP_SECRET=$SECRET_ \
     "$T" node --id "$i" --cluster "$CLUSTER" --addr $SUBNET.$i --port $PORT \
     --registry "$W/registry" --disk "$W/n$i/d1" --disk "$W/n$i/d2" \
-    --extent-size 1048576 --heartbeat-ms 200 >>"$W/node$i.log" 2>&1 &
+    --extent-size 1048576 --heartbeat-ms 200 "${NODE_ARGS[@]}" \
+    ${ENGINE_HOST:+--state-dir "$W/n$i/state"} >>"$W/node$i.log" 2>&1 &
   NODE_PID[$i]=$!
 }
 
@@ -169,8 +193,32 @@ spawn_ctl() {
   ip netns exec ts-f1 env TESSERA_CHAP_USER=$USER_ TESSERA_CHAP_SECRET=$SECRET_ \
     "$T" controller --registry "$W/registry" --group "$GROUP" --state-dir "$W/ctl" \
     --portal $SUBNET.1:$CPORT --csi-endpoint "$EP" --ec 4+2 --member-size 48Mi \
-    --io-timeout-ms 1500 >"$W/ctl.out" 2>>"$W/ctl.log" &
+    --io-timeout-ms 1500 "${CTL_ARGS[@]}" >"$W/ctl.out" 2>>"$W/ctl.log" &
   CTL_PID=$!
+}
+
+# With --engines nodes: the node serving the group now (the live node listing
+# it at the highest epoch in its record), and that epoch; "0 0" when none.
+owner_now() {
+  local now
+  now=$(($(date +%s%3N)))
+  jq -rs --arg g "$GROUP" --argjson now "$now" '
+    [.[] | select(.heartbeat_ms + 3000 >= $now) | . as $n
+     | (.served // [])[] | select(.uuid == $g) | {node: $n.node_id, epoch}]
+    | max_by(.epoch) // {node: 0, epoch: 0} | "\(.node) \(.epoch)"' \
+    "$W"/registry/nodes/*.json 2>/dev/null || echo "0 0"
+}
+
+# wait_owner_above EPOCH SECONDS: 0 once a live node serves at a higher epoch
+wait_owner_above() {
+  local end=$((SECONDS + $2)) o e
+  while [ $SECONDS -lt $end ]; do
+    read -r o e <<<"$(owner_now)"
+    [ "$o" != 0 ] && [ "$e" -gt "$1" ] && return 0
+    sleep 0.2
+  done
+  log "no new owner above epoch $1 after $2 s (now: $(owner_now))"
+  return 1
 }
 
 wait_ctl() { # until it prints ready; 1 if it died or is not ready in 120 s
@@ -301,12 +349,21 @@ for i in $ALL; do
   truncate -s 256M "$W/n$i/d1" "$W/n$i/d2"
   start_node "$i"
 done
-LOST=0 ACKED=0 FAILED=0 HEALED=no DONE=0
+LOST=0 ACKED=0 FAILED=0 HEALED=no DONE=0 PAUSED=0
 finish() { # the last line, and the exit status
   local rc=1
   [ "$LOST" -eq 0 ] && [ "$HEALED" = yes ] && [ "$FAILED" -eq 0 ] && rc=0
   if [ "$KEEP" = 1 ] || [ $rc -ne 0 ]; then echo "faults: work dir kept: $W"; status=done; else status=ok; fi
-  echo "rounds=$DONE acked=$ACKED lost=$LOST healed=$HEALED"
+  if [ "$ENGINES" = nodes ]; then
+    # fencing at work: the members' first refusal after each raise, and the
+    # stale engines that released the group
+    local refused released
+    refused=$(cat "$W"/node*.log 2>/dev/null | grep -c 'fenced IO refused' || true)
+    released=$(cat "$W"/node*.log 2>/dev/null | grep -c 'a newer owner took group' || true)
+    echo "rounds=$DONE acked=$ACKED lost=$LOST healed=$HEALED paused_owners=$PAUSED fence_refusal_events=$refused stale_engines_released=$released epoch=$(owner_now | cut -d' ' -f2)"
+  else
+    echo "rounds=$DONE acked=$ACKED lost=$LOST healed=$HEALED"
+  fi
   exit $rc
 }
 # the group is placed on the nodes registered when the controller first starts
@@ -322,6 +379,8 @@ log "controller ready: $(head -1 "$W/ctl.out")"
 vol=$(timeout 60 "$T" --endpoint "$EP" volume create faults --size 64Mi -o json) ||
   { log "volume create failed"; FAILED=1; finish; }
 URL=$(jq -r .iscsi_url <<<"$vol")
+# nodes: the load logs in at the controller's portal and follows the redirect
+[ "$ENGINES" = nodes ] && URL=$(sed "s|^iscsi://[^/]*/|iscsi://$SUBNET.1:$CPORT/|" <<<"$URL")
 log "volume $URL"
 "$LD" --log "$W/load.wal" --seed "$SEED" --qd 4 --verify-timeout-ms 120000 "$URL" >"$W/load.out" 2>"$W/load.log" &
 LOAD_PID=$!
@@ -350,6 +409,24 @@ for r in $(seq "$ROUNDS"); do
       log "round $r: $kind: kill -9 controller and node 1, restart after $(ms_s "$d") s"
       stop_ctl KILL; stop_node 1 KILL; sleep "$(ms_s "$d")"
       start_node 1; start_ctl || { FAILED=1; break; } ;;
+    owner-kill)
+      read -r n e <<<"$(owner_now)"
+      d=$(rnd_ms 500 4000)
+      [ "$n" != 0 ] || { log "round $r: $kind: nobody serves the group"; FAILED=1; break; }
+      log "round $r: $kind: kill -9 node $n (serving at epoch $e), restart after $(ms_s "$d") s"
+      stop_node "$n" KILL
+      wait_owner_above "$e" 60 || { FAILED=1; start_node "$n"; break; }
+      log "round $r: $kind: node $(owner_now | cut -d' ' -f1) took over at epoch $(owner_now | cut -d' ' -f2)"
+      sleep "$(ms_s "$d")"; start_node "$n" ;;
+    owner-pause)
+      read -r n e <<<"$(owner_now)"
+      [ "$n" != 0 ] || { log "round $r: $kind: nobody serves the group"; FAILED=1; break; }
+      log "round $r: $kind: SIGSTOP node $n (serving at epoch $e) until another node serves"
+      kill -STOP "${NODE_PID[$n]}"
+      if ! wait_owner_above "$e" 60; then kill -CONT "${NODE_PID[$n]}"; FAILED=1; break; fi
+      log "round $r: $kind: node $(owner_now | cut -d' ' -f1) took over at epoch $(owner_now | cut -d' ' -f2); SIGCONT node $n"
+      kill -CONT "${NODE_PID[$n]}"
+      PAUSED=$((PAUSED + 1)) ;;
     node-ctl-kill)
       n=$((2 + RANDOM % (HOSTS - 1))) d=$(rnd_ms 300 2000) d2=$(rnd_ms 500 3000)
       log "round $r: $kind: kill -9 node $n, $(ms_s "$d") s later the controller; node back $(ms_s "$d2") s after the controller"

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "control/cluster/cluster.h"
 #include "csi/admin.h"
@@ -35,6 +36,7 @@
 #include "snapshots/chain/chain.h"
 
 #define ENGINE_TICK_MS 500
+#define ENGINE_POOL_WAIT_S 30
 
 struct engine {
 	uint8_t uuid[16];
@@ -197,7 +199,27 @@ static int host_serve(void *ctx, struct ts_node *n, const uint8_t uuid[16], uint
 	if (rc)
 		goto fail;
 	what = "volume pool";
-	rc = engine_open_pool(h, e, rec);
+	/*
+	 * Taken over from an owner that died with writes in flight while a
+	 * member was out: regions the group cannot vouch for (the degraded
+	 * write hole, docs/ec-layout.md) may keep the pool unreadable until the
+	 * missing members are back and resynced, which the maintenance thread
+	 * does; wait for that (bounded) instead of failing the handover.
+	 */
+	for (unsigned tries = 0;; tries++) {
+		struct ts_cluster_status st;
+		const struct timespec second = { 1, 0 };
+
+		rc = engine_open_pool(h, e, rec);
+		ts_cluster_status(e->cl, &st);
+		if (rc != -EIO || !strcmp(st.state, "healthy") || tries == ENGINE_POOL_WAIT_S)
+			break;
+		if (tries == 0)
+			ts_log(TS_LOG_WARN, "engine",
+			       "volume pool unreadable while the group is %s; waiting for members",
+			       st.state);
+		nanosleep(&second, NULL);
+	}
 	if (rc)
 		goto fail;
 	what = "state directory";
