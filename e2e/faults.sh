@@ -34,11 +34,15 @@
 # --engines nodes` carrying no volume data; the load logs in at the
 # controller's portal and follows the redirect to the serving node), also:
 #   owner-kill  kill -9 the node serving the group (the controller hands it to
-#               the lowest live node at a new epoch), restart it 0.5-4 s later
-#   owner-pause SIGSTOP the serving node until another node serves the group
-#               at a higher epoch, then SIGCONT: the stale owner must release
-#               the group, and its writes still in flight are refused by the
-#               members (fencing, docs/fencing.md)
+#               the lowest live node at a new epoch), restart it 0.5-4 s after
+#               the takeover began (the group record's epoch rose)
+#   owner-pause SIGSTOP the serving node until the takeover began, then 0-1.5 s
+#               more, then SIGCONT: the stale owner must release the group, and
+#               its writes still in flight are refused by the members that the
+#               new owner fenced (docs/fencing.md)
+#   (the new owner may need the old owner's node back before it can read the
+#   pool: writes in flight when that node died leave stripes it cannot vouch
+#   for without that node's fragments, the degraded write hole)
 # then wait until the group is healthy again (`tessera agrp list`) and the
 # load has acknowledged new writes.
 #
@@ -207,6 +211,18 @@ owner_now() {
      | (.served // [])[] | select(.uuid == $g) | {node: $n.node_id, epoch}]
     | max_by(.epoch) // {node: 0, epoch: 0} | "\(.node) \(.epoch)"' \
     "$W"/registry/nodes/*.json 2>/dev/null || echo "0 0"
+}
+
+# wait_record_above EPOCH SECONDS: 0 once the group record's epoch is higher
+wait_record_above() {
+  local end=$((SECONDS + $2)) e
+  while [ $SECONDS -lt $end ]; do
+    e=$(jq -r '.epoch // 0' "$W/registry/groups/$GROUP.json" 2>/dev/null || echo 0)
+    [ "$e" -gt "$1" ] && return 0
+    sleep 0.1
+  done
+  log "the group record's epoch did not rise above $1 in $2 s"
+  return 1
 }
 
 # wait_owner_above EPOCH SECONDS: 0 once a live node serves at a higher epoch
@@ -413,19 +429,29 @@ for r in $(seq "$ROUNDS"); do
       read -r n e <<<"$(owner_now)"
       d=$(rnd_ms 500 4000)
       [ "$n" != 0 ] || { log "round $r: $kind: nobody serves the group"; FAILED=1; break; }
-      log "round $r: $kind: kill -9 node $n (serving at epoch $e), restart after $(ms_s "$d") s"
+      log "round $r: $kind: kill -9 node $n (serving at epoch $e); once the takeover began, restart it $(ms_s "$d") s later"
       stop_node "$n" KILL
-      wait_owner_above "$e" 60 || { FAILED=1; start_node "$n"; break; }
-      log "round $r: $kind: node $(owner_now | cut -d' ' -f1) took over at epoch $(owner_now | cut -d' ' -f2)"
-      sleep "$(ms_s "$d")"; start_node "$n" ;;
+      # as for owner-pause: the new owner may need this node's members back
+      wait_record_above "$e" 30 || { FAILED=1; start_node "$n"; break; }
+      sleep "$(ms_s "$d")"; start_node "$n"
+      wait_owner_above "$e" 60 || { FAILED=1; break; }
+      read -r o oe <<<"$(owner_now)"
+      log "round $r: $kind: node $o serves at epoch $oe" ;;
     owner-pause)
       read -r n e <<<"$(owner_now)"
       [ "$n" != 0 ] || { log "round $r: $kind: nobody serves the group"; FAILED=1; break; }
-      log "round $r: $kind: SIGSTOP node $n (serving at epoch $e) until another node serves"
+      d=$(rnd_ms 0 1500)
+      log "round $r: $kind: SIGSTOP node $n (serving at epoch $e) until the controller hands the group over, then $(ms_s "$d") s more"
       kill -STOP "${NODE_PID[$n]}"
-      if ! wait_owner_above "$e" 60; then kill -CONT "${NODE_PID[$n]}"; FAILED=1; break; fi
-      log "round $r: $kind: node $(owner_now | cut -d' ' -f1) took over at epoch $(owner_now | cut -d' ' -f2); SIGCONT node $n"
+      # The takeover has begun once the record's epoch is raised; the new
+      # owner may need the paused node's members back to read the pool (the
+      # degraded write hole), so the pause ends then, not once it serves.
+      if ! wait_record_above "$e" 30; then kill -CONT "${NODE_PID[$n]}"; FAILED=1; break; fi
+      sleep "$(ms_s "$d")"
       kill -CONT "${NODE_PID[$n]}"
+      if ! wait_owner_above "$e" 60; then FAILED=1; break; fi
+      read -r o oe <<<"$(owner_now)"
+      log "round $r: $kind: node $n resumed; node $o serves at epoch $oe"
       PAUSED=$((PAUSED + 1)) ;;
     node-ctl-kill)
       n=$((2 + RANDOM % (HOSTS - 1))) d=$(rnd_ms 300 2000) d2=$(rnd_ms 500 3000)
