@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "control/cluster/cluster.h"
+#include "dataplane/agrp/agrp.h"
 #include "csi/admin.h"
 #include "csi/backend/backend_dataplane.h"
 #include "csi/engine.h"
@@ -193,6 +194,14 @@ static int host_serve(void *ctx, struct ts_node *n, const uint8_t uuid[16], uint
 	what = "assembly";
 	rc = ts_cluster_open(&co, &e->cl);
 	if (rc)
+		goto fail;
+	/*
+	 * A member we could not reach now we could not fence either: the
+	 * previous owner (paused, cut off) may still write it until we do, so
+	 * when it returns it is rebuilt in full, not only where we wrote.
+	 */
+	rc = ts_agrp_distrust_absent(ts_cluster_agrp(e->cl));
+	if (rc < 0)
 		goto fail;
 	what = "maintenance thread";
 	rc = ts_maint_start(e->cl, "engine", ENGINE_TICK_MS, &e->maint);

@@ -415,6 +415,24 @@ static int same_geometry(const struct agrp_sb *a, const struct agrp_sb *b)
 	       a->block_size == b->block_size;
 }
 
+int ts_agrp_distrust_absent(struct ts_agrp *g)
+{
+	uint64_t all, absent;
+
+	if (!g)
+		return -EINVAL;
+	if (agrp_fenced(g))
+		return TS_ERR_FENCED;
+	all = g->n >= 64 ? ~0ull : (1ull << g->n) - 1;
+	absent = all & ~agrp_live_mask(g);
+	if (!absent || !g->nregions)
+		return 0;
+	agrp_bm_mark(g, 0, g->nregions - 1, 0, absent);
+	ts_log(TS_LOG_INFO, "agrp", "absent members distrusted in full mask=0x%llx regions=%llu",
+	       (unsigned long long)absent, (unsigned long long)g->nregions);
+	return __builtin_popcountll(absent);
+}
+
 int ts_agrp_add_member(struct ts_agrp *g, struct ts_member *mem)
 {
 	struct agrp_sb sb;

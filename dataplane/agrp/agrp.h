@@ -164,6 +164,17 @@ int ts_agrp_assemble(struct ts_member *const *members, unsigned n,
 int ts_agrp_add_member(struct ts_agrp *g, struct ts_member *m);
 
 /**
+ * Mark every region out of date for every slot that is not live now, so
+ * that each of those members, when it comes back, is resynced in full and
+ * not only where this group wrote without it. An engine that takes a group
+ * over calls it right after assembly: a member it could not reach (and so
+ * not fence) may have received writes from the previous owner that no
+ * bitmap of this group records (docs/scale-out.md). Returns how many slots
+ * were marked (0: all live), or an error (a fenced group: TS_ERR_FENCED).
+ */
+int ts_agrp_distrust_absent(struct ts_agrp *g);
+
+/**
  * Replace slot \p slot (which must not be live) with blank member \p m:
  * formats it, rebuilds every stripe from the others, and records its uuid
  * and node in the superblocks (generation bump). Returns 0, -EINVAL, -EEXIST

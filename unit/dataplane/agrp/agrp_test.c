@@ -728,3 +728,50 @@ Test(agrp_device, fua_write_then_flush_and_owner_hooks)
 	ts_agrp_device_destroy(dev);
 	fx_destroy(&f);
 }
+
+/*
+ * A member away at a takeover may have been written by the previous owner
+ * behind this group's back: distrusting it makes its rejoin rebuild every
+ * region, not only those written without it.
+ */
+Test(agrp, distrusted_absent_member_is_resynced_in_full)
+{
+	struct fixture f;
+	struct ts_agrp_info info;
+	struct ts_agrp_stats st;
+
+	fx_create(&f, 4, 2, 16384, MSIZE);
+	do_write(&f, 0, f.size);
+	cr_assert_eq(ts_agrp_probe(f.mem[0], &info), 0);
+	cr_assert_eq(ts_agrp_distrust_absent(f.g), 0, "all live: nothing to mark");
+	ts_agrp_close(f.g);
+	/* the new owner assembles without member 3 */
+	{
+		struct ts_member *five[5] = { f.mem[0], f.mem[1], f.mem[2], f.mem[4], f.mem[5] };
+
+		cr_assert_eq(ts_agrp_assemble(five, 5, NULL, &f.g), 0);
+	}
+	cr_assert_eq(ts_agrp_live_mask(f.g), 0x37);
+	cr_assert_eq(ts_agrp_distrust_absent(f.g), 1);
+	ts_agrp_stats(f.g, &st);
+	cr_assert_gt(st.ood_regions, 0);
+	/* the old owner's stray write lands on member 3 only (its own node) */
+	{
+		uint8_t junk[BS];
+
+		memset(junk, 0xa5, sizeof(junk));
+		cr_assert_eq(ts_member_rw_sync(f.mem[3], TS_MEMBER_WRITE, 0,
+					       info.data_offset + 5 * BS, BS, junk), 0);
+	}
+	tm_reset_counters(f.tm[3]);
+	cr_assert_eq(ts_agrp_add_member(f.g, f.mem[3]), 0);
+	cr_assert_eq(ts_agrp_live_mask(f.g), 0x3f);
+	/* every chunk of member 3 rewritten (the group wrote nothing meanwhile) */
+	cr_assert_geq(tm_written(f.tm[3], info.data_offset), MSIZE - info.data_offset - 16384,
+		      "rebuilt %llu bytes", (unsigned long long)tm_written(f.tm[3], info.data_offset));
+	/* member 3 is now needed to decode: the stray write must be gone */
+	tm_set_mode(f.tm[0], TM_MISSING);
+	tm_set_mode(f.tm[1], TM_MISSING);
+	check_all(&f);
+	fx_destroy(&f);
+}
