@@ -832,8 +832,15 @@ restart:
 		arr = json_object_get(resp, "items");
 		md = json_object_get(resp, "metadata");
 		if (!json_is_object(md) || (arr && !json_is_null(arr) && !json_is_array(arr)) ||
-		    opt_str(md, "resourceVersion", &r) || !r || !kube_rv_valid(r) ||
-		    opt_str(md, "continue", &next)) {
+		    opt_str(md, "resourceVersion", &r) || !r || !kube_rv_valid(r)) {
+			json_decref(resp);
+			goto out;
+		}
+		/* custom resource lists send "continue": "" on the last page */
+		v = json_object_get(md, "continue");
+		if (json_is_string(v) && json_string_length(v) == 0)
+			v = NULL;
+		if (v && (opt_str(md, "continue", &next))) {
 			json_decref(resp);
 			goto out;
 		}

@@ -39,6 +39,8 @@
 
 #define API "/apis/" TS_REGISTRY_KUBE_GROUP "/" TS_REGISTRY_KUBE_VERSION
 #define CONFLICT_RETRIES 1000
+/* group_rmw: the write conflicted, read and decide again (not an errno: -EAGAIN is the server's) */
+#define AGAIN 1
 
 struct knode {
 	uint32_t id;
@@ -607,14 +609,14 @@ static int group_rmw(struct kreg *k, const uint8_t uuid[16], group_decide decide
 			json_object_set_new(json_object_get(out, "metadata"), "resourceVersion",
 					    json_string(rv_of(obj)));
 			rc = ts_kube_update(k->c, path, out, NULL);
-			rc = rc == -ESTALE ? -EAGAIN : rc; /* written in between: again */
+			rc = rc == -ESTALE ? AGAIN : rc; /* written in between: again */
 		} else if (rc == 0) {
 			rc = ts_kube_create(k->c, coll, out, NULL);
-			rc = rc == -EEXIST ? -EAGAIN : rc; /* created in between: again */
+			rc = rc == -EEXIST ? AGAIN : rc; /* created in between: again */
 		}
 		json_decref(out);
 		json_decref(obj);
-		if (rc != -EAGAIN)
+		if (rc != AGAIN)
 			goto done;
 		conflict_pause(attempt);
 	}
