@@ -621,6 +621,8 @@ static int block(struct yparser *y, json_t **out)
 
 	if (++y->depth > YAML_DEPTH_MAX)
 		return -EINVAL;
+	if (l->p[0] == '?' && (l->len == 1 || l->p[1] == ' '))
+		return -EINVAL; /* complex keys */
 	if (is_item(l))
 		rc = sequence(y, l->indent, out);
 	else if (key_colon(l) > 0)
