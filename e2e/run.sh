@@ -196,22 +196,10 @@ wait_for() { # timeout-seconds description command...
 }
 
 # ---- PKI: a CA, the apiserver's serving cert, client certs, SA signing key ----
+. "$here/lib/controlplane.sh"
 pki=$WORK/pki
-ossl() { openssl "$@" 2>>"$WORK/logs/openssl.log"; }
-ossl req -x509 -newkey rsa:2048 -nodes -keyout "$pki/ca.key" -out "$pki/ca.crt" -days 2 -subj "/CN=tessera-e2e-ca"
-cert() { # name subject [san]
-  local name=$1 subj=$2 san=${3:-}
-  ossl req -newkey rsa:2048 -nodes -keyout "$pki/$name.key" -out "$pki/$name.csr" -subj "$subj"
-  local ext=$pki/$name.ext
-  if [ -n "$san" ]; then
-    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$san" >"$ext"
-  else
-    printf 'extendedKeyUsage=clientAuth\n' >"$ext"
-  fi
-  ossl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
-    -out "$pki/$name.crt" -days 2 -extfile "$ext"
-}
-cert apiserver "/CN=kube-apiserver" "IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.96.0.1"
+cert() { cp_cert "$pki" "$WORK/logs/openssl.log" "$@"; }
+cp_pki "$pki" "$WORK/logs/openssl.log"
 cert admin "/O=system:masters/CN=e2e-admin"
 cert kcm "/CN=system:kube-controller-manager"
 NODE_NAME=e2e-node
@@ -219,24 +207,11 @@ if [ "$PODS" = 1 ]; then
   cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME"
   cert scheduler "/CN=system:kube-scheduler"
 fi
-ossl genrsa -out "$pki/sa.key" 2048
-ossl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
 
 SERVER=https://127.0.0.1:$API_PORT
 kubeconfig() { # file user cert key | file user --token TOKEN
-  local f=$1 user=$2
-  {
-    echo "apiVersion: v1"
-    echo "kind: Config"
-    echo "clusters: [{name: e2e, cluster: {server: \"$SERVER\", certificate-authority: \"$pki/ca.crt\"}}]"
-    echo "contexts: [{name: e2e, context: {cluster: e2e, user: $user}}]"
-    echo "current-context: e2e"
-    if [ "$3" = --token ]; then
-      echo "users: [{name: $user, user: {token: \"$4\"}}]"
-    else
-      echo "users: [{name: $user, user: {client-certificate: \"$3\", client-key: \"$4\"}}]"
-    fi
-  } >"$f"
+  local f=$1 user=$2; shift 2
+  cp_kubeconfig "$f" "$SERVER" "$pki/ca.crt" "$user" "$@"
 }
 kubeconfig "$WORK/admin.kubeconfig" admin "$pki/admin.crt" "$pki/admin.key"
 kubeconfig "$WORK/kcm.kubeconfig" kcm "$pki/kcm.crt" "$pki/kcm.key"
@@ -248,10 +223,8 @@ export KUBECONFIG=$WORK/admin.kubeconfig
 k() { "$KUBECTL" "$@"; }
 
 # ---- control plane -------------------------------------------------------------------
-start etcd etcd --name e2e --data-dir "$WORK/etcd" \
-  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-  --listen-peer-urls "http://127.0.0.1:$ETCD_PEER" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" \
-  --initial-cluster "e2e=http://127.0.0.1:$ETCD_PEER" --unsafe-no-fsync
+cp_etcd_cmd e2e "$WORK/etcd" "$ETCD_PORT" "$ETCD_PEER"
+start etcd "${CP_ETCD_CMD[@]}"
 wait_for 30 etcd curl -sf "http://127.0.0.1:$ETCD_PORT/health" || setup_fail "etcd did not start (logs/etcd.log)"
 
 AUTHZ=RBAC
@@ -262,14 +235,8 @@ if [ "$PODS" = 1 ]; then
   KUBELET_CLIENT=(--kubelet-preferred-address-types InternalIP
     --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key")
 fi
-start kube-apiserver "$KAPI" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --endpoint-reconciler-type none \
-  --secure-port "$API_PORT" \
-  --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
-  --client-ca-file "$pki/ca.crt" --authorization-mode "$AUTHZ" --allow-privileged=true \
-  --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$pki/sa.pub" \
-  --service-account-signing-key-file "$pki/sa.key" --service-cluster-ip-range 10.96.0.0/24 \
-  --api-audiences https://kubernetes.default.svc --profiling=false "${KUBELET_CLIENT[@]}" --v=1
+cp_apiserver_cmd "$KAPI" "$pki" "$ETCD_PORT" "$API_PORT" "$AUTHZ" "${KUBELET_CLIENT[@]}"
+start kube-apiserver "${CP_APISERVER_CMD[@]}"
 wait_for 120 kube-apiserver k get --raw /readyz || setup_fail "kube-apiserver not ready (logs/kube-apiserver.log)"
 log "kube-apiserver ready: $(k version -o json | sed -n 's/.*"gitVersion": "\([^"]*\)".*/\1/p' | tr '\n' ' ')"
 
