@@ -493,10 +493,11 @@ static int render_agrps(json_t *resp, FILE *out, const char *indent)
 	if (!json_is_array(agrps))
 		return -EINVAL;
 	rows = json_array();
-	row(rows, 10, "UUID", "EC", "STATE", "LIVE", "DEGRADED STRIPES", "REPLICATED", "HEAL",
-	    "GENERATION", "SIZE", "MEMBERS (slot:node)");
+	row(rows, 11, "UUID", "EC", "STATE", "LIVE", "DEGRADED STRIPES", "REPLICATED", "HEAL",
+	    "GENERATION", "SIZE", "MEMBERS (slot:node)", "SERVED BY");
 	json_array_foreach(agrps, i, g) {
-		char ec[48], live[48], deg[24], repl[32], heal[64], gen[24], sz[32], members[1024] = "";
+		char ec[48], live[48], deg[24], repl[32], heal[64], gen[24], sz[32], members[1024] = "",
+		     by[48];
 		size_t used = 0, j;
 		json_t *mem;
 
@@ -517,8 +518,13 @@ static int render_agrps(json_t *resp, FILE *out, const char *indent)
 				break;
 			used += (size_t)w;
 		}
-		row(rows, 10, jstr(g, "uuid"), ec, jstr(g, "state"), live, deg, repl, heal, gen, sz,
-		    members);
+		if (jint(g, "serving_node"))
+			snprintf(by, sizeof(by), "n%" PRIu64 " (epoch %" PRIu64 ")",
+				 jint(g, "serving_node"), jint(g, "epoch"));
+		else
+			snprintf(by, sizeof(by), "controller");
+		row(rows, 11, jstr(g, "uuid"), ec, jstr(g, "state"), live, deg, repl, heal, gen, sz,
+		    members, by);
 	}
 	table_print(rows, out, indent);
 	json_decref(rows);

@@ -509,7 +509,7 @@ static json_t *agrp_json(const struct ts_admin_agrp *g)
 			return NULL;
 		}
 	return json_pack("{s:s, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, "
-			 "s:I, s:I, s:f, s:o*}",
+			 "s:I, s:I, s:f, s:I, s:I, s:o*}",
 			 "uuid", g->uuid, "k", (json_int_t)g->k, "m", (json_int_t)g->m, "state",
 			 state, "live_members", (json_int_t)live, "generation",
 			 (json_int_t)g->generation, "size_bytes", (json_int_t)g->size_bytes,
@@ -520,7 +520,8 @@ static json_t *agrp_json(const struct ts_admin_agrp *g)
 			 (json_int_t)g->heal_done_bytes, "heal_rate_mbps", g->heal_rate_mbps,
 			 "heals", (json_int_t)g->heals, "rebuilds", (json_int_t)g->rebuilds,
 			 "rebuild_bytes", (json_int_t)g->rebuild_bytes, "rebuild_rate_mbps",
-			 g->rebuild_rate_mbps, "members", members);
+			 g->rebuild_rate_mbps, "serving_node", (json_int_t)g->serving_node, "epoch",
+			 (json_int_t)g->epoch, "members", members);
 }
 
 static json_t *status_json(const struct ts_admin_status *st)

@@ -76,6 +76,8 @@ struct ts_admin_agrp {
 	uint64_t rebuilds;           /**< lost members rebuilt onto new vdisks */
 	uint64_t rebuild_bytes;      /**< last rebuild: bytes reconstructed */
 	double rebuild_rate_mbps;    /**< last rebuild's rate, MB/s */
+	uint32_t serving_node;       /**< node whose engine serves the group; 0: the controller itself */
+	uint64_t epoch;              /**< the ownership epoch it serves at (0: unknown) */
 };
 
 /** The thin-volume pool on the array group(s). */

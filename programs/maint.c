@@ -142,6 +142,8 @@ void ts_maint_agrp_view(const struct ts_cluster_status *st, struct ts_admin_agrp
 	g->rebuilds = st->rebuilds;
 	g->rebuild_bytes = st->rebuild_bytes;
 	g->rebuild_rate_mbps = (double)st->rebuild_rate_bps / 1e6;
+	g->serving_node = st->owner_node == TS_CLUSTER_CONTROLLER_OWNER ? 0 : st->owner_node;
+	g->epoch = st->owner_epoch;
 }
 
 static int cmp_node(const void *a, const void *b)
@@ -193,7 +195,7 @@ int ts_maint_agrp_to_json(const struct ts_admin_agrp *g, char **text)
 	for (unsigned i = 0; slots && i < g->k + g->m && i < TS_ADMIN_MAX_SLOTS; i++)
 		json_array_append_new(slots, json_pack("[i,b]", (int)g->slots[i].node,
 						       (int)g->slots[i].live));
-	j = json_pack("{s:s,s:i,s:i,s:I,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:f,s:o}",
+	j = json_pack("{s:s,s:i,s:i,s:I,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:f,s:I,s:I,s:o}",
 		      "uuid", g->uuid, "k", (int)g->k, "m", (int)g->m, "generation",
 		      (json_int_t)g->generation, "size_bytes", (json_int_t)g->size_bytes, "state",
 		      g->state, "degraded_stripes", (json_int_t)g->degraded_stripes,
@@ -203,6 +205,7 @@ int ts_maint_agrp_to_json(const struct ts_admin_agrp *g, char **text)
 		      (json_int_t)g->heal_done_bytes, "heal_rate_mbps", g->heal_rate_mbps, "heals",
 		      (json_int_t)g->heals, "rebuilds", (json_int_t)g->rebuilds, "rebuild_bytes",
 		      (json_int_t)g->rebuild_bytes, "rebuild_rate_mbps", g->rebuild_rate_mbps,
+		      "serving_node", (json_int_t)g->serving_node, "epoch", (json_int_t)g->epoch,
 		      "slots", slots);
 	s = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
@@ -214,20 +217,21 @@ int ts_maint_agrp_to_json(const struct ts_admin_agrp *g, char **text)
 int ts_maint_agrp_from_json(const char *text, struct ts_admin_agrp *g)
 {
 	json_int_t k = 0, m = 0, gen = 0, size = 0, ds = 0, rb = 0, ub = 0, ht = 0, hd = 0, heals = 0,
-		   rbs = 0, rbb = 0;
+		   rbs = 0, rbb = 0, sn = 0, ep = 0;
 	const char *uuid = NULL, *state = NULL;
 	json_t *j = json_loads(text, 0, NULL), *slots = NULL, *v;
 	double hr = 0, rr = 0;
 	size_t i;
 	int rc = -EPROTO;
 
-	if (!j || json_unpack(j, "{s:s,s:I,s:I,s:I,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:F,s:I,s:I,s:I,s:F,s:o}",
+	if (!j || json_unpack(j, "{s:s,s:I,s:I,s:I,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:F,s:I,s:I,s:I,s:F,s:I,s:I,s:o}",
 			      "uuid", &uuid, "k", &k, "m", &m, "generation", &gen, "size_bytes",
 			      &size, "state", &state, "degraded_stripes", &ds, "replicated_bytes",
 			      &rb, "unreplicated_bytes", &ub, "heal_total_bytes", &ht,
 			      "heal_done_bytes", &hd, "heal_rate_mbps", &hr, "heals", &heals,
 			      "rebuilds", &rbs, "rebuild_bytes", &rbb, "rebuild_rate_mbps", &rr,
-			      "slots", &slots) ||
+			      "serving_node", &sn, "epoch", &ep, "slots", &slots) ||
+	    sn < 0 || sn > UINT32_MAX || ep < 0 ||
 	    k < 1 || m < 0 || k + m > TS_ADMIN_MAX_SLOTS || !json_is_array(slots) ||
 	    json_array_size(slots) != (size_t)(k + m) || strlen(uuid) >= sizeof(g->uuid) ||
 	    strlen(state) >= sizeof(g->state))
@@ -249,6 +253,8 @@ int ts_maint_agrp_from_json(const char *text, struct ts_admin_agrp *g)
 	g->rebuilds = (uint64_t)rbs;
 	g->rebuild_bytes = (uint64_t)rbb;
 	g->rebuild_rate_mbps = rr;
+	g->serving_node = (uint32_t)sn;
+	g->epoch = (uint64_t)ep;
 	json_array_foreach(slots, i, v) {
 		json_int_t node = 0;
 		int live = 0;

@@ -235,6 +235,8 @@ static int record_view(struct ts_remote_ctl *r, struct ts_admin_status *out)
 			a->slots[s].live = who != 0; /* the engine's to say; not known here */
 		}
 		snprintf(a->state, sizeof(a->state), "%s", who ? "served" : "unserved");
+		a->serving_node = who;
+		a->epoch = g->epoch;
 	}
 	ts_free(g);
 	return rc;

@@ -249,9 +249,9 @@ Test(csi_cli, render_tables)
 	free(out);
 	out = render(TS_CLI_AGRP_LIST, false, g_status, &rc);
 	cr_assert_eq(rc, 0);
-	/* a server without the health fields: zeros, no heal */
+	/* a server without the health or owner fields: zeros, no heal, the controller's */
 	cr_assert(strstr(out, "d4c1864d-3cf9-4788-9677-38478454d722  1+1  degraded  1/2   0                 "
-			      "0B          -     3           1Mi   0:n1 1:n2(down)\n"),
+			      "0B          -     3           1Mi   0:n1 1:n2(down)      controller\n"),
 		  "%s", out);
 	free(out);
 	out = render(TS_CLI_STATUS, false, g_status, &rc);
