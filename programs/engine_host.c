@@ -7,8 +7,8 @@
  *
  * Formatting. A group's pool is formatted only while its record lacks
  * TS_REG_GROUP_POOL and the device holds no pool at all (TS_ERR_FOREIGN);
- * the flag is stored (with the epoch this host serves at, so a newer owner
- * is never overwritten) before the pool is used. A later owner — another
+ * the flag is stored right after (with the epoch this host serves at, so a
+ * newer owner is never overwritten) and before the pool is used. A later owner — another
  * node, after a failover — finds the flag and never formats, whatever the
  * device answers.
  *
@@ -119,25 +119,34 @@ static int engine_open_pool(struct ts_engine_host *h, struct engine *e,
 	struct ts_reg_group *g;
 	int rc = ts_vpool_open(ts_cluster_device(e->cl), &e->vp);
 
-	if (rc != TS_ERR_FOREIGN || (rec->flags & TS_REG_GROUP_POOL))
-		return rc == 0 ? ts_chain_gc(e->vp) : rc;
-	g = ts_malloc(sizeof(*g));
-	if (!g)
-		return -ENOMEM;
-	rc = ts_registry_get_group(h->o.reg, e->uuid, g);
-	if (rc == 0) {
-		g->flags |= TS_REG_GROUP_POOL;
-		/* refused (-ESTALE) if a newer owner took the group meanwhile */
-		rc = ts_registry_put_group(h->o.reg, g);
+	if (rc == TS_ERR_FOREIGN && !(rec->flags & TS_REG_GROUP_POOL)) {
+		/*
+		 * Never formatted: format, then record it (a crash in between
+		 * leaves a pool the next open finds). Members a newer owner
+		 * fenced refuse the format; the record write then says -ESTALE.
+		 */
+		ts_log(TS_LOG_INFO, "engine", "formatting the volume pool group=%s", e->key);
+		rc = ts_vpool_format(ts_cluster_device(e->cl));
+		g = rc == 0 ? ts_malloc(sizeof(*g)) : NULL;
+		if (rc == 0 && !g)
+			rc = -ENOMEM;
+		if (rc == 0)
+			rc = ts_registry_get_group(h->o.reg, e->uuid, g);
+		if (rc == 0) {
+			g->flags |= TS_REG_GROUP_POOL;
+			rc = ts_registry_put_group(h->o.reg, g);
+		}
+		ts_free(g);
+		if (rc == 0)
+			rc = ts_vpool_open(ts_cluster_device(e->cl), &e->vp);
 	}
-	ts_free(g);
-	if (rc)
-		return rc;
-	ts_log(TS_LOG_INFO, "engine", "formatting the volume pool group=%s", e->key);
-	rc = ts_vpool_format(ts_cluster_device(e->cl));
 	if (rc == 0)
-		rc = ts_vpool_open(ts_cluster_device(e->cl), &e->vp);
-	return rc == 0 ? ts_chain_gc(e->vp) : rc;
+		rc = ts_chain_gc(e->vp);
+	if (rc && e->vp) { /* a retry opens it again */
+		ts_vpool_close(e->vp);
+		e->vp = NULL;
+	}
+	return rc;
 }
 
 static int host_serve(void *ctx, struct ts_node *n, const uint8_t uuid[16], uint64_t epoch,
