@@ -118,7 +118,7 @@ fi
 [ -x "$T" ] && [ -x "$LD" ] || { echo "faults: no tessera/ts-faults-load binary (build first, or --tessera/--load)" >&2; exit 2; }
 
 [ "$(id -u)" -eq 0 ] || { echo "faults: needs root (network namespaces)"; exit 77; }
-"$T" controller --help 2>&1 | grep -q -- --registry ||
+grep -q -- --registry <<<"$("$T" controller --help 2>&1)" ||
   { echo "faults: $T has no \`tessera controller\`"; exit 77; }
 for t in ip iptables jq flock; do
   command -v $t >/dev/null || { echo "faults: missing $t"; exit 77; }

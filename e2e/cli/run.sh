@@ -92,7 +92,7 @@ A_URL=$(jq -r .iscsi_url "$W/a.json")
 [ "$(jq -r .size_bytes "$W/a.json")" = $((48 << 20)) ] || fail "size_bytes $(jq .size_bytes "$W/a.json")"
 [ "$(jq -r '.name + " " + .ec' "$W/a.json")" = "e2e-a 4+2" ] || fail "name/ec in $(cat "$W/a.json")"
 [ "$(url_size "$A_URL")" = $((48 << 20)) ] || fail "target capacity $(url_size "$A_URL")"
-iscsi-inq "$A_URL" | grep -q 'Peripheral Device Type:DIRECT_ACCESS' || fail "iscsi-inq"
+grep -q 'Peripheral Device Type:DIRECT_ACCESS' <<<"$(iscsi-inq "$A_URL")" || fail "iscsi-inq"
 echo "ok: created $A_ID, served at $A_URL with 48 MiB"
 if [ "$ENGINES" = nodes ]; then
 	FRONT_URL=${A_URL/$SERVE/$PORTAL}
@@ -158,7 +158,7 @@ TESSERA_ENDPOINT=unix://$W/nothing.sock expect_fail 1 "cannot reach the cluster"
 # --- delete: gone from the list, and the target refuses the login
 "$BIN" volume delete e2e-a >"$W/del.txt" || fail "delete"
 grep -q "^deleted volume 'e2e-a' ($A_ID)\$" "$W/del.txt" || fail "delete output: $(cat "$W/del.txt")"
-! "$BIN" volume list | grep -q e2e-a || fail "e2e-a still listed"
+! grep -q e2e-a <<<"$("$BIN" volume list)" || fail "e2e-a still listed"
 expect_fail 1 "volume 'e2e-a' not found" "$BIN" volume show e2e-a
 if iscsi-inq "$A_URL" >"$W/inq.out" 2>&1; then fail "target still serves $A_URL"; fi
 grep -qi 'login failed\|not found' "$W/inq.out" || fail "iscsi-inq after delete: $(cat "$W/inq.out")"

@@ -54,7 +54,7 @@ all_present() { # CASE: every artifact valid (and there are some)
   done < <(read_by_e2e)
   return $missing
 }
-no_tmp_left() { ! find "$T/$1" -name '*.tmp' | grep -q .; }
+no_tmp_left() { ! grep -q . <<<"$(find "$T/$1" -name '*.tmp')"; }
 builds_in() { grep -cE '^(build|install) ' "$T/$1-go/calls" 2>/dev/null || true; }
 
 # 1. cold: an empty cache (no src/ either — the defect of issue 23)

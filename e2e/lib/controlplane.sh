@@ -78,7 +78,7 @@ cp_free_port_base() { # n
     b=$((20000 + RANDOM % 20000))
     busy=0
     for ((p = b; p < b + n; p++)); do
-      if ss -Htan "sport = :$p" 2>/dev/null | grep -q .; then busy=1; break; fi
+      if grep -q . <<<"$(ss -Htan "sport = :$p" 2>/dev/null)"; then busy=1; break; fi
     done
     [ "$busy" = 0 ] && { echo "$b"; return 0; }
   done

@@ -31,7 +31,7 @@ NODE_TAINT=tessera.io/e2e-pods=true:NoSchedule
 node_pkgs() {
   local p missing=()
   for p in $NODE_PKGS; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    grep -q 'install ok installed' <<<"$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" || missing+=("$p")
   done
   [ ${#missing[@]} = 0 ] && return 0
   log "installing ${missing[*]}"
@@ -71,7 +71,7 @@ node_busybox_rootfs() { # DIR: busybox-static and a link per applet
 
 # An image archive is valid when it holds an OCI index naming the image.
 node_image_ok() { # TAR NAME
-  [ -s "$1" ] && tar -xOf "$1" ./index.json 2>/dev/null | grep -q "\"io.containerd.image.name\":\"$2\""
+  [ -s "$1" ] && grep -q "\"io.containerd.image.name\":\"$2\"" <<<"$(tar -xOf "$1" ./index.json 2>/dev/null)"
 }
 node_images() { # OUTDIR: pause.tar, busybox.tar (cached by busybox version)
   local out=$1 key

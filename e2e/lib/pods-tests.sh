@@ -40,7 +40,7 @@ pod_running() { # NAME: Running within 120 s, else its events
 pod_done() { # NAME: the script printed DONE (bounded)
   local i
   for i in $(seq 60); do
-    k -n "$E2E_NS" logs "$1" 2>/dev/null | grep -q '^DONE$' && return 0
+    grep -q '^DONE$' <<<"$(k -n "$E2E_NS" logs "$1" 2>/dev/null)" && return 0
     sleep 1
   done
   k -n "$E2E_NS" logs "$1"; k -n "$E2E_NS" describe pod "$1"; return 1
@@ -84,15 +84,15 @@ t_pod_fs() {
   pod_apply writer podfs Filesystem "echo tessera-pod-data > /data/f && sync && cat /data/f"
   pod_running writer
   pod_done writer
-  k -n "$E2E_NS" logs writer | grep -qx tessera-pod-data ||
+  grep -qx tessera-pod-data <<<"$(k -n "$E2E_NS" logs writer)" ||
     fail "writer did not write; its log: $(k -n "$E2E_NS" logs writer 2>&1 | tail -5 | tr '\n' '|'); dmesg: $(dmesg 2>/dev/null | grep -iE 'ext4|xfs|loop|I/O error' | tail -3 | tr '\n' '|')"
-  findmnt -rn | grep -q "$pv" || fail "no mount of $pv on the host while the Pod runs"
+  grep -q "$pv" <<<"$(findmnt -rn)" || fail "no mount of $pv on the host while the Pod runs"
   pod_delete writer
-  ! findmnt -rn | grep -q "/pods/.*$pv/mount" || fail "Pod volume of $pv still mounted after the Pod was deleted"
+  ! grep -q "/pods/.*$pv/mount" <<<"$(findmnt -rn)" || fail "Pod volume of $pv still mounted after the Pod was deleted"
   pod_apply reader podfs Filesystem "cat /data/f"
   pod_running reader
   pod_done reader
-  k -n "$E2E_NS" logs reader | grep -qx tessera-pod-data ||
+  grep -qx tessera-pod-data <<<"$(k -n "$E2E_NS" logs reader)" ||
     fail "reader did not read the writer's data; its log: $(k -n "$E2E_NS" logs reader 2>&1 | tail -5 | tr '\n' '|'); dmesg: $(dmesg 2>/dev/null | grep -iE 'ext4|xfs|loop|I/O error' | tail -3 | tr '\n' '|')"
   pod_delete reader
   pvc_delete podfs
@@ -105,12 +105,12 @@ t_pod_block() {
   pod_apply bwriter podblk Block "printf 'tessera-block-data\\\\n' > /dev/xvda && sync && head -c 19 /dev/xvda"
   pod_running bwriter
   pod_done bwriter
-  k -n "$E2E_NS" logs bwriter | grep -qx tessera-block-data || fail "bwriter did not write the device"
+  grep -qx tessera-block-data <<<"$(k -n "$E2E_NS" logs bwriter)" || fail "bwriter did not write the device"
   pod_delete bwriter
   pod_apply breader podblk Block "head -c 19 /dev/xvda"
   pod_running breader
   pod_done breader
-  k -n "$E2E_NS" logs breader | grep -qx tessera-block-data || fail "breader did not read the bwriter's data"
+  grep -qx tessera-block-data <<<"$(k -n "$E2E_NS" logs breader)" || fail "breader did not read the bwriter's data"
   pod_delete breader
   pvc_delete podblk
 }
@@ -133,8 +133,8 @@ t_pod_rwx_block() {
   pod_running rwxb
   pod_done rwxa
   pod_done rwxb
-  k -n "$E2E_NS" logs rwxa | grep -qx got=rwx-from-b || fail "rwxa did not read rwxb's block: $(k -n "$E2E_NS" logs rwxa)"
-  k -n "$E2E_NS" logs rwxb | grep -qx got=rwx-from-a || fail "rwxb did not read rwxa's block: $(k -n "$E2E_NS" logs rwxb)"
+  grep -qx got=rwx-from-b <<<"$(k -n "$E2E_NS" logs rwxa)" || fail "rwxa did not read rwxb's block: $(k -n "$E2E_NS" logs rwxa)"
+  grep -qx got=rwx-from-a <<<"$(k -n "$E2E_NS" logs rwxb)" || fail "rwxb did not read rwxa's block: $(k -n "$E2E_NS" logs rwxb)"
   pod_delete rwxa
   pod_delete rwxb
   pvc_delete podrwx
@@ -168,10 +168,10 @@ YAML
   local i out=""
   for i in $(seq 10); do
     out=$(k -n "$E2E_NS" logs sreader 2>/dev/null || true)
-    ! echo "$out" | grep -qx DONE || break
+    ! grep -qx DONE <<<"$out" || break
     sleep 1
   done
-  echo "$out" | grep -qx before-snapshot || fail "restored PVC does not hold the snapshot's data: '$out'"
+  grep -qx before-snapshot <<<"$out" || fail "restored PVC does not hold the snapshot's data: '$out'"
   pod_delete sreader
   k -n "$E2E_NS" delete volumesnapshot podsnap --wait=true --timeout=120s
   pvc_delete podsnap-restore podsnap-src
@@ -218,8 +218,8 @@ YAML
   done
   say "FailedMount events: $ev"
   [ -n "$ev" ] || { k -n "$E2E_NS" describe pod broken; fail "no FailedMount event for the Pod"; }
-  echo "$ev" | grep -q 'MountDevice failed for volume "e2e-missing-volume"' || fail "the FailedMount event does not name the PV"
-  echo "$ev" | grep -q "desc = .*$DRIVER" || fail "the FailedMount event does not carry the driver's message"
+  grep -q 'MountDevice failed for volume "e2e-missing-volume"' <<<"$ev" || fail "the FailedMount event does not name the PV"
+  grep -q "desc = .*$DRIVER" <<<"$ev" || fail "the FailedMount event does not carry the driver's message"
   [ "$(k -n "$E2E_NS" get pod broken -o jsonpath='{.status.phase}')" = Pending ] || fail "Pod left Pending without its volume"
   k -n "$E2E_NS" delete pod broken --grace-period=1 --wait=true --timeout=120s
 }
@@ -267,20 +267,20 @@ t_pod_target_down() {
   for i in $(seq 90); do
     ev=$(k -n "$E2E_NS" get events --field-selector involvedObject.name=tdpod,reason=FailedMount \
          -o jsonpath='{range .items[*]}{.message}{"\n"}{end}')
-    echo "$ev" | grep -q "cannot reach" && break
+    grep -q "cannot reach" <<<"$ev" && break
     sleep 1
   done
   say "FailedMount events while the portal is closed:"
   echo "$ev"
-  echo "$ev" | grep -q "MountVolume.MountDevice failed for volume \"$pv\"" || { k -n "$E2E_NS" describe pod tdpod; fail "no FailedMount event naming $pv"; }
-  echo "$ev" | grep -q "code = Unavailable desc = cannot reach the volume's iSCSI target [^ ]* at $portal: Connection refused (the Tessera data plane serving this volume is down or unreachable from this node)" ||
+  grep -q "MountVolume.MountDevice failed for volume \" <<<"$ev"$pv\"" || { k -n "$E2E_NS" describe pod tdpod; fail "no FailedMount event naming $pv"; }
+  grep -q "code = Unavailable desc = cannot reach the volume's iSCSI target [^ ]* at $portal: Connection refused (the Tessera data plane serving this volume is down or unreachable from this node)" <<<"$ev" ||
     fail "the FailedMount event does not say that the target at $portal cannot be reached"
   [ "$(k -n "$E2E_NS" get pod tdpod -o jsonpath='{.status.phase}')" = Pending ] || fail "Pod left Pending without its volume"
   say "opening the portal again: kubelet's retry must stage the volume and start the Pod"
   portal_open
   pod_running tdpod
   pod_done tdpod
-  k -n "$E2E_NS" logs tdpod | grep -qx after-outage ||
+  grep -qx after-outage <<<"$(k -n "$E2E_NS" logs tdpod)" ||
     { k -n "$E2E_NS" logs tdpod; k -n "$E2E_NS" describe pod tdpod; fail "the Pod did not write and read its volume after the outage"; }
   pod_delete tdpod
   pvc_delete podtd

@@ -103,7 +103,7 @@ wait_bound() {
   k -n "$E2E_NS" wait --for=jsonpath='{.status.phase}'=Bound "pvc/$1" --timeout=120s ||
     { k -n "$E2E_NS" describe pvc "$1"; return 1; }
 }
-listed() { csic list | grep -q "\"id\":\"$1\""; }
+listed() { grep -q "\"id\":\"$1\"" <<<"$(csic list)"; }
 listed_bytes() { csic list | grep -o "{\"capacityBytes\":[0-9]*,\"id\":\"$1\"}" | grep -o '[0-9]*' | head -1; }
 
 # ---- tests ------------------------------------------------------------------------------------------
@@ -138,9 +138,9 @@ t_chart_apply() {
   [ "$(k get csidriver "$DRIVER" -o jsonpath='{.spec.attachRequired}')" = false ] || fail "CSIDriver attachRequired"
   [ "$(k get storageclass tessera -o jsonpath='{.parameters.ec}')" = "4+2" ] || fail "StorageClass ec"
   [ "$(k -n "$NS" get deploy tessera-controller -o jsonpath='{.spec.replicas}')" = 2 ] || fail "controller replicas"
-  k -n "$NS" get daemonset tessera-node -o jsonpath='{.spec.template.spec.containers[0].securityContext.privileged}' | grep -qx true ||
+  grep -qx true <<<"$(k -n "$NS" get daemonset tessera-node -o jsonpath='{.spec.template.spec.containers[0].securityContext.privileged}')" ||
     fail "node plugin not privileged"
-  k get volumesnapshotclass tessera -o jsonpath='{.driver}' | grep -qx "$DRIVER" || fail "VolumeSnapshotClass driver"
+  grep -qx "$DRIVER" <<<"$(k get volumesnapshotclass tessera -o jsonpath='{.driver}')" || fail "VolumeSnapshotClass driver"
   say "the Deployment and DaemonSet exist but get no pods here (expected: their image is not on the node, and a taint or nodeSelector keeps them off it)"
   k -n "$NS" get deploy,daemonset -o wide
   say "server-side validation is real: an unknown field is refused"
@@ -162,7 +162,7 @@ t_pvc_bound_fs() {
   k get pv "$pv" -o yaml
   [ "$(k get pv "$pv" -o jsonpath='{.spec.csi.driver}')" = "$DRIVER" ] || fail "PV driver"
   [ "$(k get pv "$pv" -o jsonpath='{.spec.capacity.storage}')" = 64Mi ] || fail "PV capacity"
-  vctx_of "$pv" | grep -q 'csi.tessera.io/ec=4+2' || fail "the StorageClass ec did not reach the volume"
+  grep -q 'csi.tessera.io/ec=4+2' <<<"$(vctx_of "$pv")" || fail "the StorageClass ec did not reach the volume"
   listed "$h" || fail "$h not in Tessera's ListVolumes"
   [ "$(listed_bytes "$h")" = $((64 << 20)) ] || fail "Tessera volume size $(listed_bytes "$h")"
 }

@@ -29,7 +29,7 @@ tgt_adm() {
 }
 
 tgt_port_free() {
-	! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
+	! grep -q . <<<"$(ss -Hltn "sport = :$1" 2>/dev/null)"
 }
 
 tgt_start() {

@@ -98,7 +98,7 @@ echo "ok: $URL, logins at $FRONT and $(node_portal 2) redirected to node 1"
 	>/dev/null || fail "agrp list: $("$T" agrp list -o json)"
 "$T" agrp list -o json | jq -e --argjson e "$E1" '.array_groups[0] | .serving_node == 1 and .epoch == $e' \
 	>/dev/null || fail "agrp list does not say node 1 serves at epoch $E1: $("$T" agrp list -o json)"
-"$T" agrp list | grep -q "n1 (epoch $E1)\$" || fail "agrp list table: $("$T" agrp list)"
+grep -q "n1 (epoch $E1)\$" <<<"$("$T" agrp list)" || fail "agrp list table: $("$T" agrp list)"
 "$T" volume tree -o json | jq -e '[.layers[] | select(.kind == "head")] | length == 1' >/dev/null ||
 	fail "volume tree: $("$T" volume tree -o json 2>&1)"
 "$T" volume tree ne >/dev/null || fail "volume tree ne: $("$T" volume tree ne 2>&1)"
