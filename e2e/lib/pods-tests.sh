@@ -272,7 +272,7 @@ t_pod_target_down() {
   done
   say "FailedMount events while the portal is closed:"
   echo "$ev"
-  grep -q "MountVolume.MountDevice failed for volume \" <<<"$ev"$pv\"" || { k -n "$E2E_NS" describe pod tdpod; fail "no FailedMount event naming $pv"; }
+  grep -q "MountVolume.MountDevice failed for volume \"$pv\"" <<<"$ev" || { k -n "$E2E_NS" describe pod tdpod; fail "no FailedMount event naming $pv"; }
   grep -q "code = Unavailable desc = cannot reach the volume's iSCSI target [^ ]* at $portal: Connection refused (the Tessera data plane serving this volume is down or unreachable from this node)" <<<"$ev" ||
     fail "the FailedMount event does not say that the target at $portal cannot be reached"
   [ "$(k -n "$E2E_NS" get pod tdpod -o jsonpath='{.status.phase}')" = Pending ] || fail "Pod left Pending without its volume"
