@@ -497,7 +497,7 @@ static int render_agrps(json_t *resp, FILE *out, const char *indent)
 	    "GENERATION", "SIZE", "MEMBERS (slot:node)", "SERVED BY");
 	json_array_foreach(agrps, i, g) {
 		char ec[48], live[48], deg[24], repl[32], heal[64], gen[24], sz[32], members[1024] = "",
-		     by[48];
+		     by[64];
 		size_t used = 0, j;
 		json_t *mem;
 

@@ -101,7 +101,9 @@ static int id_join(const char *group, const char *inner, char *out)
 		ts_log(TS_LOG_ERROR, "remote", "engine id too long for group=%s id=%s", group, inner);
 		return -ENAMETOOLONG;
 	}
-	sprintf(out, "%s.%s", group, inner);
+	memcpy(out, group, strlen(group));
+	out[strlen(group)] = '.';
+	memcpy(out + strlen(group) + 1, inner, strlen(inner) + 1); /* length checked above */
 	return 0;
 }
 
