@@ -91,6 +91,8 @@ int ts_routes_redirect(void *ctx, const char *iqn, char *addr, size_t len)
 			rc = 0;
 		break;
 	}
+	if (rc)
+		pthread_cond_signal(&r->cond); /* a miss: read the node records again now */
 	pthread_mutex_unlock(&r->lock);
 	return rc;
 }

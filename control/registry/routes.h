@@ -39,7 +39,8 @@ void ts_routes_refresh(struct ts_routes *r);
 /**
  * The redirect hook: \p iqn a volume IQN ("iqn.2026-01.io.tessera:vol-<uuid>")
  * of a group some other node serves: 0 and that node's portal in \p addr.
- * -ENOENT otherwise.
+ * -ENOENT otherwise, and the node records are read again at once (a group
+ * handed over moments ago is found by the initiator's retry).
  */
 int ts_routes_redirect(void *r, const char *iqn, char *addr, size_t len);
 

@@ -89,7 +89,12 @@ vol=$("$T" volume create ne --size 32Mi -o json) || fail "volume create"
 URL=$(jq -r .iscsi_url <<<"$vol")
 [[ $URL == iscsi://$(node_portal 1)/* ]] || fail "iscsi_url $URL is not on node 1"
 for via in "$FRONT" "$(node_portal 2)"; do
-	sz=$(iscsi-readcapacity16 "${URL/$(node_portal 1)/$via}" | sed -n 's/^Total size:\([0-9]*\)$/\1/p')
+	# a portal learns the route at its next read of the node records (<= 0.5 s)
+	for _ in $(seq 1 15); do
+		sz=$(iscsi-readcapacity16 "${URL/$(node_portal 1)/$via}" 2>/dev/null | sed -n 's/^Total size:\([0-9]*\)$/\1/p' || true)
+		[ "$sz" = $((32 << 20)) ] && break
+		sleep 0.2
+	done
 	[ "$sz" = $((32 << 20)) ] || fail "login via $via: size '$sz'"
 done
 echo "ok: $URL, logins at $FRONT and $(node_portal 2) redirected to node 1"
