@@ -238,7 +238,26 @@ static int cluster_create(struct ts_cluster *c)
 		rc = TS_ERR_NO_SPACE; /* too few live nodes for at most m fragments each */
 		goto out;
 	}
-	rc = ts_agrp_place(places, nn, c->n, where);
+	if (c->o.slot_nodes) {
+		/* the control plane's placement: live nodes, at most m slots each */
+		for (unsigned s = 0; s < c->n && rc == 0; s++) {
+			unsigned i = 0, same = 0;
+
+			while (i < nn && nodes[i].node_id != c->o.slot_nodes[s])
+				i++;
+			for (unsigned t = 0; t < c->n; t++)
+				same += c->o.slot_nodes[t] == c->o.slot_nodes[s];
+			if (i == nn || same > c->o.m) {
+				ts_log(TS_LOG_ERROR, "cluster", "placement puts slot %u on node %u: %s", s,
+				       c->o.slot_nodes[s],
+				       i == nn ? "not a live node" : "more than m slots there");
+				rc = -EINVAL;
+			}
+			where[s] = c->o.slot_nodes[s];
+		}
+	} else {
+		rc = ts_agrp_place(places, nn, c->n, where);
+	}
 	if (rc)
 		goto out;
 	memset(&c->grp, 0, sizeof(c->grp));

@@ -9,7 +9,8 @@
  * adapter, remote ones through user-mode iSCSI (transport.h). On first use
  * (no group record) it places the k+m fragments on the live nodes with
  * ts_agrp_place(), at most m per node so that losing any one node leaves k
- * (4+2 on 3 nodes: two per node; 4+2 on 2 nodes is refused), asks each node through the
+ * (4+2 on 3 nodes: two per node; 4+2 on 2 nodes is refused) or where
+ * opts.slot_nodes says, asks each node through the
  * registry mailbox to create and export its member vdisks, formats the group
  * and stores the group record; later opens read the record and assemble.
  *
@@ -67,6 +68,13 @@ struct ts_cluster_opts {
 	uint32_t owner_epoch;
 	/** Owner id in the key: 0: local_node_id, or TS_CLUSTER_CONTROLLER_OWNER without one. */
 	uint32_t owner_node;
+	/**
+	 * First use only, optional: the node of each of the k+m slots (the
+	 * control plane's placement, control/placement). Every node must be
+	 * live and hold at most m slots (-EINVAL otherwise). NULL: spread over
+	 * the live nodes with ts_agrp_place().
+	 */
+	const uint32_t *slot_nodes;
 };
 
 /** The owner id of the (single) controller process, which is no node. */

@@ -735,6 +735,33 @@ static int kube_raise_epoch(void *ctx, const uint8_t uuid[16], uint32_t owner, u
 	return rc;
 }
 
+static int kube_list_groups(void *ctx, uint8_t (*out)[16], unsigned max, unsigned *cnt)
+{
+	struct kreg *k = ctx;
+	char path[512], rv[80];
+	json_t *items = NULL, *v;
+	size_t i;
+	int rc;
+
+	*cnt = 0;
+	path_of(path, sizeof(path), k, "tesseragroups", NULL);
+	rc = ts_kube_list(k->c, path, NULL, &items, rv, sizeof(rv));
+	if (rc)
+		return rc;
+	json_array_foreach(items, i, v) {
+		const char *name = json_string_value(
+			json_object_get(json_object_get(v, "metadata"), "name"));
+
+		if (*cnt >= max)
+			break;
+		/* the name is the uuid (group_rmw); anything else is not ours */
+		if (name && strlen(name) == 36 && ts_uuid_parse(name, out[*cnt]) == 0)
+			(*cnt)++;
+	}
+	json_decref(items);
+	return rc;
+}
+
 static void kube_destroy(void *ctx)
 {
 	struct kreg *k = ctx;
@@ -756,6 +783,7 @@ static const struct ts_registry_ops g_kube_ops = {
 	.put_group = kube_put_group,
 	.get_group = kube_get_group,
 	.raise_epoch = kube_raise_epoch,
+	.list_groups = kube_list_groups,
 	.destroy = kube_destroy,
 };
 

@@ -491,6 +491,32 @@ static int dir_raise_epoch(void *ctx, const uint8_t uuid[16], uint32_t owner, ui
 	return rc;
 }
 
+static int dir_list_groups(void *ctx, uint8_t (*out)[16], unsigned max, unsigned *cnt)
+{
+	struct dirreg *d = ctx;
+	char path[4096];
+	struct dirent *e;
+	DIR *dir;
+
+	*cnt = 0;
+	snprintf(path, sizeof(path), "%s/groups", d->root);
+	dir = opendir(path);
+	if (!dir)
+		return errno == ENOENT ? 0 : -errno;
+	while ((e = readdir(dir)) && *cnt < max) {
+		size_t len = strlen(e->d_name);
+		char u[37];
+
+		if (len != 36 + 5 || strcmp(e->d_name + 36, ".json"))
+			continue;
+		snprintf(u, sizeof(u), "%.36s", e->d_name);
+		if (ts_uuid_parse(u, out[*cnt]) == 0)
+			(*cnt)++;
+	}
+	closedir(dir);
+	return 0;
+}
+
 static void dir_destroy(void *ctx)
 {
 	ts_free(ctx);
@@ -506,6 +532,7 @@ static const struct ts_registry_ops g_dir_ops = {
 	.put_group = dir_put_group,
 	.get_group = dir_get_group,
 	.raise_epoch = dir_raise_epoch,
+	.list_groups = dir_list_groups,
 	.destroy = dir_destroy,
 };
 
@@ -540,7 +567,7 @@ int ts_registry_create(const struct ts_registry_ops *ops, void *ctx, struct ts_r
 {
 	struct ts_registry *r;
 
-	if (!ops || !out)
+	if (!ops || !out || !ops->list_groups)
 		return -EINVAL;
 	r = ts_calloc(1, sizeof(*r));
 	if (!r)
@@ -608,6 +635,24 @@ int ts_registry_wait_request(struct ts_registry *r, uint32_t node_id, const char
 int ts_registry_put_group(struct ts_registry *r, const struct ts_reg_group *g)
 {
 	return r && g ? r->ops->put_group(r->ctx, g) : -EINVAL;
+}
+
+static int uuid_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, 16);
+}
+
+int ts_registry_list_groups(struct ts_registry *r, uint8_t (*out)[16], unsigned max, unsigned *n)
+{
+	int rc;
+
+	if (!r || !n || (max && !out))
+		return -EINVAL;
+	*n = 0;
+	rc = r->ops->list_groups(r->ctx, out, max, n);
+	if (rc == 0 && *n > 1)
+		qsort(out, *n, 16, uuid_cmp);
+	return rc;
 }
 
 int ts_registry_get_group(struct ts_registry *r, const uint8_t uuid[16], struct ts_reg_group *g)

@@ -125,6 +125,11 @@ struct ts_registry_ops {
 	 * Concurrent callers get distinct epochs. -ENOENT without a record.
 	 */
 	int (*raise_epoch)(void *ctx, const uint8_t uuid[16], uint32_t owner, uint64_t *epoch);
+	/**
+	 * The uuids of up to \p max group records into \p out (any order), *\p n
+	 * the count written; unreadable records are skipped.
+	 */
+	int (*list_groups)(void *ctx, uint8_t (*out)[16], unsigned max, unsigned *n);
 	void (*destroy)(void *ctx);
 };
 
@@ -163,6 +168,12 @@ int ts_registry_get_group(struct ts_registry *r, const uint8_t uuid[16], struct 
  */
 int ts_registry_raise_epoch(struct ts_registry *r, const uint8_t uuid[16], uint32_t owner,
 			    uint64_t *epoch);
+
+/**
+ * The uuids of the stored group records, up to \p max, in ascending byte
+ * order, into \p out; *\p n gets the count. 0 or -errno.
+ */
+int ts_registry_list_groups(struct ts_registry *r, uint8_t (*out)[16], unsigned max, unsigned *n);
 
 /** A fresh request id (uuid text). \p out holds 40 bytes. */
 void ts_registry_new_request_id(char out[40]);

@@ -158,6 +158,7 @@ Test(kube_apiserver, group_records_epochs_and_validation)
 	new_ns(c, ns);
 	struct ts_registry *a = registry(ns), *b = registry(ns);
 
+	reg_case_list_groups(a, b);
 	reg_case_group_records(a, b);
 	reg_case_raise_epoch_and_stale(a, b);
 	cr_assert_eq(ts_registry_put_group(a, &g), 0);

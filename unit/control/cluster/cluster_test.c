@@ -369,3 +369,31 @@ Test(node_cluster, placement_needs_enough_nodes)
 	cr_assert_eq(ts_cluster_open(&co, &c), -EINVAL);
 	ts_registry_close(two);
 }
+
+Test(node_cluster, slots_go_where_the_placement_says)
+{
+	static const uint32_t too_many[3] = { 1, 1, 2 }, dead[3] = { 1, 2, 9 },
+			      chosen[3] = { 2, 3, 1 };
+	struct ts_cluster_opts co = { .reg = g_reg, .k = 2, .m = 1, .member_size = 4 * MIB,
+				      .chap_user = USER, .chap_secret = SECRET, .io_timeout_ms = 800,
+				      .local_node_id = 3, .local_ldm = g_ldm, .journal_size = 2 * MIB };
+	struct ts_cluster *c = NULL;
+	struct ts_reg_group grp;
+
+	ts_uuid_generate(co.group_uuid);
+	/* more than m slots on a node, or a node that is not live: refused, nothing recorded */
+	co.slot_nodes = too_many;
+	cr_assert_eq(ts_cluster_open(&co, &c), -EINVAL);
+	co.slot_nodes = dead;
+	cr_assert_eq(ts_cluster_open(&co, &c), -EINVAL);
+	cr_assert_null(c);
+	cr_assert_eq(ts_registry_get_group(g_reg, co.group_uuid, &grp), -ENOENT);
+	co.slot_nodes = chosen;
+	cr_assert_eq(ts_cluster_open(&co, &c), 0);
+	cr_assert_eq(ts_registry_get_group(g_reg, co.group_uuid, &grp), 0);
+	for (unsigned s = 0; s < 3; s++)
+		cr_assert_eq(grp.slots[s].node_id, chosen[s], "slot %u on node %u", s,
+			     grp.slots[s].node_id);
+	cr_assert_eq(ts_agrp_live_mask(ts_cluster_agrp(c)), 0x7u);
+	ts_cluster_close(c);
+}

@@ -60,6 +60,11 @@ Test(node_registry, group_records)
 	reg_case_group_records(g_a, g_b);
 }
 
+Test(node_registry, group_records_are_listed)
+{
+	reg_case_list_groups(g_a, g_b);
+}
+
 Test(node_registry, unparsable_request_can_be_completed)
 {
 	struct ts_reg_request got;

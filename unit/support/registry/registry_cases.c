@@ -137,6 +137,33 @@ void reg_case_group_records(struct ts_registry *a, struct ts_registry *b)
 	cr_assert_eq(ts_registry_get_group(b, missing, &got), -ENOENT);
 }
 
+void reg_case_list_groups(struct ts_registry *a, struct ts_registry *b)
+{
+	struct ts_reg_group g[3] = { reg_case_make_group(), reg_case_make_group(),
+				     reg_case_make_group() };
+	uint8_t got[4][16];
+	unsigned n = 99;
+
+	cr_assert_eq(ts_registry_list_groups(b, got, 4, &n), 0);
+	cr_assert_eq(n, 0);
+	for (unsigned i = 0; i < 3; i++)
+		cr_assert_eq(ts_registry_put_group(a, &g[i]), 0);
+	cr_assert_eq(ts_registry_list_groups(b, got, 4, &n), 0);
+	cr_assert_eq(n, 3);
+	for (unsigned i = 0; i < 3; i++) {
+		unsigned found = 0;
+
+		for (unsigned j = 0; j < 3; j++)
+			found += !memcmp(got[j], g[i].uuid, 16);
+		cr_assert_eq(found, 1, "group %u listed %u times", i, found);
+	}
+	cr_assert_lt(memcmp(got[0], got[1], 16), 0);
+	cr_assert_lt(memcmp(got[1], got[2], 16), 0);
+	cr_assert_eq(ts_registry_list_groups(a, got, 2, &n), 0);
+	cr_assert_eq(n, 2);
+	cr_assert_eq(ts_registry_list_groups(a, NULL, 2, &n), -EINVAL);
+}
+
 void reg_case_raise_epoch_and_stale(struct ts_registry *a, struct ts_registry *b)
 {
 	struct ts_reg_group g = reg_case_make_group(), got, stale;

@@ -26,6 +26,11 @@ void reg_case_node_records(struct ts_registry *a, struct ts_registry *b, bool he
 void reg_case_requests_mailbox(struct ts_registry *a, struct ts_registry *b);
 /** Group records (journals included) round-trip; unknown ones are -ENOENT. */
 void reg_case_group_records(struct ts_registry *a, struct ts_registry *b);
+/**
+ * On an empty store: three group records are listed, in ascending uuid
+ * order, from either handle; max bounds the list.
+ */
+void reg_case_list_groups(struct ts_registry *a, struct ts_registry *b);
 /** raise_epoch hands the group over, keeps the slots; stale epochs are -ESTALE. */
 void reg_case_raise_epoch_and_stale(struct ts_registry *a, struct ts_registry *b);
 /** \p per_thread raises from each of two threads (one per handle): distinct, increasing. */
