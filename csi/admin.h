@@ -30,7 +30,7 @@
 
 #define TS_ADMIN_PREFIX "/tessera.admin.v1.Admin/"
 #define TS_ADMIN_MAX_NODES 32
-#define TS_ADMIN_MAX_AGRPS 8
+#define TS_ADMIN_MAX_AGRPS 64
 #define TS_ADMIN_MAX_SLOTS 64
 
 struct ts_csi_driver;

@@ -505,7 +505,7 @@ static int m_group_snap(struct csi_engine *e, const json_t *req, json_t *reply, 
 	return rc;
 }
 
-/* what: "group" | "tree"; the host's JSON goes into "report" as a value */
+/* what: "group" | "tree" | "pool"; the host's JSON goes into "report" as a value */
 static int m_report(struct csi_engine *e, const json_t *req, json_t *reply, int *brc, char *why,
 		    size_t why_len)
 {
@@ -516,8 +516,8 @@ static int m_report(struct csi_engine *e, const json_t *req, json_t *reply, int 
 
 	if (ts_ew_str(req, "what", TS_EW_NAME, true, &what, why, why_len))
 		return -EINVAL;
-	if (strcmp(what, "group") && strcmp(what, "tree")) {
-		snprintf(why, why_len, "what: '%s' is not a report (group, tree)", what);
+	if (strcmp(what, "group") && strcmp(what, "tree") && strcmp(what, "pool")) {
+		snprintf(why, why_len, "what: '%s' is not a report (group, tree, pool)", what);
 		return -EINVAL;
 	}
 	*brc = e->report ? e->report(e->report_arg, what, &text) : -EOPNOTSUPP;

@@ -59,7 +59,8 @@ struct ts_engine_opts {
 	 * Optional: what the engine's host can tell about it beyond the backend
 	 * ops, as JSON text (ts_malloc'd into *\p json) for the `Report`
 	 * method: \p what is "group" (the array group as the admin service
-	 * shows it) or "tree" (the snapshot tree's layers). 0, -EOPNOTSUPP for
+	 * shows it), "tree" (the snapshot tree's layers) or "pool" (capacity:
+	 * data_bytes, free_bytes, volumes, provisioned_bytes). 0, -EOPNOTSUPP for
 	 * a report it does not have, or -errno. Called beside the other
 	 * methods (any thread).
 	 */

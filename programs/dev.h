@@ -30,6 +30,7 @@ struct ts_dev_opts {
 	unsigned nodes, disks;    /**< first start: nodes (1-16), disks per node (1-8) */
 	uint64_t disk_size;       /**< first start: bytes per disk file */
 	unsigned k, m;            /**< first start: erasure code */
+	uint64_t member_size;     /**< first start: bytes per member; 0: one group fills the disks */
 	bool geometry_given;      /**< refuse a state dir created with another geometry */
 	const char *portal;       /**< required, checked "host:port"; nodes use its port */
 	const char *csi_endpoint; /**< required, checked "unix:///abs.sock" */
@@ -37,8 +38,9 @@ struct ts_dev_opts {
 	const sigset_t *sigs;     /**< optional: signals that end the startup waits */
 	/**
 	 * Where the volume engine runs. false: in this process's controller
-	 * (one stack over the group, as `tessera controller` does). true: in a
-	 * node — node 1 serves the group under an ownership epoch, and this
+	 * (one stack over the group, as `tessera controller` does). true: in
+	 * the nodes — node 1 serves the first group under an ownership epoch,
+	 * groups created later go to the least loaded node, and this
 	 * process's CSI Controller reaches it through the engine service (the
 	 * remote backend), carrying no volume data (docs/scale-out.md).
 	 */

@@ -89,13 +89,17 @@ static void usage(FILE *f)
 		"  --disks N            disk files per node on first start (default 2)\n"
 		"  --disk-size BYTES    size of each disk file on first start (default 1Gi)\n"
 		"  --ec K+M             erasure code on first start (default 4+2)\n"
+		"  --member-size BYTES  bytes of each group member on first start (default: one\n"
+		"                       group fills the disks); with --engines nodes more groups\n"
+		"                       are created as volumes need room\n"
 		"  --csi-endpoint EP    CSI socket (default unix://<state-dir>/csi.sock)\n"
 		"  --portal HOST:PORT   iSCSI portal (default 127.0.0.1:3260); the nodes listen\n"
 		"                       on 127.0.1.<N> at the same port\n"
 		"  --node-id ID         CSI node id (default tessera-dev)\n"
 		"  --engines WHERE      controller (default): the volume engine runs in this\n"
-		"                       process's controller; nodes: in node 1, and the controller\n"
-		"                       side carries no volume data (loopback portals only)\n");
+		"                       process's controller; nodes: in the node daemons (one\n"
+		"                       engine per array group), and the controller side\n"
+		"                       carries no volume data (loopback portals only)\n");
 }
 
 /* A positive size ("256Mi", "1G"). */
@@ -128,6 +132,20 @@ static int size_group(struct dev_cfg *c)
 	}
 	ext = (per_disk - 2) * c->disks; /* superblocks and metadata: 2 extents a disk */
 	member = ext * 4 / (4 * frag + 1);
+	if (c->member_size) {
+		/* --member-size: groups of that size, as many as the pool takes */
+		uint64_t want = (c->member_size + DEV_EXTENT - 1) / DEV_EXTENT;
+
+		if (want > member) {
+			fprintf(stderr, "tessera dev: --member-size %llu MiB does not fit a node "
+					"(at most %llu MiB with %u+%u on %u nodes)\n",
+				(unsigned long long)(c->member_size >> 20),
+				(unsigned long long)(member * DEV_EXTENT >> 20), c->k, c->m,
+				c->nodes);
+			return -EINVAL;
+		}
+		member = want;
+	}
 	journal = TS_MAX(member / 4, 1ull);
 	while (member > 1 && frag * member + journal > ext)
 		member--;
@@ -348,7 +366,7 @@ static int dev_start_node_engines(struct ts_dev *d, const struct ts_dev_opts *o)
 int ts_dev_start(const struct ts_dev_opts *o, struct ts_dev **out)
 {
 	struct dev_cfg want = { .nodes = o->nodes, .disks = o->disks, .disk_size = o->disk_size,
-				.k = o->k, .m = o->m };
+				.k = o->k, .m = o->m, .member_size = o->member_size };
 	char json_path[4200], regdir[4200];
 	const char *colon = strrchr(o->portal, ':');
 	struct ts_dev *d;
@@ -458,6 +476,7 @@ int ts_dev_main(int argc, char **argv)
 		{ "disks", required_argument, NULL, 'D' },
 		{ "disk-size", required_argument, NULL, 'd' },
 		{ "ec", required_argument, NULL, 'e' },
+		{ "member-size", required_argument, NULL, 'M' },
 		{ "csi-endpoint", required_argument, NULL, 'c' },
 		{ "portal", required_argument, NULL, 'p' },
 		{ "node-id", required_argument, NULL, 'i' },
@@ -476,7 +495,7 @@ int ts_dev_main(int argc, char **argv)
 
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		if (opt == 'n' || opt == 'D' || opt == 'd' || opt == 'e')
+		if (opt == 'n' || opt == 'D' || opt == 'd' || opt == 'e' || opt == 'M')
 			o.geometry_given = true;
 		switch (opt) {
 		case 's':
@@ -495,7 +514,8 @@ int ts_dev_main(int argc, char **argv)
 				o.disks = (unsigned)v;
 			break;
 		case 'd':
-			if (parse_size(optarg, &o.disk_size) < 0) {
+		case 'M':
+			if (parse_size(optarg, opt == 'd' ? &o.disk_size : &o.member_size) < 0) {
 				fprintf(stderr, "tessera dev: bad size '%s'\n", optarg);
 				return 2;
 			}

@@ -19,7 +19,9 @@
 #include "programs/engine_host.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -90,7 +92,41 @@ static void engine_free(struct engine *e)
 	ts_free(e);
 }
 
-/* The engine service's Report: the group as the admin service shows it, or the tree. */
+/*
+ * The pool's capacity for volume placement: data bytes, free bytes, volumes
+ * and the sum of their sizes (what the controller counts against the pool:
+ * a thin volume reserves its whole size, docs/scale-out.md).
+ */
+static int pool_report(struct engine *e, char **json)
+{
+	struct ts_vpool_stats vs;
+	uint64_t ids[256], start = 0, provisioned = 0;
+	char *s;
+	int n;
+
+	ts_vpool_stats(e->vp, &vs);
+	while ((n = ts_vpool_volume_list(e->vp, start, ids, 256)) > 0) {
+		for (int i = 0; i < n; i++) {
+			struct ts_vpool_volume_info vi;
+
+			if (ts_vpool_volume_info(e->vp, ids[i], &vi) == 0)
+				provisioned += vi.size;
+		}
+		start = ids[n - 1] + 1;
+	}
+	json_t *j = json_pack("{s:I,s:I,s:I,s:I}", "data_bytes",
+			      (json_int_t)(vs.data_blocks * TS_VOLUME_BLOCK), "free_bytes",
+			      (json_int_t)(vs.free_blocks * TS_VOLUME_BLOCK), "volumes",
+			      (json_int_t)vs.volumes, "provisioned_bytes", (json_int_t)provisioned);
+
+	s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	*json = s ? ts_strdup(s) : NULL;
+	free(s);
+	return *json ? 0 : -ENOMEM;
+}
+
+/* The engine service's Report: the group as the admin service shows it, the tree, or the pool. */
 static int engine_report(void *arg, const char *what, char **json)
 {
 	struct engine *e = arg;
@@ -100,6 +136,8 @@ static int engine_report(void *arg, const char *what, char **json)
 
 	if (!strcmp(what, "tree"))
 		return ts_stack_tree_json(e->vp, json);
+	if (!strcmp(what, "pool"))
+		return pool_report(e, json);
 	if (strcmp(what, "group"))
 		return -EOPNOTSUPP;
 	g = ts_calloc(1, sizeof(*g));

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "control/placement/placement.h"
 #include "control/registry/registry.h"
 #include "control/registry/routes.h"
 #include "csi/admin.h"
@@ -35,104 +36,162 @@
 
 #define SERVE_TIMEOUT_MS 60000
 #define WATCH_MS 500
+#define MAX_GROUPS TS_REMOTE_MAX_ENGINES
+#define SHARES TS_PLACEMENT_MAX_SLOTS /* model disk ids: node * SHARES + share */
+
+struct group {
+	uint8_t uuid[16];
+	char key[TS_ENGINE_GROUP_MAX + 1];
+};
 
 struct ts_remote_ctl {
 	struct ts_remote_ctl_cfg cfg;
-	char key[TS_ENGINE_GROUP_MAX + 1];
 	struct ts_stack *stack;
 	struct ts_routes *routes;
 	struct ts_iscsi_server *front;
 	pthread_t watch;
 	bool watching;
-	pthread_mutex_t lock;
+	pthread_mutex_t lock; /* stop, failovers */
 	pthread_cond_t cond;
 	bool stop;
 	unsigned failovers;
+	/* the group table; held through a new group's creation, so picks serialise */
+	pthread_mutex_t glock;
+	struct group groups[MAX_GROUPS];
+	unsigned ngroups;
 };
 
-/*
- * The node serving the group now: the live node listing it at the highest
- * epoch (a dead node's record still lists what it served). 0 when none;
- * with \p engine its endpoint.
- */
-static uint32_t serving_node(struct ts_remote_ctl *r, char engine[TS_REMOTE_ENDPOINT_MAX + 1],
-			     uint32_t *lowest_live)
-{
-	struct ts_reg_node *all = ts_calloc(TS_REG_MAX_NODES, sizeof(*all));
-	uint64_t best = 0, now = ts_registry_now_ms();
-	uint32_t who = 0;
-	unsigned cnt = 0;
+/* The node records read once, for one decision. */
+struct nodes {
+	struct ts_reg_node *all;
+	unsigned cnt;
+	uint64_t now;
+};
 
-	if (lowest_live)
-		*lowest_live = 0;
-	if (!all)
-		return 0;
-	if (ts_registry_list_nodes(r->cfg.reg, all, TS_REG_MAX_NODES, &cnt))
-		cnt = 0;
-	for (unsigned i = 0; i < cnt; i++) {
-		if (all[i].heartbeat_ms + r->cfg.heartbeat_max_age_ms < now)
+static int nodes_read(struct ts_remote_ctl *r, struct nodes *v)
+{
+	v->cnt = 0;
+	v->now = ts_registry_now_ms();
+	v->all = ts_calloc(TS_REG_MAX_NODES, sizeof(*v->all));
+	if (!v->all)
+		return -ENOMEM;
+	if (ts_registry_list_nodes(r->cfg.reg, v->all, TS_REG_MAX_NODES, &v->cnt))
+		v->cnt = 0;
+	return 0;
+}
+
+static bool node_live(const struct ts_remote_ctl *r, const struct nodes *v, unsigned i)
+{
+	return v->all[i].heartbeat_ms + r->cfg.heartbeat_max_age_ms >= v->now;
+}
+
+/*
+ * The node serving group \p uuid now: the live node listing it at the
+ * highest epoch (a dead node's record still lists what it served). 0 when
+ * none; with \p engine its endpoint.
+ */
+static uint32_t group_server(const struct ts_remote_ctl *r, const struct nodes *v,
+			     const uint8_t uuid[16], char engine[TS_REMOTE_ENDPOINT_MAX + 1])
+{
+	uint64_t best = 0;
+	uint32_t who = 0;
+
+	for (unsigned i = 0; i < v->cnt; i++) {
+		if (!node_live(r, v, i))
 			continue;
-		if (lowest_live && (!*lowest_live || all[i].node_id < *lowest_live))
-			*lowest_live = all[i].node_id;
-		for (unsigned g = 0; g < all[i].nserved; g++) {
-			if (memcmp(all[i].served[g].uuid, r->cfg.co.group_uuid, 16) ||
-			    all[i].served[g].epoch <= best)
+		for (unsigned g = 0; g < v->all[i].nserved; g++) {
+			if (memcmp(v->all[i].served[g].uuid, uuid, 16) || v->all[i].served[g].epoch <= best)
 				continue;
-			best = all[i].served[g].epoch;
-			who = all[i].node_id;
+			best = v->all[i].served[g].epoch;
+			who = v->all[i].node_id;
 			if (engine)
 				snprintf(engine, TS_REMOTE_ENDPOINT_MAX + 1, "%s",
-					 all[i].served[g].engine);
+					 v->all[i].served[g].engine);
 		}
 	}
-	ts_free(all);
 	return who;
 }
 
-/* ---- the remote backend's router: one group ---- */
-
-static int router_locate(void *ctx, const char *group, struct ts_remote_engine *out)
+/* The live node serving the fewest groups (ties: the lowest id); 0 when none is live. */
+static uint32_t least_loaded(const struct ts_remote_ctl *r, const struct nodes *v)
 {
-	struct ts_remote_ctl *r = ctx;
+	uint32_t who = 0, load = 0;
 
-	if (strcmp(group, r->key))
-		return -ENOENT;
-	if (!serving_node(r, out->endpoint, NULL))
-		return -EAGAIN; /* between owners: UNAVAILABLE, the CO retries */
-	snprintf(out->group, sizeof(out->group), "%s", r->key);
+	for (unsigned i = 0; i < v->cnt; i++) {
+		if (!node_live(r, v, i))
+			continue;
+		if (!who || v->all[i].nserved < load ||
+		    (v->all[i].nserved == load && v->all[i].node_id < who)) {
+			who = v->all[i].node_id;
+			load = v->all[i].nserved;
+		}
+	}
+	return who;
+}
+
+/* The node serving \p uuid now (one read of the records); see group_server. */
+static uint32_t serving_node(struct ts_remote_ctl *r, const uint8_t uuid[16],
+			     char engine[TS_REMOTE_ENDPOINT_MAX + 1])
+{
+	struct nodes v;
+	uint32_t who;
+
+	if (nodes_read(r, &v))
+		return 0;
+	who = group_server(r, &v, uuid, engine);
+	ts_free(v.all);
+	return who;
+}
+
+/* A copy of the group table (the watch thread and the views work on it unlocked). */
+static unsigned groups_copy(struct ts_remote_ctl *r, struct group *out)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&r->glock);
+	n = r->ngroups;
+	memcpy(out, r->groups, n * sizeof(*out));
+	pthread_mutex_unlock(&r->glock);
+	return n;
+}
+
+/* Whether another group in the table has \p uuid's key (glock held). */
+static bool key_taken(const struct ts_remote_ctl *r, const uint8_t uuid[16])
+{
+	char key[TS_ENGINE_GROUP_MAX + 1];
+
+	ts_engine_group_key(uuid, key);
+	for (unsigned i = 0; i < r->ngroups; i++)
+		if (!strcmp(r->groups[i].key, key) && memcmp(r->groups[i].uuid, uuid, 16))
+			return true;
+	return false;
+}
+
+/* Add \p uuid to the table (glock held). 0, -EEXIST (its key is taken), -ENOSPC. */
+static int group_add(struct ts_remote_ctl *r, const uint8_t uuid[16])
+{
+	struct group g;
+
+	memcpy(g.uuid, uuid, 16);
+	ts_engine_group_key(uuid, g.key);
+	for (unsigned i = 0; i < r->ngroups; i++)
+		if (!strcmp(r->groups[i].key, g.key))
+			return memcmp(r->groups[i].uuid, uuid, 16) ? -EEXIST : 0;
+	if (r->ngroups == MAX_GROUPS)
+		return -ENOSPC;
+	r->groups[r->ngroups++] = g;
 	return 0;
 }
 
-static int router_pick(void *ctx, const struct ts_csi_vol_spec *spec, struct ts_remote_engine *out)
-{
-	struct ts_remote_ctl *r = ctx;
-
-	(void)spec;
-	return router_locate(ctx, r->key, out);
-}
-
-static int router_list(void *ctx, struct ts_remote_engine *out, size_t max, size_t *n)
-{
-	struct ts_remote_ctl *r = ctx;
-
-	*n = 0;
-	if (max && router_locate(ctx, r->key, out) == 0)
-		*n = 1;
-	return 0;
-}
-
-static const struct ts_remote_router_ops g_router = { .pick = router_pick,
-						       .locate = router_locate,
-						       .list = router_list };
-
-/* ---- the admin view ---- */
+/* ---- the engines' reports ---- */
 
 /*
- * Ask the serving engine for a report ("group" or "tree": the engine
- * service's Report method). 0 and the report's JSON text (ts_malloc'd), or
- * -EAGAIN when no engine answers, or its rc.
+ * Ask the engine serving \p g for a report ("group", "tree" or "pool": the
+ * engine service's Report method). 0 and the report's JSON text
+ * (ts_malloc'd), -EAGAIN when no engine answers, or its rc.
  */
-static int engine_report(struct ts_remote_ctl *r, const char *what, char **text)
+static int engine_report(struct ts_remote_ctl *r, const struct group *g, const char *what,
+			 char **text)
 {
 	char ep[TS_REMOTE_ENDPOINT_MAX + 1], msg[256], *resp = NULL, *req;
 	struct ts_client *cl = NULL;
@@ -141,9 +200,9 @@ static int engine_report(struct ts_remote_ctl *r, const char *what, char **text)
 	int rc;
 
 	*text = NULL;
-	if (!serving_node(r, ep, NULL))
+	if (!serving_node(r, g->uuid, ep))
 		return -EAGAIN;
-	j = json_pack("{s:s,s:s}", "group", r->key, "what", what);
+	j = json_pack("{s:s,s:s}", "group", g->key, "what", what);
 	req = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
 	if (!req)
@@ -179,54 +238,94 @@ static int engine_report(struct ts_remote_ctl *r, const char *what, char **text)
 	return rc;
 }
 
-/* The snapshot tree from the serving engine, its volume ids as the CSI layer names them. */
+/* A group's pool as its engine reports it (Report "pool"). */
+struct pool_view {
+	uint64_t data, free, volumes, provisioned;
+};
+
+static int pool_of(struct ts_remote_ctl *r, const struct group *g, struct pool_view *pv)
+{
+	json_int_t d, f, v, p;
+	char *text = NULL;
+	json_t *j;
+	int rc = engine_report(r, g, "pool", &text);
+
+	if (rc)
+		return rc;
+	j = json_loads(text, 0, NULL);
+	ts_free(text);
+	if (!j || json_unpack(j, "{s:I,s:I,s:I,s:I}", "data_bytes", &d, "free_bytes", &f, "volumes",
+			      &v, "provisioned_bytes", &p) || d < 0 || f < 0 || v < 0 || p < 0)
+		rc = -EPROTO;
+	else
+		*pv = (struct pool_view){ (uint64_t)d, (uint64_t)f, (uint64_t)v, (uint64_t)p };
+	json_decref(j);
+	return rc;
+}
+
+/* ---- the admin view ---- */
+
+/* The snapshot trees of every served group, their volume ids as the CSI layer names them. */
 static int ctl_tree(void *arg, char **out)
 {
 	struct ts_remote_ctl *r = arg;
-	json_t *arr, *l;
-	char *text = NULL, *s;
-	size_t i;
-	int rc = engine_report(r, "tree", &text);
+	struct group *gs = ts_malloc(MAX_GROUPS * sizeof(*gs));
+	json_t *all = json_array();
+	unsigned n = gs ? groups_copy(r, gs) : 0;
+	int rc = gs && all ? 0 : -ENOMEM;
+	char *s;
 
 	*out = NULL;
+	for (unsigned gi = 0; gi < n && rc == 0; gi++) {
+		json_t *arr, *l;
+		char *text = NULL;
+		size_t i;
+
+		rc = engine_report(r, &gs[gi], "tree", &text);
+		if (rc)
+			break;
+		arr = json_loads(text, 0, NULL);
+		ts_free(text);
+		if (!json_is_array(arr)) {
+			json_decref(arr);
+			rc = -EPROTO;
+			break;
+		}
+		json_array_foreach(arr, i, l) {
+			json_t *vid = json_object_get(l, "volume_id");
+			char id[TS_ENGINE_GROUP_MAX + 80];
+
+			if (json_is_string(vid)) {
+				snprintf(id, sizeof(id), "%s.%s", gs[gi].key, json_string_value(vid));
+				json_object_set_new(l, "volume_id", json_string(id));
+			}
+		}
+		json_array_extend(all, arr);
+		json_decref(arr);
+	}
+	s = rc == 0 ? json_dumps(all, JSON_COMPACT) : NULL;
+	json_decref(all);
+	ts_free(gs);
 	if (rc)
 		return rc;
-	arr = json_loads(text, 0, NULL);
-	ts_free(text);
-	if (!json_is_array(arr)) {
-		json_decref(arr);
-		return -EPROTO;
-	}
-	json_array_foreach(arr, i, l) {
-		json_t *vid = json_object_get(l, "volume_id");
-		char id[TS_ENGINE_GROUP_MAX + 80];
-
-		if (!json_is_string(vid))
-			continue;
-		snprintf(id, sizeof(id), "%s.%s", r->key, json_string_value(vid));
-		json_object_set_new(l, "volume_id", json_string(id));
-	}
-	s = json_dumps(arr, JSON_COMPACT);
-	json_decref(arr);
 	*out = s ? ts_strdup(s) : NULL;
 	free(s);
 	return *out ? 0 : -ENOMEM;
 }
 
-/* The group from its record, when the engines' own view is not at hand. */
-static int record_view(struct ts_remote_ctl *r, struct ts_admin_status *out)
+/* Group \p gr from its record, when its engine's own view is not at hand. */
+static int record_view(struct ts_remote_ctl *r, const struct group *gr, struct ts_admin_agrp *a)
 {
 	struct ts_reg_group *g = ts_malloc(sizeof(*g));
-	struct ts_admin_agrp *a = &out->agrps[0];
 	int rc;
 
 	if (!g)
 		return -ENOMEM;
-	rc = ts_registry_get_group(r->cfg.reg, r->cfg.co.group_uuid, g);
+	rc = ts_registry_get_group(r->cfg.reg, gr->uuid, g);
 	if (rc == 0) {
-		uint32_t who = serving_node(r, NULL, NULL);
+		uint32_t who = serving_node(r, gr->uuid, NULL);
 
-		out->nagrps = 1;
+		memset(a, 0, sizeof(*a));
 		ts_uuid_format(g->uuid, a->uuid);
 		a->k = g->k;
 		a->m = g->m;
@@ -247,61 +346,81 @@ static int ctl_status(void *arg, struct ts_admin_status *out)
 	struct ts_remote_ctl *r = arg;
 	int rc = ts_maint_node_view(r->cfg.reg, r->cfg.heartbeat_max_age_ms, r->cfg.node_detail,
 				    r->cfg.node_detail_arg, out);
-	char *text = NULL;
+	struct group *gs;
+	unsigned n;
 
 	if (rc)
 		return rc;
 	if (r->cfg.groups)
 		return r->cfg.groups(r->cfg.groups_arg, out);
-	/* the serving engine's own view; the record's while none answers */
-	if (engine_report(r, "group", &text) == 0 &&
-	    ts_maint_agrp_from_json(text, &out->agrps[0]) == 0) {
+	gs = ts_malloc(MAX_GROUPS * sizeof(*gs));
+	if (!gs)
+		return -ENOMEM;
+	n = groups_copy(r, gs);
+	/* each serving engine's own view; the record's while none answers */
+	for (unsigned i = 0; i < n && out->nagrps < TS_ADMIN_MAX_AGRPS; i++) {
+		struct ts_admin_agrp *a = &out->agrps[out->nagrps];
+		struct pool_view pv;
+		char *text = NULL;
+
+		if (engine_report(r, &gs[i], "group", &text) == 0 &&
+		    ts_maint_agrp_from_json(text, a) == 0)
+			out->nagrps++;
+		else if (record_view(r, &gs[i], a) == 0)
+			out->nagrps++;
 		ts_free(text);
-		out->nagrps = 1;
-		return 0;
+		if (pool_of(r, &gs[i], &pv) == 0) {
+			out->vpool.total_bytes += pv.data;
+			out->vpool.free_bytes += pv.free;
+			out->vpool.volumes += pv.volumes;
+		}
 	}
-	ts_free(text);
-	return record_view(r, out);
+	ts_free(gs);
+	return 0;
 }
 
-/* ---- handing the group over ---- */
+/* ---- handing a group over ---- */
 
 static bool watch_sleep(struct ts_remote_ctl *r, unsigned ms);
 
 /*
- * Hand the group to node \p owner at a new epoch and wait for it to serve;
- * retried (each time at a new epoch) until \p timeout_ms. Between tries it
- * waits on the caller's signals (startup, \p watch false) or the stop flag
- * (the watch thread: signals are the main thread's). 0, 1 when a signal or
- * stop ended the wait, or the error.
+ * Hand group \p uuid to node \p owner at a new epoch and wait for it to
+ * serve; retried (each time at a new epoch) until \p timeout_ms. Between
+ * tries it waits on the caller's signals (startup, \p watch false) or the
+ * stop flag (the watch thread and the CSI threads: signals are the main
+ * thread's). 0, 1 when a signal or stop ended the wait, or the error.
  */
-static int hand_over(struct ts_remote_ctl *r, uint32_t owner, uint32_t timeout_ms, bool watch)
+static int hand_over(struct ts_remote_ctl *r, const uint8_t uuid[16], uint32_t owner,
+		     uint32_t timeout_ms, bool watch)
 {
 	const struct timespec wait = { 1, 0 };
 	uint64_t deadline = ts_registry_now_ms() + timeout_ms;
+	char key[TS_ENGINE_GROUP_MAX + 1];
 	int rc, st = 0, last = 0;
 
+	ts_engine_group_key(uuid, key);
 	for (;;) {
 		struct ts_reg_request q = { .op = TS_REG_SERVE_GROUP };
 
-		memcpy(q.uuid, r->cfg.co.group_uuid, 16);
+		memcpy(q.uuid, uuid, 16);
 		ts_registry_new_request_id(q.id);
-		rc = ts_registry_raise_epoch(r->cfg.reg, r->cfg.co.group_uuid, owner, &q.epoch);
+		rc = ts_registry_raise_epoch(r->cfg.reg, uuid, owner, &q.epoch);
 		if (rc == 0)
 			rc = ts_registry_post_request(r->cfg.reg, owner, &q);
 		if (rc == 0)
 			rc = ts_registry_wait_request(r->cfg.reg, owner, q.id, SERVE_TIMEOUT_MS, &st);
 		if (rc == 0 && st == 0) {
-			ts_log(TS_LOG_INFO, r->cfg.name, "group served by node=%u epoch=%llu", owner,
-			       (unsigned long long)q.epoch);
+			ts_log(TS_LOG_INFO, r->cfg.name, "group %s served by node=%u epoch=%llu", key,
+			       owner, (unsigned long long)q.epoch);
 			return 0;
 		}
 		rc = rc ? rc : st;
 		if (ts_registry_now_ms() > deadline)
 			return rc;
 		if (rc != last)
-			ts_log(TS_LOG_WARN, r->cfg.name, "node %u cannot serve the group yet (%s); retrying",
-			       owner, ts_strerror(rc));
+			ts_log(TS_LOG_WARN, r->cfg.name,
+			       "node %u cannot serve group %s yet (%s); retrying", owner, key,
+			       ts_strerror(rc));
 		last = rc;
 		if (watch) {
 			if (watch_sleep(r, 1000))
@@ -330,44 +449,63 @@ static bool watch_sleep(struct ts_remote_ctl *r, unsigned ms)
 	return stop;
 }
 
-/* Failover: nobody live serves the group -> the lowest live node takes it. */
+/* Failover: a group no live node serves goes to the least loaded live node. */
 static void *watch_main(void *arg)
 {
 	struct ts_remote_ctl *r = arg;
+	struct group *gs = ts_malloc(MAX_GROUPS * sizeof(*gs));
 
-	while (!watch_sleep(r, WATCH_MS)) {
-		uint32_t lowest = 0;
+	while (gs && !watch_sleep(r, WATCH_MS)) {
+		unsigned n = groups_copy(r, gs);
 
-		if (serving_node(r, NULL, &lowest) || !lowest)
-			continue;
-		ts_log(TS_LOG_WARN, r->cfg.name, "no live node serves the group; handing it to node %u",
-		       lowest);
-		if (hand_over(r, lowest, 10000, true) == 0) {
-			pthread_mutex_lock(&r->lock);
-			r->failovers++;
-			pthread_mutex_unlock(&r->lock);
+		for (unsigned i = 0; i < n; i++) {
+			struct nodes v;
+			uint32_t who, to;
+
+			if (nodes_read(r, &v))
+				break;
+			who = group_server(r, &v, gs[i].uuid, NULL);
+			to = who ? 0 : least_loaded(r, &v);
+			ts_free(v.all);
+			if (!to)
+				continue;
+			ts_log(TS_LOG_WARN, r->cfg.name,
+			       "no live node serves group %s; handing it to node %u", gs[i].key, to);
+			if (hand_over(r, gs[i].uuid, to, 10000, true) == 0) {
+				pthread_mutex_lock(&r->lock);
+				r->failovers++;
+				pthread_mutex_unlock(&r->lock);
+			}
 		}
 	}
+	ts_free(gs);
 	return NULL;
 }
 
-/* ---- start / stop ---- */
+/* ---- creating groups ---- */
 
-static int create_group(struct ts_remote_ctl *r)
+/*
+ * Create group \p uuid (slots where \p slot_nodes says, NULL: the cluster
+ * spreads them) and record epoch 1 as the creator's. \p wait_nodes: while too
+ * few nodes are live, wait for them (startup). 0, 1 (a signal), or the error.
+ */
+static int create_group(struct ts_remote_ctl *r, const uint8_t uuid[16],
+			const uint32_t *slot_nodes, bool wait_nodes)
 {
 	struct ts_cluster_opts co = r->cfg.co;
 	struct ts_cluster *cl;
 	uint64_t e;
 	int rc;
 
+	memcpy(co.group_uuid, uuid, 16);
+	co.slot_nodes = slot_nodes;
 	co.reg = r->cfg.reg;
 	co.heartbeat_max_age_ms = r->cfg.heartbeat_max_age_ms;
-	/* while too few nodes are live (or answer), wait for them, as the controller does */
 	for (int last = 0;;) {
 		const struct timespec wait = { 1, 0 };
 
 		rc = ts_cluster_open(&co, &cl);
-		if (rc != TS_ERR_NO_SPACE && rc != -ETIMEDOUT && rc != -EAGAIN)
+		if (!wait_nodes || (rc != TS_ERR_NO_SPACE && rc != -ETIMEDOUT && rc != -EAGAIN))
 			break;
 		if (rc != last)
 			ts_log(TS_LOG_INFO, r->cfg.name, "waiting for nodes to create the group (%s)",
@@ -378,8 +516,7 @@ static int create_group(struct ts_remote_ctl *r)
 			return 1;
 	}
 	if (rc) {
-		fprintf(stderr, "tessera %s: creating the array group: %s\n", r->cfg.name,
-			ts_strerror(rc));
+		ts_log(TS_LOG_ERROR, r->cfg.name, "creating an array group: %s", ts_strerror(rc));
 		return rc;
 	}
 	ts_cluster_close(cl);
@@ -389,10 +526,273 @@ static int create_group(struct ts_remote_ctl *r)
 	 * 2. (After a crash right here a serve at epoch 1 is refused by the
 	 * members, and the next attempt raises again.)
 	 */
-	rc = ts_registry_raise_epoch(r->cfg.reg, r->cfg.co.group_uuid, TS_CLUSTER_CONTROLLER_OWNER,
-				     &e);
+	rc = ts_registry_raise_epoch(r->cfg.reg, uuid, TS_CLUSTER_CONTROLLER_OWNER, &e);
 	if (rc)
-		fprintf(stderr, "tessera %s: group record: %s\n", r->cfg.name, ts_strerror(rc));
+		ts_log(TS_LOG_ERROR, r->cfg.name, "group record: %s", ts_strerror(rc));
+	return rc;
+}
+
+/*
+ * Where a new group's k+m members go: control/placement over the live
+ * nodes, each node a failure domain. A node's LDM pools its disks, so what
+ * it can hold is its free bytes F less one replica journal J (a node with
+ * members of a group holds one of its journals too). It is given to the
+ * model as m shares (a node takes at most m members of a group), share i of
+ * F - J - i * member bytes: any i+1 members fit in F - J, and the fullest
+ * share is the first one picked, so members spread over the nodes before a
+ * node takes a second. 0 and the node of each slot, -ENOSPC with a line in
+ * the log, or -errno.
+ */
+static int place_group(struct ts_remote_ctl *r, uint32_t slot_nodes[TS_REG_MAX_SLOTS])
+{
+	const struct ts_cluster_opts *co = &r->cfg.co;
+	uint64_t journal = co->journal_size ? co->journal_size : co->member_size / 4;
+	struct ts_placement_group_info gi;
+	struct ts_placement *p = NULL;
+	struct nodes v;
+	char msg[256] = "";
+	uint32_t gid;
+	int rc = nodes_read(r, &v);
+
+	if (rc == 0)
+		rc = ts_placement_create(&(struct ts_placement_opts){ .k = co->k, .m = co->m,
+								      .member_size = co->member_size },
+					 &p);
+	for (unsigned i = 0; rc == 0 && i < v.cnt; i++) {
+		if (!node_live(r, &v, i) || v.all[i].node_id > UINT32_MAX / SHARES - 1)
+			continue; /* (ids that large cannot name a share: not placed on) */
+		rc = ts_placement_node_add(p, v.all[i].node_id, NULL);
+		for (uint64_t share = 0; rc == 0 && share < co->m; share++) {
+			uint64_t need = journal + share * co->member_size;
+
+			if (v.all[i].free_bytes < need + co->member_size)
+				break;
+			rc = ts_placement_disk_add(p, v.all[i].node_id * SHARES + (uint32_t)share,
+						   v.all[i].node_id, v.all[i].free_bytes - need);
+		}
+	}
+	if (rc == 0)
+		rc = ts_placement_group_place(p, co->k, co->m, co->member_size, &gid, msg,
+					      sizeof(msg));
+	if (rc == 0)
+		rc = ts_placement_group_get(p, gid, &gi);
+	for (unsigned s = 0; rc == 0 && s < co->k + co->m; s++)
+		slot_nodes[s] = gi.disks[s] / SHARES;
+	if (rc == -ENOSPC)
+		ts_log(TS_LOG_INFO, r->cfg.name, "no room for another %u+%u group: %s", co->k, co->m,
+		       msg);
+	ts_placement_destroy(p);
+	ts_free(v.all);
+	return rc;
+}
+
+/* A new group (glock held): placed, created, handed to the least loaded live node. */
+static int grow(struct ts_remote_ctl *r, struct group *out)
+{
+	uint32_t slots[TS_REG_MAX_SLOTS], owner;
+	uint8_t uuid[16];
+	struct nodes v;
+	int rc;
+
+	if (r->ngroups == MAX_GROUPS)
+		return -ENOSPC;
+	rc = place_group(r, slots);
+	if (rc)
+		return rc;
+	do
+		rc = ts_uuid_generate(uuid);
+	while (rc == 0 && key_taken(r, uuid)); /* its key (8 bytes of it) names another group */
+	if (rc)
+		return rc;
+	rc = create_group(r, uuid, slots, false);
+	if (rc)
+		return rc < 0 ? rc : -EAGAIN;
+	rc = group_add(r, uuid);
+	if (rc)
+		return rc;
+	*out = r->groups[r->ngroups - 1];
+	rc = nodes_read(r, &v);
+	owner = rc == 0 ? least_loaded(r, &v) : 0;
+	ts_free(v.all);
+	ts_log(TS_LOG_INFO, r->cfg.name, "new array group %s (%u+%u); serving it on node %u",
+	       out->key, r->cfg.co.k, r->cfg.co.m, owner);
+	/* not served yet: the watch thread goes on trying; the CO retries the volume */
+	rc = owner ? hand_over(r, uuid, owner, SERVE_TIMEOUT_MS, true) : -EAGAIN;
+	return rc == 0 ? 0 : -EAGAIN;
+}
+
+/* ---- the remote backend's router ---- */
+
+static int group_find(struct ts_remote_ctl *r, const char *key, struct group *out)
+{
+	int rc = -ENOENT;
+
+	pthread_mutex_lock(&r->glock);
+	for (unsigned i = 0; i < r->ngroups && rc; i++)
+		if (!strcmp(r->groups[i].key, key)) {
+			*out = r->groups[i];
+			rc = 0;
+		}
+	pthread_mutex_unlock(&r->glock);
+	return rc;
+}
+
+static int locate_group(struct ts_remote_ctl *r, const struct group *g, struct ts_remote_engine *out)
+{
+	if (!serving_node(r, g->uuid, out->endpoint))
+		return -EAGAIN; /* between owners: UNAVAILABLE, the CO retries */
+	snprintf(out->group, sizeof(out->group), "%s", g->key);
+	return 0;
+}
+
+static int router_locate(void *ctx, const char *key, struct ts_remote_engine *out)
+{
+	struct ts_remote_ctl *r = ctx;
+	struct group g;
+	int rc = group_find(r, key, &g);
+
+	return rc ? rc : locate_group(r, &g, out);
+}
+
+/*
+ * Volume placement. A volume reserves its whole size in its group: it goes
+ * to the served group with the least room left that still holds it (best
+ * fit, room = pool data bytes - the sizes of its volumes); when none does,
+ * to a new group placed over the nodes; when no new group fits either, the
+ * group with the most room takes it thin-provisioned beyond its size (what
+ * a single-group pool always did), logged. While a group has no owner the
+ * answer is -EAGAIN: its room is unknown.
+ */
+static int router_pick(void *ctx, const struct ts_csi_vol_spec *spec, struct ts_remote_engine *out)
+{
+	struct ts_remote_ctl *r = ctx;
+	const struct ts_cluster_opts *co = &r->cfg.co;
+	uint64_t best_room = 0, most_room = 0;
+	int best = -1, most = -1, rc = 0;
+	struct group g;
+
+	pthread_mutex_lock(&r->glock);
+	for (unsigned i = 0; i < r->ngroups; i++) {
+		struct pool_view pv;
+		uint64_t room;
+
+		rc = pool_of(r, &r->groups[i], &pv);
+		if (rc)
+			break;
+		room = pv.data > pv.provisioned ? pv.data - pv.provisioned : 0;
+		if (room >= spec->capacity_bytes && (best < 0 || room < best_room)) {
+			best = (int)i;
+			best_room = room;
+		}
+		if (most < 0 || room > most_room) {
+			most = (int)i;
+			most_room = room;
+		}
+	}
+	if (rc == 0 && best >= 0) {
+		g = r->groups[best];
+	} else if (rc == 0) {
+		rc = spec->capacity_bytes <= (uint64_t)co->k * co->member_size ? grow(r, &g)
+									     : -EFBIG;
+		if ((rc == -ENOSPC || rc == -EFBIG) && most >= 0) {
+			ts_log(TS_LOG_WARN, r->cfg.name,
+			       "volume %s (%llu bytes): no group has room and no new group fits; "
+			       "group %s takes it thin-provisioned beyond its size",
+			       spec->name, (unsigned long long)spec->capacity_bytes,
+			       r->groups[most].key);
+			g = r->groups[most];
+			rc = 0;
+		}
+	}
+	pthread_mutex_unlock(&r->glock);
+	if (rc == -EFBIG)
+		rc = -ENOSPC;
+	return rc ? rc : locate_group(r, &g, out);
+}
+
+/* Every group with its engine; -EAGAIN while one has no owner (a listing would miss its volumes). */
+static int router_list(void *ctx, struct ts_remote_engine *out, size_t max, size_t *n)
+{
+	struct ts_remote_ctl *r = ctx;
+	struct group *gs = ts_malloc(MAX_GROUPS * sizeof(*gs));
+	unsigned cnt = gs ? groups_copy(r, gs) : 0;
+	int rc = gs ? 0 : -ENOMEM;
+
+	*n = 0;
+	for (unsigned i = 0; i < cnt && rc == 0 && *n < max; i++) {
+		rc = locate_group(r, &gs[i], &out[*n]);
+		if (rc == 0)
+			(*n)++;
+	}
+	ts_free(gs);
+	return rc;
+}
+
+static const struct ts_remote_router_ops g_router = { .pick = router_pick,
+						       .locate = router_locate,
+						       .list = router_list };
+
+/* ---- start / stop ---- */
+
+/*
+ * Startup: the groups in the store (the configured one created first if
+ * asked); each one no live node serves goes to \p owner (the first) or the
+ * least loaded live node. 0, 1 (a signal), or the error (after a line on
+ * stderr).
+ */
+static int serve_all(struct ts_remote_ctl *r, uint32_t owner)
+{
+	uint8_t(*ids)[16] = ts_malloc(MAX_GROUPS * 16);
+	unsigned n = 0;
+	int rc;
+
+	if (!ids)
+		return -ENOMEM;
+	rc = r->cfg.create ? create_group(r, r->cfg.co.group_uuid, NULL, true) : 0;
+	if (rc) {
+		if (rc < 0)
+			fprintf(stderr, "tessera %s: creating the array group: %s\n", r->cfg.name,
+				ts_strerror(rc));
+		goto out;
+	}
+	rc = ts_registry_list_groups(r->cfg.reg, ids, MAX_GROUPS, &n);
+	if (rc)
+		fprintf(stderr, "tessera %s: the group records: %s\n", r->cfg.name, ts_strerror(rc));
+	/* the configured group first: it gets --owner */
+	if (rc == 0)
+		rc = group_add(r, r->cfg.co.group_uuid);
+	for (unsigned i = 0; i < n && rc == 0; i++)
+		rc = group_add(r, ids[i]);
+	for (unsigned i = 0; i < r->ngroups && rc == 0; i++) {
+		struct group *g = &r->groups[i];
+		struct nodes v;
+		uint32_t who, to;
+
+		rc = nodes_read(r, &v);
+		if (rc)
+			break;
+		who = group_server(r, &v, g->uuid, NULL);
+		to = i == 0 && owner ? owner : least_loaded(r, &v);
+		ts_free(v.all);
+		if (who) {
+			/* a controller restarted while a live node serves it leaves it there */
+			ts_log(TS_LOG_INFO, r->cfg.name, "group %s already served by node=%u; keeping it",
+			       g->key, who);
+			continue;
+		}
+		if (!to) {
+			fprintf(stderr, "tessera %s: no live node to serve group %s\n", r->cfg.name,
+				g->key);
+			rc = -EAGAIN;
+			break;
+		}
+		rc = hand_over(r, g->uuid, to, SERVE_TIMEOUT_MS, false);
+		if (rc < 0)
+			fprintf(stderr, "tessera %s: node %u cannot serve array group %s: %s\n",
+				r->cfg.name, to, g->key, ts_strerror(rc));
+	}
+out:
+	ts_free(ids);
 	return rc;
 }
 
@@ -407,7 +807,6 @@ int ts_remote_ctl_start(const struct ts_remote_ctl_cfg *cfg, struct ts_remote_ct
 	struct ts_iscsi_server_opts fo = { .threads = 1, .redirect = ts_routes_redirect };
 	const char *colon = cfg->portal ? strrchr(cfg->portal, ':') : NULL;
 	struct ts_remote_ctl *r;
-	uint32_t owner = cfg->owner;
 	char addr[80];
 	int rc;
 
@@ -420,34 +819,12 @@ int ts_remote_ctl_start(const struct ts_remote_ctl_cfg *cfg, struct ts_remote_ct
 	r->cfg = *cfg;
 	if (!r->cfg.heartbeat_max_age_ms)
 		r->cfg.heartbeat_max_age_ms = 3000;
-	ts_engine_group_key(cfg->co.group_uuid, r->key);
 	pthread_mutex_init(&r->lock, NULL);
+	pthread_mutex_init(&r->glock, NULL);
 	pthread_cond_init(&r->cond, NULL);
-	rc = cfg->create ? create_group(r) : 0;
+	rc = serve_all(r, cfg->owner);
 	if (rc)
 		goto fail;
-	/* a controller restarted while a live node serves the group leaves it there */
-	uint32_t lowest = 0, now_serving = serving_node(r, NULL, &lowest);
-
-	if (!owner)
-		owner = lowest;
-	if (now_serving) {
-		ts_log(TS_LOG_INFO, cfg->name, "group already served by node=%u; keeping it",
-		       now_serving);
-		rc = 0;
-	} else if (!owner) {
-		fprintf(stderr, "tessera %s: no live node to serve the group\n", cfg->name);
-		rc = -EAGAIN;
-		goto fail;
-	} else {
-		rc = hand_over(r, owner, SERVE_TIMEOUT_MS, false);
-	}
-	if (rc) {
-		if (rc < 0)
-			fprintf(stderr, "tessera %s: node %u cannot serve the array group: %s\n",
-				cfg->name, owner, ts_strerror(rc));
-		goto fail;
-	}
 	rc = ts_routes_start(cfg->reg, cfg->portal, 0, &r->routes);
 	if (rc == 0) {
 		snprintf(addr, sizeof(addr), "%.*s", (int)(colon - cfg->portal), cfg->portal);
@@ -494,6 +871,16 @@ unsigned ts_remote_ctl_failovers(struct ts_remote_ctl *r)
 	return n;
 }
 
+unsigned ts_remote_ctl_groups(struct ts_remote_ctl *r)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&r->glock);
+	n = r->ngroups;
+	pthread_mutex_unlock(&r->glock);
+	return n;
+}
+
 void ts_remote_ctl_stop(struct ts_remote_ctl *r)
 {
 	if (!r)
@@ -508,6 +895,7 @@ void ts_remote_ctl_stop(struct ts_remote_ctl *r)
 	ts_iscsi_server_destroy(r->front);
 	ts_routes_stop(r->routes);
 	pthread_cond_destroy(&r->cond);
+	pthread_mutex_destroy(&r->glock);
 	pthread_mutex_destroy(&r->lock);
 	ts_free(r);
 }

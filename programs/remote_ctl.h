@@ -5,22 +5,29 @@
  * (docs/scale-out.md): `tessera dev --engines nodes` and `tessera controller
  * --engines nodes` both run it. It carries no volume data:
  *
- *  - on first use it creates the array group (placement and the members'
+ *  - on first use it creates the configured array group (the members'
  *    superblocks, as the controller always did) and records epoch 1 for
- *    itself, the creator;
- *  - it hands the group to a node: a new ownership epoch, stored before it is
- *    handed out (ts_registry_raise_epoch), then a serve request, waited for;
- *    a restarted controller that finds a live node serving it leaves it there;
- *  - it watches: when the serving node's heartbeat is older than the
- *    heartbeat age, it hands the group to the live node with the lowest id
- *    at a new epoch (failover; the members refuse the old owner from then
- *    on, docs/fencing.md);
+ *    itself, the creator; at start it knows every group in the store;
+ *  - it hands each group to a node: a new ownership epoch, stored before it
+ *    is handed out (ts_registry_raise_epoch), then a serve request, waited
+ *    for; a restarted controller that finds a live node serving one leaves
+ *    it there. The configured group goes to cfg.owner, others (and all
+ *    failovers) to the live node serving the fewest groups;
+ *  - it places volumes (router_pick in remote_ctl.c): best fit by the
+ *    groups' own pool reports, a volume reserving its whole size; when no
+ *    group has room it creates another one of cfg.co's geometry, its members
+ *    placed by control/placement over the live nodes' free bytes ("groups
+ *    are created as the pool needs capacity"), and only when none fits
+ *    either does a group take the volume thin beyond its size;
+ *  - it watches: a group whose serving node's heartbeat is older than the
+ *    heartbeat age goes to another live node at a new epoch (failover; the
+ *    members refuse the old owner from then on, docs/fencing.md);
  *  - it serves CSI and the admin service over the remote backend, routed by
- *    the node records (the group's engine endpoint at the highest epoch of
- *    a live node), and a front iSCSI portal that redirects every login to
- *    the serving node.
+ *    the node records (a group's engine endpoint at the highest epoch of a
+ *    live node), and a front iSCSI portal that redirects every login to the
+ *    serving node.
  *
- * One group today (cfg.co.group_uuid).
+ * At most TS_REMOTE_MAX_ENGINES groups.
  *
  * THREAD SAFETY: start/stop from one thread; the watch thread and the
  * stack's threads run in between.
@@ -42,7 +49,7 @@ struct ts_stack;
 struct ts_remote_ctl_cfg {
 	const char *name;          /**< "dev", "controller": log tag, message prefix */
 	struct ts_registry *reg;   /**< borrowed */
-	struct ts_cluster_opts co; /**< the group (and how to create it) */
+	struct ts_cluster_opts co; /**< the first group, and the geometry of every new one */
 	bool create;               /**< no group record yet: create it first */
 	uint32_t owner;            /**< node to serve it first; 0: the lowest live id */
 	const char *portal;        /**< front portal "host:port" (redirects only) */
@@ -77,6 +84,9 @@ struct ts_stack *ts_remote_ctl_stack(struct ts_remote_ctl *r);
 
 /** Failovers done since start (the watch thread's count). */
 unsigned ts_remote_ctl_failovers(struct ts_remote_ctl *r);
+
+/** Array groups it knows (the store's, and those it created since start). */
+unsigned ts_remote_ctl_groups(struct ts_remote_ctl *r);
 
 /** Stop the stack, the watch thread and the front portal. NULL: no-op. */
 void ts_remote_ctl_stop(struct ts_remote_ctl *r);

@@ -17,6 +17,9 @@
  *     -x, --exit-on-error      exit (status 3) at the first command that fails or
  *                              session lost while loading, instead of riding through:
  *                              a test that must see no IO error keeps checking it runs
+ *     -F, --fill               no random load: write every block once, in order, 32
+ *                              blocks (128 KiB) per WRITE, then verify them all (a
+ *                              volume filled with checkable data)
  *
  * The pattern. Every 4 KiB block written carries a header (magic, block
  * number, version, pattern seed) and 4064 bytes of a pseudo-random stream
@@ -113,8 +116,8 @@ struct lane {
 	struct scsi_task *task;
 	uint64_t deadline;
 	uint64_t not_before; /* no new command before (after a SCSI error) */
-	bool wpending;       /* (wblk, wver) sent or to send, not acknowledged */
-	uint32_t wblk, wver;
+	bool wpending;       /* (wblk.., wver) sent or to send, not acknowledged */
+	uint32_t wblk, wver, wcnt; /* wcnt blocks from wblk (1 but with --fill) */
 	bool rpending;       /* a read of [rblk, rblk + rcnt) to (re)issue */
 	bool want_read;      /* a random check read is due */
 	uint32_t rblk, rcnt;
@@ -153,6 +156,8 @@ struct load {
 	uint64_t io_timeout, verify_budget, verify_deadline, drain_deadline;
 	int logfd;
 	bool exit_on_error;
+	bool fill;             /* --fill: every block once, in order */
+	uint32_t fnext;        /* --fill: the next block to send */
 	/* counters */
 	uint64_t n_acked, n_unacked, n_retries, n_sessions, n_reads, n_read_errors;
 	uint64_t n_verified, n_unreadable, n_lost;
@@ -564,12 +569,13 @@ static int lane_issue(struct lane *l, enum op op)
 	l->deadline = ts_now_ns() + ld->io_timeout;
 	switch (op) {
 	case OP_WRITE:
-		stamp(l->buf, ld->pseed, l->wblk, l->wver);
+		for (uint32_t i = 0; i < l->wcnt; i++)
+			stamp(l->buf + (size_t)i * WORDS, ld->pseed, l->wblk + i, l->wver);
 		l->iov.iov_base = l->buf;
-		l->iov.iov_len = BLK;
-		l->task = iscsi_write16_iov_task(ld->ctx, ld->lun, (uint64_t)l->wblk * per, NULL, BLK,
-						 (int)ld->lbsize, 0, 0, 0, 0, 0, lane_done, l,
-						 &l->iov, 1);
+		l->iov.iov_len = (size_t)l->wcnt * BLK;
+		l->task = iscsi_write16_iov_task(ld->ctx, ld->lun, (uint64_t)l->wblk * per, NULL,
+						 l->wcnt * BLK, (int)ld->lbsize, 0, 0, 0, 0, 0,
+						 lane_done, l, &l->iov, 1);
 		break;
 	case OP_FLUSH:
 		l->task = iscsi_synchronizecache16_task(ld->ctx, ld->lun, 0, 0, 0, 0, lane_done, l);
@@ -648,13 +654,15 @@ static void lane_done(struct iscsi_context *iscsi, int status, void *command_dat
 		lane_issue(l, OP_FLUSH);
 		break;
 	case OP_FLUSH:
-		ld->acked[l->wblk] = l->wver;
-		ld->busy[l->wblk] = 0;
+		for (uint32_t i = 0; i < l->wcnt; i++) {
+			ld->acked[l->wblk + i] = l->wver;
+			ld->busy[l->wblk + i] = 0;
+			ld->n_acked++;
+			if (log_line(ld, 'A', l->wblk + i, l->wver))
+				g_stop = 2;
+		}
 		l->wpending = false;
-		l->want_read = true;
-		ld->n_acked++;
-		if (log_line(ld, 'A', l->wblk, l->wver))
-			g_stop = 2;
+		l->want_read = !ld->fill;
 		break;
 	case OP_READ:
 		for (uint32_t i = 0; i < l->rcnt; i++) {
@@ -684,6 +692,45 @@ static uint32_t pick(struct load *ld)
 			return b;
 	}
 	return UINT32_MAX;
+}
+
+/*
+ * --fill: the next up to SPAN blocks in order that share a version, written
+ * as one command; once every block was sent and acknowledged, the load stops
+ * (verify follows).
+ */
+static void fill_next(struct lane *l)
+{
+	struct load *ld = l->ld;
+	uint32_t b = ld->fnext, n = 0;
+
+	if (b >= ld->nblk) {
+		bool pending = false;
+
+		for (unsigned i = 0; i < ld->qd; i++)
+			pending |= ld->lanes[i].wpending;
+		if (!pending && !g_stop)
+			g_stop = 1;
+		return;
+	}
+	if (ld->att[b] == UINT32_MAX)
+		return;
+	while (n < SPAN && b + n < ld->nblk && ld->att[b + n] == ld->att[b])
+		n++;
+	l->wblk = b;
+	l->wcnt = n;
+	l->wver = ld->att[b] + 1;
+	ld->fnext = b + n;
+	for (uint32_t i = 0; i < n; i++) {
+		ld->att[b + i] = l->wver;
+		ld->busy[b + i] = 1;
+		if (log_line(ld, 'I', b + i, l->wver)) {
+			g_stop = 2;
+			return;
+		}
+	}
+	l->wpending = true;
+	lane_issue(l, OP_WRITE);
 }
 
 /* Give an idle lane its next command. */
@@ -723,6 +770,10 @@ static void lane_next(struct lane *l, uint64_t now)
 			return;
 		}
 	}
+	if (ld->fill) {
+		fill_next(l);
+		return;
+	}
 	{
 		uint32_t b = pick(ld);
 
@@ -730,6 +781,7 @@ static void lane_next(struct lane *l, uint64_t now)
 			return;
 		ld->busy[b] = 1;
 		l->wblk = b;
+		l->wcnt = 1;
 		l->wver = ++ld->att[b];
 		l->wpending = true;
 		if (log_line(ld, 'I', b, l->wver)) {
@@ -871,7 +923,7 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: ts-faults-load [-n blocks] [-q qd] [-d seconds] [-l log] [-V] [-s seed]\n"
 		"                      [-t io_timeout_ms] [-T verify_timeout_ms] [-u user -p secret]\n"
-		"                      [-i interval_ms] [-x] URL\n");
+		"                      [-i interval_ms] [-x] [-F] URL\n");
 }
 
 int main(int argc, char **argv)
@@ -887,6 +939,7 @@ int main(int argc, char **argv)
 		{ "verify-timeout-ms", required_argument, NULL, 'T' },
 		{ "interval-ms", required_argument, NULL, 'i' },
 		{ "exit-on-error", no_argument, NULL, 'x' },
+		{ "fill", no_argument, NULL, 'F' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct load L;
@@ -906,7 +959,7 @@ int main(int argc, char **argv)
 	ld->verify_budget = 300000 * MS;
 	ld->logfd = -1;
 	ld->backoff = BACKOFF_MIN;
-	while ((c = getopt_long(argc, argv, "n:q:d:l:Vs:t:T:u:p:i:x", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "n:q:d:l:Vs:t:T:u:p:i:xF", opts, NULL)) != -1) {
 		switch (c) {
 		case 'n': blocks = strtoull(optarg, NULL, 0); break;
 		case 'q': ld->qd = (unsigned)strtoul(optarg, NULL, 0); break;
@@ -920,6 +973,7 @@ int main(int argc, char **argv)
 		case 'p': secret = optarg; break;
 		case 'i': interval = strtoull(optarg, NULL, 0) * MS; break;
 		case 'x': ld->exit_on_error = true; break;
+		case 'F': ld->fill = true; break;
 		default: usage(); return 2;
 		}
 	}
