@@ -687,6 +687,25 @@ int ts_agrp_assemble(struct ts_member *const *members, unsigned n, const struct 
 	}
 	if (rc)
 		goto fail;
+	/*
+	 * A current member with out-of-date bits of its own failed in the
+	 * write that failed the group: the group could not move its generation
+	 * on, so the member still carries the survivors' one. What it missed
+	 * was never acknowledged (the group had failed), so those regions are
+	 * writes in flight like any other dirty region, repaired below; left as
+	 * they were, nothing would ever clear them (only a resync of a member
+	 * that is not live does) and the group would stay "healing".
+	 */
+	for (unsigned i = 0; i < g->n; i++) {
+		if (!g->slot[i].live)
+			continue;
+		for (uint64_t r = 0; r < g->nregions; r++) {
+			if (!bit_get(g->bm[1 + i], r))
+				continue;
+			bit_set(g->bm[1 + i], r, 0);
+			bit_set(g->bm[0], r, 1);
+		}
+	}
 	if (ncur < g->n) {
 		/* degraded: repair dirty stripes from rescue records where possible */
 		rc = agrp_rescue_replay(g, &sc);

@@ -432,6 +432,14 @@ Test(agrp, failed_group_keeps_last_lost_members_current)
 	tm_set_mode(f.tm[1], TM_OK);
 	cr_assert_eq(ts_agrp_assemble(f.mem, 6, NULL, &f.g), 0);
 	cr_assert_eq(ts_agrp_live_mask(f.g), 0x3f);
+	/* complete again, nothing left out of date (the state would say healing for ever) */
+	{
+		struct ts_agrp_stats st;
+
+		ts_agrp_stats(f.g, &st);
+		cr_assert_eq(st.ood_regions, 0, "%llu regions still out of date",
+			     (unsigned long long)st.ood_regions);
+	}
 	do_write(&f, 0, 16 * BS);
 	check_all(&f);
 	/* and the resync was real: the data decodes without 4 and 5 */
