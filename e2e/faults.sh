@@ -16,9 +16,13 @@
 #   target `tessera controller` in ts-f1 (host 1 is "the node serving the
 #          target"): a 4+2 group across the nodes (2 fragments per node on 3
 #          hosts, 1 per node on 6), volumes on 10.99.0.1:3261
-#   load   ts-faults-load in the root namespace on one 64 MiB volume: WRITE +
-#          SYNCHRONIZE CACHE of versioned 4 KiB blocks, read checks, rides
-#          through outages (reconnects, re-issues unacknowledged writes)
+#   load   ts-faults-load in the root namespace on each volume (one 64 MiB
+#          volume; with --volumes V, V of 24 MiB): WRITE + SYNCHRONIZE CACHE of
+#          versioned 4 KiB blocks, read checks, rides through outages
+#          (reconnects, re-issues unacknowledged writes)
+#   groups with --volumes V (engines in the nodes): 16 MiB members, so the
+#          controller creates a group for every two volumes, each served by
+#          the least loaded node: the volumes' engines spread over the hosts
 #
 # Each round, after a random 0.5-2.5 s of load, one fault picked at random:
 #   node-kill   kill -9 (1 in 4: SIGTERM) a node other than 1, restart it 0.5-4 s later
@@ -33,28 +37,31 @@
 # With --engines nodes (the engine in a node daemon, `tessera controller
 # --engines nodes` carrying no volume data; the load logs in at the
 # controller's portal and follows the redirect to the serving node), also:
-#   owner-kill  kill -9 the node serving the group (the controller hands it to
-#               the lowest live node at a new epoch), restart it 0.5-4 s after
-#               the takeover began (the group record's epoch rose)
-#   owner-pause SIGSTOP the serving node until the takeover began, then 0-1.5 s
+#   owner-kill  kill -9 the node serving a group picked at random (the
+#               controller hands each group it served to the least loaded live
+#               node at a new epoch), restart it 0.5-4 s after the takeover
+#               began (the group record's epoch rose)
+#   owner-pause SIGSTOP the node serving a random group until the takeover of
+#               that group began, then 0-1.5 s
 #               more, then SIGCONT: the stale owner must release the group, and
 #               its writes still in flight are refused by the members that the
 #               new owner fenced (docs/fencing.md)
 #   (the new owner may need the old owner's node back before it can read the
 #   pool: writes in flight when that node died leave stripes it cannot vouch
 #   for without that node's fragments, the degraded write hole)
-# then wait until the group is healthy again (`tessera agrp list`) and the
-# load has acknowledged new writes.
+# then wait until every group is healthy again (`tessera agrp list`) and
+# every load has acknowledged new writes.
 #
-# At the end: stop the load (it verifies every block: each must hold its last
+# At the end: stop the loads (each verifies every block: each must hold its last
 # acknowledged version or a later attempted one); wait for heal (state
 # healthy, replicated_bytes 0) -> healed=yes|no; verify again after heal; then,
 # with node N and then node N-1 killed in turn, verify again (degraded reads
 # must decode from the healed fragments).
 #
-# Usage: e2e/faults.sh --rounds N [--hosts H] [--engines nodes|controller] [--seed S] [--faults K,K..] [--keep] [--tessera PATH] [--load PATH]
+# Usage: e2e/faults.sh --rounds N [--hosts H] [--engines nodes|controller] [--volumes V] [--seed S] [--faults K,K..] [--keep] [--tessera PATH] [--load PATH]
 #   --rounds N      fault rounds (default 3)
 #   --engines WHERE controller (default) or nodes (see above)
+#   --volumes V     volumes under load (default 1; more than 1 needs --engines nodes)
 #   --hosts H       hosts (3..32, default 3): a 4+2 group needs 3
 #   --seed S        seeds the choice of faults and timings (bash RANDOM) and the load
 #   --faults LIST   only these kinds, comma-separated (default: all of the above)
@@ -72,12 +79,13 @@ repo=$(cd "$here/.." && pwd)
 
 KINDS=(node-kill link-down link-drop ctl-kill host-kill node-ctl-kill)
 NODE_KINDS=(owner-kill owner-pause)
-ROUNDS=3 HOSTS=3 ENGINES=controller SEED="" KEEP=0 T="" LD="" WANT=""
+ROUNDS=3 HOSTS=3 ENGINES=controller VOLUMES=1 SEED="" KEEP=0 T="" LD="" WANT=""
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) ROUNDS=$2; shift 2 ;;
     --hosts) HOSTS=$2; shift 2 ;;
     --engines) ENGINES=$2; shift 2 ;;
+    --volumes) VOLUMES=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --faults) WANT=$2; shift 2 ;;
@@ -99,6 +107,9 @@ if [ -n "$WANT" ]; then
   done
   KINDS=("${want[@]}")
 fi
+[[ $VOLUMES =~ ^[0-9]+$ ]] && [ "$VOLUMES" -ge 1 ] && [ "$VOLUMES" -le 32 ] &&
+  { [ "$VOLUMES" = 1 ] || [ "$ENGINES" = nodes ]; } ||
+  { echo "faults: --volumes wants 1 to 32 (more than 1 with --engines nodes)" >&2; exit 2; }
 [[ $HOSTS =~ ^[0-9]+$ ]] && [ "$HOSTS" -ge 3 ] && [ "$HOSTS" -le 32 ] ||
   { echo "faults: --hosts wants a number from 3 to 32" >&2; exit 2; }
 ALL=$(seq 1 "$HOSTS")
@@ -143,7 +154,10 @@ PORT=3260 CPORT=3261
 USER_=tessera-faults SECRET_=faults-secret-$RANDOM$RANDOM
 W=$(mktemp -d /tmp/ts-faults.XXXXXX)
 EP=unix://$W/ctl.sock
-NODE_PID=() CTL_PID="" LOAD_PID=""
+NODE_PID=() CTL_PID="" LOAD_PID=() URL=()
+VOLS=$(seq 1 "$VOLUMES")
+MEMBER=48Mi VSIZE=64Mi
+[ "$VOLUMES" -gt 1 ] && MEMBER=16Mi VSIZE=24Mi
 for i in $ALL; do NODE_PID[$i]=""; done
 declare -A CUT=()
 status=fail
@@ -158,7 +172,7 @@ net_down() { netns_down ts-f $ALL; }
 cleanup() {
   set +e
   local p
-  for p in "$LOAD_PID" "$CTL_PID" "${NODE_PID[@]}"; do
+  for p in "${LOAD_PID[@]}" "$CTL_PID" "${NODE_PID[@]}"; do
     [ -n "$p" ] && kill -KILL "$p" 2>/dev/null && wait "$p" 2>/dev/null
   done
   net_down
@@ -196,45 +210,57 @@ spawn_ctl() {
   : >"$W/ctl.out"
   ip netns exec ts-f1 env TESSERA_CHAP_USER=$USER_ TESSERA_CHAP_SECRET=$SECRET_ \
     "$T" controller --registry "$W/registry" --group "$GROUP" --state-dir "$W/ctl" \
-    --portal $SUBNET.1:$CPORT --csi-endpoint "$EP" --ec 4+2 --member-size 48Mi \
+    --portal $SUBNET.1:$CPORT --csi-endpoint "$EP" --ec 4+2 --member-size $MEMBER \
     --io-timeout-ms 1500 "${CTL_ARGS[@]}" >"$W/ctl.out" 2>>"$W/ctl.log" &
   CTL_PID=$!
 }
 
-# With --engines nodes: the node serving the group now (the live node listing
-# it at the highest epoch in its record), and that epoch; "0 0" when none.
+# With --engines nodes: the node serving group $1 (default: the first) now
+# (the live node listing it at the highest epoch in its record), and that
+# epoch; "0 0" when none.
 owner_now() {
   local now
   now=$(($(date +%s%3N)))
-  jq -rs --arg g "$GROUP" --argjson now "$now" '
+  jq -rs --arg g "${1:-$GROUP}" --argjson now "$now" '
     [.[] | select(.heartbeat_ms + 3000 >= $now) | . as $n
      | (.served // [])[] | select(.uuid == $g) | {node: $n.node_id, epoch}]
     | max_by(.epoch) // {node: 0, epoch: 0} | "\(.node) \(.epoch)"' \
     "$W"/registry/nodes/*.json 2>/dev/null || echo "0 0"
 }
 
-# wait_record_above EPOCH SECONDS: 0 once the group record's epoch is higher
+# wait_record_above GROUP EPOCH SECONDS: 0 once the group record's epoch is higher
 wait_record_above() {
-  local end=$((SECONDS + $2)) e
+  local end=$((SECONDS + $3)) e
   while [ $SECONDS -lt $end ]; do
-    e=$(jq -r '.epoch // 0' "$W/registry/groups/$GROUP.json" 2>/dev/null || echo 0)
-    [ "$e" -gt "$1" ] && return 0
+    e=$(jq -r '.epoch // 0' "$W/registry/groups/$1.json" 2>/dev/null || echo 0)
+    [ "$e" -gt "$2" ] && return 0
     sleep 0.1
   done
-  log "the group record's epoch did not rise above $1 in $2 s"
+  log "group $1: the record's epoch did not rise above $2 in $3 s"
   return 1
 }
 
-# wait_owner_above EPOCH SECONDS: 0 once a live node serves at a higher epoch
+# wait_owner_above GROUP EPOCH SECONDS: 0 once a live node serves it at a higher epoch
 wait_owner_above() {
-  local end=$((SECONDS + $2)) o e
+  local end=$((SECONDS + $3)) o e
   while [ $SECONDS -lt $end ]; do
-    read -r o e <<<"$(owner_now)"
-    [ "$o" != 0 ] && [ "$e" -gt "$1" ] && return 0
+    read -r o e <<<"$(owner_now "$1")"
+    [ "$o" != 0 ] && [ "$e" -gt "$2" ] && return 0
     sleep 0.2
   done
-  log "no new owner above epoch $1 after $2 s (now: $(owner_now))"
+  log "group $1: no new owner above epoch $2 after $3 s (now: $(owner_now "$1"))"
   return 1
+}
+
+# The groups in the registry, and one of them at random.
+all_groups() {
+  local f
+  for f in "$W"/registry/groups/*.json; do basename "$f" .json; done
+}
+random_group() {
+  local g
+  mapfile -t g < <(all_groups)
+  echo "${g[$((RANDOM % ${#g[@]}))]}"
 }
 
 wait_ctl() { # until it prints ready; 1 if it died or is not ready in 120 s
@@ -290,49 +316,62 @@ restore_link() { # N
   unset "CUT[$1]"
 }
 
-# The group's record from `tessera agrp list -o json` (empty if unreachable).
-group_json() {
+# Every group's record from `tessera agrp list -o json`, one per line, as
+# "uuid state replicated_bytes" (empty if unreachable).
+groups_now() {
   timeout 10 "$T" --endpoint "$EP" agrp list -o json 2>/dev/null |
-    jq -c --arg g "$GROUP" '.array_groups[] | select(.uuid == $g)' 2>/dev/null || true
+    jq -r '.array_groups[] | "\(.uuid) \(.state) \(.replicated_bytes // "missing")"' 2>/dev/null || true
 }
 
-# wait_group healthy|healed SECONDS: 0 once the group is healthy (healed: and
-# replicated_bytes 0), 1 at the deadline.
+# wait_group healthy|healed SECONDS: 0 once every group in the registry is
+# healthy (healed: and its replicated_bytes 0), 1 at the deadline.
 wait_group() {
-  local want=$1 end=$((SECONDS + $2)) j st
+  local want=$1 end=$((SECONDS + $2)) j n ok
   while [ $SECONDS -lt $end ]; do
     ctl_alive || return 1
-    j=$(group_json)
-    if [ -n "$j" ]; then
-      st=$(jq -r '.state' <<<"$j")
-      if [ "$st" = healthy ] && { [ "$want" = healthy ] ||
-           [ "$(jq -r '.replicated_bytes // "missing"' <<<"$j")" = 0 ]; }; then
-        return 0
-      fi
+    j=$(groups_now)
+    n=$(all_groups | wc -l)
+    if [ "$want" = healthy ]; then
+      ok=$(awk '$2 == "healthy"' <<<"$j" | wc -l)
+    else
+      ok=$(awk '$2 == "healthy" && $3 == "0"' <<<"$j" | wc -l)
     fi
+    [ -n "$j" ] && [ "$ok" -eq "$n" ] && return 0
     sleep 0.5
   done
-  log "group not $want after $2 s: ${j:-unreachable}"
+  log "groups not all $want after $2 s: $(tr '\n' ';' <<<"${j:-unreachable}")"
   return 1
 }
 
-load_acked() { # last acked= of the load's progress lines
+load_acked() { # last acked= of load $1's progress lines
   local a
-  a=$(grep -o 'acked=[0-9]*' "$W/load.log" 2>/dev/null | tail -1)
+  a=$(grep -o 'acked=[0-9]*' "$W/load$1.log" 2>/dev/null | tail -1)
   echo "${a#acked=}"
 }
 
-# wait until the load acknowledges a write after now (IO flows again)
+acked_all() { # the sum of load_acked over the volumes
+  local v s=0 a
+  for v in $VOLS; do a=$(load_acked "$v"); s=$((s + ${a:-0})); done
+  echo $s
+}
+
+# wait until every load acknowledges a write after now (IO flows again)
 wait_io() {
-  local a0 end=$((SECONDS + $1)) a
-  a0=$(load_acked)
+  local end=$((SECONDS + $1)) v a
+  local -A a0=() moved=()
+  for v in $VOLS; do a0[$v]=$(load_acked "$v"); done
   while [ $SECONDS -lt $end ]; do
     sleep 1.1 # progress lines come every second
-    a=$(load_acked)
-    [ "${a:-0}" -gt "${a0:-0}" ] && return 0
-    kill -0 "$LOAD_PID" 2>/dev/null || { log "the load exited"; return 1; }
+    for v in $VOLS; do
+      a=$(load_acked "$v")
+      [ "${a:-0}" -gt "${a0[$v]:-0}" ] && moved[$v]=1
+      kill -0 "${LOAD_PID[$v]}" 2>/dev/null || { log "load $v exited"; return 1; }
+    done
+    [ "${#moved[@]}" -eq "$VOLUMES" ] && return 0
   done
-  log "no write acknowledged for $1 s (acked=${a:-0})"
+  for v in $VOLS; do
+    [ -n "${moved[$v]:-}" ] || log "volume $v: no write acknowledged for $1 s (acked=$(load_acked "$v"))"
+  done
   return 1
 }
 
@@ -347,11 +386,13 @@ count() {
   [ "$u" -eq 0 ] || FAILED=1
 }
 
-verify() { # label: full read-back of the load's log
-  local out
-  out=$("$LD" --verify --verify-timeout-ms 120000 --interval-ms 0 --log "$W/load.wal" "$URL" 2>>"$W/verify.log" | tail -1) || true
-  log "verify ($1): ${out:-no result}"
-  count "$out"
+verify() { # label: full read-back of every load's log
+  local out v
+  for v in $VOLS; do
+    out=$("$LD" --verify --verify-timeout-ms 120000 --interval-ms 0 --log "$W/load$v.wal" "${URL[$v]}" 2>>"$W/verify.log" | tail -1) || true
+    log "verify ($1) volume $v: ${out:-no result}"
+    count "$out"
+  done
 }
 
 # ---- setup ------------------------------------------------------------------
@@ -365,7 +406,7 @@ for i in $ALL; do
   truncate -s 256M "$W/n$i/d1" "$W/n$i/d2"
   start_node "$i"
 done
-LOST=0 ACKED=0 FAILED=0 HEALED=no DONE=0 PAUSED=0
+LOST=0 ACKED=0 FAILED=0 HEALED=no DONE=0 PAUSED=0 SERVING=0
 finish() { # the last line, and the exit status
   local rc=1
   [ "$LOST" -eq 0 ] && [ "$HEALED" = yes ] && [ "$FAILED" -eq 0 ] && rc=0
@@ -376,7 +417,7 @@ finish() { # the last line, and the exit status
     local refused released
     refused=$(cat "$W"/node*.log 2>/dev/null | grep -c 'fenced IO refused' || true)
     released=$(cat "$W"/node*.log 2>/dev/null | grep -c 'a newer owner took group' || true)
-    echo "rounds=$DONE acked=$ACKED lost=$LOST healed=$HEALED paused_owners=$PAUSED fence_refusal_events=$refused stale_engines_released=$released epoch=$(owner_now | cut -d' ' -f2)"
+    echo "rounds=$DONE volumes=$VOLUMES groups=$(all_groups | wc -l) serving_nodes=$SERVING acked=$ACKED lost=$LOST healed=$HEALED paused_owners=$PAUSED fence_refusal_events=$refused stale_engines_released=$released epoch=$(owner_now | cut -d' ' -f2)"
   else
     echo "rounds=$DONE acked=$ACKED lost=$LOST healed=$HEALED"
   fi
@@ -392,14 +433,23 @@ for i in $ALL; do
 done
 start_ctl || { FAILED=1; finish; }
 log "controller ready: $(head -1 "$W/ctl.out")"
-vol=$(timeout 60 "$T" --endpoint "$EP" volume create faults --size 64Mi -o json) ||
-  { log "volume create failed"; FAILED=1; finish; }
-URL=$(jq -r .iscsi_url <<<"$vol")
-# nodes: the load logs in at the controller's portal and follows the redirect
-[ "$ENGINES" = nodes ] && URL=$(sed "s|^iscsi://[^/]*/|iscsi://$SUBNET.1:$CPORT/|" <<<"$URL")
-log "volume $URL"
-"$LD" --log "$W/load.wal" --seed "$SEED" --qd 4 --verify-timeout-ms 120000 "$URL" >"$W/load.out" 2>"$W/load.log" &
-LOAD_PID=$!
+for v in $VOLS; do
+  vol=$(timeout 120 "$T" --endpoint "$EP" volume create "faults$v" --size $VSIZE -o json) ||
+    { log "volume create $v failed"; FAILED=1; finish; }
+  URL[$v]=$(jq -r .iscsi_url <<<"$vol")
+  # nodes: the load logs in at the controller's portal and follows the redirect
+  [ "$ENGINES" = nodes ] && URL[$v]=$(sed "s|^iscsi://[^/]*/|iscsi://$SUBNET.1:$CPORT/|" <<<"${URL[$v]}")
+  log "volume $v: $(jq -r .id <<<"$vol") ${URL[$v]}"
+done
+if [ "$ENGINES" = nodes ]; then
+  SERVING=$(for g in $(all_groups); do owner_now "$g" | cut -d' ' -f1; done | sort -u | grep -vc '^0$' || true)
+  log "$(all_groups | wc -l) group(s) served by $SERVING node(s)"
+fi
+for v in $VOLS; do
+  "$LD" --log "$W/load$v.wal" --seed $((SEED + v)) --qd 4 --verify-timeout-ms 120000 "${URL[$v]}" \
+    >"$W/load$v.out" 2>"$W/load$v.log" &
+  LOAD_PID[$v]=$!
+done
 wait_io 60 || { FAILED=1; finish; }
 
 # ---- rounds -----------------------------------------------------------------
@@ -426,32 +476,34 @@ for r in $(seq "$ROUNDS"); do
       stop_ctl KILL; stop_node 1 KILL; sleep "$(ms_s "$d")"
       start_node 1; start_ctl || { FAILED=1; break; } ;;
     owner-kill)
-      read -r n e <<<"$(owner_now)"
+      g=$(random_group)
+      read -r n e <<<"$(owner_now "$g")"
       d=$(rnd_ms 500 4000)
-      [ "$n" != 0 ] || { log "round $r: $kind: nobody serves the group"; FAILED=1; break; }
-      log "round $r: $kind: kill -9 node $n (serving at epoch $e); once the takeover began, restart it $(ms_s "$d") s later"
+      [ "$n" != 0 ] || { log "round $r: $kind: nobody serves group $g"; FAILED=1; break; }
+      log "round $r: $kind: kill -9 node $n (serving group $g at epoch $e); once the takeover began, restart it $(ms_s "$d") s later"
       stop_node "$n" KILL
       # as for owner-pause: the new owner may need this node's members back
-      wait_record_above "$e" 30 || { FAILED=1; start_node "$n"; break; }
+      wait_record_above "$g" "$e" 30 || { FAILED=1; start_node "$n"; break; }
       sleep "$(ms_s "$d")"; start_node "$n"
-      wait_owner_above "$e" 60 || { FAILED=1; break; }
-      read -r o oe <<<"$(owner_now)"
-      log "round $r: $kind: node $o serves at epoch $oe" ;;
+      wait_owner_above "$g" "$e" 60 || { FAILED=1; break; }
+      read -r o oe <<<"$(owner_now "$g")"
+      log "round $r: $kind: node $o serves group $g at epoch $oe" ;;
     owner-pause)
-      read -r n e <<<"$(owner_now)"
-      [ "$n" != 0 ] || { log "round $r: $kind: nobody serves the group"; FAILED=1; break; }
+      g=$(random_group)
+      read -r n e <<<"$(owner_now "$g")"
+      [ "$n" != 0 ] || { log "round $r: $kind: nobody serves group $g"; FAILED=1; break; }
       d=$(rnd_ms 0 1500)
-      log "round $r: $kind: SIGSTOP node $n (serving at epoch $e) until the controller hands the group over, then $(ms_s "$d") s more"
+      log "round $r: $kind: SIGSTOP node $n (serving group $g at epoch $e) until the controller hands it over, then $(ms_s "$d") s more"
       kill -STOP "${NODE_PID[$n]}"
       # The takeover has begun once the record's epoch is raised; the new
       # owner may need the paused node's members back to read the pool (the
       # degraded write hole), so the pause ends then, not once it serves.
-      if ! wait_record_above "$e" 30; then kill -CONT "${NODE_PID[$n]}"; FAILED=1; break; fi
+      if ! wait_record_above "$g" "$e" 30; then kill -CONT "${NODE_PID[$n]}"; FAILED=1; break; fi
       sleep "$(ms_s "$d")"
       kill -CONT "${NODE_PID[$n]}"
-      if ! wait_owner_above "$e" 60; then FAILED=1; break; fi
-      read -r o oe <<<"$(owner_now)"
-      log "round $r: $kind: node $n resumed; node $o serves at epoch $oe"
+      if ! wait_owner_above "$g" "$e" 60; then FAILED=1; break; fi
+      read -r o oe <<<"$(owner_now "$g")"
+      log "round $r: $kind: node $n resumed; node $o serves group $g at epoch $oe"
       PAUSED=$((PAUSED + 1)) ;;
     node-ctl-kill)
       n=$((2 + RANDOM % (HOSTS - 1))) d=$(rnd_ms 300 2000) d2=$(rnd_ms 500 3000)
@@ -462,7 +514,7 @@ for r in $(seq "$ROUNDS"); do
   esac
   if ! wait_group healthy 180 || ! wait_io 60; then FAILED=1; break; fi
   DONE=$r
-  log "round $r: healthy, acked=$(load_acked)"
+  log "round $r: healthy, acked=$(acked_all)"
 done
 
 # ---- end: verify, heal, verify, degraded verifies ----------------------------
@@ -485,16 +537,18 @@ if [ "$FAILED" -ne 0 ]; then
   fi
   ctl_alive && wait_group healthy 120 || true
 fi
-kill -TERM "$LOAD_PID" 2>/dev/null || true
-wait "$LOAD_PID" 2>/dev/null || true
-LOAD_PID=""
-res=$(tail -1 "$W/load.out")
-log "load: $res"
-ACKED=$(sed -n 's/^acked=\([0-9]*\).*/\1/p' <<<"$res")
-ACKED=${ACKED:-0}
-count "$res"
+for v in $VOLS; do kill -TERM "${LOAD_PID[$v]}" 2>/dev/null || true; done
+for v in $VOLS; do
+  wait "${LOAD_PID[$v]}" 2>/dev/null || true
+  LOAD_PID[$v]=""
+  res=$(tail -1 "$W/load$v.out")
+  log "load $v: $res"
+  a=$(sed -n 's/^acked=\([0-9]*\).*/\1/p' <<<"$res")
+  ACKED=$((ACKED + ${a:-0}))
+  count "$res"
+done
 if ctl_alive && wait_group healed 300; then HEALED=yes; fi
-log "heal: $(group_json)"
+log "heal: $(groups_now | tr '\n' ';')"
 if ctl_alive; then
   verify "after heal"
 fi
