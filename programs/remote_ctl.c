@@ -55,7 +55,9 @@ struct ts_remote_ctl {
 	pthread_cond_t cond;
 	bool stop;
 	unsigned failovers;
-	/* the group table; held through a new group's creation, so picks serialise */
+	/* picks (and the creation of a group for one) serialise on pick_lock */
+	pthread_mutex_t pick_lock;
+	/* the group table: held only to read or extend it */
 	pthread_mutex_t glock;
 	struct group groups[MAX_GROUPS];
 	unsigned ngroups;
@@ -586,38 +588,54 @@ static int place_group(struct ts_remote_ctl *r, uint32_t slot_nodes[TS_REG_MAX_S
 	return rc;
 }
 
-/* A new group (glock held): placed, created, handed to the least loaded live node. */
+/*
+ * A new group (pick_lock held, so no other group appears meanwhile):
+ * placed, created, handed to the least loaded live node.
+ */
 static int grow(struct ts_remote_ctl *r, struct group *out)
 {
 	uint32_t slots[TS_REG_MAX_SLOTS], owner;
 	uint8_t uuid[16];
 	struct nodes v;
+	bool taken;
 	int rc;
 
-	if (r->ngroups == MAX_GROUPS)
-		return -ENOSPC;
-	rc = place_group(r, slots);
+	pthread_mutex_lock(&r->glock);
+	rc = r->ngroups == MAX_GROUPS ? -ENOSPC : 0;
+	pthread_mutex_unlock(&r->glock);
+	if (rc == 0)
+		rc = place_group(r, slots);
 	if (rc)
 		return rc;
-	do
+	do {
 		rc = ts_uuid_generate(uuid);
-	while (rc == 0 && key_taken(r, uuid)); /* its key (8 bytes of it) names another group */
+		pthread_mutex_lock(&r->glock);
+		taken = key_taken(r, uuid); /* its key (8 bytes of it) names another group */
+		pthread_mutex_unlock(&r->glock);
+	} while (rc == 0 && taken);
 	if (rc)
 		return rc;
 	rc = create_group(r, uuid, slots, false);
 	if (rc)
 		return rc < 0 ? rc : -EAGAIN;
-	rc = group_add(r, uuid);
-	if (rc)
-		return rc;
-	*out = r->groups[r->ngroups - 1];
 	rc = nodes_read(r, &v);
 	owner = rc == 0 ? least_loaded(r, &v) : 0;
 	ts_free(v.all);
+	ts_engine_group_key(uuid, out->key);
+	memcpy(out->uuid, uuid, 16);
 	ts_log(TS_LOG_INFO, r->cfg.name, "new array group %s (%u+%u); serving it on node %u",
 	       out->key, r->cfg.co.k, r->cfg.co.m, owner);
-	/* not served yet: the watch thread goes on trying; the CO retries the volume */
 	rc = owner ? hand_over(r, uuid, owner, SERVE_TIMEOUT_MS, true) : -EAGAIN;
+	/*
+	 * Into the table once served (or given up on: the watch thread then
+	 * goes on trying, and the CO retries the volume), so that listings and
+	 * other picks never meet a group still coming up.
+	 */
+	pthread_mutex_lock(&r->glock);
+	int arc = group_add(r, uuid);
+	pthread_mutex_unlock(&r->glock);
+	if (arc)
+		return arc;
 	return rc == 0 ? 0 : -EAGAIN;
 }
 
@@ -669,14 +687,18 @@ static int router_pick(void *ctx, const struct ts_csi_vol_spec *spec, struct ts_
 	const struct ts_cluster_opts *co = &r->cfg.co;
 	uint64_t best_room = 0, most_room = 0;
 	int best = -1, most = -1, rc = 0;
-	struct group g;
+	struct group g, *gs = ts_malloc(MAX_GROUPS * sizeof(*gs));
+	unsigned n;
 
-	pthread_mutex_lock(&r->glock);
-	for (unsigned i = 0; i < r->ngroups; i++) {
+	if (!gs)
+		return -ENOMEM;
+	pthread_mutex_lock(&r->pick_lock);
+	n = groups_copy(r, gs);
+	for (unsigned i = 0; i < n; i++) {
 		struct pool_view pv;
 		uint64_t room;
 
-		rc = pool_of(r, &r->groups[i], &pv);
+		rc = pool_of(r, &gs[i], &pv);
 		if (rc)
 			break;
 		room = pv.data > pv.provisioned ? pv.data - pv.provisioned : 0;
@@ -690,7 +712,7 @@ static int router_pick(void *ctx, const struct ts_csi_vol_spec *spec, struct ts_
 		}
 	}
 	if (rc == 0 && best >= 0) {
-		g = r->groups[best];
+		g = gs[best];
 	} else if (rc == 0) {
 		rc = spec->capacity_bytes <= (uint64_t)co->k * co->member_size ? grow(r, &g)
 									     : -EFBIG;
@@ -699,12 +721,13 @@ static int router_pick(void *ctx, const struct ts_csi_vol_spec *spec, struct ts_
 			       "volume %s (%llu bytes): no group has room and no new group fits; "
 			       "group %s takes it thin-provisioned beyond its size",
 			       spec->name, (unsigned long long)spec->capacity_bytes,
-			       r->groups[most].key);
-			g = r->groups[most];
+			       gs[most].key);
+			g = gs[most];
 			rc = 0;
 		}
 	}
-	pthread_mutex_unlock(&r->glock);
+	pthread_mutex_unlock(&r->pick_lock);
+	ts_free(gs);
 	if (rc == -EFBIG)
 		rc = -ENOSPC;
 	return rc ? rc : locate_group(r, &g, out);
@@ -821,6 +844,7 @@ int ts_remote_ctl_start(const struct ts_remote_ctl_cfg *cfg, struct ts_remote_ct
 		r->cfg.heartbeat_max_age_ms = 3000;
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_mutex_init(&r->glock, NULL);
+	pthread_mutex_init(&r->pick_lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
 	rc = serve_all(r, cfg->owner);
 	if (rc)
@@ -896,6 +920,7 @@ void ts_remote_ctl_stop(struct ts_remote_ctl *r)
 	ts_routes_stop(r->routes);
 	pthread_cond_destroy(&r->cond);
 	pthread_mutex_destroy(&r->glock);
+	pthread_mutex_destroy(&r->pick_lock);
 	pthread_mutex_destroy(&r->lock);
 	ts_free(r);
 }
