@@ -1,16 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The controller side of a cluster whose engine runs in a node (see
+ * The controller side of a cluster whose engines run in the nodes (see
  * remote_ctl.h).
  *
- * Handing the group over is always: raise the epoch in the group record
+ * Handing a group over is always: raise the epoch in the group record
  * (stored before it is handed out), post the serve request, wait for its
  * status. Each attempt takes a new epoch, so a node that failed at one (the
  * members refused it: an older owner's key was still there at the same
  * epoch, say) succeeds at the next.
  *
- * The watch thread is the only one that hands the group over after start;
- * r->lock guards the stop flag and the failover count.
+ * After start, groups in the table are handed over by the watch thread
+ * only; a group a pick creates is handed to its first owner by that pick
+ * before it enters the table. r->lock guards the stop flag and the failover
+ * count, r->glock the table, r->pick_lock serialises picks.
  */
 #include "programs/remote_ctl.h"
 
