@@ -190,12 +190,13 @@ static int group_add(struct ts_remote_ctl *r, const uint8_t uuid[16])
 /* ---- the engines' reports ---- */
 
 /*
- * Ask the engine serving \p g for a report ("group", "tree" or "pool": the
- * engine service's Report method). 0 and the report's JSON text
- * (ts_malloc'd), -EAGAIN when no engine answers, or its rc.
+ * Ask the engine serving \p g (as the node records \p v say) for a report
+ * ("group", "tree" or "pool": the engine service's Report method). 0 and
+ * the report's JSON text (ts_malloc'd), -EAGAIN when no engine answers, or
+ * its rc.
  */
-static int engine_report(struct ts_remote_ctl *r, const struct group *g, const char *what,
-			 char **text)
+static int engine_report(struct ts_remote_ctl *r, const struct nodes *v, const struct group *g,
+			 const char *what, char **text)
 {
 	char ep[TS_REMOTE_ENDPOINT_MAX + 1], msg[256], *resp = NULL, *req;
 	struct ts_client *cl = NULL;
@@ -204,7 +205,7 @@ static int engine_report(struct ts_remote_ctl *r, const struct group *g, const c
 	int rc;
 
 	*text = NULL;
-	if (!serving_node(r, g->uuid, ep))
+	if (!group_server(r, v, g->uuid, ep))
 		return -EAGAIN;
 	j = json_pack("{s:s,s:s}", "group", g->key, "what", what);
 	req = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -247,22 +248,23 @@ struct pool_view {
 	uint64_t data, free, volumes, provisioned;
 };
 
-static int pool_of(struct ts_remote_ctl *r, const struct group *g, struct pool_view *pv)
+static int pool_of(struct ts_remote_ctl *r, const struct nodes *v, const struct group *g,
+		   struct pool_view *pv)
 {
-	json_int_t d, f, v, p;
+	json_int_t d, f, nv, p;
 	char *text = NULL;
 	json_t *j;
-	int rc = engine_report(r, g, "pool", &text);
+	int rc = engine_report(r, v, g, "pool", &text);
 
 	if (rc)
 		return rc;
 	j = json_loads(text, 0, NULL);
 	ts_free(text);
 	if (!j || json_unpack(j, "{s:I,s:I,s:I,s:I}", "data_bytes", &d, "free_bytes", &f, "volumes",
-			      &v, "provisioned_bytes", &p) || d < 0 || f < 0 || v < 0 || p < 0)
+			      &nv, "provisioned_bytes", &p) || d < 0 || f < 0 || nv < 0 || p < 0)
 		rc = -EPROTO;
 	else
-		*pv = (struct pool_view){ (uint64_t)d, (uint64_t)f, (uint64_t)v, (uint64_t)p };
+		*pv = (struct pool_view){ (uint64_t)d, (uint64_t)f, (uint64_t)nv, (uint64_t)p };
 	json_decref(j);
 	return rc;
 }
@@ -276,7 +278,8 @@ static int ctl_tree(void *arg, char **out)
 	struct group *gs = ts_malloc(MAX_GROUPS * sizeof(*gs));
 	json_t *all = json_array();
 	unsigned n = gs ? groups_copy(r, gs) : 0;
-	int rc = gs && all ? 0 : -ENOMEM;
+	struct nodes v = { 0 };
+	int rc = gs && all ? nodes_read(r, &v) : -ENOMEM;
 	char *s;
 
 	*out = NULL;
@@ -285,7 +288,7 @@ static int ctl_tree(void *arg, char **out)
 		char *text = NULL;
 		size_t i;
 
-		rc = engine_report(r, &gs[gi], "tree", &text);
+		rc = engine_report(r, &v, &gs[gi], "tree", &text);
 		if (rc)
 			break;
 		arr = json_loads(text, 0, NULL);
@@ -309,6 +312,7 @@ static int ctl_tree(void *arg, char **out)
 	}
 	s = rc == 0 ? json_dumps(all, JSON_COMPACT) : NULL;
 	json_decref(all);
+	ts_free(v.all);
 	ts_free(gs);
 	if (rc)
 		return rc;
@@ -318,7 +322,8 @@ static int ctl_tree(void *arg, char **out)
 }
 
 /* Group \p gr from its record, when its engine's own view is not at hand. */
-static int record_view(struct ts_remote_ctl *r, const struct group *gr, struct ts_admin_agrp *a)
+static int record_view(struct ts_remote_ctl *r, const struct nodes *v, const struct group *gr,
+		       struct ts_admin_agrp *a)
 {
 	struct ts_reg_group *g = ts_malloc(sizeof(*g));
 	int rc;
@@ -327,7 +332,7 @@ static int record_view(struct ts_remote_ctl *r, const struct group *gr, struct t
 		return -ENOMEM;
 	rc = ts_registry_get_group(r->cfg.reg, gr->uuid, g);
 	if (rc == 0) {
-		uint32_t who = serving_node(r, gr->uuid, NULL);
+		uint32_t who = group_server(r, v, gr->uuid, NULL);
 
 		memset(a, 0, sizeof(*a));
 		ts_uuid_format(g->uuid, a->uuid);
@@ -350,6 +355,7 @@ static int ctl_status(void *arg, struct ts_admin_status *out)
 	struct ts_remote_ctl *r = arg;
 	int rc = ts_maint_node_view(r->cfg.reg, r->cfg.heartbeat_max_age_ms, r->cfg.node_detail,
 				    r->cfg.node_detail_arg, out);
+	struct nodes v;
 	struct group *gs;
 	unsigned n;
 
@@ -358,8 +364,10 @@ static int ctl_status(void *arg, struct ts_admin_status *out)
 	if (r->cfg.groups)
 		return r->cfg.groups(r->cfg.groups_arg, out);
 	gs = ts_malloc(MAX_GROUPS * sizeof(*gs));
-	if (!gs)
+	if (!gs || nodes_read(r, &v)) {
+		ts_free(gs);
 		return -ENOMEM;
+	}
 	n = groups_copy(r, gs);
 	/* each serving engine's own view; the record's while none answers */
 	for (unsigned i = 0; i < n && out->nagrps < TS_ADMIN_MAX_AGRPS; i++) {
@@ -367,18 +375,19 @@ static int ctl_status(void *arg, struct ts_admin_status *out)
 		struct pool_view pv;
 		char *text = NULL;
 
-		if (engine_report(r, &gs[i], "group", &text) == 0 &&
+		if (engine_report(r, &v, &gs[i], "group", &text) == 0 &&
 		    ts_maint_agrp_from_json(text, a) == 0)
 			out->nagrps++;
-		else if (record_view(r, &gs[i], a) == 0)
+		else if (record_view(r, &v, &gs[i], a) == 0)
 			out->nagrps++;
 		ts_free(text);
-		if (pool_of(r, &gs[i], &pv) == 0) {
+		if (pool_of(r, &v, &gs[i], &pv) == 0) {
 			out->vpool.total_bytes += pv.data;
 			out->vpool.free_bytes += pv.free;
 			out->vpool.volumes += pv.volumes;
 		}
 	}
+	ts_free(v.all);
 	ts_free(gs);
 	return 0;
 }
@@ -690,17 +699,20 @@ static int router_pick(void *ctx, const struct ts_csi_vol_spec *spec, struct ts_
 	uint64_t best_room = 0, most_room = 0;
 	int best = -1, most = -1, rc = 0;
 	struct group g, *gs = ts_malloc(MAX_GROUPS * sizeof(*gs));
+	struct nodes v;
 	unsigned n;
 
-	if (!gs)
+	if (!gs || nodes_read(r, &v)) {
+		ts_free(gs);
 		return -ENOMEM;
+	}
 	pthread_mutex_lock(&r->pick_lock);
 	n = groups_copy(r, gs);
 	for (unsigned i = 0; i < n; i++) {
 		struct pool_view pv;
 		uint64_t room;
 
-		rc = pool_of(r, &gs[i], &pv);
+		rc = pool_of(r, &v, &gs[i], &pv);
 		if (rc)
 			break;
 		room = pv.data > pv.provisioned ? pv.data - pv.provisioned : 0;
@@ -729,6 +741,7 @@ static int router_pick(void *ctx, const struct ts_csi_vol_spec *spec, struct ts_
 		}
 	}
 	pthread_mutex_unlock(&r->pick_lock);
+	ts_free(v.all);
 	ts_free(gs);
 	if (rc == -EFBIG)
 		rc = -ENOSPC;
@@ -894,16 +907,6 @@ unsigned ts_remote_ctl_failovers(struct ts_remote_ctl *r)
 	pthread_mutex_lock(&r->lock);
 	n = r->failovers;
 	pthread_mutex_unlock(&r->lock);
-	return n;
-}
-
-unsigned ts_remote_ctl_groups(struct ts_remote_ctl *r)
-{
-	unsigned n;
-
-	pthread_mutex_lock(&r->glock);
-	n = r->ngroups;
-	pthread_mutex_unlock(&r->glock);
 	return n;
 }
 

@@ -85,9 +85,6 @@ struct ts_stack *ts_remote_ctl_stack(struct ts_remote_ctl *r);
 /** Failovers done since start (the watch thread's count). */
 unsigned ts_remote_ctl_failovers(struct ts_remote_ctl *r);
 
-/** Array groups it knows (the store's, and those it created since start). */
-unsigned ts_remote_ctl_groups(struct ts_remote_ctl *r);
-
 /** Stop the stack, the watch thread and the front portal. NULL: no-op. */
 void ts_remote_ctl_stop(struct ts_remote_ctl *r);
 
