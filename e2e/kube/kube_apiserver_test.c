@@ -22,7 +22,11 @@
  *  - Leases with two holders: exclusion, renewal, expiry, takeover, and the
  *    old holder's renew refused; two contenders for an expired Lease, one
  *    winner;
- *  - a kubeconfig with embedded (-data) credentials.
+ *  - a kubeconfig with embedded (-data) credentials;
+ *  - the CSI metadata store over TesseraVolume objects passes the cases of
+ *    unit/support/csistore, refuses a second writer's stale writes
+ *    (-ESTALE), adopts a write equal to what is stored, and fails its open
+ *    on an object that is not what its name says.
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -39,7 +43,9 @@
 #include "control/kube/kube.h"
 #include "control/kube/registry_kube.h"
 #include "control/registry/registry.h"
+#include "csi/store/store_kube.h"
 #include "dataplane/common/ts_common.h"
+#include "unit/support/csistore/store_cases.h"
 #include "unit/support/registry/registry_cases.h"
 
 static const char *kcfg(void)
@@ -826,5 +832,98 @@ Test(kube_apiserver, kubeconfig_with_embedded_credentials)
 	int rc = ts_kube_get(c, "/api/v1/namespaces/default", &o);
 
 	cr_assert(rc == -EACCES, "anonymous: %s", ts_strerror(rc));
+	ts_kube_close(c);
+}
+
+/* ---- the CSI metadata store (csi/store/store_kube.h) ---- */
+
+static void open_kube_store(void *arg, struct csc_store *s)
+{
+	cr_assert_eq(ts_csi_store_kube_open(kcfg(), arg, &s->ops, &s->ctx), 0);
+}
+
+/* The cases every CSI store passes, each in a namespace of its own. */
+Test(kube_apiserver, csi_store_cases)
+{
+	struct ts_kube *c = client();
+	char ns[4][32];
+
+	for (int i = 0; i < 4; i++)
+		new_ns(c, ns[i]);
+	csc_case_put_get_del_reopen(open_kube_store, ns[0]);
+	csc_case_list_pages(open_kube_store, ns[1]);
+	csc_case_random_model(open_kube_store, ns[2], 150, false);
+	csc_case_groups(open_kube_store, ns[3]);
+	ts_kube_close(c);
+}
+
+/*
+ * Two stores on one namespace (an active controller and one that lost its
+ * Lease without noticing): the second's write of a record the first changed,
+ * or created, after the second loaded is -ESTALE and changes nothing; a
+ * write equal to what is stored (a retry whose first answer was lost) is
+ * adopted. Ids that are no object names are stored under "h-<sha>".
+ */
+Test(kube_apiserver, csi_store_second_writer_is_refused)
+{
+	struct ts_kube *c = client();
+	struct csc_store a, b, r;
+	struct ts_csi_volume v = csc_mkvol(1), w = csc_mkvol(2), out;
+	char ns[32], name[64], path[256];
+	json_t *obj;
+
+	new_ns(c, ns);
+	open_kube_store(ns, &a);
+	cr_assert_eq(a.ops->put(a.ctx, &v), 0);
+	open_kube_store(ns, &b); /* loads v */
+	v.capacity_bytes += 4096;
+	cr_assert_eq(a.ops->put(a.ctx, &v), 0, "the active writer resizes");
+	struct ts_csi_volume stale = v;
+
+	stale.capacity_bytes = 1;
+	cr_expect_eq(b.ops->put(b.ctx, &stale), -ESTALE, "a stale writer's update");
+	cr_assert_eq(b.ops->get(b.ctx, v.id, &out), 0);
+	cr_expect_neq(out.capacity_bytes, 1, "a refused write changes nothing in memory");
+	cr_assert_eq(b.ops->put(b.ctx, &v), 0, "the same record as stored: adopted");
+	cr_assert_eq(a.ops->put(a.ctx, &w), 0, "a record the stale writer never loaded");
+	w.capacity_bytes = 5;
+	cr_expect_eq(b.ops->put(b.ctx, &w), -ESTALE, "a stale writer's create");
+	b.ops->destroy(b.ctx);
+
+	/* Ids with upper case or too long for a name. */
+	struct ts_csi_volume odd = csc_mkvol(3);
+
+	snprintf(odd.id, sizeof(odd.id), "Vol_%s", "UPPER.case");
+	cr_assert_eq(a.ops->put(a.ctx, &odd), 0);
+	ts_csi_store_kube_name(odd.id, name);
+	cr_expect_eq(strncmp(name, "h-", 2), 0);
+	cr_expect_eq(strlen(name), 42u);
+	ts_csi_store_kube_name("tv-0123456789abcdef", name);
+	cr_expect_str_eq(name, "tv-0123456789abcdef");
+	ts_csi_store_kube_name("h-x", name);
+	cr_expect_neq(strcmp(name, "h-x"), 0, "ids that look hashed are hashed");
+	a.ops->destroy(a.ctx);
+	open_kube_store(ns, &r);
+	cr_assert_eq(r.ops->get(r.ctx, odd.id, &out), 0);
+	csc_expect_same(&out, &odd);
+	cr_expect_eq(r.ops->count(r.ctx), 3u);
+	r.ops->destroy(r.ctx);
+
+	/* An object whose name is not its id's fails the open: never guessed. */
+	snprintf(path, sizeof(path), "/apis/tessera.io/v1alpha1/namespaces/%s/tesseravolumes", ns);
+	obj = json_pack("{s:s,s:s,s:{s:s},s:o}", "apiVersion", "tessera.io/v1alpha1", "kind",
+			"TesseraVolume", "metadata", "name", "not-its-id", "spec",
+			json_pack("{s:i,s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:b}", "version", 1, "id",
+				  "tv-other", "name", "n", "attach", "", "fs_type", "",
+				  "capacity_bytes", 1, "ec_k", 0, "ec_m", 0, "block", 0));
+	cr_assert_eq(ts_kube_create(c, path, obj, NULL), 0);
+	json_decref(obj);
+	cr_expect_eq(ts_csi_store_kube_open(kcfg(), ns, &r.ops, &r.ctx), TS_ERR_CORRUPT);
+	/* and the CRD's validation refuses a record outside the schema */
+	obj = json_pack("{s:s,s:s,s:{s:s},s:{s:i,s:s}}", "apiVersion", "tessera.io/v1alpha1",
+			"kind", "TesseraVolume", "metadata", "name", "bad", "spec", "version", 2,
+			"id", "bad");
+	cr_expect_eq(ts_kube_create(c, path, obj, NULL), -EINVAL);
+	json_decref(obj);
 	ts_kube_close(c);
 }
