@@ -501,6 +501,11 @@ int csi_dispatch(struct ts_csi_driver *d, const struct csi_method *m, struct csi
 
 	*resp = NULL;
 	*resp_len = 0;
+	if (d->gate && strncmp(m->path, "/csi.v1.Identity/", 17) && d->gate(d->gate_arg)) {
+		csi_fail(c, CSI_UNAVAILABLE,
+			 "this controller is not the active one (it does not hold its Lease)");
+		return -1;
+	}
 	if (m->raw) {
 		if (csi_check_live(c) || m->raw(d, c, req, req_len, resp, resp_len))
 			return -1;

@@ -61,6 +61,17 @@ int ts_csi_driver_create(const struct ts_csi_config *cfg,
 void ts_csi_driver_destroy(struct ts_csi_driver *d);
 
 /**
+ * Serve only while \p gate(\p arg) answers 0: every call but the Identity
+ * service's is refused with UNAVAILABLE ("not the active controller") when
+ * it answers anything else. For a controller replica that holds its role on
+ * a Lease (control/kube/leader.h): a replica that was paused past its renew
+ * deadline refuses work from the moment it runs again. Call before
+ * ts_csi_server_start(); \p gate must be cheap and callable from any
+ * thread. NULL removes it. 0 or -EINVAL.
+ */
+int ts_csi_driver_set_gate(struct ts_csi_driver *d, int (*gate)(void *arg), void *arg);
+
+/**
  * Handle one request without gRPC: decode \p req (\p req_len bytes) for the
  * full method name \p method ("/csi.v1.Node/NodeStageVolume"), run the
  * handler, encode the response into a ts_malloc'd buffer (*resp, *resp_len;

@@ -48,6 +48,8 @@ struct ts_csi_driver {
 	const struct ts_admin_ops *admin_ops; /* csi/admin.h; NULL = no admin service */
 	void *admin_ctx;
 	struct csi_engine *engine; /* csi/engine.c; NULL = no engine service */
+	int (*gate)(void *arg);    /* ts_csi_driver_set_gate; NULL = always serve */
+	void *gate_arg;
 };
 
 /* engine.c: free what ts_csi_driver_set_engine made (NULL is a no-op). */

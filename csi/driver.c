@@ -120,6 +120,15 @@ fail:
 	return rc;
 }
 
+int ts_csi_driver_set_gate(struct ts_csi_driver *d, int (*gate)(void *arg), void *arg)
+{
+	if (!d)
+		return -EINVAL;
+	d->gate = gate;
+	d->gate_arg = arg;
+	return 0;
+}
+
 void ts_csi_driver_destroy(struct ts_csi_driver *d)
 {
 	if (!d)

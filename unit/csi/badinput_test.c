@@ -87,6 +87,43 @@ Test(csi_badinput, probe_follows_backend)
 	tenv_fini(&m);
 }
 
+/* The gate (a controller replica's Lease): Identity always, the rest only while it answers 0. */
+static int g_gate_rc;
+static unsigned g_gate_calls;
+
+static int gate(void *arg)
+{
+	cr_expect_eq(arg, &g_gate_rc);
+	g_gate_calls++;
+	return g_gate_rc;
+}
+
+Test(csi_badinput, gate_refuses_all_but_identity)
+{
+	Csi__V1__ProbeRequest pr = CSI__V1__PROBE_REQUEST__INIT;
+	Csi__V1__ListVolumesRequest lv = CSI__V1__LIST_VOLUMES_REQUEST__INIT;
+	Csi__V1__NodeGetInfoRequest ni = CSI__V1__NODE_GET_INFO_REQUEST__INIT;
+	char id[256], attach[1024];
+
+	cr_assert_eq(ts_csi_driver_set_gate(NULL, gate, NULL), -EINVAL);
+	cr_assert_eq(ts_csi_driver_set_gate(e.d, gate, &g_gate_rc), 0);
+	g_gate_rc = 0;
+	EXPECT(C_OK, "Controller/ListVolumes", lv);
+	cr_assert_eq(tcreate(e.d, "gated", 1 << 20, true, id, attach), C_OK, "%s", tmsg());
+	cr_expect_geq(g_gate_calls, 2u);
+	g_gate_rc = -EBUSY;
+	EXPECT(C_OK, "Identity/Probe", pr);
+	EXPECT(14, "Controller/ListVolumes", lv); /* UNAVAILABLE */
+	cr_expect(strstr(tmsg(), "not the active one"), "%s", tmsg());
+	EXPECT(14, "Node/NodeGetInfo", ni);
+	cr_expect_eq(tcreate(e.d, "gated2", 1 << 20, true, id, attach), 14);
+	g_gate_rc = 0;
+	EXPECT(C_OK, "Controller/ListVolumes", lv);
+	cr_assert_eq(ts_csi_driver_set_gate(e.d, NULL, NULL), 0);
+	g_gate_rc = -EBUSY;
+	EXPECT(C_OK, "Controller/ListVolumes", lv);
+}
+
 /* ---- CreateVolume ---- */
 
 static Csi__V1__CreateVolumeRequest cv_req(const char *name, Csi__V1__VolumeCapability **caps,
