@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "csi/admin.h"
 #include "programs/maint.h"
@@ -49,10 +50,15 @@
 #include "programs/programs.h"
 #include "dataplane/ldm/ldm.h"
 #include "control/cluster/cluster.h"
+#include "control/kube/leader.h"
+#include "control/kube/registry_kube.h"
 #include "control/registry/registry.h"
+#include "csi/store/store_kube.h"
 
 #define TICK_MS 500
 #define HEARTBEAT_MAX_AGE_MS 3000 /* the cluster's default: a node is up within it */
+/* With the Kubernetes store a node is up while its Lease is (registry_kube.h: 10 s). */
+#define KUBE_HEARTBEAT_MAX_AGE_MS 10000
 #define OPEN_RETRY_MS 1000
 
 struct ctl {
@@ -83,7 +89,17 @@ static void usage(FILE *f)
 		"                        and carry no volume data (docs/scale-out.md)\n"
 		"  --owner N             with --engines nodes: the node to serve first (default:\n"
 		"                        the lowest live node id); on its loss, the next live one\n"
-		"TESSERA_CHAP_USER/SECRET: the credential the nodes' targets require.\n");
+		"  --kube-namespace NS   with --engines nodes, instead of --registry: keep nodes,\n"
+		"                        groups and CSI records in Tessera's custom resources in\n"
+		"                        namespace NS (docs/kubernetes-store.md)\n"
+		"  --kubeconfig FILE     the cluster to use (default: in-cluster service account)\n"
+		"  --leader-lease NAME   with --kube-namespace: serve only while holding the Lease\n"
+		"                        NAME (active/passive replicas); a replica that loses it\n"
+		"                        exits (status 3) so it restarts as the passive one\n"
+		"  --identity ID         this replica's Lease holder identity (default: $POD_NAME,\n"
+		"                        else <hostname>-<pid>)\n"
+		"TESSERA_CHAP_USER/SECRET: the credential the nodes' targets require.\n"
+		"Exactly one of --registry and --kube-namespace.\n");
 }
 
 /* ---- the admin service's view: nodes from the registry, the group from the cluster ---- */
@@ -312,9 +328,33 @@ int ts_controller_serve(const struct ts_controller_cfg *cfg)
 	return 0;
 }
 
-/* --engines nodes: the group's engine in a node, this process without volume data. */
-static int serve_remote(const struct ts_controller_cfg *cfg, uint32_t owner)
+/* Where a --engines nodes controller keeps its state, and whether it is one of a pair. */
+struct kube_cfg {
+	const char *ns;         /* NULL: the directory registry, the file store */
+	const char *kubeconfig; /* NULL: in-cluster */
+	const char *lease;      /* NULL: no leader election */
+	const char *identity;
+};
+
+/* The leader's lost callback: exit at once, so nothing this replica started acts on. */
+static void leader_lost(void *arg, const char *why)
 {
+	(void)arg;
+	fprintf(stderr, "tessera controller: no longer the active controller (%s); exiting\n", why);
+	fflush(stderr);
+	_exit(3);
+}
+
+/* --engines nodes: the group's engine in a node, this process without volume data. */
+static int serve_remote(const struct ts_controller_cfg *cfg, uint32_t owner,
+			const struct kube_cfg *kc)
+{
+	struct ts_leader_opts lo = { .kubeconfig = kc->kubeconfig, .ns = kc->ns, .name = kc->lease,
+				     .identity = kc->identity, .lost = leader_lost,
+				     .sigs = cfg->sigs };
+	struct ts_leader *leader = NULL;
+	const struct ts_csi_store_ops *st = NULL;
+	void *st_ctx = NULL;
 	struct ts_remote_ctl_cfg rc_cfg = { .name = cfg->name, .reg = cfg->reg, .co = cfg->co,
 					    .create = cfg->create, .owner = owner,
 					    .portal = cfg->portal, .csi_endpoint = cfg->csi_endpoint,
@@ -324,13 +364,47 @@ static int serve_remote(const struct ts_controller_cfg *cfg, uint32_t owner)
 	struct ts_remote_ctl *r;
 	int sig, rc;
 
+	if (kc->lease) {
+		rc = ts_leader_acquire(&lo, &leader);
+		if (rc == 1)
+			return 0; /* a signal while passive */
+		if (rc < 0) {
+			fprintf(stderr, "tessera %s: Lease %s/%s: %s\n", cfg->name, kc->ns, kc->lease,
+				ts_strerror(rc));
+			return 1;
+		}
+		rc_cfg.gate = ts_leader_gate;
+		rc_cfg.gate_arg = leader;
+	}
+	if (kc->lease && rc_cfg.create) {
+		/* decided before the wait: the previous active may have created it since */
+		struct ts_reg_group rec;
+
+		rc_cfg.create = ts_registry_get_group(cfg->reg, cfg->co.group_uuid, &rec) == -ENOENT;
+	}
+	if (kc->ns) {
+		/* read once the role is ours: the previous active's last records included */
+		rc = ts_csi_store_kube_open(kc->kubeconfig, kc->ns, &st, &st_ctx);
+		if (rc < 0) {
+			fprintf(stderr, "tessera %s: the CSI records in namespace %s: %s\n", cfg->name,
+				kc->ns, ts_strerror(rc));
+			ts_leader_release(leader);
+			return 1;
+		}
+		rc_cfg.store = st;
+		rc_cfg.store_ctx = st_ctx;
+		rc_cfg.heartbeat_max_age_ms = KUBE_HEARTBEAT_MAX_AGE_MS;
+	}
 	rc = ts_remote_ctl_start(&rc_cfg, &r);
-	if (rc)
+	if (rc) {
+		ts_leader_release(leader);
 		return rc == 1 ? 0 : 1;
+	}
 	ts_controller_print_ready(cfg);
 	sigwait(cfg->sigs, &sig);
 	ts_log(TS_LOG_INFO, cfg->name, "signal %d, shutting down", sig);
 	ts_remote_ctl_stop(r);
+	ts_leader_release(leader); /* last: the passive takes over at once */
 	return 0;
 }
 
@@ -349,6 +423,10 @@ int ts_controller_main(int argc, char **argv)
 		{ "node-id", required_argument, NULL, 'i' },
 		{ "engines", required_argument, NULL, 'E' },
 		{ "owner", required_argument, NULL, 'O' },
+		{ "kube-namespace", required_argument, NULL, 'K' },
+		{ "kubeconfig", required_argument, NULL, 'C' },
+		{ "leader-lease", required_argument, NULL, 'L' },
+		{ "identity", required_argument, NULL, 'I' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -356,7 +434,8 @@ int ts_controller_main(int argc, char **argv)
 	struct ts_cluster_opts *co = &cfg.co;
 	struct ts_reg_group rec;
 	const char *regdir = NULL, *group = NULL, *endpoint = NULL;
-	char sock[4200];
+	struct kube_cfg kc = { 0 };
+	char sock[4200], ident[300];
 	uint64_t v, owner = 0;
 	bool node_engines = false;
 	sigset_t sigs;
@@ -407,15 +486,41 @@ int ts_controller_main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'K': kc.ns = optarg; break;
+		case 'C': kc.kubeconfig = optarg; break;
+		case 'L': kc.lease = optarg; break;
+		case 'I': kc.identity = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
-	if (optind != argc || !regdir || !group || !cfg.state_dir || !cfg.portal) {
-		fprintf(stderr, "tessera controller: --registry, --group, --state-dir and --portal "
-				"are required\n");
+	if (optind != argc || !regdir == !kc.ns || !group || !cfg.state_dir || !cfg.portal) {
+		fprintf(stderr, "tessera controller: --registry or --kube-namespace, --group, "
+				"--state-dir and --portal are required\n");
 		usage(stderr);
 		return 2;
+	}
+	if (kc.ns && !node_engines) {
+		fprintf(stderr, "tessera controller: --kube-namespace needs --engines nodes (a "
+				"controller that serves the volumes itself keeps its records beside "
+				"its data)\n");
+		return 2;
+	}
+	if ((kc.lease || kc.kubeconfig) && !kc.ns) {
+		fprintf(stderr, "tessera controller: --leader-lease and --kubeconfig need "
+				"--kube-namespace\n");
+		return 2;
+	}
+	if (kc.lease && !kc.identity) {
+		const char *pod = getenv("POD_NAME");
+		char host[256] = "controller";
+
+		gethostname(host, sizeof(host) - 1);
+		if (pod && pod[0])
+			snprintf(ident, sizeof(ident), "%s", pod);
+		else
+			snprintf(ident, sizeof(ident), "%s-%d", host, (int)getpid());
+		kc.identity = ident;
 	}
 	if (co->member_size % TS_LDM_BLOCK_SIZE) {
 		fprintf(stderr, "tessera controller: --member-size must be a multiple of %u bytes\n",
@@ -449,9 +554,11 @@ int ts_controller_main(int argc, char **argv)
 			ts_strerror(rc));
 		return 1;
 	}
-	rc = ts_registry_dir_open(regdir, &cfg.reg);
+	rc = kc.ns ? ts_registry_kube_open(kc.kubeconfig, kc.ns, &cfg.reg)
+		   : ts_registry_dir_open(regdir, &cfg.reg);
 	if (rc < 0) {
-		fprintf(stderr, "tessera controller: registry %s: %s\n", regdir, ts_strerror(rc));
+		fprintf(stderr, "tessera controller: registry %s: %s\n", kc.ns ? kc.ns : regdir,
+			ts_strerror(rc));
 		return 1;
 	}
 	/* A group that does not exist yet is created: that needs its member size. */
@@ -468,7 +575,7 @@ int ts_controller_main(int argc, char **argv)
 		return 1;
 	}
 	cfg.create = rc == -ENOENT;
-	rc = node_engines ? serve_remote(&cfg, (uint32_t)owner) : ts_controller_serve(&cfg);
+	rc = node_engines ? serve_remote(&cfg, (uint32_t)owner, &kc) : ts_controller_serve(&cfg);
 	ts_registry_close(cfg.reg);
 	return rc;
 }

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * `tessera node`: argument parsing and signal handling around the node agent
- * (control/node/node.h) over a directory registry. CHAP credentials for
- * peers come from the environment so they never show in `ps`.
+ * (control/node/node.h) over a directory registry or the Kubernetes store.
+ * CHAP credentials for peers come from the environment so they never show in `ps`.
  */
 #include <getopt.h>
 #include <pthread.h>
@@ -14,15 +14,19 @@
 #include "programs/engine_host.h"
 #include "programs/programs.h"
 #include "control/node/node.h"
+#include "control/kube/registry_kube.h"
 #include "control/registry/registry.h"
 #include "dataplane/common/ts_common.h"
 
 static void node_usage(FILE *f)
 {
-	fprintf(f, "usage: tessera node --id N --cluster UUID --addr IP [--port P] --registry DIR\n"
+	fprintf(f, "usage: tessera node --id N --cluster UUID --addr IP [--port P]\n"
+		   "                    (--registry DIR | --kube-namespace NS [--kubeconfig FILE])\n"
 		   "                    --disk PATH [--disk PATH...] [--extent-size BYTES] [--heartbeat-ms MS]\n"
 		   "                    [--state-dir DIR [--io-timeout-ms MS]]\n"
 		   "--state-dir: run an engine host (serve array groups the controller hands over).\n"
+		   "--kube-namespace: register in Tessera's custom resources in NS and heartbeat\n"
+		   "  with a Lease (docs/kubernetes-store.md); --kubeconfig, else in-cluster.\n"
 		   "CHAP credentials for peers: env TESSERA_CHAP_USER, TESSERA_CHAP_SECRET.\n");
 }
 
@@ -36,11 +40,13 @@ int ts_node_main(int argc, char **argv)
 		{ "heartbeat-ms", required_argument, NULL, 'h' }, { "help", no_argument, NULL, 'H' },
 		{ "state-dir", required_argument, NULL, 's' },
 		{ "io-timeout-ms", required_argument, NULL, 't' },
+		{ "kube-namespace", required_argument, NULL, 'K' },
+		{ "kubeconfig", required_argument, NULL, 'C' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *disks[16];
 	struct ts_node_opts o = { 0 };
-	const char *regdir = NULL, *state = NULL;
+	const char *regdir = NULL, *state = NULL, *kube_ns = NULL, *kubeconfig = NULL;
 	struct ts_engine_host *host = NULL;
 	uint32_t io_timeout = 0;
 	struct ts_registry *reg = NULL;
@@ -71,16 +77,20 @@ int ts_node_main(int argc, char **argv)
 		case 'h': o.heartbeat_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
 		case 's': state = optarg; break;
 		case 't': io_timeout = (uint32_t)strtoul(optarg, NULL, 10); break;
+		case 'K': kube_ns = optarg; break;
+		case 'C': kubeconfig = optarg; break;
 		case 'H': node_usage(stdout); return 0;
 		default: node_usage(stderr); return 2;
 		}
 	}
 	o.disks = disks;
+	if (kube_ns && !o.heartbeat_ms)
+		o.heartbeat_ms = 2000; /* each heartbeat renews a Lease: an API write */
 	o.chap_user = getenv("TESSERA_CHAP_USER");
 	o.chap_secret = getenv("TESSERA_CHAP_SECRET");
 	static const uint8_t zero[16];
-	if (!o.node_id || !o.addr || !regdir || !o.ndisks || !o.chap_user || !o.chap_secret ||
-	    !memcmp(o.cluster_uuid, zero, 16)) {
+	if (!o.node_id || !o.addr || !regdir == !kube_ns || (kubeconfig && !kube_ns) || !o.ndisks ||
+	    !o.chap_user || !o.chap_secret || !memcmp(o.cluster_uuid, zero, 16)) {
 		node_usage(stderr);
 		return 2;
 	}
@@ -90,7 +100,8 @@ int ts_node_main(int argc, char **argv)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	rc = ts_registry_dir_open(regdir, &reg);
+	rc = kube_ns ? ts_registry_kube_open(kubeconfig, kube_ns, &reg)
+		     : ts_registry_dir_open(regdir, &reg);
 	o.reg = reg;
 	if (rc == 0 && state) {
 		struct ts_engine_host_opts ho = { .reg = reg, .node_id = o.node_id, .addr = o.addr,

@@ -15,6 +15,7 @@
  * count, r->glock the table, r->pick_lock serialises picks.
  */
 #include "programs/remote_ctl.h"
+#include "csi/store/store.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -841,7 +842,8 @@ int ts_remote_ctl_start(const struct ts_remote_ctl_cfg *cfg, struct ts_remote_ct
 	struct ts_stack_opts so = { .name = cfg->name, .node_id = cfg->node_id,
 				    .portal = cfg->portal, .state_dir = cfg->state_dir,
 				    .csi_endpoint = cfg->csi_endpoint, .status = ctl_status,
-				    .tree = ctl_tree };
+				    .tree = ctl_tree, .store = cfg->store, .store_ctx = cfg->store_ctx,
+				    .gate = cfg->gate, .gate_arg = cfg->gate_arg };
 	struct ts_iscsi_server_opts fo = { .threads = 1, .redirect = ts_routes_redirect };
 	const char *colon = cfg->portal ? strrchr(cfg->portal, ':') : NULL;
 	struct ts_remote_ctl *r;
@@ -849,11 +851,17 @@ int ts_remote_ctl_start(const struct ts_remote_ctl_cfg *cfg, struct ts_remote_ct
 	int rc;
 
 	*out = NULL;
-	if (!cfg->reg || !colon || (size_t)(colon - cfg->portal) >= sizeof(addr))
+	if (!cfg->reg || !colon || (size_t)(colon - cfg->portal) >= sizeof(addr)) {
+		if (cfg->store)
+			cfg->store->destroy(cfg->store_ctx);
 		return -EINVAL;
+	}
 	r = ts_calloc(1, sizeof(*r));
-	if (!r)
+	if (!r) {
+		if (cfg->store)
+			cfg->store->destroy(cfg->store_ctx);
 		return -ENOMEM;
+	}
 	r->cfg = *cfg;
 	if (!r->cfg.heartbeat_max_age_ms)
 		r->cfg.heartbeat_max_age_ms = 3000;
@@ -881,8 +889,10 @@ int ts_remote_ctl_start(const struct ts_remote_ctl_cfg *cfg, struct ts_remote_ct
 	so.status_arg = r;
 	so.tree_arg = r;
 	rc = ts_csi_backend_remote_create(&ro, &so.backend, &so.backend_ctx);
-	if (rc == 0)
+	if (rc == 0) {
+		r->cfg.store = NULL; /* the stack's now, whatever its start says */
 		rc = ts_stack_start(&so, &r->stack); /* says which layer failed */
+	}
 	if (rc == 0)
 		rc = -pthread_create(&r->watch, NULL, watch_main, r);
 	if (rc)
@@ -921,6 +931,8 @@ void ts_remote_ctl_stop(struct ts_remote_ctl *r)
 	if (r->watching)
 		pthread_join(r->watch, NULL);
 	ts_stack_stop(r->stack);
+	if (r->cfg.store) /* never handed to a stack */
+		r->cfg.store->destroy(r->cfg.store_ctx);
 	ts_iscsi_server_destroy(r->front);
 	ts_routes_stop(r->routes);
 	pthread_cond_destroy(&r->cond);

@@ -69,6 +69,12 @@ struct ts_remote_ctl_cfg {
 	 */
 	int (*groups)(void *arg, struct ts_admin_status *out);
 	void *groups_arg;
+	/** Optional, as ts_stack_opts: the CSI store (owned from start on, also on failure). */
+	const struct ts_csi_store_ops *store;
+	void *store_ctx;
+	/** Optional, as ts_stack_opts: serve only while this answers 0. */
+	int (*gate)(void *arg);
+	void *gate_arg;
 };
 
 /**

@@ -247,15 +247,21 @@ int ts_stack_start(const struct ts_stack_opts *o, struct ts_stack **out)
 	    parse_portal(o->portal, addr, sizeof(addr), &so.port)) {
 		if (o && o->backend && !o->device)
 			o->backend->destroy(o->backend_ctx);
+		if (o && o->store)
+			o->store->destroy(o->store_ctx);
 		return -EINVAL;
 	}
 	s = ts_calloc(1, sizeof(*s));
 	if (!s) {
 		if (o->backend && !o->device)
 			o->backend->destroy(o->backend_ctx);
+		if (o->store)
+			o->store->destroy(o->store_ctx);
 		return -ENOMEM;
 	}
 	s->o = *o;
+	s->st = o->store; /* ours from here on: stopped with the stack */
+	s->st_ctx = o->store_ctx;
 	snprintf(s->name, sizeof(s->name), "%s", o->name ? o->name : "stack");
 	so.addr = addr;
 	if (o->backend) {
@@ -291,7 +297,7 @@ store:
 	what = "metadata store";
 	snprintf(path, sizeof(path), "%s/meta", o->state_dir);
 	arg = path;
-	rc = ts_csi_store_file_open(path, &s->st, &s->st_ctx);
+	rc = s->st ? 0 : ts_csi_store_file_open(path, &s->st, &s->st_ctx);
 	if (rc < 0)
 		goto fail;
 	what = "CSI endpoint";
@@ -301,6 +307,8 @@ store:
 	rc = ts_csi_driver_create(&cfg, s->be, s->be_ctx, s->st, s->st_ctx, &s->d);
 	if (rc == 0)
 		rc = ts_csi_driver_set_admin(s->d, &g_stack_admin_ops, s);
+	if (rc == 0)
+		rc = ts_csi_driver_set_gate(s->d, o->gate, o->gate_arg);
 	if (rc == 0)
 		rc = ts_csi_server_start(s->d, o->csi_endpoint, 0, &s->srv);
 	if (rc < 0)

@@ -20,7 +20,7 @@
  *
  * State directory (beside whatever the caller keeps there):
  *   volumes.formatted   the pool was formatted on this device
- *   meta/               CSI controller records
+ *   meta/               CSI controller records (unless the caller gives a store)
  *   node/               CSI node staging records
  *   pr/                 SCSI persistent reservations per volume
  *   attach/             private FUSE mounts of attached volumes
@@ -38,6 +38,7 @@
 struct ts_member;
 struct ts_admin_status;
 struct ts_csi_backend_ops;
+struct ts_csi_store_ops;
 struct ts_stack;
 
 struct ts_stack_opts {
@@ -69,6 +70,16 @@ struct ts_stack_opts {
 	 */
 	int (*status)(void *arg, struct ts_admin_status *out);
 	void *status_arg;
+	/**
+	 * Optional: the CSI metadata store (csi/store/store.h), e.g. the
+	 * Kubernetes one; owned from start on, also when start fails. NULL:
+	 * the file store in <state_dir>/meta.
+	 */
+	const struct ts_csi_store_ops *store;
+	void *store_ctx;
+	/** Optional: serve only while this answers 0 (ts_csi_driver_set_gate). */
+	int (*gate)(void *arg);
+	void *gate_arg;
 };
 
 /**

@@ -26,7 +26,13 @@
  *  - the CSI metadata store over TesseraVolume objects passes the cases of
  *    unit/support/csistore, refuses a second writer's stale writes
  *    (-ESTALE), adopts a write equal to what is stored, and fails its open
- *    on an object that is not what its name says.
+ *    on an object that is not what its name says;
+ *  - leader election: the passive replica waits while the active one renews
+ *    past the Lease's duration, takes over at its next try once the Lease is
+ *    released, and an active replica whose Lease someone else wrote loses
+ *    the role (lost called once, the gate closed); one cut off from the API
+ *    server closes its gate at its renew deadline, before the passive one
+ *    can take the expired Lease.
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -34,13 +40,16 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "control/kube/kube.h"
+#include "control/kube/leader.h"
 #include "control/kube/registry_kube.h"
 #include "control/registry/registry.h"
 #include "csi/store/store_kube.h"
@@ -925,5 +934,177 @@ Test(kube_apiserver, csi_store_second_writer_is_refused)
 			"id", "bad");
 	cr_expect_eq(ts_kube_create(c, path, obj, NULL), -EINVAL);
 	json_decref(obj);
+	ts_kube_close(c);
+}
+
+/* ---- leader election (control/kube/leader.h) ---- */
+
+struct replica {
+	struct ts_leader_opts o;
+	struct ts_leader *l;
+	atomic_int rc; /* 1 while acquire waits */
+	atomic_uint lost;
+	char why[128];
+};
+
+static void on_lost(void *arg, const char *why)
+{
+	struct replica *r = arg;
+
+	snprintf(r->why, sizeof(r->why), "%s", why);
+	atomic_fetch_add(&r->lost, 1);
+}
+
+static void replica_init(struct replica *r, const char *kubeconfig, const char *ns,
+			 const char *id)
+{
+	memset(r, 0, sizeof(*r));
+	r->o = (struct ts_leader_opts){ .kubeconfig = kubeconfig, .ns = ns, .name = "ctl",
+					.identity = id, .duration_s = 3, .retry_ms = 200,
+					.lost = on_lost, .lost_arg = r };
+	atomic_store(&r->rc, 1);
+}
+
+static void *run_acquire(void *arg)
+{
+	struct replica *r = arg;
+
+	atomic_store(&r->rc, ts_leader_acquire(&r->o, &r->l));
+	return NULL;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Wait until \p r's acquire returns, at most \p ms; its rc. */
+static int acquired_within(struct replica *r, unsigned ms)
+{
+	uint64_t end = now_ms() + ms;
+
+	while (atomic_load(&r->rc) == 1 && now_ms() < end)
+		usleep(20000);
+	return atomic_load(&r->rc);
+}
+
+Test(kube_apiserver, leader_active_passive_release_and_takeover)
+{
+	struct ts_kube *c = client();
+	struct replica a, b;
+	struct ts_kube_lease l;
+	pthread_t tb;
+	json_t *obj;
+	char ns[32], path[256];
+
+	new_ns(c, ns);
+	replica_init(&a, kcfg(), ns, "a");
+	replica_init(&b, kcfg(), ns, "b");
+	{
+		struct ts_leader_opts bad = a.o;
+
+		bad.renew_deadline_ms = 3000; /* not shorter than the duration */
+		cr_assert_eq(ts_leader_acquire(&bad, &a.l), -EINVAL);
+		bad = a.o;
+		bad.identity = "";
+		cr_assert_eq(ts_leader_acquire(&bad, &a.l), -EINVAL);
+	}
+	cr_assert_eq(ts_leader_acquire(&a.o, &a.l), 0);
+	cr_assert_eq(ts_leader_gate(a.l), 0);
+	cr_assert_str_eq(ts_leader_previous(a.l), "");
+	cr_assert_eq(pthread_create(&tb, NULL, run_acquire, &b), 0);
+	/* twice the Lease's duration: a renews it, b keeps waiting */
+	cr_assert_eq(acquired_within(&b, 6000), 1, "b took a Lease a renews");
+	cr_assert_eq(ts_leader_gate(a.l), 0);
+	cr_assert_eq(ts_kube_lease_get(c, ns, "ctl", &l), 0);
+	cr_assert_str_eq(l.holder, "a");
+	cr_assert_eq(atomic_load(&a.lost), 0u);
+
+	/* a gives it up: b holds it at its next try, long before a's duration */
+	uint64_t t0 = now_ms();
+
+	ts_leader_release(a.l);
+	cr_assert_eq(acquired_within(&b, 2000), 0);
+	pthread_join(tb, NULL);
+	cr_assert_lt(now_ms() - t0, 1500u);
+	cr_assert_eq(ts_leader_gate(b.l), 0);
+	cr_assert_eq(atomic_load(&a.lost), 0u, "a release is not a loss");
+	cr_assert_eq(ts_kube_lease_get(c, ns, "ctl", &l), 0);
+	cr_assert_str_eq(l.holder, "b");
+
+	/* someone else writes the Lease over b's: b's next renew loses the role, once */
+	snprintf(path, sizeof(path), "/apis/coordination.k8s.io/v1/namespaces/%s/leases/ctl", ns);
+	cr_assert_eq(ts_kube_get(c, path, &obj), 0);
+	json_object_set_new(json_object_get(obj, "spec"), "holderIdentity",
+			    json_string("intruder"));
+	cr_assert_eq(ts_kube_update(c, path, obj, NULL), 0);
+	json_decref(obj);
+	t0 = now_ms();
+	while (!atomic_load(&b.lost) && now_ms() - t0 < 3000)
+		usleep(20000);
+	cr_assert_eq(atomic_load(&b.lost), 1u);
+	cr_assert(strstr(b.why, "someone else"), "%s", b.why);
+	cr_assert_eq(ts_leader_gate(b.l), -EBUSY);
+	usleep(500000);
+	cr_assert_eq(atomic_load(&b.lost), 1u, "lost is called once");
+	ts_leader_release(b.l); /* lost: the intruder's Lease is left alone */
+	cr_assert_eq(ts_kube_lease_get(c, ns, "ctl", &l), 0);
+	cr_assert_str_eq(l.holder, "intruder");
+	ts_kube_close(c);
+}
+
+/* A holder cut off from the API server steps down at its renew deadline, before the Lease expires. */
+Test(kube_apiserver, leader_cut_off_steps_down_before_expiry)
+{
+	struct ts_kube *c = client();
+	struct replica a, b;
+	struct proxy px;
+	struct ts_kube_lease l;
+	char ns[32], via[512];
+	uint16_t api_port;
+	pthread_t tb;
+
+	new_ns(c, ns);
+	kubeconfig_via(0, via, sizeof(via), &api_port);
+	proxy_start(&px, api_port);
+	kubeconfig_via(px.port, via, sizeof(via), &api_port);
+	replica_init(&a, via, ns, "a");
+	replica_init(&b, kcfg(), ns, "b");
+	cr_assert_eq(ts_leader_acquire(&a.o, &a.l), 0);
+	usleep(600000);
+	cr_assert_eq(ts_kube_lease_get(c, ns, "ctl", &l), 0);
+	uint64_t renewed_us = l.renew_us;
+
+	cr_assert_eq(pthread_create(&tb, NULL, run_acquire, &b), 0);
+	/* cut a off: no new connection, the open ones shut */
+	shutdown(px.lfd, SHUT_RDWR);
+	proxy_cut(&px);
+	uint64_t t0 = now_ms(), stepped = 0;
+
+	while (now_ms() - t0 < 5000) {
+		if (!stepped && ts_leader_gate(a.l))
+			stepped = now_ms() - t0;
+		if (atomic_load(&b.rc) == 0)
+			break;
+		usleep(10000);
+	}
+	uint64_t took = now_ms() - t0;
+
+	cr_assert_eq(acquired_within(&b, 0), 0, "b took over");
+	pthread_join(tb, NULL);
+	cr_assert_gt(stepped, 0u, "a stepped down");
+	cr_assert_eq(atomic_load(&a.lost), 1u);
+	cr_assert(strstr(a.why, "deadline"), "%s", a.why);
+	/* a stopped acting before b started: a's deadline (2 s from its last renew) < the duration */
+	cr_assert_lt(stepped, took, "a stepped down at %llu ms, b took over at %llu ms",
+		     (unsigned long long)stepped, (unsigned long long)took);
+	cr_assert_eq(ts_kube_lease_get(c, ns, "ctl", &l), 0);
+	cr_assert_str_eq(l.holder, "b");
+	cr_assert_geq(l.acquire_us, renewed_us + 2000000u, "taken over only once a's Lease expired");
+	ts_leader_release(a.l);
+	ts_leader_release(b.l);
 	ts_kube_close(c);
 }

@@ -11,6 +11,7 @@
 #                       (start waits until /readyz; compact compacts etcd at its
 #                       current revision)
 #   TS_KUBE_WORK        the work dir
+#   TS_KUBE_KUBECTL     the cached kubectl
 # When the cached kube-apiserver/kubectl or etcd are missing it prints
 # "DID NOT RUN: <why>" and exits 77 (ctest SKIP_RETURN_CODE). Needs no root.
 # Environment: E2E_CACHE (lib/versions.sh), TS_KUBE_KEEP=1 keeps the work dir.
@@ -103,5 +104,5 @@ t0=$SECONDS
   { log "installing the CRDs failed:"; cat "$WORK/logs/crds.log" >&2; exit 2; }
 log "etcd + kube-apiserver on 127.0.0.1:$API_PORT ready, CRDs installed in $((SECONDS - t0))s"
 
-export TS_KUBE_KUBECONFIG=$KCFG TS_KUBE_CTL=$WORK/ctl.sh TS_KUBE_WORK=$WORK
+export TS_KUBE_KUBECONFIG=$KCFG TS_KUBE_CTL=$WORK/ctl.sh TS_KUBE_WORK=$WORK TS_KUBE_KUBECTL=$KUBECTL
 "$@"

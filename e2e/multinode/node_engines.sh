@@ -74,12 +74,7 @@ for i in 1 2 3; do truncate -s 256M "$W/node$i.disk"; start_node "$i"; done
 	--portal "$FRONT" --ec 4+2 --member-size 48Mi --io-timeout-ms 1500 \
 	--engines nodes --owner 1 >"$W/ctl.out" 2>"$W/ctl.err" &
 CP=$!
-for _ in $(seq 1 600); do
-	grep -q '^ready' "$W/ctl.out" && break
-	kill -0 "$CP" 2>/dev/null || fail "controller exited before ready"
-	sleep 0.1
-done
-grep -q '^ready' "$W/ctl.out" || fail "controller not ready"
+mn_wait_ready "$W/ctl.out" "$CP" controller
 E1=$(served_epoch 1)
 [ "$E1" -ge 2 ] || fail "node 1 does not list the group (epoch $E1)"
 echo "ok: controller ready, node 1 serves the group at epoch $E1"
