@@ -1,16 +1,23 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * `tessera node`: argument parsing and signal handling around the node agent
- * (control/node/node.h) over a directory registry or the Kubernetes store.
- * CHAP credentials for peers come from the environment so they never show in `ps`.
+ * (control/node/node.h) over a directory registry or the Kubernetes store,
+ * and, with --csi-endpoint, the CSI Node service of this host (a node-only
+ * driver whose backend attaches the volume's iSCSI URL, csi/backend/
+ * iscsi_attach.h): what kubelet talks to in the chart's DaemonSet. CHAP
+ * credentials for peers come from the environment so they never show in `ps`.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "csi/backend/iscsi_attach.h"
+#include "csi/csi.h"
 #include "programs/engine_host.h"
 #include "programs/programs.h"
 #include "control/node/node.h"
@@ -24,10 +31,65 @@ static void node_usage(FILE *f)
 		   "                    (--registry DIR | --kube-namespace NS [--kubeconfig FILE])\n"
 		   "                    --disk PATH [--disk PATH...] [--extent-size BYTES] [--heartbeat-ms MS]\n"
 		   "                    [--state-dir DIR [--io-timeout-ms MS]]\n"
+		   "                    [--csi-endpoint unix:///PATH [--csi-node-id NAME] [--max-volumes N]]\n"
 		   "--state-dir: run an engine host (serve array groups the controller hands over).\n"
+		   "--csi-endpoint: serve this host's CSI Node service there (kubelet stages and\n"
+		   "  publishes volumes through it; state in <state-dir>/csi, so --state-dir is\n"
+		   "  needed); --csi-node-id: the name NodeGetInfo reports (default $NODE_NAME,\n"
+		   "  else the hostname); --max-volumes: kubelet's per-node limit (default 64).\n"
 		   "--kube-namespace: register in Tessera's custom resources in NS and heartbeat\n"
 		   "  with a Lease (docs/kubernetes-store.md); --kubeconfig, else in-cluster.\n"
 		   "CHAP credentials for peers: env TESSERA_CHAP_USER, TESSERA_CHAP_SECRET.\n");
+}
+
+/* The CSI Node service of this host (--csi-endpoint). */
+struct node_csi {
+	char node_id[256];
+	const struct ts_csi_backend_ops *be;
+	void *be_ctx;
+	struct ts_csi_driver *d;
+	struct ts_csi_server *srv;
+};
+
+static void node_csi_stop(struct node_csi *c)
+{
+	ts_csi_server_stop(c->srv, 5000);
+	ts_csi_driver_destroy(c->d);
+	if (c->be)
+		c->be->destroy(c->be_ctx);
+	*c = (struct node_csi){ 0 };
+}
+
+static int node_csi_start(struct node_csi *c, const char *endpoint, const char *node_id,
+			  const char *state, uint32_t max_volumes)
+{
+	struct ts_csi_config cfg = { .node = true, .max_volumes_per_node = max_volumes };
+	char dir[4096];
+	const char *env = getenv("NODE_NAME");
+	int rc;
+
+	if (node_id)
+		snprintf(c->node_id, sizeof(c->node_id), "%s", node_id);
+	else if (env && env[0])
+		snprintf(c->node_id, sizeof(c->node_id), "%s", env);
+	else if (gethostname(c->node_id, sizeof(c->node_id) - 1))
+		return -errno;
+	if ((size_t)snprintf(dir, sizeof(dir), "%s/csi", state) >= sizeof(dir))
+		return -ENAMETOOLONG;
+	rc = ts_mkdir_p(dir);
+	if (rc == 0)
+		rc = ts_csi_iscsi_attach_backend(dir, &c->be, &c->be_ctx);
+	cfg.node_id = c->node_id;
+	cfg.state_dir = dir;
+	if (rc == 0)
+		rc = ts_csi_driver_create(&cfg, c->be, c->be_ctx, NULL, NULL, &c->d);
+	if (rc == 0)
+		rc = ts_csi_server_start(c->d, endpoint, 0, &c->srv);
+	if (rc) {
+		ts_log(TS_LOG_ERROR, "node", "CSI Node service on %s: %s", endpoint, ts_strerror(rc));
+		node_csi_stop(c);
+	}
+	return rc;
 }
 
 int ts_node_main(int argc, char **argv)
@@ -42,13 +104,18 @@ int ts_node_main(int argc, char **argv)
 		{ "io-timeout-ms", required_argument, NULL, 't' },
 		{ "kube-namespace", required_argument, NULL, 'K' },
 		{ "kubeconfig", required_argument, NULL, 'C' },
+		{ "csi-endpoint", required_argument, NULL, 'E' },
+		{ "csi-node-id", required_argument, NULL, 'N' },
+		{ "max-volumes", required_argument, NULL, 'M' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *disks[16];
 	struct ts_node_opts o = { 0 };
 	const char *regdir = NULL, *state = NULL, *kube_ns = NULL, *kubeconfig = NULL;
 	struct ts_engine_host *host = NULL;
-	uint32_t io_timeout = 0;
+	uint32_t io_timeout = 0, max_volumes = 64;
+	const char *csi_ep = NULL, *csi_node = NULL;
+	struct node_csi csi = { 0 };
 	struct ts_registry *reg = NULL;
 	struct ts_node *n = NULL;
 	sigset_t set;
@@ -79,6 +146,9 @@ int ts_node_main(int argc, char **argv)
 		case 't': io_timeout = (uint32_t)strtoul(optarg, NULL, 10); break;
 		case 'K': kube_ns = optarg; break;
 		case 'C': kubeconfig = optarg; break;
+		case 'E': csi_ep = optarg; break;
+		case 'N': csi_node = optarg; break;
+		case 'M': max_volumes = (uint32_t)strtoul(optarg, NULL, 10); break;
 		case 'H': node_usage(stdout); return 0;
 		default: node_usage(stderr); return 2;
 		}
@@ -92,6 +162,11 @@ int ts_node_main(int argc, char **argv)
 	if (!o.node_id || !o.addr || !regdir == !kube_ns || (kubeconfig && !kube_ns) || !o.ndisks ||
 	    !o.chap_user || !o.chap_secret || !memcmp(o.cluster_uuid, zero, 16)) {
 		node_usage(stderr);
+		return 2;
+	}
+	if ((csi_ep || csi_node) && !state) {
+		fprintf(stderr, "tessera node: --csi-endpoint needs --state-dir (its staging "
+				"records)\n");
 		return 2;
 	}
 	/* SIGPIPE: a peer that vanishes must not kill the node. TERM/INT: sigwait below. */
@@ -117,17 +192,24 @@ int ts_node_main(int argc, char **argv)
 	}
 	if (rc == 0)
 		rc = ts_node_start(&o, &n);
+	if (rc == 0 && csi_ep)
+		rc = node_csi_start(&csi, csi_ep, csi_node, state, max_volumes);
 	if (rc) {
 		fprintf(stderr, "tessera node: %s\n", ts_strerror(rc));
+		ts_node_stop(n);
 		ts_engine_host_destroy(host);
 		ts_registry_close(reg);
 		return 1;
 	}
-	printf("node=%u ready\n", o.node_id);
+	if (csi_ep)
+		printf("node=%u ready csi=%s csi_node_id=%s\n", o.node_id, csi_ep, csi.node_id);
+	else
+		printf("node=%u ready\n", o.node_id);
 	fflush(stdout);
 	if (sigwait(&set, &sig) == 0)
 		ts_log(TS_LOG_INFO, "node", "stopping node=%u signal=%d", o.node_id, sig);
-	ts_node_stop(n); /* releases the engines */
+	node_csi_stop(&csi); /* attached volumes stay attached (kubelet unstages them) */
+	ts_node_stop(n);     /* releases the engines */
 	ts_engine_host_destroy(host);
 	ts_registry_close(reg);
 	return 0;

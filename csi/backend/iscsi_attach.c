@@ -136,3 +136,96 @@ void ts_csi_iscsi_attach_destroy(struct ts_csi_iscsi_attach *t)
 	ts_free(t->parent);
 	ts_free(t);
 }
+
+/* ---- the attach-only backend ---- */
+
+static int ab_probe(void *ctx)
+{
+	(void)ctx;
+	return 0;
+}
+
+static int ab_create(void *ctx, const struct ts_csi_vol_spec *spec, struct ts_csi_backend_vol *out)
+{
+	(void)ctx;
+	(void)spec;
+	(void)out;
+	return -EOPNOTSUPP;
+}
+
+static int ab_remove(void *ctx, const char *id)
+{
+	(void)ctx;
+	(void)id;
+	return -EOPNOTSUPP;
+}
+
+static int ab_expand(void *ctx, const char *id, uint64_t bytes, uint64_t *out_bytes)
+{
+	(void)ctx;
+	(void)id;
+	(void)bytes;
+	(void)out_bytes;
+	return -EOPNOTSUPP;
+}
+
+static int ab_capacity(void *ctx, uint64_t *avail_bytes)
+{
+	(void)ctx;
+	(void)avail_bytes;
+	return -EOPNOTSUPP;
+}
+
+static int ab_attach(void *ctx, const char *id, const char *attach, char *dev, size_t dev_len)
+{
+	(void)id;
+	return ts_csi_iscsi_attach_open(ctx, attach, dev, dev_len);
+}
+
+static int ab_detach(void *ctx, const char *id, const char *dev)
+{
+	(void)id;
+	return ts_csi_iscsi_attach_close(ctx, dev);
+}
+
+static int ab_refresh(void *ctx, const char *id, const char *dev, uint64_t *out_bytes)
+{
+	(void)id;
+	return ts_csi_iscsi_attach_refresh(ctx, dev, out_bytes);
+}
+
+static void ab_destroy(void *ctx)
+{
+	ts_csi_iscsi_attach_destroy(ctx);
+}
+
+static const struct ts_csi_backend_ops g_attach_only_ops = {
+	.name = "attach",
+	/* writers on several nodes are the engine's to order, wherever it runs */
+	.multi_node_writers = true,
+	.probe = ab_probe,
+	.create = ab_create,
+	.remove = ab_remove,
+	.expand = ab_expand,
+	.capacity = ab_capacity,
+	.attach = ab_attach,
+	.detach = ab_detach,
+	.refresh = ab_refresh,
+	.destroy = ab_destroy,
+};
+
+int ts_csi_iscsi_attach_backend(const char *state_dir, const struct ts_csi_backend_ops **ops,
+				void **ctx)
+{
+	struct ts_csi_iscsi_attach *t;
+	int rc;
+
+	if (!ops || !ctx)
+		return -EINVAL;
+	rc = ts_csi_iscsi_attach_create(state_dir, &t);
+	if (rc)
+		return rc;
+	*ops = &g_attach_only_ops;
+	*ctx = t;
+	return 0;
+}

@@ -48,4 +48,17 @@ int ts_csi_iscsi_attach_refresh(struct ts_csi_iscsi_attach *t, const char *dev,
 /** Detach everything still attached and free \p t (NULL is a no-op). */
 void ts_csi_iscsi_attach_destroy(struct ts_csi_iscsi_attach *t);
 
+struct ts_csi_backend_ops;
+
+/**
+ * A backend that is only this table: the node side of a node-only CSI
+ * driver (`tessera node --csi-endpoint`, the chart's DaemonSet), whose
+ * controller side runs elsewhere. attach/detach/refresh as above, probe 0;
+ * every controller op answers -EOPNOTSUPP (the driver never calls them with
+ * its controller service off). 0 and \p ops / \p ctx (free with
+ * ops->destroy(ctx)), -EINVAL, -ENOMEM.
+ */
+int ts_csi_iscsi_attach_backend(const char *state_dir, const struct ts_csi_backend_ops **ops,
+				void **ctx);
+
 #endif /* TS_CSI_ISCSI_ATTACH_H */
