@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,13 +22,14 @@
 #include "programs/engine_host.h"
 #include "programs/programs.h"
 #include "control/node/node.h"
+#include "control/kube/node_ids.h"
 #include "control/kube/registry_kube.h"
 #include "control/registry/registry.h"
 #include "dataplane/common/ts_common.h"
 
 static void node_usage(FILE *f)
 {
-	fprintf(f, "usage: tessera node --id N --cluster UUID --addr IP [--port P]\n"
+	fprintf(f, "usage: tessera node --id N|auto --cluster UUID --addr IP [--port P]\n"
 		   "                    (--registry DIR | --kube-namespace NS [--kubeconfig FILE])\n"
 		   "                    --disk PATH [--disk PATH...] [--extent-size BYTES] [--heartbeat-ms MS]\n"
 		   "                    [--state-dir DIR [--io-timeout-ms MS]]\n"
@@ -39,7 +41,25 @@ static void node_usage(FILE *f)
 		   "  else the hostname); --max-volumes: kubelet's per-node limit (default 64).\n"
 		   "--kube-namespace: register in Tessera's custom resources in NS and heartbeat\n"
 		   "  with a Lease (docs/kubernetes-store.md); --kubeconfig, else in-cluster.\n"
+		   "--id auto (with --kube-namespace): this host's id from the ConfigMap\n"
+		   "  tessera-node-ids, claimed on first start (the host's name as for\n"
+		   "  --csi-node-id).\n"
 		   "CHAP credentials for peers: env TESSERA_CHAP_USER, TESSERA_CHAP_SECRET.\n");
+}
+
+/* This host's name: \p given, else $NODE_NAME (the chart sets it), else the hostname. */
+static int host_name(const char *given, char *out, size_t len)
+{
+	const char *env = getenv("NODE_NAME");
+
+	if (given)
+		snprintf(out, len, "%s", given);
+	else if (env && env[0])
+		snprintf(out, len, "%s", env);
+	else if (gethostname(out, len - 1))
+		return -errno;
+	out[len - 1] = '\0';
+	return 0;
 }
 
 /* The CSI Node service of this host (--csi-endpoint). */
@@ -65,15 +85,10 @@ static int node_csi_start(struct node_csi *c, const char *endpoint, const char *
 {
 	struct ts_csi_config cfg = { .node = true, .max_volumes_per_node = max_volumes };
 	char dir[4096];
-	const char *env = getenv("NODE_NAME");
-	int rc;
+	int rc = host_name(node_id, c->node_id, sizeof(c->node_id));
 
-	if (node_id)
-		snprintf(c->node_id, sizeof(c->node_id), "%s", node_id);
-	else if (env && env[0])
-		snprintf(c->node_id, sizeof(c->node_id), "%s", env);
-	else if (gethostname(c->node_id, sizeof(c->node_id) - 1))
-		return -errno;
+	if (rc)
+		return rc;
 	if ((size_t)snprintf(dir, sizeof(dir), "%s/csi", state) >= sizeof(dir))
 		return -ENAMETOOLONG;
 	rc = ts_mkdir_p(dir);
@@ -114,6 +129,8 @@ int ts_node_main(int argc, char **argv)
 	const char *regdir = NULL, *state = NULL, *kube_ns = NULL, *kubeconfig = NULL;
 	struct ts_engine_host *host = NULL;
 	uint32_t io_timeout = 0, max_volumes = 64;
+	bool auto_id = false;
+	char hostname[256];
 	const char *csi_ep = NULL, *csi_node = NULL;
 	struct node_csi csi = { 0 };
 	struct ts_registry *reg = NULL;
@@ -123,7 +140,10 @@ int ts_node_main(int argc, char **argv)
 
 	while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
 		switch (c) {
-		case 'i': o.node_id = (uint32_t)strtoul(optarg, NULL, 10); break;
+		case 'i':
+			auto_id = !strcmp(optarg, "auto");
+			o.node_id = auto_id ? 0 : (uint32_t)strtoul(optarg, NULL, 10);
+			break;
 		case 'a': o.addr = optarg; break;
 		case 'p': o.port = (uint16_t)strtoul(optarg, NULL, 10); break;
 		case 'r': regdir = optarg; break;
@@ -156,6 +176,24 @@ int ts_node_main(int argc, char **argv)
 	o.disks = disks;
 	if (kube_ns && !o.heartbeat_ms)
 		o.heartbeat_ms = 2000; /* each heartbeat renews a Lease: an API write */
+	if (auto_id && !kube_ns) {
+		fprintf(stderr, "tessera node: --id auto needs --kube-namespace (the ids are kept "
+				"there)\n");
+		return 2;
+	}
+	if (auto_id) {
+		int r = host_name(csi_node, hostname, sizeof(hostname));
+
+		if (r == 0)
+			r = ts_node_id_claim(kubeconfig, kube_ns, hostname, &o.node_id);
+		if (r) {
+			fprintf(stderr, "tessera node: an id for host '%s' in %s/%s: %s\n", hostname,
+				kube_ns, TS_NODE_IDS_CONFIGMAP, ts_strerror(r));
+			return 1;
+		}
+		ts_log(TS_LOG_INFO, "node", "host %s is node %u (%s/%s)", hostname, o.node_id,
+		       kube_ns, TS_NODE_IDS_CONFIGMAP);
+	}
 	o.chap_user = getenv("TESSERA_CHAP_USER");
 	o.chap_secret = getenv("TESSERA_CHAP_SECRET");
 	static const uint8_t zero[16];

@@ -32,7 +32,9 @@
  *    released, and an active replica whose Lease someone else wrote loses
  *    the role (lost called once, the gate closed); one cut off from the API
  *    server closes its gate at its renew deadline, before the passive one
- *    can take the expired Lease.
+ *    can take the expired Lease;
+ *  - node ids by host name: one per host, kept across claims, eight hosts
+ *    claiming at once get eight distinct ids, a broken value is refused.
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -50,6 +52,7 @@
 
 #include "control/kube/kube.h"
 #include "control/kube/leader.h"
+#include "control/kube/node_ids.h"
 #include "control/kube/registry_kube.h"
 #include "control/registry/registry.h"
 #include "csi/store/store_kube.h"
@@ -1106,5 +1109,75 @@ Test(kube_apiserver, leader_cut_off_steps_down_before_expiry)
 	cr_assert_geq(l.acquire_us, renewed_us + 2000000u, "taken over only once a's Lease expired");
 	ts_leader_release(a.l);
 	ts_leader_release(b.l);
+	ts_kube_close(c);
+}
+
+/* ---- node ids by host name (control/kube/node_ids.h) ---- */
+
+struct claimer {
+	const char *ns;
+	char host[32];
+	uint32_t id;
+	int rc;
+	pthread_barrier_t *bar;
+};
+
+static void *run_claim(void *arg)
+{
+	struct claimer *k = arg;
+
+	pthread_barrier_wait(k->bar);
+	k->rc = ts_node_id_claim(kcfg(), k->ns, k->host, &k->id);
+	return NULL;
+}
+
+Test(kube_apiserver, node_ids_claimed_once_per_host)
+{
+	struct ts_kube *c = client();
+	char ns[32], path[256];
+	uint32_t id = 0;
+	json_t *cm;
+
+	new_ns(c, ns);
+	cr_assert_eq(ts_node_id_claim(kcfg(), ns, "worker-a", &id), 0);
+	cr_assert_eq(id, 1u, "the first host gets 1 (the ConfigMap is created)");
+	cr_assert_eq(ts_node_id_claim(kcfg(), ns, "worker-b", &id), 0);
+	cr_assert_eq(id, 2u);
+	cr_assert_eq(ts_node_id_claim(kcfg(), ns, "worker-a", &id), 0);
+	cr_assert_eq(id, 1u, "a restart keeps its id");
+	cr_assert_eq(ts_node_id_claim(kcfg(), ns, "bad/name", &id), -EINVAL);
+	cr_assert_eq(ts_node_id_claim(kcfg(), ns, "", &id), -EINVAL);
+
+	/* eight hosts at once: eight distinct ids, 3..10 */
+	pthread_barrier_t bar;
+	struct claimer k[8];
+	pthread_t t[8];
+	uint64_t seen = 0;
+
+	pthread_barrier_init(&bar, NULL, 8);
+	for (unsigned i = 0; i < 8; i++) {
+		k[i] = (struct claimer){ .ns = ns, .bar = &bar };
+		snprintf(k[i].host, sizeof(k[i].host), "racer-%u", i);
+		cr_assert_eq(pthread_create(&t[i], NULL, run_claim, &k[i]), 0);
+	}
+	for (unsigned i = 0; i < 8; i++)
+		pthread_join(t[i], NULL);
+	pthread_barrier_destroy(&bar);
+	for (unsigned i = 0; i < 8; i++) {
+		cr_assert_eq(k[i].rc, 0, "%s: %d", k[i].host, k[i].rc);
+		cr_assert(k[i].id >= 3 && k[i].id <= 10, "%s got %u", k[i].host, k[i].id);
+		cr_assert_eq(seen & (1ull << k[i].id), 0u, "id %u given twice", k[i].id);
+		seen |= 1ull << k[i].id;
+	}
+
+	/* a value someone broke is refused, not replaced */
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/configmaps/tessera-node-ids", ns);
+	cr_assert_eq(ts_kube_get(c, path, &cm), 0);
+	json_object_set_new(json_object_get(cm, "data"), "worker-b", json_string("zero"));
+	cr_assert_eq(ts_kube_update(c, path, cm, NULL), 0);
+	json_decref(cm);
+	cr_assert_eq(ts_node_id_claim(kcfg(), ns, "worker-b", &id), -EINVAL);
+	cr_assert_eq(ts_node_id_claim(kcfg(), ns, "worker-c", &id), 0);
+	cr_assert_eq(id, 2u, "the broken entry's id is free again: the lowest free one");
 	ts_kube_close(c);
 }
