@@ -72,7 +72,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: TESSERA_CHAP_USER=U TESSERA_CHAP_SECRET=S tessera controller [options]\n"
-		"  --registry DIR        the nodes' registry (required)\n"
+		"  --registry DIR        the nodes' registry (or --kube-namespace below)\n"
 		"  --group UUID          the array group to serve (required)\n"
 		"  --state-dir DIR       controller state: CSI records, pool marker (required)\n"
 		"  --portal HOST:PORT    iSCSI portal for the volumes (required)\n"
