@@ -37,6 +37,8 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -51,6 +53,7 @@
 #include "dataplane/ldm/ldm.h"
 #include "control/cluster/cluster.h"
 #include "control/kube/leader.h"
+#include "programs/health.h"
 #include "control/kube/registry_kube.h"
 #include "control/registry/registry.h"
 #include "csi/store/store_kube.h"
@@ -98,6 +101,8 @@ static void usage(FILE *f)
 		"                        exits (status 3) so it restarts as the passive one\n"
 		"  --identity ID         this replica's Lease holder identity (default: $POD_NAME,\n"
 		"                        else <hostname>-<pid>)\n"
+		"  --health-addr H:P     serve /healthz (alive) and /readyz (passive and waiting,\n"
+		"                        or active, serving and holding the Lease) over HTTP\n"
 		"TESSERA_CHAP_USER/SECRET: the credential the nodes' targets require.\n"
 		"Exactly one of --registry and --kube-namespace.\n");
 }
@@ -307,10 +312,44 @@ void ts_controller_stop(struct ts_controller *t)
 	ts_free(t);
 }
 
+/*
+ * What /readyz answers (--health-addr). A passive replica waiting for the
+ * Lease is doing its job, so it is ready (a rollout must be able to replace
+ * either replica); the active one is ready once it serves and while it holds
+ * the Lease; the answer names the role.
+ */
+enum { PH_STARTING, PH_PASSIVE, PH_TAKING_OVER, PH_SERVING };
+static atomic_int g_phase;
+static _Atomic(struct ts_leader *) g_leader;
+
+static int health_ready(void *arg, char *why, size_t len)
+{
+	struct ts_leader *l = atomic_load(&g_leader);
+
+	(void)arg;
+	switch (atomic_load(&g_phase)) {
+	case PH_PASSIVE:
+		return 0;
+	case PH_SERVING:
+		if (l && ts_leader_gate(l)) {
+			snprintf(why, len, "active replica that no longer holds the Lease");
+			return 1;
+		}
+		return 0;
+	case PH_TAKING_OVER:
+		snprintf(why, len, "took the Lease: loading the records and the groups");
+		return 1;
+	default:
+		snprintf(why, len, "starting: waiting for the group's nodes");
+		return 1;
+	}
+}
+
 void ts_controller_print_ready(const struct ts_controller_cfg *cfg)
 {
 	printf("ready csi=%s portal=%s\n", cfg->csi_endpoint, cfg->portal);
 	fflush(stdout);
+	atomic_store(&g_phase, PH_SERVING);
 }
 
 int ts_controller_serve(const struct ts_controller_cfg *cfg)
@@ -365,6 +404,7 @@ static int serve_remote(const struct ts_controller_cfg *cfg, uint32_t owner,
 	int sig, rc;
 
 	if (kc->lease) {
+		atomic_store(&g_phase, PH_PASSIVE);
 		rc = ts_leader_acquire(&lo, &leader);
 		if (rc == 1)
 			return 0; /* a signal while passive */
@@ -375,6 +415,8 @@ static int serve_remote(const struct ts_controller_cfg *cfg, uint32_t owner,
 		}
 		rc_cfg.gate = ts_leader_gate;
 		rc_cfg.gate_arg = leader;
+		atomic_store(&g_leader, leader);
+		atomic_store(&g_phase, PH_TAKING_OVER);
 	}
 	if (kc->lease && rc_cfg.create) {
 		/* decided before the wait: the previous active may have created it since */
@@ -403,7 +445,9 @@ static int serve_remote(const struct ts_controller_cfg *cfg, uint32_t owner,
 	ts_controller_print_ready(cfg);
 	sigwait(cfg->sigs, &sig);
 	ts_log(TS_LOG_INFO, cfg->name, "signal %d, shutting down", sig);
+	atomic_store(&g_phase, PH_STARTING);
 	ts_remote_ctl_stop(r);
+	atomic_store(&g_leader, NULL);
 	ts_leader_release(leader); /* last: the passive takes over at once */
 	return 0;
 }
@@ -427,6 +471,7 @@ int ts_controller_main(int argc, char **argv)
 		{ "kubeconfig", required_argument, NULL, 'C' },
 		{ "leader-lease", required_argument, NULL, 'L' },
 		{ "identity", required_argument, NULL, 'I' },
+		{ "health-addr", required_argument, NULL, 'Z' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -435,6 +480,8 @@ int ts_controller_main(int argc, char **argv)
 	struct ts_reg_group rec;
 	const char *regdir = NULL, *group = NULL, *endpoint = NULL;
 	struct kube_cfg kc = { 0 };
+	const char *health_addr = NULL;
+	struct ts_health *health = NULL;
 	char sock[4200], ident[300];
 	uint64_t v, owner = 0;
 	bool node_engines = false;
@@ -490,6 +537,7 @@ int ts_controller_main(int argc, char **argv)
 		case 'C': kc.kubeconfig = optarg; break;
 		case 'L': kc.lease = optarg; break;
 		case 'I': kc.identity = optarg; break;
+		case 'Z': health_addr = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -547,6 +595,14 @@ int ts_controller_main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	ts_stack_block_signals(&sigs);
 	cfg.sigs = &sigs;
+	if (health_addr) {
+		rc = ts_health_start(health_addr, health_ready, NULL, &health);
+		if (rc) {
+			fprintf(stderr, "tessera controller: --health-addr %s: %s\n", health_addr,
+				ts_strerror(rc));
+			return rc == -EINVAL ? 2 : 1;
+		}
+	}
 
 	rc = ts_mkdir_p(cfg.state_dir);
 	if (rc < 0) {
@@ -577,5 +633,6 @@ int ts_controller_main(int argc, char **argv)
 	cfg.create = rc == -ENOENT;
 	rc = node_engines ? serve_remote(&cfg, (uint32_t)owner, &kc) : ts_controller_serve(&cfg);
 	ts_registry_close(cfg.reg);
+	ts_health_stop(health);
 	return rc;
 }

@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <pthread.h>
 #include <signal.h>
@@ -20,6 +21,7 @@
 #include "csi/backend/iscsi_attach.h"
 #include "csi/csi.h"
 #include "programs/engine_host.h"
+#include "programs/health.h"
 #include "programs/programs.h"
 #include "control/node/node.h"
 #include "control/kube/node_ids.h"
@@ -44,7 +46,20 @@ static void node_usage(FILE *f)
 		   "--id auto (with --kube-namespace): this host's id from the ConfigMap\n"
 		   "  tessera-node-ids, claimed on first start (the host's name as for\n"
 		   "  --csi-node-id).\n"
+		   "--health-addr HOST:PORT: /healthz and /readyz (registered) for kubelet.\n"
 		   "CHAP credentials for peers: env TESSERA_CHAP_USER, TESSERA_CHAP_SECRET.\n");
+}
+
+/* What /readyz answers (--health-addr): registered and serving. */
+static atomic_bool g_node_ready;
+
+static int node_ready(void *arg, char *why, size_t len)
+{
+	(void)arg;
+	if (atomic_load(&g_node_ready))
+		return 0;
+	snprintf(why, len, "starting: opening the disks, registering");
+	return 1;
 }
 
 /* This host's name: \p given, else $NODE_NAME (the chart sets it), else the hostname. */
@@ -122,6 +137,7 @@ int ts_node_main(int argc, char **argv)
 		{ "csi-endpoint", required_argument, NULL, 'E' },
 		{ "csi-node-id", required_argument, NULL, 'N' },
 		{ "max-volumes", required_argument, NULL, 'M' },
+		{ "health-addr", required_argument, NULL, 'Z' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *disks[16];
@@ -131,7 +147,8 @@ int ts_node_main(int argc, char **argv)
 	uint32_t io_timeout = 0, max_volumes = 64;
 	bool auto_id = false;
 	char hostname[256];
-	const char *csi_ep = NULL, *csi_node = NULL;
+	const char *csi_ep = NULL, *csi_node = NULL, *health_addr = NULL;
+	struct ts_health *health = NULL;
 	struct node_csi csi = { 0 };
 	struct ts_registry *reg = NULL;
 	struct ts_node *n = NULL;
@@ -169,6 +186,7 @@ int ts_node_main(int argc, char **argv)
 		case 'E': csi_ep = optarg; break;
 		case 'N': csi_node = optarg; break;
 		case 'M': max_volumes = (uint32_t)strtoul(optarg, NULL, 10); break;
+		case 'Z': health_addr = optarg; break;
 		case 'H': node_usage(stdout); return 0;
 		default: node_usage(stderr); return 2;
 		}
@@ -213,6 +231,14 @@ int ts_node_main(int argc, char **argv)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	if (health_addr) {
+		rc = ts_health_start(health_addr, node_ready, NULL, &health);
+		if (rc) {
+			fprintf(stderr, "tessera node: --health-addr %s: %s\n", health_addr,
+				ts_strerror(rc));
+			return rc == -EINVAL ? 2 : 1;
+		}
+	}
 	rc = kube_ns ? ts_registry_kube_open(kubeconfig, kube_ns, &reg)
 		     : ts_registry_dir_open(regdir, &reg);
 	o.reg = reg;
@@ -237,6 +263,7 @@ int ts_node_main(int argc, char **argv)
 		ts_node_stop(n);
 		ts_engine_host_destroy(host);
 		ts_registry_close(reg);
+		ts_health_stop(health);
 		return 1;
 	}
 	if (csi_ep)
@@ -244,11 +271,13 @@ int ts_node_main(int argc, char **argv)
 	else
 		printf("node=%u ready\n", o.node_id);
 	fflush(stdout);
+	atomic_store(&g_node_ready, true);
 	if (sigwait(&set, &sig) == 0)
 		ts_log(TS_LOG_INFO, "node", "stopping node=%u signal=%d", o.node_id, sig);
 	node_csi_stop(&csi); /* attached volumes stay attached (kubelet unstages them) */
 	ts_node_stop(n);     /* releases the engines */
 	ts_engine_host_destroy(host);
 	ts_registry_close(reg);
+	ts_health_stop(health);
 	return 0;
 }

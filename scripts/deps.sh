@@ -11,7 +11,7 @@ PKGS=(
   libcriterion-dev libjansson-dev liburing-dev libfuse3-dev fuse3
   libzstd-dev libssl-dev libcurl4-openssl-dev
   e2fsprogs xfsprogs util-linux tgt iproute2 procps
-  libclang-rt-14-dev jq etcd-server debootstrap
+  libclang-rt-14-dev jq etcd-server debootstrap curl python3-yaml
 )
 
 missing=()

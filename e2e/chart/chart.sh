@@ -13,10 +13,12 @@
 #  2. the rendered chart is applied server-side with strict field validation;
 #  3. three hosts run the DaemonSet's init and main commands with a token of
 #     the chart's node ServiceAccount (so its RBAC is what is tested) and the
-#     CHAP credential of the chart's Secret: they claim ids 1-3 and register;
+#     CHAP credential of the chart's Secret: they claim ids 1-3, register,
+#     and answer /healthz and /readyz;
 #  4. two replicas run the Deployment's command with a token of the
 #     controller ServiceAccount: one is active, the other passive and
-#     without a CSI socket (so its Pod's sidecars wait); a volume is created;
+#     without a CSI socket (so its Pod's sidecars wait), both ready on
+#     /readyz (a rollout can replace either); a volume is created;
 #  5. host 1's CSI Node service stages, publishes, writes and reads back
 #     volumes (e2e/multinode/node_csi_test.c; root only);
 #  6. the active replica is stopped (SIGTERM): the passive one serves.
@@ -30,7 +32,7 @@ K=${TS_KUBE_KUBECONFIG:?run through e2e/kube/run.sh} KC=${TS_KUBE_KUBECTL:?}
 . "$repo/e2e/lib/versions.sh"
 HELM=$HELM_BIN/helm
 [ -x "$HELM" ] || { echo "DID NOT RUN: no cached helm ($HELM; e2e/lib/build.sh helm)"; exit 77; }
-for t in jq ss python3; do command -v "$t" >/dev/null || { echo "FAIL: $t missing"; exit 1; }; done
+for t in jq ss python3 curl; do command -v "$t" >/dev/null || { echo "FAIL: $t missing"; exit 1; }; done
 python3 -c 'import yaml' 2>/dev/null || { echo "FAIL: python3-yaml missing"; exit 1; }
 W=$(mktemp -d /tmp/ts-chart.XXXXXX)
 NS=tessera-chart-$$
@@ -38,6 +40,7 @@ CLUSTER=unused # common.sh's nodes are not used here
 # shellcheck source=../multinode/common.sh
 . "$repo/e2e/multinode/common.sh"
 declare -A HP=() CPID=()
+HPORT=$((PORT + 1)) # the health endpoints, on the same addresses
 cleanup() {
 	for x in "${!CPID[@]}"; do kill -TERM "${CPID[$x]}" 2>/dev/null; done
 	for x in "${!HP[@]}"; do kill -TERM "${HP[$x]}" 2>/dev/null; done
@@ -47,7 +50,8 @@ kc() { "$KC" --kubeconfig "$K" "$@"; }
 render() { # [helm args...]: the chart as release "tessera" in $NS, on stdout
 	"$HELM" template tessera "$repo/charts/tessera" --namespace "$NS" --kube-version "$K8S_VERSION" \
 		--set image.tag=dev --set iscsiPort="$PORT" --set node.fileDisk.size=192Mi \
-		--set controller.memberSize=32Mi "$@"
+		--set controller.memberSize=32Mi --set node.healthPort="$HPORT" \
+		--set controller.healthPort="$HPORT" "$@"
 }
 # q FILE KIND FIELD: a field of the first object of KIND, as JSON
 q() {
@@ -119,7 +123,7 @@ export TESSERA_CHAP_USER TESSERA_CHAP_SECRET
 # A container's view: the chart's paths mapped into $W/<who>, the downward API by hand.
 as_container() { # $1: dir, $2: JSON command; prints it one word a line, mapped
 	jq -r '.[]' <<<"$2" | sed -e "1s|^tessera$|$T|" -e "s|/var/lib/tessera|$1|g" -e "s|unix:///csi/csi.sock|unix://$1/csi.sock|" \
-		-e "s|\$(NAMESPACE)|$NS|" -e "s|\$(HOST_IP)|$HOST_IP|" -e "s|\$(POD_NAME)|$POD_NAME|" -e "s|\$(POD_IP)|$POD_IP|"
+		-e "s|--health-addr=0.0.0.0:|--health-addr=${HOST_IP:-$POD_IP}:|" -e "s|\$(NAMESPACE)|$NS|" -e "s|\$(HOST_IP)|$HOST_IP|" -e "s|\$(POD_NAME)|$POD_NAME|" -e "s|\$(POD_IP)|$POD_IP|"
 }
 
 # --- 3. three hosts run the DaemonSet's commands
@@ -143,7 +147,11 @@ done
 ids=$(kc -n "$NS" get configmap tessera-node-ids -o json | jq -c '.data | to_entries | map([.key, .value]) | sort')
 [ "$(jq -c '[.[][1]] | sort' <<<"$ids")" = '["1","2","3"]' ] || fail "node ids: $ids"
 [ "$(kc -n "$NS" get tesseranodes -o name | wc -l)" = 3 ] || fail "TesseraNodes: $(kc -n "$NS" get tesseranodes -o name)"
-echo "ok: three hosts as the node ServiceAccount: ids $ids, registered"
+for i in 1 2 3; do
+	curl -sf "http://127.0.0.7$i:$HPORT/healthz" >/dev/null || fail "host $i /healthz"
+	[ "$(curl -sf "http://127.0.0.7$i:$HPORT/readyz")" = ready ] || fail "host $i /readyz"
+done
+echo "ok: three hosts as the node ServiceAccount: ids $ids, registered, /healthz and /readyz 200"
 
 # --- 4. two controller replicas run the Deployment's command
 start_replica() { # $1: 0 or 1
@@ -159,6 +167,10 @@ start_replica 1
 for _ in $(seq 1 100); do grep -q 'passive: Lease' "$W/ctl1.err" && break; sleep 0.1; done
 grep -q 'passive: Lease' "$W/ctl1.err" || fail "replica 1 is not passive: $(tail -3 "$W/ctl1.err")"
 [ ! -e "$W/ctl-1/csi.sock" ] || fail "the passive replica has a CSI socket: its sidecars would act"
+for x in 0 1; do
+	curl -sf "http://127.0.0.8$x:$HPORT/healthz" >/dev/null || fail "replica $x /healthz"
+	[ "$(curl -sf "http://127.0.0.8$x:$HPORT/readyz")" = ready ] || fail "replica $x /readyz (active and passive are both ready)"
+done
 export TESSERA_ENDPOINT=unix://$W/ctl-0/csi.sock
 "$T" volume create chart-v --size 16Mi -o json >"$W/vol.json" || fail "volume create"
 [ "$(kc -n "$NS" get tesseravolumes -o json | jq '[.items[] | select(.spec.name == "chart-v")] | length')" = 1 ] ||
