@@ -101,6 +101,8 @@ static void usage(FILE *f)
 		"                        exits (status 3) so it restarts as the passive one\n"
 		"  --identity ID         this replica's Lease holder identity (default: $POD_NAME,\n"
 		"                        else <hostname>-<pid>)\n"
+		"  --lease-duration-s S  the Lease's duration (default 10; the renew deadline is\n"
+		"                        2/3 of it): how long a dead active blocks the passive\n"
 		"  --health-addr H:P     serve /healthz (alive) and /readyz (passive and waiting,\n"
 		"                        or active, serving and holding the Lease) over HTTP\n"
 		"TESSERA_CHAP_USER/SECRET: the credential the nodes' targets require.\n"
@@ -373,6 +375,7 @@ struct kube_cfg {
 	const char *kubeconfig; /* NULL: in-cluster */
 	const char *lease;      /* NULL: no leader election */
 	const char *identity;
+	int32_t duration_s; /* 0: the Lease default (10 s) */
 };
 
 /* The leader's lost callback: exit at once, so nothing this replica started acts on. */
@@ -389,7 +392,8 @@ static int serve_remote(const struct ts_controller_cfg *cfg, uint32_t owner,
 			const struct kube_cfg *kc)
 {
 	struct ts_leader_opts lo = { .kubeconfig = kc->kubeconfig, .ns = kc->ns, .name = kc->lease,
-				     .identity = kc->identity, .lost = leader_lost,
+				     .identity = kc->identity, .duration_s = kc->duration_s,
+				     .lost = leader_lost,
 				     .sigs = cfg->sigs };
 	struct ts_leader *leader = NULL;
 	const struct ts_csi_store_ops *st = NULL;
@@ -472,6 +476,7 @@ int ts_controller_main(int argc, char **argv)
 		{ "leader-lease", required_argument, NULL, 'L' },
 		{ "identity", required_argument, NULL, 'I' },
 		{ "health-addr", required_argument, NULL, 'Z' },
+		{ "lease-duration-s", required_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -538,6 +543,13 @@ int ts_controller_main(int argc, char **argv)
 		case 'L': kc.lease = optarg; break;
 		case 'I': kc.identity = optarg; break;
 		case 'Z': health_addr = optarg; break;
+		case 'D':
+			if (parse_u64(optarg, &v, false) || v < 2 || v > 300) {
+				fprintf(stderr, "tessera controller: --lease-duration-s wants 2..300\n");
+				return 2;
+			}
+			kc.duration_s = (int32_t)v;
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}

@@ -26,22 +26,8 @@
 # takeover_kill_s=S takeover_pause_s=S takeover_release_s=S volumes=N acked=A lost=0
 set -euo pipefail
 T=$(readlink -f "$1") LD=$(readlink -f "$2")
-K=${TS_KUBE_KUBECONFIG:?run through e2e/kube/run.sh} KC=${TS_KUBE_KUBECTL:?}
-for t in jq ss; do command -v "$t" >/dev/null || { echo "FAIL: $t missing"; exit 1; }; done
-W=$(mktemp -d /tmp/ts-kctl.XXXXXX)
-export TESSERA_CHAP_USER=tessera-nodes TESSERA_CHAP_SECRET=kube-controllers-test-secret
-CLUSTER=$(cat /proc/sys/kernel/random/uuid) GROUP=$(cat /proc/sys/kernel/random/uuid)
-NS=tessera-ctl-$$
-MN_STORE=(--kube-namespace "$NS" --kubeconfig "$K")
-# shellcheck source=../multinode/common.sh
-. "$(dirname "$0")/../multinode/common.sh"
-declare -A CPID=()
-cleanup() {
-	for x in "${!CPID[@]}"; do kill -CONT "${CPID[$x]}" 2>/dev/null; kill -KILL "${CPID[$x]}" 2>/dev/null; done
-	mn_cleanup
-}
-kc() { "$KC" --kubeconfig "$K" -n "$NS" "$@"; }
-"$KC" --kubeconfig "$K" create namespace "$NS" >/dev/null || fail "namespace"
+# shellcheck source=procs.sh
+. "$(dirname "$0")/procs.sh" kctl
 
 start_node() { # $1: id; heartbeats are Lease writes: one a second
 	mn_start_node "$1" "127.0.0.3$1" --heartbeat-ms 1000 --state-dir "$W/n$1" --io-timeout-ms 1500
