@@ -100,7 +100,8 @@ static void usage(FILE *f)
 		"                        NAME (active/passive replicas); a replica that loses it\n"
 		"                        exits (status 3) so it restarts as the passive one\n"
 		"  --identity ID         this replica's Lease holder identity (default: $POD_NAME,\n"
-		"                        else <hostname>-<pid>)\n"
+		"                        else the hostname, and _<12 random hex digits>: one per\n"
+		"                        process, so a restarted replica waits like any other)\n"
 		"  --lease-duration-s S  the Lease's duration (default 10; the renew deadline is\n"
 		"                        2/3 of it): how long a dead active blocks the passive\n"
 		"  --health-addr H:P     serve /healthz (alive) and /readyz (passive and waiting,\n"
@@ -572,14 +573,24 @@ int ts_controller_main(int argc, char **argv)
 		return 2;
 	}
 	if (kc.lease && !kc.identity) {
+		/*
+		 * One identity per process, not per Pod: a container restarted in the
+		 * same Pod must not find "its" Lease and renew it at once, it waits
+		 * like any other replica (client-go does the same).
+		 */
 		const char *pod = getenv("POD_NAME");
 		char host[256] = "controller";
+		uint8_t u[16];
 
 		gethostname(host, sizeof(host) - 1);
-		if (pod && pod[0])
-			snprintf(ident, sizeof(ident), "%s", pod);
-		else
-			snprintf(ident, sizeof(ident), "%s-%d", host, (int)getpid());
+		host[sizeof(host) - 1] = '\0';
+		if (ts_uuid_generate(u)) { /* no randomness: the pid and the time still differ */
+			uint64_t t = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
+
+			memcpy(u, &t, sizeof(t));
+		}
+		snprintf(ident, sizeof(ident), "%.200s_%02x%02x%02x%02x%02x%02x",
+			 pod && pod[0] ? pod : host, u[0], u[1], u[2], u[3], u[4], u[5]);
 		kc.identity = ident;
 	}
 	if (co->member_size % TS_LDM_BLOCK_SIZE) {

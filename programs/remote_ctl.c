@@ -15,7 +15,6 @@
  * count, r->glock the table, r->pick_lock serialises picks.
  */
 #include "programs/remote_ctl.h"
-#include "csi/store/store.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -31,6 +30,7 @@
 #include "csi/admin.h"
 #include "csi/backend/backend_remote.h"
 #include "csi/rpc/client.h"
+#include "csi/store/store.h"
 #include "dataplane/common/ts_common.h"
 #include "dataplane/iscsi/iscsi.h"
 #include "programs/engine_host.h"
