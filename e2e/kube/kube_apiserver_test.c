@@ -34,7 +34,10 @@
  *    server closes its gate at its renew deadline, before the passive one
  *    can take the expired Lease;
  *  - node ids by host name: one per host, kept across claims, eight hosts
- *    claiming at once get eight distinct ids, a broken value is refused.
+ *    claiming at once get eight distinct ids, a broken value is refused;
+ *  - tasks: one of eight simultaneous claimers wins, a live owner keeps its
+ *    task, a stale one loses it to the next claimer with its progress kept,
+ *    the old owner's writes are refused, Done is final.
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -53,6 +56,7 @@
 #include "control/kube/kube.h"
 #include "control/kube/leader.h"
 #include "control/kube/node_ids.h"
+#include "control/kube/tasks.h"
 #include "control/kube/registry_kube.h"
 #include "control/registry/registry.h"
 #include "csi/store/store_kube.h"
@@ -1059,7 +1063,7 @@ Test(kube_apiserver, leader_active_passive_release_and_takeover)
 	ts_kube_close(c);
 }
 
-/* A holder cut off from the API server steps down at its renew deadline, before the Lease expires. */
+/* A holder cut off from the API server steps down at its renew deadline, before expiry. */
 Test(kube_apiserver, leader_cut_off_steps_down_before_expiry)
 {
 	struct ts_kube *c = client();
@@ -1179,5 +1183,107 @@ Test(kube_apiserver, node_ids_claimed_once_per_host)
 	cr_assert_eq(ts_node_id_claim(kcfg(), ns, "worker-b", &id), -EINVAL);
 	cr_assert_eq(ts_node_id_claim(kcfg(), ns, "worker-c", &id), 0);
 	cr_assert_eq(id, 2u, "the broken entry's id is free again: the lowest free one");
+	ts_kube_close(c);
+}
+
+/* ---- tasks (control/kube/tasks.h) ---- */
+
+struct task_claimer {
+	const char *ns, *name;
+	char owner[16];
+	int rc;
+	pthread_barrier_t *bar;
+};
+
+static void *run_task_claim(void *arg)
+{
+	struct task_claimer *k = arg;
+	struct ts_kube *c = client();
+	struct ts_task t;
+
+	pthread_barrier_wait(k->bar);
+	k->rc = ts_task_claim(c, k->ns, k->name, k->owner, 60000, &t);
+	ts_kube_close(c);
+	return NULL;
+}
+
+Test(kube_apiserver, tasks_claimed_once_resumed_after_a_stale_owner)
+{
+	struct ts_kube *c = client();
+	struct ts_task t = { .name = "heal-g1", .kind = "heal", .target = "g1",
+			     .priority = TS_TASK_LOW, .total = 10 }, a, b, got, dup;
+	struct ts_task *all;
+	size_t n;
+	char ns[32];
+
+	new_ns(c, ns);
+	cr_assert_eq(ts_task_create(c, ns, &t), 0);
+	cr_assert_eq(t.phase, TS_TASK_PENDING);
+	dup = t;
+	cr_assert_eq(ts_task_create(c, ns, &dup), -EEXIST);
+	struct ts_task bad = t;
+
+	snprintf(bad.name, sizeof(bad.name), "Not_A_Name");
+	cr_assert_eq(ts_task_create(c, ns, &bad), -EINVAL);
+
+	/* a claims; b cannot while a is alive; a's progress is kept */
+	cr_assert_eq(ts_task_claim(c, ns, "heal-g1", "a", 1000, &a), 0);
+	cr_assert_eq(a.phase, TS_TASK_RUNNING);
+	cr_assert_str_eq(a.owner, "a");
+	cr_assert_eq(a.attempts, 1u);
+	cr_assert_eq(ts_task_claim(c, ns, "heal-g1", "b", 1000, &b), -EBUSY);
+	cr_assert_eq(ts_task_progress(c, ns, &a, 3, 10, "3 of 10 regions"), 0);
+	cr_assert_eq(ts_task_claim(c, ns, "heal-g1", "a", 1000, &a), 0, "re-claim by the owner");
+	cr_assert_eq(a.attempts, 1u, "a re-claim by its owner is no new attempt");
+	cr_assert_eq(a.done, 3u);
+
+	/* a goes silent: b takes over after the stale time and resumes at 3 */
+	usleep(1300000);
+	cr_assert_eq(ts_task_claim(c, ns, "heal-g1", "b", 1000, &b), 0);
+	cr_assert_str_eq(b.owner, "b");
+	cr_assert_eq(b.attempts, 2u);
+	cr_assert_eq(b.done, 3u, "progress survives the owner");
+	cr_assert_eq(ts_task_progress(c, ns, &a, 4, 10, "a woke up"), -EBUSY, "a lost it: stop");
+	cr_assert_eq(ts_task_finish(c, ns, &a, 1, "a thinks it is done"), -EBUSY);
+	cr_assert_eq(ts_task_progress(c, ns, &b, 10, 10, ""), 0);
+	cr_assert_eq(ts_task_finish(c, ns, &b, 1, "healed"), 0);
+	cr_assert_eq(ts_task_get(c, ns, "heal-g1", &got), 0);
+	cr_assert_eq(got.phase, TS_TASK_DONE);
+	cr_assert_str_eq(got.message, "healed");
+	cr_assert_eq(got.done, 10u);
+	cr_assert_eq(ts_task_claim(c, ns, "heal-g1", "a", 1000, &a), -EALREADY, "done is final");
+	cr_assert_eq(ts_task_claim(c, ns, "nope", "a", 1000, &a), -ENOENT);
+
+	/* eight claimers of one Pending task at once: exactly one owner */
+	struct ts_task r = { .name = "rebuild-g2", .kind = "rebuild", .target = "g2",
+			     .priority = TS_TASK_LOW, .total = 1 };
+	pthread_barrier_t bar;
+	struct task_claimer k[8];
+	pthread_t th[8];
+	unsigned won = 0;
+
+	cr_assert_eq(ts_task_create(c, ns, &r), 0);
+	pthread_barrier_init(&bar, NULL, 8);
+	for (unsigned i = 0; i < 8; i++) {
+		k[i] = (struct task_claimer){ .ns = ns, .name = "rebuild-g2", .bar = &bar };
+		snprintf(k[i].owner, sizeof(k[i].owner), "w%u", i);
+		cr_assert_eq(pthread_create(&th[i], NULL, run_task_claim, &k[i]), 0);
+	}
+	for (unsigned i = 0; i < 8; i++)
+		pthread_join(th[i], NULL);
+	pthread_barrier_destroy(&bar);
+	for (unsigned i = 0; i < 8; i++) {
+		cr_assert(k[i].rc == 0 || k[i].rc == -EBUSY, "%s: %d", k[i].owner, k[i].rc);
+		won += k[i].rc == 0;
+	}
+	cr_assert_eq(won, 1u);
+	cr_assert_eq(ts_task_get(c, ns, "rebuild-g2", &got), 0);
+	cr_assert_eq(got.attempts, 1u);
+	cr_assert_eq(ts_task_list(c, ns, &all, &n), 0);
+	cr_assert_eq(n, 2u);
+	cr_assert_str_eq(all[0].name, "heal-g1");
+	cr_assert_str_eq(all[1].name, "rebuild-g2");
+	cr_assert_eq(all[1].phase, TS_TASK_RUNNING);
+	ts_free(all);
 	ts_kube_close(c);
 }

@@ -100,7 +100,7 @@ t0=$SECONDS
 "$KUBECTL" --kubeconfig "$KCFG" apply -f "$repo/charts/tessera/crds/" >"$WORK/logs/crds.log" 2>&1 &&
   "$KUBECTL" --kubeconfig "$KCFG" wait --for condition=established --timeout=60s \
     crd/tesseranodes.tessera.io crd/tesseragroups.tessera.io crd/tesserarequests.tessera.io \
-    crd/tesseravolumes.tessera.io crd/tesseravolumegroupsnapshots.tessera.io >>"$WORK/logs/crds.log" 2>&1 ||
+    crd/tesseravolumes.tessera.io crd/tesseravolumegroupsnapshots.tessera.io crd/tesseratasks.tessera.io >>"$WORK/logs/crds.log" 2>&1 ||
   { log "installing the CRDs failed:"; cat "$WORK/logs/crds.log" >&2; exit 2; }
 log "etcd + kube-apiserver on 127.0.0.1:$API_PORT ready, CRDs installed in $((SECONDS - t0))s"
 
