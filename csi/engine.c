@@ -51,6 +51,8 @@ struct csi_engine {
 	uint64_t max_bytes;
 	int (*report)(void *arg, const char *what, char **json);
 	void *report_arg;
+	int (*heal)(void *arg, bool run, char **json);
+	void *heal_arg;
 };
 
 struct ts_engine_server {
@@ -505,13 +507,34 @@ static int m_group_snap(struct csi_engine *e, const json_t *req, json_t *reply, 
 	return rc;
 }
 
+/*
+ * The host's JSON text (taken, may be NULL when *brc says it failed) into
+ * \p key of the reply as a value; a text that does not parse is the host's
+ * bug, not the caller's: *brc -EPROTO.
+ */
+static int host_json(json_t *reply, const char *key, char *text, int *brc)
+{
+	json_error_t jerr;
+	json_t *v;
+
+	if (*brc) {
+		ts_free(text);
+		return 0;
+	}
+	v = json_loads(text, 0, &jerr);
+	ts_free(text);
+	if (!v) {
+		*brc = -EPROTO;
+		return 0;
+	}
+	return set(reply, key, v);
+}
+
 /* what: "group" | "tree" | "pool"; the host's JSON goes into "report" as a value */
 static int m_report(struct csi_engine *e, const json_t *req, json_t *reply, int *brc, char *why,
 		    size_t why_len)
 {
 	const char *what;
-	json_error_t jerr;
-	json_t *v;
 	char *text = NULL;
 
 	if (ts_ew_str(req, "what", TS_EW_NAME, true, &what, why, why_len))
@@ -521,15 +544,20 @@ static int m_report(struct csi_engine *e, const json_t *req, json_t *reply, int 
 		return -EINVAL;
 	}
 	*brc = e->report ? e->report(e->report_arg, what, &text) : -EOPNOTSUPP;
-	if (*brc)
-		return 0;
-	v = json_loads(text, 0, &jerr);
-	ts_free(text);
-	if (!v) {
-		*brc = -EPROTO; /* the host's own JSON: a bug there, not the caller's */
-		return 0;
-	}
-	return set(reply, "report", v);
+	return host_json(reply, "report", text, brc);
+}
+
+/* run: true lets the host heal now; the host's status goes into "heal" */
+static int m_heal(struct csi_engine *e, const json_t *req, json_t *reply, int *brc, char *why,
+		  size_t why_len)
+{
+	bool run = false;
+	char *text = NULL;
+
+	if (ts_ew_bool(req, "run", false, &run, why, why_len))
+		return -EINVAL;
+	*brc = e->heal ? e->heal(e->heal_arg, run, &text) : -EOPNOTSUPP;
+	return host_json(reply, "heal", text, brc);
 }
 
 /* ---- the method table ---- */
@@ -558,6 +586,7 @@ E("SetQos", m_set_qos, true, K("id", "qos", ))
 E("QosStats", m_qos_stats, false, K("id", ))
 E("GroupSnapCreate", m_group_snap, true, K("name", "volumes", ))
 E("Report", m_report, false, K("what", ))
+E("Heal", m_heal, false, K("run", ))
 #undef E
 #undef K
 
@@ -580,6 +609,7 @@ const struct csi_method csi_engine_methods[] = {
 	M("QosStats", m_qos_stats),
 	M("GroupSnapCreate", m_group_snap),
 	M("Report", m_report),
+	M("Heal", m_heal),
 };
 const size_t csi_engine_method_count = TS_ARRAY_SIZE(csi_engine_methods);
 
@@ -603,6 +633,8 @@ static int engine_new(const struct ts_engine_opts *o, struct csi_engine **out)
 	e->max_bytes = o->max_volume_bytes ? o->max_volume_bytes : ENGINE_MAX_BYTES_DEFAULT;
 	e->report = o->report;
 	e->report_arg = o->report_arg;
+	e->heal = o->heal;
+	e->heal_arg = o->heal_arg;
 	*out = e;
 	return 0;
 }

@@ -12,8 +12,9 @@
  *
  * The controller-side backend ops travel: Probe, Create, Find, Remove,
  * Expand, Capacity, SnapCreate, SnapFind, SnapDelete, SnapList (paged), CreateFrom,
- * SnapDelta (paged), SetQos, QosStats, GroupSnapCreate; and Report (the
- * host's view of the group or its snapshot tree, ts_engine_opts.report). The node side
+ * SnapDelta (paged), SetQos, QosStats, GroupSnapCreate; Report (the
+ * host's view of the group or its snapshot tree, ts_engine_opts.report);
+ * and Heal (the control plane's hand on the group's heal, ts_engine_opts.heal). The node side
  * (attach) never does: the consumer node attaches the engine's iSCSI URL
  * itself.
  *
@@ -40,6 +41,7 @@
 #ifndef TS_CSI_ENGINE_H
 #define TS_CSI_ENGINE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "csi/backend/backend.h"
@@ -66,6 +68,16 @@ struct ts_engine_opts {
 	 */
 	int (*report)(void *arg, const char *what, char **json);
 	void *report_arg;
+	/**
+	 * Optional: the `Heal` method, the control plane's hand on the group's
+	 * heal (delegated heal, docs/kubernetes-store.md "Tasks"): \p run false
+	 * only asks (and says a coordinator is there), true lets the host's
+	 * maintenance loop heal for a while. The host's answer as JSON text
+	 * (ts_malloc'd): pending (a heal is due), state, heal_done_bytes,
+	 * heal_total_bytes, heals. 0, -EOPNOTSUPP or -errno. Any thread.
+	 */
+	int (*heal)(void *arg, bool run, char **json);
+	void *heal_arg;
 };
 
 /**

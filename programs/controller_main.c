@@ -54,6 +54,7 @@
 #include "control/cluster/cluster.h"
 #include "control/kube/leader.h"
 #include "programs/health.h"
+#include "programs/task_runner.h"
 #include "control/kube/registry_kube.h"
 #include "control/registry/registry.h"
 #include "csi/store/store_kube.h"
@@ -397,6 +398,7 @@ static int serve_remote(const struct ts_controller_cfg *cfg, uint32_t owner,
 				     .lost = leader_lost,
 				     .sigs = cfg->sigs };
 	struct ts_leader *leader = NULL;
+	struct ts_task_runner *tasks = NULL;
 	const struct ts_csi_store_ops *st = NULL;
 	void *st_ctx = NULL;
 	struct ts_remote_ctl_cfg rc_cfg = { .name = cfg->name, .reg = cfg->reg, .co = cfg->co,
@@ -408,12 +410,28 @@ static int serve_remote(const struct ts_controller_cfg *cfg, uint32_t owner,
 	struct ts_remote_ctl *r;
 	int sig, rc;
 
+	if (kc->ns) {
+		/* low-priority work: this replica runs it while passive (task_runner.h) */
+		struct ts_task_runner_opts to = { .kubeconfig = kc->kubeconfig, .ns = kc->ns,
+						  .identity = kc->identity ? kc->identity : cfg->name,
+						  .reg = cfg->reg };
+
+		rc = ts_task_runner_start(&to, &tasks);
+		if (rc) {
+			fprintf(stderr, "tessera %s: task runner: %s\n", cfg->name, ts_strerror(rc));
+			return 1;
+		}
+		ts_task_runner_set_active(tasks, !kc->lease);
+	}
 	if (kc->lease) {
 		atomic_store(&g_phase, PH_PASSIVE);
 		rc = ts_leader_acquire(&lo, &leader);
-		if (rc == 1)
+		if (rc == 1) {
+			ts_task_runner_stop(tasks);
 			return 0; /* a signal while passive */
+		}
 		if (rc < 0) {
+			ts_task_runner_stop(tasks);
 			fprintf(stderr, "tessera %s: Lease %s/%s: %s\n", cfg->name, kc->ns, kc->lease,
 				ts_strerror(rc));
 			return 1;
@@ -422,6 +440,7 @@ static int serve_remote(const struct ts_controller_cfg *cfg, uint32_t owner,
 		rc_cfg.gate_arg = leader;
 		atomic_store(&g_leader, leader);
 		atomic_store(&g_phase, PH_TAKING_OVER);
+		ts_task_runner_set_active(tasks, true); /* the passive's work only if none is there */
 	}
 	if (kc->lease && rc_cfg.create) {
 		/* decided before the wait: the previous active may have created it since */
@@ -435,6 +454,7 @@ static int serve_remote(const struct ts_controller_cfg *cfg, uint32_t owner,
 		if (rc < 0) {
 			fprintf(stderr, "tessera %s: the CSI records in namespace %s: %s\n", cfg->name,
 				kc->ns, ts_strerror(rc));
+			ts_task_runner_stop(tasks);
 			ts_leader_release(leader);
 			return 1;
 		}
@@ -444,6 +464,7 @@ static int serve_remote(const struct ts_controller_cfg *cfg, uint32_t owner,
 	}
 	rc = ts_remote_ctl_start(&rc_cfg, &r);
 	if (rc) {
+		ts_task_runner_stop(tasks);
 		ts_leader_release(leader);
 		return rc == 1 ? 0 : 1;
 	}
@@ -451,6 +472,7 @@ static int serve_remote(const struct ts_controller_cfg *cfg, uint32_t owner,
 	sigwait(cfg->sigs, &sig);
 	ts_log(TS_LOG_INFO, cfg->name, "signal %d, shutting down", sig);
 	atomic_store(&g_phase, PH_STARTING);
+	ts_task_runner_stop(tasks);
 	ts_remote_ctl_stop(r);
 	atomic_store(&g_leader, NULL);
 	ts_leader_release(leader); /* last: the passive takes over at once */

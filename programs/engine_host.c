@@ -19,6 +19,7 @@
 #include "programs/engine_host.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -53,6 +54,10 @@ struct engine {
 	const struct ts_csi_backend_ops *be;
 	void *be_ctx;
 	struct ts_engine_server *srv;
+	bool delegate_heal;
+	atomic_uint_fast64_t contact_ms; /* last Heal call (CLOCK_REALTIME ms) */
+	atomic_uint_fast64_t heal_until_ms;
+	atomic_bool alone_logged;
 };
 
 struct ts_engine_host {
@@ -119,6 +124,48 @@ static int pool_report(struct engine *e, char **json)
 			      (json_int_t)(vs.free_blocks * TS_VOLUME_BLOCK), "volumes",
 			      (json_int_t)vs.volumes, "provisioned_bytes", (json_int_t)provisioned);
 
+	s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	*json = s ? ts_strdup(s) : NULL;
+	free(s);
+	return *json ? 0 : -ENOMEM;
+}
+
+/* The cluster's heal gate (delegated heal): granted, or nobody asked for a long time. */
+static bool engine_may_heal(void *arg)
+{
+	struct engine *e = arg;
+	uint64_t now = ts_registry_now_ms();
+
+	if (now < atomic_load(&e->heal_until_ms))
+		return true;
+	if (now - atomic_load(&e->contact_ms) < TS_ENGINE_HEAL_ALONE_MS) {
+		atomic_store(&e->alone_logged, false);
+		return false;
+	}
+	if (!atomic_exchange(&e->alone_logged, true))
+		ts_log(TS_LOG_WARN, "engine", "group %s: no controller asked about the heal for %u s: "
+		       "healing on its own", e->key, TS_ENGINE_HEAL_ALONE_MS / 1000);
+	return true;
+}
+
+/* The engine service's Heal: note the coordinator, grant a while of heal if asked, say where it is. */
+static int engine_heal(void *arg, bool run, char **json)
+{
+	struct engine *e = arg;
+	struct ts_cluster_status st;
+	uint64_t now = ts_registry_now_ms();
+	json_t *j;
+	char *s;
+
+	atomic_store(&e->contact_ms, now);
+	if (run)
+		atomic_store(&e->heal_until_ms, now + TS_ENGINE_HEAL_GRANT_MS);
+	ts_cluster_status(e->cl, &st);
+	j = json_pack("{s:b, s:s, s:I, s:I, s:I, s:b}", "pending", !strcmp(st.state, "healing"),
+		      "state", st.state, "heal_done_bytes", (json_int_t)st.heal_done_bytes,
+		      "heal_total_bytes", (json_int_t)st.heal_total_bytes, "heals",
+		      (json_int_t)st.heals, "delegated", e->delegate_heal);
 	s = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
 	*json = s ? ts_strdup(s) : NULL;
@@ -250,6 +297,10 @@ static int host_serve(void *ctx, struct ts_node *n, const uint8_t uuid[16], uint
 	rc = ts_agrp_distrust_absent(ts_cluster_agrp(e->cl));
 	if (rc < 0)
 		goto fail;
+	e->delegate_heal = h->o.delegate_heal;
+	atomic_store(&e->contact_ms, ts_registry_now_ms()); /* the control plane gets its chance */
+	if (e->delegate_heal)
+		ts_cluster_set_heal_gate(e->cl, engine_may_heal, e);
 	what = "maintenance thread";
 	rc = ts_maint_start(e->cl, "engine", ENGINE_TICK_MS, &e->maint);
 	if (rc)
@@ -301,6 +352,8 @@ static int host_serve(void *ctx, struct ts_node *n, const uint8_t uuid[16], uint
 	eo.ctx = e->be_ctx;
 	eo.report = engine_report;
 	eo.report_arg = e;
+	eo.heal = engine_heal;
+	eo.heal_arg = e;
 	snprintf(listen, sizeof(listen), "%s:0", h->addr);
 	what = "engine service";
 	rc = ts_engine_server_start(&eo, listen, 0, &e->srv);

@@ -25,6 +25,7 @@
 #ifndef TS_PROGRAMS_ENGINE_HOST_H
 #define TS_PROGRAMS_ENGINE_HOST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,7 +42,19 @@ struct ts_engine_host_opts {
 	const char *chap_user;      /**< the nodes' CHAP credential (copied) */
 	const char *chap_secret;
 	uint32_t io_timeout_ms;     /**< remote members; 0: 2000 */
+	/**
+	 * Heal only when the control plane lets it (its heal task, through the
+	 * engine service's Heal method; docs/kubernetes-store.md "Tasks"), or
+	 * when no controller replica has asked for TS_ENGINE_HEAL_ALONE_MS: a
+	 * group never goes without its heal because the control plane is away.
+	 */
+	bool delegate_heal;
 };
+
+/** How long a delegated heal waits for the control plane before it heals on its own. */
+#define TS_ENGINE_HEAL_ALONE_MS 30000
+/** How long one Heal(run) lets the maintenance loop heal. */
+#define TS_ENGINE_HEAL_GRANT_MS 5000
 
 /**
  * The key a group's engine service and remote ids use: the first 8 bytes of

@@ -246,7 +246,9 @@ int ts_node_main(int argc, char **argv)
 		struct ts_engine_host_opts ho = { .reg = reg, .node_id = o.node_id, .addr = o.addr,
 						  .state_dir = state, .chap_user = o.chap_user,
 						  .chap_secret = o.chap_secret,
-						  .io_timeout_ms = io_timeout };
+						  .io_timeout_ms = io_timeout,
+						  /* the heal is the control plane's task there */
+						  .delegate_heal = kube_ns != NULL };
 
 		rc = ts_mkdir_p(state);
 		if (rc == 0)

@@ -24,6 +24,9 @@ int ts_controller_main(int argc, char **argv);
  *  (csi_main.c). */
 int ts_csi_main(int argc, char **argv);
 
+/** `tessera task ls`: the control plane's tasks (task_main.c). */
+int ts_task_main(int argc, char **argv);
+
 /** `tessera node`: one host's data plane (node_main.c; docs/multinode.md).
  *  CHAP credentials come from TESSERA_CHAP_USER and TESSERA_CHAP_SECRET. */
 int ts_node_main(int argc, char **argv);

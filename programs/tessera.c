@@ -22,6 +22,7 @@ static void usage(FILE *f)
 		   "  dev          run the embedded default: controller + data-plane nodes on\n"
 		   "               loopback with file-backed disks (CSI socket + iSCSI portal)\n"
 		   "  csi          serve the CSI driver (file backend) on a unix socket\n"
+		   "  task ls      the control plane's tasks (owner, progress) in a namespace\n"
 		   "  node         run one host's data plane (disks, iSCSI exports, registration)\n"
 		   "  controller   serve the volumes of a multi-node array group (CSI socket +\n"
 		   "               iSCSI portal) assembled from the registered nodes\n"
@@ -48,6 +49,8 @@ int main(int argc, char **argv)
 		return ts_controller_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "csi"))
 		return ts_csi_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "task"))
+		return ts_task_main(argc - 1, argv + 1);
 	/* Everything else (including --help) is the CLI, which explains itself. */
 	return ts_cli_main(argc, argv);
 }

@@ -52,6 +52,8 @@ struct ts_cluster {
 	unsigned nretired;
 	struct ts_replog *rl;     /* NULL: no journal (older record, or none reachable) */
 	int heal_err;             /* last heal result */
+	bool (*may_heal)(void *arg); /* ts_cluster_set_heal_gate; NULL: always */
+	void *may_heal_arg;
 	_Atomic int rebuilding;   /* a lost member is being rebuilt */
 	pthread_mutex_t grp_lock; /* c->grp and c->agrp writes (tick thread) vs status readers */
 	_Atomic long inflight;    /* device IOs submitted and not yet completed */
@@ -729,6 +731,12 @@ static int heal_write(void *ctx, uint64_t off, uint64_t len, const void *buf)
 	return rc ? rc : ts_agrp_flush_sync(ctx);
 }
 
+void ts_cluster_set_heal_gate(struct ts_cluster *c, bool (*may_heal)(void *arg), void *arg)
+{
+	c->may_heal = may_heal;
+	c->may_heal_arg = arg;
+}
+
 int ts_cluster_tick(struct ts_cluster *c)
 {
 	uint64_t all = (1ull << c->n) - 1;
@@ -754,6 +762,8 @@ int ts_cluster_tick(struct ts_cluster *c)
 	if (as.ood_regions)
 		return joined; /* resync first */
 	ts_replog_retry_journals(c->rl);
+	if (c->may_heal && !c->may_heal(c->may_heal_arg))
+		return joined; /* delegated: heal when the control plane says so */
 	{
 		struct ts_replog_ec ec = { .read = heal_read, .write = heal_write, .ctx = c->agrp };
 

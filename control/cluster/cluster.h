@@ -43,6 +43,7 @@
 #ifndef TS_CONTROL_CLUSTER_H
 #define TS_CONTROL_CLUSTER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "control/registry/registry.h"
@@ -122,6 +123,15 @@ struct ts_member *ts_cluster_device(struct ts_cluster *c);
  * the next tick).
  */
 int ts_cluster_tick(struct ts_cluster *c);
+
+/**
+ * Heal only when \p may_heal(\p arg) says so (checked by ts_cluster_tick
+ * before each heal step; rejoin, resync and rebuild are not gated): the
+ * heal is low-priority work the control plane schedules (a task it runs
+ * through the engine host, programs/engine_host.c). NULL: heal at every
+ * tick (the default). Call before the maintenance loop starts.
+ */
+void ts_cluster_set_heal_gate(struct ts_cluster *c, bool (*may_heal)(void *arg), void *arg);
 
 /** Group health for the CLI and the admin service. */
 struct ts_cluster_status {

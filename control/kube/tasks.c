@@ -143,7 +143,7 @@ int ts_task_create(struct ts_kube *c, const char *ns, struct ts_task *t)
 		return -EINVAL;
 	t->phase = TS_TASK_PENDING;
 	t->owner[0] = '\0';
-	t->heartbeat_us = 0;
+	t->heartbeat_us = ts_kube_now_us(); /* while Pending: when it was posted */
 	t->attempts = 0;
 	t->done = 0;
 	t->rv[0] = '\0';
@@ -216,7 +216,7 @@ int ts_task_list(struct ts_kube *c, const char *ns, struct ts_task **out, size_t
 }
 
 int ts_task_claim(struct ts_kube *c, const char *ns, const char *name, const char *owner,
-		  uint64_t stale_ms, struct ts_task *out)
+		  uint64_t stale_ms, uint64_t pending_ms, struct ts_task *out)
 {
 	if (!owner || !owner[0] || strlen(owner) >= sizeof(out->owner))
 		return -EINVAL;
@@ -232,6 +232,8 @@ int ts_task_claim(struct ts_kube *c, const char *ns, const char *name, const cha
 		if (t.phase == TS_TASK_RUNNING && strcmp(t.owner, owner) &&
 		    t.heartbeat_us + stale_ms * 1000u > now)
 			return -EBUSY; /* a live owner */
+		if (t.phase == TS_TASK_PENDING && t.heartbeat_us + pending_ms * 1000u > now)
+			return -EBUSY; /* left to the claimers that do not wait */
 		if (strcmp(t.owner, owner) || t.phase != TS_TASK_RUNNING)
 			t.attempts++;
 		t.phase = TS_TASK_RUNNING;

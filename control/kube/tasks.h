@@ -37,7 +37,7 @@ struct ts_task {
 	enum ts_task_priority priority;
 	enum ts_task_phase phase;
 	char owner[254];       /**< the claimer's identity while Running ("" otherwise) */
-	uint64_t heartbeat_us; /**< CLOCK_REALTIME µs of the owner's last write */
+	uint64_t heartbeat_us; /**< CLOCK_REALTIME µs of the owner's last write (Pending: of the post) */
 	uint64_t attempts;     /**< claims so far */
 	uint64_t done, total;  /**< progress, in the kind's units */
 	char message[256];
@@ -63,14 +63,16 @@ int ts_task_get(struct ts_kube *c, const char *ns, const char *name, struct ts_t
 int ts_task_list(struct ts_kube *c, const char *ns, struct ts_task **out, size_t *n);
 
 /**
- * Claim task \p name for \p owner: it must be Pending, or Running with a
- * heartbeat older than \p stale_ms (or already \p owner's). 0 and *\p out
+ * Claim task \p name for \p owner: it must be Pending for at least
+ * \p pending_ms (0: at once; a fallback claimer waits so the preferred one
+ * gets it first), or Running with a heartbeat older than \p stale_ms (or
+ * already \p owner's). 0 and *\p out
  * (Running, owner, attempts + 1 unless it was ours, progress kept),
  * -EBUSY (a live owner has it, or another claimer won), -EALREADY (Done
  * or Failed), -ENOENT, or the client's errors.
  */
 int ts_task_claim(struct ts_kube *c, const char *ns, const char *name, const char *owner,
-		  uint64_t stale_ms, struct ts_task *out);
+		  uint64_t stale_ms, uint64_t pending_ms, struct ts_task *out);
 
 /**
  * The owner records progress (and its heartbeat) on \p t, as last returned

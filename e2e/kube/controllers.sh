@@ -33,15 +33,8 @@ start_node() { # $1: id; heartbeats are Lease writes: one a second
 	mn_start_node "$1" "127.0.0.3$1" --heartbeat-ms 1000 --state-dir "$W/n$1" --io-timeout-ms 1500
 }
 
-start_ctl() { # $1: a or b (portal 127.0.0.41 or .42)
-	local x=$1 n
-	n=$([ "$x" = a ] && echo 1 || echo 2)
-	: >"$W/ctl-$x.out"
-	"$T" controller --kube-namespace "$NS" --kubeconfig "$K" --leader-lease tessera-controller \
-		--identity "ctl-$x" --group "$GROUP" --state-dir "$W/ctl-$x" \
-		--portal "127.0.0.4$n:$PORT" --ec 4+2 --member-size 32Mi --io-timeout-ms 1500 \
-		--engines nodes >"$W/ctl-$x.out" 2>>"$W/ctl-$x.err" &
-	CPID[$x]=$!
+start_ctl() { # $1: a or b (portal 127.0.0.41 or 127.0.0.42)
+	kube_start_ctl "$1" "127.0.0.4$([ "$1" = a ] && echo 1 || echo 2):$PORT" --member-size 32Mi
 }
 
 # wait_ready X SECONDS: until controller X prints ready; prints the seconds it took.

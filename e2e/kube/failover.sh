@@ -25,14 +25,8 @@ T=$(readlink -f "$1") RETRY=$(readlink -f "$2") ROUNDS=${3:-6}
 . "$(dirname "$0")/procs.sh" kfo
 RANDOM=$((ROUNDS * 7919 + 1207))
 
-start_ctl() { # $1: a or b
-	local x=$1 n
-	n=$([ "$x" = a ] && echo 1 || echo 2)
-	"$T" controller --kube-namespace "$NS" --kubeconfig "$K" --leader-lease tessera-controller \
-		--lease-duration-s 4 --identity "ctl-$x" --group "$GROUP" --state-dir "$W/ctl-$x" \
-		--portal "127.0.0.9$n:$PORT" --ec 4+2 --member-size 16Mi --io-timeout-ms 1500 \
-		--engines nodes >>"$W/ctl-$x.out" 2>>"$W/ctl-$x.err" &
-	CPID[$x]=$!
+start_ctl() { # $1: a or b (portal 127.0.0.91 or 127.0.0.92)
+	kube_start_ctl "$1" "127.0.0.9$([ "$1" = a ] && echo 1 || echo 2):$PORT" --lease-duration-s 4 --member-size 16Mi
 }
 holder() { kc get lease tessera-controller -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
 eps=(unix://"$W"/ctl-a/csi.sock unix://"$W"/ctl-b/csi.sock)

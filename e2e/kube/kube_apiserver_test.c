@@ -1202,7 +1202,7 @@ static void *run_task_claim(void *arg)
 	struct ts_task t;
 
 	pthread_barrier_wait(k->bar);
-	k->rc = ts_task_claim(c, k->ns, k->name, k->owner, 60000, &t);
+	k->rc = ts_task_claim(c, k->ns, k->name, k->owner, 60000, 0, &t);
 	ts_kube_close(c);
 	return NULL;
 }
@@ -1227,19 +1227,19 @@ Test(kube_apiserver, tasks_claimed_once_resumed_after_a_stale_owner)
 	cr_assert_eq(ts_task_create(c, ns, &bad), -EINVAL);
 
 	/* a claims; b cannot while a is alive; a's progress is kept */
-	cr_assert_eq(ts_task_claim(c, ns, "heal-g1", "a", 1000, &a), 0);
+	cr_assert_eq(ts_task_claim(c, ns, "heal-g1", "a", 1000, 0, &a), 0);
 	cr_assert_eq(a.phase, TS_TASK_RUNNING);
 	cr_assert_str_eq(a.owner, "a");
 	cr_assert_eq(a.attempts, 1u);
-	cr_assert_eq(ts_task_claim(c, ns, "heal-g1", "b", 1000, &b), -EBUSY);
+	cr_assert_eq(ts_task_claim(c, ns, "heal-g1", "b", 1000, 0, &b), -EBUSY);
 	cr_assert_eq(ts_task_progress(c, ns, &a, 3, 10, "3 of 10 regions"), 0);
-	cr_assert_eq(ts_task_claim(c, ns, "heal-g1", "a", 1000, &a), 0, "re-claim by the owner");
+	cr_assert_eq(ts_task_claim(c, ns, "heal-g1", "a", 1000, 0, &a), 0, "re-claim by the owner");
 	cr_assert_eq(a.attempts, 1u, "a re-claim by its owner is no new attempt");
 	cr_assert_eq(a.done, 3u);
 
 	/* a goes silent: b takes over after the stale time and resumes at 3 */
 	usleep(1300000);
-	cr_assert_eq(ts_task_claim(c, ns, "heal-g1", "b", 1000, &b), 0);
+	cr_assert_eq(ts_task_claim(c, ns, "heal-g1", "b", 1000, 0, &b), 0);
 	cr_assert_str_eq(b.owner, "b");
 	cr_assert_eq(b.attempts, 2u);
 	cr_assert_eq(b.done, 3u, "progress survives the owner");
@@ -1251,8 +1251,17 @@ Test(kube_apiserver, tasks_claimed_once_resumed_after_a_stale_owner)
 	cr_assert_eq(got.phase, TS_TASK_DONE);
 	cr_assert_str_eq(got.message, "healed");
 	cr_assert_eq(got.done, 10u);
-	cr_assert_eq(ts_task_claim(c, ns, "heal-g1", "a", 1000, &a), -EALREADY, "done is final");
-	cr_assert_eq(ts_task_claim(c, ns, "nope", "a", 1000, &a), -ENOENT);
+	cr_assert_eq(ts_task_claim(c, ns, "heal-g1", "a", 1000, 0, &a), -EALREADY, "done is final");
+	cr_assert_eq(ts_task_claim(c, ns, "nope", "a", 1000, 0, &a), -ENOENT);
+
+	/* a fallback claimer leaves a fresh Pending task to the others */
+	struct ts_task f = { .name = "scrub-g3", .kind = "scrub", .target = "g3",
+			     .priority = TS_TASK_LOW };
+
+	cr_assert_eq(ts_task_create(c, ns, &f), 0);
+	cr_assert_eq(ts_task_claim(c, ns, "scrub-g3", "active", 1000, 800, &a), -EBUSY);
+	usleep(900000);
+	cr_assert_eq(ts_task_claim(c, ns, "scrub-g3", "active", 1000, 800, &a), 0, "then it may");
 
 	/* eight claimers of one Pending task at once: exactly one owner */
 	struct ts_task r = { .name = "rebuild-g2", .kind = "rebuild", .target = "g2",
@@ -1280,9 +1289,10 @@ Test(kube_apiserver, tasks_claimed_once_resumed_after_a_stale_owner)
 	cr_assert_eq(ts_task_get(c, ns, "rebuild-g2", &got), 0);
 	cr_assert_eq(got.attempts, 1u);
 	cr_assert_eq(ts_task_list(c, ns, &all, &n), 0);
-	cr_assert_eq(n, 2u);
+	cr_assert_eq(n, 3u);
 	cr_assert_str_eq(all[0].name, "heal-g1");
 	cr_assert_str_eq(all[1].name, "rebuild-g2");
+	cr_assert_str_eq(all[2].name, "scrub-g3");
 	cr_assert_eq(all[1].phase, TS_TASK_RUNNING);
 	ts_free(all);
 	ts_kube_close(c);

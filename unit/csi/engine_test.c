@@ -603,6 +603,32 @@ Test(csi_engine, served_beside_csi_checks_the_same)
 	ts_free(resp);
 }
 
+/* One engine call per case: its gRPC code, and a piece its reply must hold. */
+struct body_case {
+	const char *body;
+	int code;
+	const char *has;
+};
+
+static void run_cases(const char *method, const struct body_case *cases, size_t n)
+{
+	uint8_t *resp;
+	size_t len;
+	int code;
+	char msg[256];
+
+	for (size_t i = 0; i < n; i++) {
+		resp = NULL;
+		ts_csi_handle(g_local.d, method, (const uint8_t *)cases[i].body,
+			      strlen(cases[i].body), &resp, &len, &code, msg, sizeof(msg));
+		cr_assert_eq(code, cases[i].code, "%s: %d %s", cases[i].body, code, msg);
+		if (cases[i].has)
+			cr_assert_not_null(strstr((char *)resp, cases[i].has), "%s: %s", cases[i].body,
+					   resp);
+		ts_free(resp);
+	}
+}
+
 static int test_report(void *arg, const char *what, char **json)
 {
 	(void)arg;
@@ -619,11 +645,7 @@ Test(csi_engine, report_passes_the_hosts_view_through)
 {
 	struct ts_engine_opts o = { .group = "ga", .ops = g_a.be, .ctx = g_a.be_ctx,
 				    .report = test_report };
-	static const struct {
-		const char *body;
-		int code;
-		const char *has;
-	} cases[] = {
+	static const struct body_case cases[] = {
 		{ "{\"group\":\"ga\",\"what\":\"group\"}", 0, "\"report\":{\"state\":\"healthy\",\"k\":4}" },
 		{ "{\"group\":\"ga\",\"what\":\"tree\"}", 0, "\"rc\":-71" }, /* -EPROTO */
 		{ "{\"group\":\"ga\",\"what\":\"disks\"}", 3, NULL },
@@ -631,20 +653,52 @@ Test(csi_engine, report_passes_the_hosts_view_through)
 		{ "{\"group\":\"ga\",\"what\":7}", 3, NULL },
 		{ "{\"group\":\"gz\",\"what\":\"group\"}", 0, "\"rc\":-116" }, /* -ESTALE */
 	};
-	uint8_t *resp;
+	cr_assert_eq(ts_csi_driver_set_engine(g_local.d, &o), 0);
+	run_cases(TS_ENGINE_PREFIX "Report", cases, TS_ARRAY_SIZE(cases));
+}
+
+static unsigned g_heal_runs, g_heal_asks;
+
+static int test_heal(void *arg, bool run, char **json)
+{
+	(void)arg;
+	run ? g_heal_runs++ : g_heal_asks++;
+	*json = ts_strdup("{\"pending\":true,\"state\":\"healing\"}");
+	return *json ? 0 : -ENOMEM;
+}
+
+/* Heal: run optional and boolean, the host's answer passed through, none without a host hook. */
+Test(csi_engine, heal_asks_and_runs_through_the_host)
+{
+	struct ts_engine_opts o = { .group = "ga", .ops = g_a.be, .ctx = g_a.be_ctx,
+				    .heal = test_heal };
+	static const struct body_case cases[] = {
+		{ "{\"group\":\"ga\"}", 0, "\"heal\":{\"pending\":true,\"state\":\"healing\"}" },
+		{ "{\"group\":\"ga\",\"run\":false}", 0, "\"rc\":0" },
+		{ "{\"group\":\"ga\",\"run\":true}", 0, "\"pending\":true" },
+		{ "{\"group\":\"ga\",\"run\":\"yes\"}", 3, NULL },
+		{ "{\"group\":\"ga\",\"run\":true,\"force\":1}", 3, NULL },
+		{ "{\"group\":\"gz\",\"run\":true}", 0, "\"rc\":-116" }, /* -ESTALE */
+	};
+	cr_assert_eq(ts_csi_driver_set_engine(g_local.d, &o), 0);
+	run_cases(TS_ENGINE_PREFIX "Heal", cases, TS_ARRAY_SIZE(cases));
+	cr_assert_eq(g_heal_asks, 2u);
+	cr_assert_eq(g_heal_runs, 1u, "only the valid run reached the host");
+}
+
+Test(csi_engine, heal_without_a_host_hook_is_eopnotsupp)
+{
+	struct ts_engine_opts o = { .group = "ga", .ops = g_a.be, .ctx = g_a.be_ctx };
+	const char *body = "{\"group\":\"ga\",\"run\":true}";
+	uint8_t *resp = NULL;
 	size_t len;
 	int code;
 	char msg[256];
 
 	cr_assert_eq(ts_csi_driver_set_engine(g_local.d, &o), 0);
-	for (size_t i = 0; i < TS_ARRAY_SIZE(cases); i++) {
-		resp = NULL;
-		ts_csi_handle(g_local.d, TS_ENGINE_PREFIX "Report", (const uint8_t *)cases[i].body,
-			      strlen(cases[i].body), &resp, &len, &code, msg, sizeof(msg));
-		cr_assert_eq(code, cases[i].code, "%s: %d %s", cases[i].body, code, msg);
-		if (cases[i].has)
-			cr_assert_not_null(strstr((char *)resp, cases[i].has), "%s: %s", cases[i].body,
-					   resp);
-		ts_free(resp);
-	}
+	ts_csi_handle(g_local.d, TS_ENGINE_PREFIX "Heal", (const uint8_t *)body, strlen(body), &resp,
+		      &len, &code, msg, sizeof(msg));
+	cr_assert_eq(code, 0, "%s", msg);
+	cr_assert_not_null(strstr((char *)resp, "\"rc\":-95"), "%s", resp); /* -EOPNOTSUPP */
+	ts_free(resp);
 }
