@@ -149,7 +149,7 @@ static bool engine_may_heal(void *arg)
 	return true;
 }
 
-/* The engine service's Heal: note the coordinator, grant a while of heal if asked, say where it is. */
+/* The engine service's Heal: note the coordinator, grant a while of heal if asked, report. */
 static int engine_heal(void *arg, bool run, char **json)
 {
 	struct engine *e = arg;
