@@ -171,12 +171,14 @@ static void work(struct ts_task_runner *r)
 	for (size_t i = 0; i < n; i++) {
 		struct ts_task *t = &all[i];
 		struct heal_state *g = group_of(r, t->target);
+		const char *dash = strrchr(t->name, '-');
 		uint64_t occurrence;
 		bool due;
 		int rc;
 
-		if (strcmp(t->kind, "heal") || t->phase == TS_TASK_DONE || t->phase == TS_TASK_FAILED)
-			continue;
+		if (strcmp(t->kind, "heal") || t->phase == TS_TASK_DONE || t->phase == TS_TASK_FAILED ||
+		    !dash)
+			continue; /* not ours to run (a heal task another writer named) */
 		if (!g || !g->known)
 			continue; /* its engine does not answer now: later */
 		if (t->phase != TS_TASK_RUNNING || strcmp(t->owner, r->identity)) {
@@ -189,7 +191,7 @@ static void work(struct ts_task_runner *r)
 			       t->name, t->attempts, active ? "active" : "passive");
 		}
 		/* this occurrence is over once the engine counts a heal past it, or has none due */
-		occurrence = strtoull(strrchr(t->name, '-') + 1, NULL, 10);
+		occurrence = strtoull(dash + 1, NULL, 10);
 		due = g->pending && g->heals < occurrence;
 		if (!due) {
 			rc = ts_task_finish(r->c, r->ns, t, 1, "healed");
