@@ -42,9 +42,7 @@ struct ts_task_runner {
 	struct ts_kube *c;
 	atomic_bool active;
 	pthread_t thread;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool stop;
+	struct ts_stop stop;
 	struct ts_reg_node nodes[TS_REG_MAX_NODES];
 	struct heal_state groups[TS_REG_MAX_NODES * TS_REG_MAX_SERVED];
 	unsigned ngroups;
@@ -209,25 +207,11 @@ static void work(struct ts_task_runner *r)
 	ts_free(all);
 }
 
-static bool nap(struct ts_task_runner *r, unsigned ms)
-{
-	struct timespec ts;
-	bool stop;
-
-	ts_deadline_ms(&ts, ms);
-	pthread_mutex_lock(&r->lock);
-	while (!r->stop && pthread_cond_timedwait(&r->cond, &r->lock, &ts) != ETIMEDOUT)
-		;
-	stop = r->stop;
-	pthread_mutex_unlock(&r->lock);
-	return stop;
-}
-
 static void *runner_main(void *arg)
 {
 	struct ts_task_runner *r = arg;
 
-	while (!nap(r, r->o.period_ms)) {
+	while (!ts_stop_nap(&r->stop, r->o.period_ms)) {
 		survey(r);
 		post(r);
 		work(r);
@@ -252,15 +236,13 @@ int ts_task_runner_start(const struct ts_task_runner_opts *o, struct ts_task_run
 		r->o.period_ms = 1000;
 	snprintf(r->ns, sizeof(r->ns), "%s", o->ns);
 	snprintf(r->identity, sizeof(r->identity), "%s", o->identity);
-	pthread_mutex_init(&r->lock, NULL);
-	pthread_cond_init(&r->cond, NULL);
+	ts_stop_init(&r->stop);
 	rc = ts_kube_open(o->kubeconfig, NULL, &r->c);
 	if (rc == 0)
 		rc = -pthread_create(&r->thread, NULL, runner_main, r);
 	if (rc) {
 		ts_kube_close(r->c);
-		pthread_cond_destroy(&r->cond);
-		pthread_mutex_destroy(&r->lock);
+		ts_stop_fini(&r->stop);
 		ts_free(r);
 		return rc;
 	}
@@ -278,13 +260,9 @@ void ts_task_runner_stop(struct ts_task_runner *r)
 {
 	if (!r)
 		return;
-	pthread_mutex_lock(&r->lock);
-	r->stop = true;
-	pthread_cond_broadcast(&r->cond);
-	pthread_mutex_unlock(&r->lock);
+	ts_stop_set(&r->stop);
 	pthread_join(r->thread, NULL);
 	ts_kube_close(r->c);
-	pthread_cond_destroy(&r->cond);
-	pthread_mutex_destroy(&r->lock);
+	ts_stop_fini(&r->stop);
 	ts_free(r);
 }

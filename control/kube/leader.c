@@ -30,9 +30,7 @@ struct ts_leader {
 	atomic_bool lost;
 	pthread_t thread;
 	bool running;
-	pthread_mutex_t lock; /* stop + cond */
-	pthread_cond_t cond;
-	bool stop;
+	struct ts_stop stop;
 };
 
 static uint64_t mono_ns(void)
@@ -69,27 +67,13 @@ const char *ts_leader_previous(const struct ts_leader *l)
 	return l->previous;
 }
 
-/* Wait \p ms or until stopped; true when stopped. */
-static bool nap(struct ts_leader *l, uint32_t ms)
-{
-	struct timespec ts;
-	bool stop;
-
-	ts_deadline_ms(&ts, ms);
-	pthread_mutex_lock(&l->lock);
-	while (!l->stop && pthread_cond_timedwait(&l->cond, &l->lock, &ts) != ETIMEDOUT)
-		;
-	stop = l->stop;
-	pthread_mutex_unlock(&l->lock);
-	return stop;
-}
 
 static void *renew_main(void *arg)
 {
 	struct ts_leader *l = arg;
 	int last_rc = 0;
 
-	while (!nap(l, l->o.retry_ms) && !atomic_load(&l->lost)) {
+	while (!ts_stop_nap(&l->stop, l->o.retry_ms) && !atomic_load(&l->lost)) {
 		uint64_t start = mono_ns();
 		int rc;
 
@@ -115,8 +99,7 @@ static void *renew_main(void *arg)
 static void destroy(struct ts_leader *l)
 {
 	ts_kube_close(l->c);
-	pthread_cond_destroy(&l->cond);
-	pthread_mutex_destroy(&l->lock);
+	ts_stop_fini(&l->stop);
 	ts_free(l);
 }
 
@@ -160,8 +143,7 @@ int ts_leader_acquire(const struct ts_leader_opts *o, struct ts_leader **out)
 	snprintf(l->ns, sizeof(l->ns), "%s", o->ns);
 	snprintf(l->name, sizeof(l->name), "%s", o->name);
 	snprintf(l->identity, sizeof(l->identity), "%s", o->identity);
-	pthread_mutex_init(&l->lock, NULL);
-	pthread_cond_init(&l->cond, NULL);
+	ts_stop_init(&l->stop);
 	rc = ts_kube_open(o->kubeconfig, NULL, &l->c);
 	while (rc == 0) {
 		struct ts_kube_lease cur;
@@ -205,10 +187,7 @@ void ts_leader_release(struct ts_leader *l)
 {
 	if (!l)
 		return;
-	pthread_mutex_lock(&l->lock);
-	l->stop = true;
-	pthread_cond_broadcast(&l->cond);
-	pthread_mutex_unlock(&l->lock);
+	ts_stop_set(&l->stop);
 	if (l->running)
 		pthread_join(l->thread, NULL);
 	if (!atomic_load(&l->lost)) {

@@ -199,6 +199,41 @@ void ts_deadline_ms(struct timespec *ts, unsigned ms)
 	}
 }
 
+void ts_stop_init(struct ts_stop *s)
+{
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cond, NULL);
+	s->stop = false;
+}
+
+void ts_stop_fini(struct ts_stop *s)
+{
+	pthread_cond_destroy(&s->cond);
+	pthread_mutex_destroy(&s->lock);
+}
+
+bool ts_stop_nap(struct ts_stop *s, unsigned ms)
+{
+	struct timespec ts;
+	bool stop;
+
+	ts_deadline_ms(&ts, ms);
+	pthread_mutex_lock(&s->lock);
+	while (!s->stop && pthread_cond_timedwait(&s->cond, &s->lock, &ts) != ETIMEDOUT)
+		;
+	stop = s->stop;
+	pthread_mutex_unlock(&s->lock);
+	return stop;
+}
+
+void ts_stop_set(struct ts_stop *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->stop = true;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
 int ts_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 {
 	const char *p = buf;

@@ -24,6 +24,8 @@
 #define TS_COMMON_H
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -97,6 +99,24 @@ struct timespec;
  * pthread_cond_timedwait() takes (default condition attributes).
  */
 void ts_deadline_ms(struct timespec *ts, unsigned ms);
+
+/**
+ * A background thread's stop flag and the wait between its rounds: the
+ * thread sleeps in ts_stop_nap(), the owner wakes it for good with
+ * ts_stop_set() and then joins it. Init before the thread starts, fini after
+ * it was joined.
+ */
+struct ts_stop {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stop;
+};
+void ts_stop_init(struct ts_stop *s);
+void ts_stop_fini(struct ts_stop *s);
+/** Wait \p ms or until stopped; true once stopped. */
+bool ts_stop_nap(struct ts_stop *s, unsigned ms);
+/** Stop: every nap returns true from now on, a running one at once. */
+void ts_stop_set(struct ts_stop *s);
 
 /**
  * Write all of \p len bytes at \p off (retrying short writes and EINTR).
